@@ -1,0 +1,3 @@
+from datasweep.cli.main import main
+
+main()

@@ -1,0 +1,49 @@
+"""The Artifact: the output of one stage at one fingerprint (files on the shared volume plus this object)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from datasweep.api._base import CamelModel
+from datasweep.api.common import Condition, Resources
+from datasweep.api.worker import StageKind
+from datasweep.store.manifest import ManifestSummary, Usage
+
+
+class ArtifactStorage(CamelModel):
+    claim_name: str | None = Field(default=None, description="PVC of the data volume")
+    path: str = Field(description="Directory relative to the data volume root, e.g. _shared/Copa/temp07_topp10_gpt4o")
+
+
+class ArtifactSpec(CamelModel):
+    stage: StageKind
+    dataset: str
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    semantic_name: str
+    params: dict[str, Any] = Field(default_factory=dict, description="Canonical effective parameters")
+    inputs: list[str] = Field(default_factory=list, description="Names of the input Artifacts")
+    storage: ArtifactStorage
+    image: str | None = None
+    resources: Resources = Field(default_factory=Resources)
+    retries: int = Field(default=2, ge=0, le=20)
+    worker: dict[str, Any] = Field(default_factory=dict, description="Job details: source dir, base model, secrets")
+
+
+Phase = Literal["Pending", "Waiting", "Running", "Ready", "Failed"]
+
+
+class ArtifactStatus(CamelModel):
+    phase: Phase = "Pending"
+    conditions: list[Condition] = Field(default_factory=list)
+    job: str | None = None
+    attempts: int = 0
+    first_batch: str | None = None
+    first_experiment: str | None = None
+    consumers: list[str] = Field(default_factory=list)
+    started_at: str | None = None
+    completed_at: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    manifest: ManifestSummary | None = None
+    regenerated_for: str | None = None

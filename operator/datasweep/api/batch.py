@@ -1,0 +1,43 @@
+"""The Batch: a logical view grouping experiments by date and purpose (batch_20241229_temperature)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from datasweep.api._base import CamelModel
+from datasweep.api.common import Condition
+from datasweep.store.manifest import Usage
+
+
+class BatchSpec(CamelModel):
+    batch_id: str = Field(pattern=r"^batch_[0-9]{8}_[a-z0-9_]+$", max_length=60)
+    purpose: str = Field(default="", max_length=40)
+    description: str = Field(default="", max_length=4096)
+
+
+class BatchCounts(CamelModel):
+    experiments: int = 0
+    points: int = 0
+    reused: int = 0
+    created: int = 0
+    ready: int = 0
+    failed: int = 0
+
+
+class BatchPoint(CamelModel):
+    experiment: str
+    dataset: str
+    semantic_name: str
+    artifact: str
+    reused: bool
+    path: str | None = None
+    ready: bool = False
+
+
+class BatchStatus(CamelModel):
+    conditions: list[Condition] = Field(default_factory=list)
+    experiments: list[str] = Field(default_factory=list)
+    counts: BatchCounts = Field(default_factory=BatchCounts)
+    points: list[BatchPoint] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    saved_by_reuse: Usage = Field(default_factory=Usage)

@@ -1,0 +1,360 @@
+"""Generate the CustomResourceDefinitions from the Pydantic models (the single source of truth).
+
+`python -m datasweep.api.crdgen --out crds [--chart charts/datasweep/crds]` writes them; `--check` fails when the
+files on disk are stale (a test runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from datasweep import GROUP, VERSION
+from datasweep.api.artifact import ArtifactSpec, ArtifactStatus
+from datasweep.api.batch import BatchSpec, BatchStatus
+from datasweep.api.experiment import ExperimentSpec, ExperimentStatus
+from datasweep.api.stage_params import params_model, training_kinds
+
+CATEGORY = "datasweep"
+MAX_PARAMS = 64
+
+# Grid axes: a value or a list of values. Structural schemas have no union types, so these fields keep
+# unknown values and a CEL rule checks the shape.
+NUMBER_AXIS_RULE = (
+    "type(self) == list ? (size(self) > 0 && self.all(x, type(x) == double || type(x) == int)) "
+    ": (type(self) == double || type(self) == int)"
+)
+STRING_AXIS_RULE = (
+    "type(self) == list ? (size(self) > 0 && self.all(x, type(x) == string && size(x) > 0)) "
+    ": (type(self) == string && size(self) > 0)"
+)
+
+
+def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        name = schema["$ref"].split("/")[-1]
+        merged = copy.deepcopy(defs[name])
+        merged.update({k: v for k, v in schema.items() if k != "$ref"})
+        return merged
+    return schema
+
+
+def _axis(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """A `T | list[T]` union becomes an untyped field checked by CEL."""
+    options = schema.get("anyOf", [])
+    kinds = {o.get("type") for o in options}
+    if len(options) == 2 and "array" in kinds:
+        scalar = next(o for o in options if o.get("type") != "array")["type"]
+        rule = STRING_AXIS_RULE if scalar == "string" else NUMBER_AXIS_RULE
+        what = "a string" if scalar == "string" else "a number"
+        out: dict[str, Any] = {
+            "x-kubernetes-preserve-unknown-fields": True,
+            "x-kubernetes-validations": [{"rule": rule, "message": f"must be {what} or a non-empty list of them"}],
+        }
+        if "description" in schema:
+            out["description"] = schema["description"]
+        return out
+    return None
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Turn a Pydantic JSON schema into a Kubernetes structural OpenAPI v3 schema."""
+    schema = _resolve(schema, defs)
+    axis = _axis(schema)
+    if axis is not None:
+        return axis
+    out: dict[str, Any] = {}
+    if "anyOf" in schema:
+        options = [_resolve(o, defs) for o in schema["anyOf"]]
+        non_null = [o for o in options if o.get("type") != "null"]
+        if len(non_null) == 1:
+            inner = structural(non_null[0], defs)
+            inner["nullable"] = True
+            if "description" in schema:
+                inner["description"] = schema["description"]
+            return inner
+        return {"x-kubernetes-preserve-unknown-fields": True, "description": schema.get("description", "")}
+    kind = schema.get("type")
+    if "const" in schema:
+        out["type"] = kind or "string"
+        out["enum"] = [schema["const"]]
+    elif "enum" in schema:
+        out["type"] = kind or "string"
+        out["enum"] = list(schema["enum"])
+    elif kind == "object" or "properties" in schema:
+        out["type"] = "object"
+        props = schema.get("properties", {})
+        if props:
+            out["properties"] = {name: structural(sub, defs) for name, sub in props.items()}
+            if schema.get("required"):
+                out["required"] = list(schema["required"])
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            out["additionalProperties"] = structural(extra, defs)
+        elif not props:
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    elif kind == "array":
+        out["type"] = "array"
+        out["items"] = structural(schema.get("items", {}), defs) if schema.get("items") else {"type": "string"}
+    elif kind in ("string", "integer", "number", "boolean"):
+        out["type"] = kind
+    elif kind is None:
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    for key in ("description", "pattern", "minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum"):
+        if key in schema:
+            out[key] = schema[key]
+    if "exclusiveMinimum" in schema:
+        out["minimum"], out["exclusiveMinimum"] = schema["exclusiveMinimum"], True
+    if "exclusiveMaximum" in schema:
+        out["maximum"], out["exclusiveMaximum"] = schema["exclusiveMaximum"], True
+    if "default" in schema and schema["default"] is not None and "x-kubernetes-preserve-unknown-fields" not in out:
+        out["default"] = schema["default"]
+    return out
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return structural(raw, raw.get("$defs", {}))
+
+
+def training_params_schema() -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Union of the params of every training kind, plus a CEL rule per kind listing its allowed keys."""
+    merged: dict[str, Any] = {}
+    rules = []
+    for kind in training_kinds():
+        schema = model_schema(params_model(kind))
+        props = schema.get("properties", {})
+        for name, sub in props.items():
+            if name in merged and merged[name] != sub:
+                merged[name] = {"x-kubernetes-preserve-unknown-fields": True}
+            else:
+                merged.setdefault(name, sub)
+        allowed = ", ".join(f"'{name}'" for name in sorted(props))
+        rules.append(
+            {
+                "rule": f"self.kind != '{kind}' || !has(self.params) || self.params.all(k, k in [{allowed}])",
+                "message": f"params of a {kind} stage accept only: {', '.join(sorted(props))}",
+                "fieldPath": ".params",
+            }
+        )
+    for sub in merged.values():
+        sub.pop("default", None)  # defaults belong to each kind; the worker fills them in
+    return {"type": "object", "properties": merged, "maxProperties": MAX_PARAMS}, rules
+
+
+def _rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+def experiment_spec_schema() -> dict[str, Any]:
+    spec = model_schema(ExperimentSpec)
+    props = spec["properties"]
+    spec["x-kubernetes-validations"] = [
+        _rule(
+            "has(self.batch) || has(self.purpose)",
+            "set spec.purpose (the batch defaults to batch_<YYYYMMDD>_<purpose>) or spec.batch",
+        ),
+        _rule(
+            "self.datasets.all(d, self.datasets.exists_one(e, e.name == d.name))",
+            "dataset names must be unique",
+            ".datasets",
+        ),
+        _rule(
+            "!has(self.training) || self.training.all(t, self.training.exists_one(u, u.name == t.name))",
+            "training stage names must be unique",
+            ".training",
+        ),
+    ]
+    generation = props["generation"]
+    generation["x-kubernetes-validations"] = [
+        _rule(
+            "self.backend != 'openai-compatible' || has(self.baseURL)",
+            "backend openai-compatible needs generation.baseURL (e.g. http://vllm:8000/v1)",
+        ),
+        _rule(
+            "!(self.backend in ['openai', 'openai-batch']) || has(self.apiKeySecret)",
+            "backend openai needs generation.apiKeySecret: {name: <Secret>, key: api-key}",
+        ),
+        _rule("self.backend != 'transformers' || has(self.modelPath)", "backend transformers needs generation.modelPath"),
+    ]
+    prompt_rule = _rule(
+        "!(has(self.text) && has(self.configMapKeyRef))", "set prompt.text or prompt.configMapKeyRef, not both"
+    )
+    generation["properties"]["prompt"]["x-kubernetes-validations"] = [prompt_rule]
+    props["validation"]["properties"]["prompt"]["x-kubernetes-validations"] = [prompt_rule]
+    stage = props["training"]["items"]
+    params, rules = training_params_schema()
+    stage["properties"]["params"] = params
+    stage["x-kubernetes-validations"] = [
+        *rules,
+        _rule(
+            "!has(self.baseModel) || (has(self.baseModel.path) != has(self.baseModel.hubId))",
+            "baseModel needs exactly one of path or hubId",
+            ".baseModel",
+        ),
+    ]
+    return spec
+
+
+def _status_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model_schema(model)
+    schema["x-kubernetes-preserve-unknown-fields"] = True
+    return schema
+
+
+def _condition_column(name: str, condition: str, field: str = "status") -> dict[str, Any]:
+    return {"name": name, "type": "string", "jsonPath": f'.status.conditions[?(@.type=="{condition}")].{field}'}
+
+
+def _crd(
+    kind: str,
+    plural: str,
+    short: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    columns: list[dict[str, Any]],
+    spec_required: bool = True,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short],
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        *columns,
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                            **({"required": ["spec"]} if spec_required else {}),
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def build_crds() -> dict[str, dict[str, Any]]:
+    """File name -> CRD."""
+    experiment = _crd(
+        "Experiment",
+        "experiments",
+        "exp",
+        experiment_spec_schema(),
+        _status_schema(ExperimentStatus),
+        [
+            {"name": "Batch", "type": "string", "jsonPath": ".status.batch"},
+            {"name": "Points", "type": "integer", "jsonPath": ".status.counts.points"},
+            {"name": "Reused", "type": "integer", "jsonPath": ".status.counts.reused"},
+            {"name": "Running", "type": "integer", "jsonPath": ".status.counts.running"},
+            {"name": "Done", "type": "integer", "jsonPath": ".status.counts.succeeded"},
+            {"name": "Failed", "type": "integer", "jsonPath": ".status.counts.failed"},
+            _condition_column("Status", "Succeeded", "reason"),
+        ],
+    )
+    artifact = _crd(
+        "Artifact",
+        "artifacts",
+        "art",
+        model_schema(ArtifactSpec),
+        _status_schema(ArtifactStatus),
+        [
+            {"name": "Stage", "type": "string", "jsonPath": ".spec.stage"},
+            {"name": "Dataset", "type": "string", "jsonPath": ".spec.dataset"},
+            {"name": "Semantic", "type": "string", "jsonPath": ".spec.semanticName"},
+            _condition_column("Ready", "Ready"),
+            {"name": "First Batch", "type": "string", "jsonPath": ".status.firstBatch"},
+            {"name": "Consumers", "type": "string", "jsonPath": ".status.consumers", "priority": 0},
+        ],
+    )
+    artifact_spec = artifact["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    artifact_spec["x-kubernetes-validations"] = [
+        _rule("self.fingerprint == oldSelf.fingerprint", "spec.fingerprint is immutable", ".fingerprint"),
+        _rule("self.storage.path == oldSelf.storage.path", "spec.storage.path is immutable", ".storage.path"),
+    ]
+    batch = _crd(
+        "Batch",
+        "batches",
+        "bat",
+        model_schema(BatchSpec),
+        _status_schema(BatchStatus),
+        [
+            {"name": "Purpose", "type": "string", "jsonPath": ".spec.purpose"},
+            {"name": "Experiments", "type": "integer", "jsonPath": ".status.counts.experiments"},
+            {"name": "Points", "type": "integer", "jsonPath": ".status.counts.points"},
+            {"name": "Reused", "type": "integer", "jsonPath": ".status.counts.reused"},
+            {"name": "Ready", "type": "integer", "jsonPath": ".status.counts.ready"},
+        ],
+    )
+    return {
+        "datasweep.io_experiments.yaml": experiment,
+        "datasweep.io_artifacts.yaml": artifact,
+        "datasweep.io_batches.yaml": batch,
+    }
+
+
+def render(crd: dict[str, Any]) -> str:
+    header = "# Generated by `python -m datasweep.api.crdgen` from the Pydantic models: do not edit.\n"
+    return header + yaml.safe_dump(crd, sort_keys=False, width=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", action="append", default=[], help="directory to write (repeatable)")
+    parser.add_argument("--chart", action="append", default=[], help="chart crds/ directory (same files)")
+    parser.add_argument("--check", action="store_true", help="fail when the files on disk differ")
+    args = parser.parse_args(argv)
+    stale = []
+    for directory in [*args.out, *args.chart]:
+        target = Path(directory)
+        for name, crd in build_crds().items():
+            text = render(crd)
+            path = target / name
+            if args.check:
+                if not path.exists() or path.read_text() != text:
+                    stale.append(str(path))
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    if stale:
+        print("stale CRDs (run `make crds`): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Parameters of the `moe-steer` stage: SteerMoE expert analysis and expert-only training (seed 004).
+
+The stage builds mixed safe/unsafe batches (e.g. 8 + 8), measures how often each expert of each MoE layer
+is routed to for unsafe versus safe prompts (the risk difference), selects the experts that lean most
+towards one side, and fine-tunes only those experts' weights with the same batches.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from datasweep.api._base import ParamsModel
+
+InputFormat = Literal["paired", "labeled"]
+TargetTokens = Literal["all", "last"]
+Direction = Literal["unsafe", "safe"]
+DType = Literal["float32", "bfloat16", "float16"]
+
+# Fields that never change the batches, the analysis or the trained model (left out of fingerprints).
+NOT_RESULT_AFFECTING: tuple[str, ...] = ("device", "log_every")
+
+
+class MoeSteerParams(ParamsModel):
+    # --- input records ---
+    input_format: InputFormat = Field(
+        default="paired",
+        description="paired: one record holds a safe prompt (safe_field) and an unsafe prompt (unsafe_field); "
+        "labeled: one prompt per record (prompt_field) with a label (label_field). Separate safe/unsafe files "
+        "(input roles 'safe' and 'unsafe') read prompt_field and ignore this setting",
+    )
+    safe_field: str = Field(default="goal", description="paired: record field holding the safe prompt")
+    unsafe_field: str = Field(default="all_prompt", description="paired: record field holding the unsafe prompt")
+    prompt_field: str = Field(default="prompt", description="labeled / separate files: record field of the prompt")
+    label_field: str = Field(default="label", description="labeled: record field holding the label")
+    safe_labels: list[str] = Field(
+        default_factory=lambda: ["safe", "benign", "0", "false"],
+        description="labeled: label values (compared as lower-case strings) that mark a safe prompt",
+    )
+    unsafe_labels: list[str] = Field(
+        default_factory=lambda: ["unsafe", "harmful", "1", "true"],
+        description="labeled: label values (compared as lower-case strings) that mark an unsafe prompt",
+    )
+    response_field: str | None = Field(
+        default=None,
+        description="Optional record field with a response to train on (loss on response tokens only); "
+        "paired records use '<response_field>' for both prompts. None: language-model loss on the prompt",
+    )
+    split: str = Field(default="train", description="Which split file of a generate artifact to read")
+    deduplicate: bool = Field(default=True, description="Drop repeated prompts within each label before batching")
+
+    # --- batches ---
+    batch_size: int = Field(default=16, ge=2, description="Prompts per mixed batch (analysis and training)")
+    safe_ratio: float = Field(
+        default=0.5, gt=0.0, lt=1.0, description="Share of safe prompts in every batch; batch_size*safe_ratio whole"
+    )
+    max_batches: int | None = Field(default=None, ge=1, description="Use at most this many batches (None: all)")
+    seed: int = Field(default=42, ge=0, description="Seed for shuffling prompts into batches and for training")
+
+    # --- tokenization ---
+    max_length: int = Field(default=512, ge=4, description="Token limit per prompt (+ response); cut on the right")
+    use_chat_template: bool = Field(
+        default=False, description="Wrap each prompt as a user turn with the tokenizer's chat template"
+    )
+
+    # --- analysis and selection ---
+    target_tokens: TargetTokens = Field(
+        default="all",
+        description="Tokens whose routing is counted: all non-padding prompt tokens, or only the last one",
+    )
+    direction: Direction = Field(
+        default="unsafe",
+        description="unsafe: select experts with the highest risk difference (p_unsafe - p_safe); "
+        "safe: the lowest",
+    )
+    top_n: int | None = Field(default=10, ge=1, description="Select at most this many experts in total")
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Select only experts whose mean risk difference (signed by direction) is at least this",
+    )
+    max_per_layer: int | None = Field(default=None, ge=1, description="Select at most this many experts per layer")
+
+    # --- training ---
+    learning_rate: float = Field(default=1e-5, gt=0.0, description="AdamW learning rate of the chosen experts")
+    num_epochs: int = Field(default=3, ge=1, description="Passes over the analysis batches")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps")
+    weight_decay: float = Field(
+        default=0.01, ge=0.0, description="Decoupled weight decay, applied to the chosen experts' slices only"
+    )
+    warmup_ratio: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of steps with linear warm-up")
+    lr_scheduler: Literal["constant", "linear"] = Field(
+        default="linear", description="Learning rate after warm-up: constant, or linear decay to zero"
+    )
+    max_grad_norm: float | None = Field(default=1.0, gt=0.0, description="Gradient clipping norm (None: off)")
+    shuffle_batches: bool = Field(
+        default=False, description="Shuffle the order of batches each epoch (their members never change)"
+    )
+    torch_dtype: DType = Field(default="float32", description="Dtype the base model is loaded and trained in")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
+    log_every: int = Field(default=10, ge=1, description="Log the loss every this many steps")
+
+    @property
+    def safe_per_batch(self) -> int:
+        return round(self.batch_size * self.safe_ratio)
+
+    @property
+    def unsafe_per_batch(self) -> int:
+        return self.batch_size - self.safe_per_batch
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> MoeSteerParams:
+        safe = self.batch_size * self.safe_ratio
+        if abs(safe - round(safe)) > 1e-9:
+            raise ValueError(
+                f"safe_ratio {self.safe_ratio} does not divide batch_size {self.batch_size} "
+                f"({safe:g} safe prompts per batch); pick a ratio that gives a whole number, e.g. 0.5"
+            )
+        if round(safe) < 1 or self.batch_size - round(safe) < 1:
+            raise ValueError(
+                f"safe_ratio {self.safe_ratio} with batch_size {self.batch_size} leaves a batch without "
+                "safe or unsafe prompts; every batch needs both"
+            )
+        if self.top_n is None and self.threshold is None:
+            raise ValueError("set top_n and/or threshold: without either no expert can be selected")
+        if self.input_format == "labeled":
+            safe_set = {v.strip().lower() for v in self.safe_labels}
+            unsafe_set = {v.strip().lower() for v in self.unsafe_labels}
+            if not safe_set or not unsafe_set:
+                raise ValueError("safe_labels and unsafe_labels must each list at least one label value")
+            if safe_set & unsafe_set:
+                raise ValueError(f"label values {sorted(safe_set & unsafe_set)} are in both safe_labels and unsafe_labels")
+        return self

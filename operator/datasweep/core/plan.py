@@ -1,0 +1,220 @@
+"""Grid planning: an Experiment spec -> points -> one stage plan per (point, stage), fingerprinted. Pure."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from datasweep.api.common import ModelRef, Resources
+from datasweep.api.experiment import GRID_AXES, ExperimentSpec
+from datasweep.api.stage_params import StageParamsError, result_params, validate_params
+from datasweep.core import naming
+from datasweep.core.fingerprint import fingerprint, short, text_sha256
+
+
+class PlanError(ValueError):
+    """A spec the planner cannot expand; the message names the field and the fix."""
+
+    def __init__(self, message: str, reason: str = "InvalidSpec") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What the planner needs from the outside world (read by the caller, passed in)."""
+
+    dataset_sha256: dict[str, str]
+    generation_prompt: str | None = None
+    validation_prompt: str | None = None
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: str  # generate | fomaml | moe-steer | qa
+    name: str  # "generate" or the training entry's name
+    dataset: str
+    semantic_name: str
+    fingerprint: str
+    artifact: str
+    params: dict[str, Any]  # effective parameters for the worker (defaults filled in)
+    canonical: dict[str, Any]  # what the fingerprint hashes
+    inputs: tuple[str, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    base_model: ModelRef | None = None
+    launcher: str = "job"
+
+    @property
+    def short_fingerprint(self) -> str:
+        return short(self.fingerprint)
+
+
+@dataclass(frozen=True)
+class Point:
+    dataset: str
+    values: dict[str, Any]  # the grid values of this point
+    generate: StagePlan
+    training: tuple[StagePlan, ...]
+
+    @property
+    def stages(self) -> tuple[StagePlan, ...]:
+        return (self.generate, *self.training)
+
+
+@dataclass(frozen=True)
+class Plan:
+    batch: str
+    points: tuple[Point, ...]
+
+    @property
+    def stages(self) -> tuple[StagePlan, ...]:
+        return tuple(stage for point in self.points for stage in point.stages)
+
+
+def _axis_values(spec: ExperimentSpec, axis: str) -> list[Any]:
+    value = getattr(spec.generation, axis)
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise PlanError(f"spec.generation.{naming_alias(axis)}: the list is empty; give at least one value", "EmptyGrid")
+    return list(dict.fromkeys(values))  # duplicates in a list are one point
+
+
+def naming_alias(axis: str) -> str:
+    head, *rest = axis.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+def grid(spec: ExperimentSpec) -> list[dict[str, Any]]:
+    axes = {axis: _axis_values(spec, axis) for axis in GRID_AXES}
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def _generate_params(spec: ExperimentSpec, values: dict[str, Any], inputs: PlanInputs) -> dict[str, Any]:
+    generation = spec.generation
+    params: dict[str, Any] = {
+        **generation.options,
+        "task": generation.task,
+        "backend": generation.backend,
+        "base_url": generation.base_url,
+        **values,
+    }
+    if inputs.generation_prompt is not None:
+        params["prompt"] = inputs.generation_prompt
+    if spec.validation is None:
+        params["validation"] = None
+    else:
+        validation: dict[str, Any] = {"model": spec.validation.model, "temperature": spec.validation.temperature}
+        if inputs.validation_prompt is not None:
+            validation["prompt"] = inputs.validation_prompt
+        params["validation"] = validation
+    return params
+
+
+def _model_identity(ref: ModelRef) -> dict[str, Any]:
+    return {"pvc": ref.pvc, "path": ref.path, "hub_id": ref.hub_id}
+
+
+def plan_experiment(spec: ExperimentSpec, inputs: PlanInputs, max_points: int | None = None) -> Plan:
+    """Expand the grid over every dataset and fingerprint every stage of every point."""
+    if spec.batch:
+        batch = spec.batch
+    else:
+        if inputs.created is None or spec.purpose is None:
+            raise PlanError("spec.batch: no batch given and no purpose/creation time to derive it from")
+        batch = naming.default_batch(spec.purpose, inputs.created)
+    combos = grid(spec)
+    limit = max_points if max_points is not None else spec.max_points
+    total = len(combos) * len(spec.datasets)
+    if total > limit:
+        raise PlanError(
+            f"spec.maxPoints: the grid has {total} points ({len(spec.datasets)} datasets x {len(combos)} "
+            f"combinations), more than maxPoints={limit}; shrink the grid or raise spec.maxPoints",
+            "TooManyPoints",
+        )
+    points = []
+    for dataset in spec.datasets:
+        dataset_hash = inputs.dataset_sha256.get(dataset.name)
+        if dataset_hash is None:
+            raise PlanError(f"spec.datasets[{dataset.name}]: its content hash is unknown", "DatasetUnavailable")
+        for values in combos:
+            generate = _plan_generate(spec, dataset.name, dataset_hash, values, inputs)
+            training = tuple(_plan_training(spec, index, generate) for index in range(len(spec.training)))
+            points.append(Point(dataset=dataset.name, values=values, generate=generate, training=training))
+    return Plan(batch=batch, points=tuple(points))
+
+
+def _plan_generate(
+    spec: ExperimentSpec, dataset: str, dataset_hash: str, values: dict[str, Any], inputs: PlanInputs
+) -> StagePlan:
+    try:
+        model = validate_params("generate", _generate_params(spec, values, inputs), "spec.generation")
+    except StageParamsError as exc:
+        raise PlanError(str(exc)) from exc
+    effective = model.model_dump(mode="json")
+    canonical = result_params("generate", model)
+    canonical["prompt"] = text_sha256(canonical.get("prompt"))
+    for key in ("scenario2_prompt", "system_prompt"):
+        if key in canonical:
+            canonical[key] = text_sha256(canonical[key])
+    if isinstance(canonical.get("validation"), dict):
+        canonical["validation"]["prompt"] = text_sha256(canonical["validation"].get("prompt"))
+    canonical = {
+        "stage": "generate",
+        "dataset": {"name": dataset, "sha256": dataset_hash},
+        "params": canonical,
+        "cache_version": spec.cache_version,
+    }
+    full = fingerprint(canonical)
+    semantic = naming.semantic_name(
+        effective["model"],
+        effective["temperature"],
+        effective["top_p"],
+        max_tokens=effective["max_tokens"],
+        frequency_penalty=effective["frequency_penalty"],
+        presence_penalty=effective["presence_penalty"],
+    )
+    return StagePlan(
+        stage="generate",
+        name="generate",
+        dataset=dataset,
+        semantic_name=semantic,
+        fingerprint=full,
+        artifact=naming.artifact_name(dataset, semantic, short(full)),
+        params=effective,
+        canonical=canonical,
+        base_model=spec.generation.model_path,
+    )
+
+
+def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan) -> StagePlan:
+    entry = spec.training[index]
+    where = f"spec.training[{index}].params"
+    try:
+        model = validate_params(entry.kind, entry.params, where)
+    except StageParamsError as exc:
+        raise PlanError(str(exc)) from exc
+    canonical = {
+        "stage": entry.kind,
+        "params": result_params(entry.kind, model),
+        "base_model": _model_identity(entry.base_model),
+        "inputs": [generate.fingerprint],
+        "cache_version": spec.cache_version,
+    }
+    full = fingerprint(canonical)
+    return StagePlan(
+        stage=entry.kind,
+        name=entry.name,
+        dataset=generate.dataset,
+        semantic_name=generate.semantic_name,
+        fingerprint=full,
+        artifact=naming.artifact_name(generate.dataset, generate.semantic_name, short(full), stage=entry.kind),
+        params=model.model_dump(mode="json"),
+        canonical=canonical,
+        inputs=(generate.artifact,),
+        resources=entry.resources,
+        base_model=entry.base_model,
+        launcher=entry.launcher,
+    )

@@ -1,0 +1,185 @@
+"""What a worker produced: the manifest the operator and the local runner read to mark an Artifact Ready.
+
+A stage directory is complete exactly when its `manifest.json` exists; the manifest is written last and
+atomically, so a half-written Artifact is never taken for a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from datasweep.api._base import CamelModel
+from datasweep.store.atomic import atomic_write_json, atomic_write_text
+
+MANIFEST_NAME = "manifest.json"
+FINGERPRINT_NAME = ".fingerprint"
+TERMINATION_LOG_ENV = "DATASWEEP_TERMINATION_LOG"
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+# Kubernetes keeps at most 4096 bytes of a termination message.
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+class Usage(CamelModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    cost_usd: float = 0.0
+    gpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            requests=self.requests + other.requests,
+            cost_usd=round(self.cost_usd + other.cost_usd, 6),
+            gpu_seconds=round(self.gpu_seconds + other.gpu_seconds, 3),
+            wall_seconds=round(self.wall_seconds + other.wall_seconds, 3),
+        )
+
+
+class FileEntry(CamelModel):
+    path: str
+    bytes: int
+    sha256: str
+    rows: int | None = None
+
+
+class ManifestSummary(CamelModel):
+    """The part of a manifest that travels in a pod's termination message and in Artifact status."""
+
+    files: int
+    rows: int
+    bytes: int
+    sha256: str
+    usage: Usage = Field(default_factory=Usage)
+    path: str | None = None
+
+
+class Manifest(CamelModel):
+    fingerprint: str
+    stage: str
+    files: list[FileEntry]
+    usage: Usage = Field(default_factory=Usage)
+    completed_at: str
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(entry.rows or 0 for entry in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(entry.bytes for entry in self.files)
+
+    @property
+    def sha256(self) -> str:
+        """Digest of the file list (path and content digest of every file), order-independent."""
+        listing = "\n".join(f"{e.path}\t{e.sha256}" for e in sorted(self.files, key=lambda e: e.path))
+        return hashlib.sha256(listing.encode()).hexdigest()
+
+    def summary(self, path: str | None = None) -> ManifestSummary:
+        return ManifestSummary(
+            files=len(self.files), rows=self.rows, bytes=self.bytes, sha256=self.sha256, usage=self.usage, path=path
+        )
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _count_rows(path: Path) -> int | None:
+    if path.suffix == ".jsonl":
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            return None
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return None
+
+
+def scan_files(directory: Path, exclude_dirs: tuple[str, ...] = ("train",)) -> list[FileEntry]:
+    """Every regular file under `directory` except hidden temp files, nested stages and the manifest."""
+    entries: list[FileEntry] = []
+    for current, dirnames, filenames in os.walk(directory):
+        rel_dir = Path(current).relative_to(directory)
+        if rel_dir == Path("."):
+            dirnames[:] = [d for d in dirnames if d not in exclude_dirs]
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name == MANIFEST_NAME or name.endswith(".tmp"):
+                continue
+            full = Path(current) / name
+            if not full.is_file() or full.is_symlink():
+                continue
+            entries.append(
+                FileEntry(
+                    path=str(rel_dir / name) if rel_dir != Path(".") else name,
+                    bytes=full.stat().st_size,
+                    sha256=_file_digest(full),
+                    rows=_count_rows(full),
+                )
+            )
+    return entries
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> Manifest | None:
+    path = Path(directory) / MANIFEST_NAME
+    try:
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def finalize_artifact(
+    directory: str | os.PathLike[str],
+    *,
+    fingerprint: str,
+    stage: str,
+    usage: Usage | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
+    """Mark a stage directory complete: write its fingerprint and manifest, report to Kubernetes.
+
+    Call it last, after every output file is in place.
+    """
+    root = Path(directory)
+    atomic_write_text(root / FINGERPRINT_NAME, fingerprint + "\n")
+    manifest = Manifest(
+        fingerprint=fingerprint,
+        stage=stage,
+        files=scan_files(root),
+        usage=usage or Usage(),
+        completed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        extra=extra or {},
+    )
+    atomic_write_json(root / MANIFEST_NAME, manifest.model_dump(mode="json", by_alias=True))
+    write_termination_message(manifest.summary(path=str(root)))
+    return manifest
+
+
+def write_termination_message(summary: ManifestSummary) -> None:
+    """Tell the operator what the pod produced through the pod's termination message, when there is one."""
+    target = os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG)
+    payload = json.dumps(summary.model_dump(mode="json", by_alias=True), separators=(",", ":"))
+    if len(payload.encode()) > TERMINATION_MESSAGE_LIMIT:
+        payload = json.dumps(summary.model_dump(mode="json", by_alias=True, exclude={"path"}), separators=(",", ":"))
+    try:
+        with open(target, "w", encoding="utf-8") as handle:
+            handle.write(payload)
+    except OSError:
+        pass  # not in a pod (local run): the manifest on disk is the record

@@ -1,0 +1,1 @@
+"""Test helpers shipped with the package: tiny models built from configs, a local OpenAI-compatible server."""

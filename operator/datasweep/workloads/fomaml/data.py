@@ -1,0 +1,417 @@
+"""Data preparation (seed 003): raw records -> tasks -> support/query/test verl parquet files.
+
+Layout written under the output directory:
+    meta_train/<task>_support.parquet, meta_train/<task>_query.parquet
+    few_shot_eval/<task>_test.parquet, few_shot_eval/<task>_<k>shot.parquet
+    baseline_sft/mixed_train.parquet            (optional)
+    prepare_report.json
+Columns: prompt, response (str), metadata (JSON string). Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasweep.api.stages.fomaml import FomamlParams
+from datasweep.store.atomic import atomic_write_bytes, atomic_write_json
+
+META_TRAIN = "meta_train"
+FEW_SHOT_EVAL = "few_shot_eval"
+BASELINE_SFT = "baseline_sft"
+SPLIT_ORDER = ("train", "validation", "test")
+# Folders of an input directory that are outputs, never raw records (a generate artifact holds train/<stage>).
+SKIPPED_INPUT_DIRS = {"train", META_TRAIN, FEW_SHOT_EVAL, BASELINE_SFT, "checkpoints", "final_model"}
+
+
+class DataError(ValueError):
+    """Input data that cannot be prepared or trained on; the message names the file (and line) and the fix."""
+
+
+@dataclass
+class RawRecord:
+    fields: dict[str, Any]
+    source: str  # "path:line" for messages
+
+    def get(self, dotted: str) -> Any:
+        value: Any = self.fields
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return None
+            value = value[part]
+        return value
+
+
+@dataclass
+class Example:
+    prompt: str
+    response: str
+    metadata: str
+    source: str = ""
+
+    def content_hash(self) -> str:
+        return content_hash(self.prompt, self.response)
+
+
+@dataclass
+class PrepareReport:
+    tasks: dict[str, dict[str, int]] = field(default_factory=dict)
+    duplicates_dropped: dict[str, int] = field(default_factory=dict)
+    input_files: list[str] = field(default_factory=list)
+    records: int = 0
+
+
+def content_hash(prompt: str, response: str) -> str:
+    """Hash of an example's content, whitespace-normalised, for leakage and duplicate checks."""
+    normalised = " ".join(prompt.split()) + "\x1f" + " ".join(response.split())
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+def safe_task_name(name: str) -> str:
+    """A task name usable as a file name prefix (the original stays in metadata.task_id)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip()).strip("._")
+    return cleaned or "default"
+
+
+# ---------------------------------------------------------------- reading raw records
+
+
+def _split_rank(path: Path) -> tuple[int, str]:
+    stem = path.stem
+    for rank, split in enumerate(SPLIT_ORDER):
+        if stem.endswith(f"_{split}") or stem == split:
+            return rank, str(path)
+    return len(SPLIT_ORDER), str(path)
+
+
+def find_input_files(input_dir: Path) -> list[Path]:
+    """Raw record files under `input_dir` (jsonl/json/parquet), in train, validation, test order."""
+    if input_dir.is_file():
+        return [input_dir]
+    if not input_dir.is_dir():
+        raise DataError(f"{input_dir}: input data directory not found")
+    found: list[Path] = []
+    for path in sorted(input_dir.rglob("*")):
+        relative = path.relative_to(input_dir)
+        if any(part in SKIPPED_INPUT_DIRS or part.startswith(".") for part in relative.parts[:-1]):
+            continue
+        if path.is_file() and not path.name.startswith(".") and path.suffix in (".jsonl", ".json", ".parquet"):
+            if path.name in ("manifest.json", "experiment_metadata.json", "prepare_report.json"):
+                continue
+            found.append(path)
+    if not found:
+        raise DataError(
+            f"{input_dir}: no .jsonl/.parquet record files found (expected <Dataset>/<dataset>_train.jsonl "
+            "from a generate artifact, or your own jsonl/parquet files)"
+        )
+    return sorted(found, key=_split_rank)
+
+
+def read_records(path: Path) -> list[RawRecord]:
+    records: list[RawRecord] = []
+    split = SPLIT_ORDER[_split_rank(path)[0]] if _split_rank(path)[0] < len(SPLIT_ORDER) else path.stem
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise DataError(f"{path}: cannot read parquet: {exc}") from exc
+        for index, row in enumerate(rows):
+            records.append(RawRecord({**row, "_split": split}, f"{path}:row {index}"))
+        return records
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+        if not isinstance(payload, list):
+            raise DataError(f"{path}: a .json record file holds a list of objects")
+        for index, row in enumerate(payload):
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: item {index} is not an object")
+            records.append(RawRecord({**row, "_split": split}, f"{path}:item {index}"))
+        return records
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{line_number}: invalid JSON line: {exc.msg}") from exc
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{line_number}: each line must be a JSON object")
+        records.append(RawRecord({**row, "_split": split}, f"{path}:{line_number}"))
+    return records
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _render(template: str, record: RawRecord, what: str) -> str:
+    try:
+        return template.format_map(record.fields)
+    except KeyError as exc:
+        available = ", ".join(sorted(k for k in record.fields if not k.startswith("_"))) or "(none)"
+        raise DataError(
+            f"{record.source}: {what} uses field {exc.args[0]!r} which this record lacks "
+            f"(fields: {available}); fix the template or the data"
+        ) from exc
+    except (IndexError, ValueError, AttributeError) as exc:
+        raise DataError(f"{record.source}: cannot render {what} {template!r}: {exc}") from exc
+
+
+def format_example(record: RawRecord, task: str, params: FomamlParams) -> Example:
+    """Turn a raw record into verl SFT format (prompt, response, metadata JSON string)."""
+    prompt = _render(params.prompt_template, record, "prompt_template")
+    response = _render(params.response_template, record, "response_template")
+    meta: dict[str, Any] = {"task_id": task, "source": record.source.rsplit(":", 1)[0]}
+    level = record.get(params.level_key)
+    if level is not None:
+        meta["level"] = level if isinstance(level, (int, float, bool)) else str(level)
+    for name in params.metadata_fields:
+        value = record.get(name)
+        if value is not None:
+            meta[name] = value
+    return Example(prompt, response, json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str), record.source)
+
+
+# ---------------------------------------------------------------- splitting
+
+
+def _largest_remainder(sizes: Sequence[int], ratio: float, total_target: int) -> list[int]:
+    """Split `total_target` across groups in proportion to their sizes (Hamilton's method)."""
+    exact = [size * ratio for size in sizes]
+    quotas = [int(value) for value in exact]
+    missing = total_target - sum(quotas)
+    order = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - quotas[i]), i))
+    for i in order:
+        if missing <= 0:
+            break
+        if quotas[i] < sizes[i]:
+            quotas[i] += 1
+            missing -= 1
+    return quotas
+
+
+def split_task(
+    records: list[RawRecord], params: FomamlParams, rng: random.Random
+) -> tuple[list[RawRecord], list[RawRecord], list[RawRecord]]:
+    """support/query/test of one task, by the configured strategy (seed 003, strategies 1-3)."""
+    total = len(records)
+    n_support = int(total * params.support_ratio)
+    n_query = int(total * params.query_ratio)
+    if params.split_strategy == "temporal":
+        ordered = list(records)
+        if params.time_key is not None:
+            missing = [r.source for r in ordered if r.get(params.time_key) is None]
+            if missing:
+                raise DataError(
+                    f"{missing[0]}: temporal split by time_key {params.time_key!r} but the field is missing "
+                    f"({len(missing)} records); set time_key to an existing field or null for file order"
+                )
+            try:
+                ordered.sort(key=lambda r: r.get(params.time_key or ""))
+            except TypeError as exc:
+                raise DataError(f"time_key {params.time_key!r} has values that cannot be compared: {exc}") from exc
+        return ordered[:n_support], ordered[n_support : n_support + n_query], ordered[n_support + n_query :]
+    if params.split_strategy == "random":
+        shuffled = list(records)
+        rng.shuffle(shuffled)
+        return shuffled[:n_support], shuffled[n_support : n_support + n_query], shuffled[n_support + n_query :]
+    by_level: dict[str, list[RawRecord]] = defaultdict(list)
+    for record in records:
+        level = record.get(params.level_key)
+        by_level["unknown" if level is None else str(level)].append(record)
+    levels = sorted(by_level)
+    for level in levels:
+        rng.shuffle(by_level[level])
+    sizes = [len(by_level[level]) for level in levels]
+    support_quota = _largest_remainder(sizes, params.support_ratio, n_support)
+    remaining = [size - quota for size, quota in zip(sizes, support_quota, strict=True)]
+    query_quota = _largest_remainder(remaining, params.query_ratio / (1 - params.support_ratio), n_query)
+    support: list[RawRecord] = []
+    query: list[RawRecord] = []
+    test: list[RawRecord] = []
+    for level, n_s, n_q in zip(levels, support_quota, query_quota, strict=True):
+        group = by_level[level]
+        support.extend(group[:n_s])
+        query.extend(group[n_s : n_s + n_q])
+        test.extend(group[n_s + n_q :])
+    return support, query, test
+
+
+# ---------------------------------------------------------------- writing
+
+
+def examples_to_parquet_bytes(examples: Iterable[Example]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = list(examples)
+    table = pa.table(
+        {
+            "prompt": pa.array([e.prompt for e in rows], type=pa.string()),
+            "response": pa.array([e.response for e in rows], type=pa.string()),
+            "metadata": pa.array([e.metadata for e in rows], type=pa.string()),
+        }
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def write_examples(path: Path, examples: Iterable[Example]) -> None:
+    atomic_write_bytes(path, examples_to_parquet_bytes(examples))
+
+
+def prepare(input_dir: Path, output_dir: Path, params: FomamlParams) -> PrepareReport:
+    """Prepare the seed-003 layout from raw records; the same input and seed give the same bytes."""
+    files = find_input_files(input_dir)
+    report = PrepareReport(input_files=[str(path) for path in files])
+    by_task: dict[str, list[RawRecord]] = defaultdict(list)
+    original_names: dict[str, str] = {}
+    for path in files:
+        for record in read_records(path):
+            report.records += 1
+            raw_task = record.get(params.task_key)
+            if raw_task is None or (isinstance(raw_task, str) and not raw_task.strip()):
+                raise DataError(
+                    f"{record.source}: record has no task field {params.task_key!r}; set task_key to the field "
+                    "that names the task (dotted for nested fields)"
+                )
+            task = safe_task_name(str(raw_task))
+            previous = original_names.setdefault(task, str(raw_task))
+            if previous != str(raw_task):
+                raise DataError(
+                    f"{record.source}: tasks {previous!r} and {raw_task!r} map to the same file name {task!r}; "
+                    "rename one of them"
+                )
+            by_task[task].append(record)
+    if not by_task:
+        raise DataError(f"{input_dir}: the input files hold no records")
+
+    mixed: list[Example] = []
+    for task in sorted(by_task):
+        rng = random.Random(f"{params.seed}:{task}")
+        records = by_task[task]
+        if params.deduplicate:
+            seen: set[str] = set()
+            unique: list[RawRecord] = []
+            for record in records:
+                example = format_example(record, original_names[task], params)
+                digest = example.content_hash()
+                if digest not in seen:
+                    seen.add(digest)
+                    unique.append(record)
+            report.duplicates_dropped[task] = len(records) - len(unique)
+            records = unique
+        support, query, test = split_task(records, params, rng)
+        formatted = {
+            name: [format_example(r, original_names[task], params) for r in part]
+            for name, part in (("support", support), ("query", query), ("test", test))
+        }
+        write_examples(output_dir / META_TRAIN / f"{task}_support.parquet", formatted["support"])
+        write_examples(output_dir / META_TRAIN / f"{task}_query.parquet", formatted["query"])
+        write_examples(output_dir / FEW_SHOT_EVAL / f"{task}_test.parquet", formatted["test"])
+        counts = {name: len(rows) for name, rows in formatted.items()}
+        for k in params.k_shots:
+            if k <= len(formatted["support"]):
+                shots = random.Random(f"{params.seed}:{task}:{k}shot").sample(formatted["support"], k)
+                write_examples(output_dir / FEW_SHOT_EVAL / f"{task}_{k}shot.parquet", shots)
+                counts[f"{k}shot"] = k
+        report.tasks[task] = counts
+        mixed.extend(formatted["support"] + formatted["query"])
+    if params.mixed_baseline:
+        random.Random(f"{params.seed}:mixed").shuffle(mixed)
+        write_examples(output_dir / BASELINE_SFT / "mixed_train.parquet", mixed)
+    atomic_write_json(
+        output_dir / "prepare_report.json",
+        {
+            "input_files": report.input_files,
+            "records": report.records,
+            "tasks": report.tasks,
+            "duplicates_dropped": report.duplicates_dropped,
+            "task_names": {task: original_names[task] for task in sorted(by_task)},
+        },
+    )
+    return report
+
+
+# ---------------------------------------------------------------- reading prepared data
+
+
+def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: file not found") from exc
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read parquet: {exc}") from exc
+    return rows
+
+
+@dataclass
+class TaskData:
+    name: str
+    support: list[tuple[str, str]]
+    query: list[tuple[str, str]]
+    test: list[tuple[str, str]] = field(default_factory=list)
+    shots: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+
+
+def list_tasks(data_dir: Path) -> list[str]:
+    meta_train = data_dir / META_TRAIN
+    if not meta_train.is_dir():
+        raise DataError(f"{data_dir}: no {META_TRAIN}/ folder; run `datasweep worker fomaml prepare` first")
+    tasks = sorted(p.name[: -len("_support.parquet")] for p in meta_train.glob("*_support.parquet"))
+    if not tasks:
+        raise DataError(f"{meta_train}: no <task>_support.parquet files")
+    return tasks
+
+
+def _pairs(path: Path, params: FomamlParams, limit: int | None = None) -> list[tuple[str, str]]:
+    rows = read_parquet_rows(path)
+    pairs: list[tuple[str, str]] = []
+    for index, row in enumerate(rows[:limit] if limit is not None else rows):
+        prompt, response = row.get(params.prompt_key), row.get(params.response_key)
+        if not isinstance(prompt, str) or not isinstance(response, str):
+            raise DataError(
+                f"{path}:row {index}: {params.prompt_key!r} and {params.response_key!r} must be strings "
+                f"(got {type(prompt).__name__}, {type(response).__name__}); run `datasweep worker fomaml validate`"
+            )
+        pairs.append((prompt, response))
+    return pairs
+
+
+def load_tasks(data_dir: Path, params: FomamlParams, with_test: bool = True) -> list[TaskData]:
+    """Every task of a prepared directory, capped by support_max_samples/query_max_samples."""
+    tasks: list[TaskData] = []
+    for name in list_tasks(data_dir):
+        task = TaskData(
+            name=name,
+            support=_pairs(data_dir / META_TRAIN / f"{name}_support.parquet", params, params.support_max_samples),
+            query=_pairs(data_dir / META_TRAIN / f"{name}_query.parquet", params, params.query_max_samples),
+        )
+        test_path = data_dir / FEW_SHOT_EVAL / f"{name}_test.parquet"
+        if with_test and test_path.exists():
+            task.test = _pairs(test_path, params, params.eval_max_samples)
+        for k in params.k_shots:
+            shot_path = data_dir / FEW_SHOT_EVAL / f"{name}_{k}shot.parquet"
+            if with_test and shot_path.exists():
+                task.shots[k] = _pairs(shot_path, params)
+        if not task.support or not task.query:
+            raise DataError(f"{data_dir / META_TRAIN}: task {name!r} has an empty support or query set")
+        tasks.append(task)
+    return tasks

@@ -1,0 +1,313 @@
+"""Safe and unsafe prompts into mixed batches of a fixed size and ratio, and the sampler that replays them.
+
+Input: a generate artifact directory (`<Dataset>/<dataset>_{split}.jsonl`), a directory of jsonl/json/parquet
+files, or one such file. Output: `batches.jsonl`, one row per prompt tagged `batch_idx`, `in_batch_idx`,
+`label`, in batch order; training reads it back and replays exactly these batches.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from datasweep.api.stages.moe_steer import MoeSteerParams
+from datasweep.store.atomic import atomic_open
+from datasweep.workloads.moe_steer.errors import MoeSteerInputError
+
+Label = Literal["safe", "unsafe"]
+LABEL_IDS: dict[str, int] = {"safe": 0, "unsafe": 1}
+BATCHES_FILE = "batches.jsonl"
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    label: Label
+    source: str  # file:line (or file:row) it came from
+    response: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    batch_idx: int
+    in_batch_idx: int
+    label: Label
+    prompt: str
+    source: str
+    response: str | None = None
+
+
+@dataclass
+class LoadReport:
+    files: list[str]
+    records: int = 0
+    skipped_empty: int = 0
+    duplicates_dropped: int = 0
+
+
+def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(location, record) for every record of a jsonl/json/parquet file; a bad line names file:line."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for row, record in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield f"{path}:row{row}", record
+        return
+    if path.suffix == ".json":
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise MoeSteerInputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+        items = payload if isinstance(payload, list) else payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(items, list):
+            raise MoeSteerInputError(f"{path}: a .json input is a list of objects (or {{'data': [...]}})")
+        for row, record in enumerate(items, start=1):
+            if not isinstance(record, dict):
+                raise MoeSteerInputError(f"{path}: item {row} is not an object")
+            yield f"{path}:item{row}", record
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MoeSteerInputError(f"{path}:{line_no}: not valid JSON: {exc.msg}") from exc
+            if not isinstance(record, dict):
+                raise MoeSteerInputError(f"{path}:{line_no}: each line must be a JSON object")
+            yield f"{path}:{line_no}", record
+
+
+def find_data_files(location: str | Path, split: str) -> list[Path]:
+    """The data files of an input: the file itself, a generate artifact's `*_{split}.jsonl`, or every data file."""
+    root = Path(location)
+    if root.is_file():
+        if root.suffix not in DATA_SUFFIXES:
+            raise MoeSteerInputError(f"{root}: unsupported file type; use .jsonl, .json or .parquet")
+        return [root]
+    if not root.is_dir():
+        raise MoeSteerInputError(f"{root}: input data not found (expected a file or a directory)")
+    split_files = sorted(p for suffix in DATA_SUFFIXES for p in root.rglob(f"*_{split}{suffix}") if p.is_file())
+    if split_files:
+        return split_files
+    every = sorted(
+        p
+        for suffix in DATA_SUFFIXES
+        for p in root.rglob(f"*{suffix}")
+        if p.is_file() and not p.name.startswith(".") and p.name != "manifest.json"
+    )
+    if not every:
+        raise MoeSteerInputError(f"{root}: no *_{split}.jsonl (or any .jsonl/.json/.parquet) file found")
+    return every
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def load_prompts(
+    params: MoeSteerParams,
+    data: str | Path | None = None,
+    safe: str | Path | None = None,
+    unsafe: str | Path | None = None,
+) -> tuple[list[Prompt], LoadReport]:
+    """Read safe and unsafe prompts: from `data` (paired or labeled records) and/or separate safe/unsafe inputs."""
+    if data is None and safe is None and unsafe is None:
+        raise MoeSteerInputError("no input data: give the data input (or both safe and unsafe inputs)")
+    if (safe is None) != (unsafe is None) and data is None:
+        raise MoeSteerInputError("separate inputs need both a safe and an unsafe file/directory")
+    prompts: list[Prompt] = []
+    report = LoadReport(files=[])
+    response_field = params.response_field
+
+    def add(text: Any, label: Label, source: str, record: dict[str, Any]) -> None:
+        cleaned = _text(text)
+        if not cleaned:
+            report.skipped_empty += 1
+            return
+        response = _text(record.get(response_field)) or None if response_field else None
+        prompts.append(Prompt(text=cleaned, label=label, source=source, response=response))
+
+    if data is not None:
+        safe_values = {v.strip().lower() for v in params.safe_labels}
+        unsafe_values = {v.strip().lower() for v in params.unsafe_labels}
+        for path in find_data_files(data, params.split):
+            report.files.append(str(path))
+            for where, record in _read_records(path):
+                report.records += 1
+                if params.input_format == "paired":
+                    if params.safe_field not in record and params.unsafe_field not in record:
+                        raise MoeSteerInputError(
+                            f"{where}: record has neither {params.safe_field!r} nor {params.unsafe_field!r} "
+                            f"(fields: {sorted(record)}); set safe_field/unsafe_field, or input_format: labeled"
+                        )
+                    add(record.get(params.safe_field), "safe", where, record)
+                    add(record.get(params.unsafe_field), "unsafe", where, record)
+                else:
+                    if params.prompt_field not in record or params.label_field not in record:
+                        raise MoeSteerInputError(
+                            f"{where}: labeled records need {params.prompt_field!r} and {params.label_field!r} "
+                            f"(fields: {sorted(record)}); set prompt_field/label_field"
+                        )
+                    value = _text(record[params.label_field]).lower()
+                    if value in safe_values:
+                        add(record[params.prompt_field], "safe", where, record)
+                    elif value in unsafe_values:
+                        add(record[params.prompt_field], "unsafe", where, record)
+                    else:
+                        raise MoeSteerInputError(
+                            f"{where}: label {record[params.label_field]!r} is in neither safe_labels "
+                            f"{params.safe_labels} nor unsafe_labels {params.unsafe_labels}; add it to one of them"
+                        )
+    for location, label in ((safe, "safe"), (unsafe, "unsafe")):
+        if location is None:
+            continue
+        for path in find_data_files(location, params.split):
+            report.files.append(str(path))
+            for where, record in _read_records(path):
+                report.records += 1
+                if params.prompt_field not in record:
+                    raise MoeSteerInputError(
+                        f"{where}: record has no {params.prompt_field!r} (fields: {sorted(record)}); set prompt_field"
+                    )
+                add(record[params.prompt_field], label, where, record)  # type: ignore[arg-type]
+
+    if params.deduplicate:
+        seen: set[tuple[str, str]] = set()
+        unique: list[Prompt] = []
+        for prompt in prompts:
+            key = (prompt.label, prompt.text)
+            if key in seen:
+                report.duplicates_dropped += 1
+                continue
+            seen.add(key)
+            unique.append(prompt)
+        prompts = unique
+    return prompts, report
+
+
+def build_batches(prompts: Sequence[Prompt], params: MoeSteerParams) -> list[list[BatchRecord]]:
+    """Shuffle each label's prompts (seeded) and deal them into batches of safe_per_batch + unsafe_per_batch.
+
+    Within a batch the safe prompts come first, then the unsafe ones (as in seed 004). Leftovers that cannot
+    fill a whole batch are dropped (their number is in the metadata).
+    """
+    safe = [p for p in prompts if p.label == "safe"]
+    unsafe = [p for p in prompts if p.label == "unsafe"]
+    n_safe, n_unsafe = params.safe_per_batch, params.unsafe_per_batch
+    if not safe or not unsafe:
+        missing = "safe" if not safe else "unsafe"
+        raise MoeSteerInputError(
+            f"no {missing} prompts in the input ({len(safe)} safe, {len(unsafe)} unsafe); check the field names "
+            "(safe_field/unsafe_field, or prompt_field/label_field with safe_labels/unsafe_labels)"
+        )
+    rng = random.Random(params.seed)
+    rng.shuffle(safe)
+    rng.shuffle(unsafe)
+    count = min(len(safe) // n_safe, len(unsafe) // n_unsafe)
+    if params.max_batches is not None:
+        count = min(count, params.max_batches)
+    if count == 0:
+        raise MoeSteerInputError(
+            f"not enough prompts for one batch of {n_safe} safe + {n_unsafe} unsafe "
+            f"(have {len(safe)} safe, {len(unsafe)} unsafe); lower batch_size or add data"
+        )
+    batches: list[list[BatchRecord]] = []
+    for batch_idx in range(count):
+        members = safe[batch_idx * n_safe : (batch_idx + 1) * n_safe] + unsafe[
+            batch_idx * n_unsafe : (batch_idx + 1) * n_unsafe
+        ]
+        batches.append(
+            [
+                BatchRecord(
+                    batch_idx=batch_idx,
+                    in_batch_idx=position,
+                    label=prompt.label,
+                    prompt=prompt.text,
+                    source=prompt.source,
+                    response=prompt.response,
+                )
+                for position, prompt in enumerate(members)
+            ]
+        )
+    return batches
+
+
+def write_batches(batches: Sequence[Sequence[BatchRecord]], path: str | Path) -> None:
+    with atomic_open(path) as handle:
+        for batch in batches:
+            for record in batch:
+                handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+
+
+def read_batches(path: str | Path) -> list[list[BatchRecord]]:
+    """Read `batches.jsonl` back, checking that batches are whole, contiguous and in order."""
+    source = Path(path)
+    if not source.is_file():
+        raise MoeSteerInputError(f"{source}: batches file not found; run `datasweep worker moe-steer analyze` first")
+    grouped: dict[int, list[BatchRecord]] = {}
+    for where, row in _read_records(source):
+        try:
+            record = BatchRecord(
+                batch_idx=int(row["batch_idx"]),
+                in_batch_idx=int(row["in_batch_idx"]),
+                label=row["label"],
+                prompt=str(row["prompt"]),
+                source=str(row.get("source", "")),
+                response=row.get("response"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MoeSteerInputError(f"{where}: not a batch record (needs batch_idx, in_batch_idx, label, prompt)") from exc
+        if record.label not in LABEL_IDS:
+            raise MoeSteerInputError(f"{where}: label {record.label!r} is not 'safe' or 'unsafe'")
+        grouped.setdefault(record.batch_idx, []).append(record)
+    if sorted(grouped) != list(range(len(grouped))):
+        raise MoeSteerInputError(f"{source}: batch_idx values are not 0..{len(grouped) - 1}")
+    batches = []
+    for batch_idx in range(len(grouped)):
+        members = sorted(grouped[batch_idx], key=lambda r: r.in_batch_idx)
+        if [r.in_batch_idx for r in members] != list(range(len(members))):
+            raise MoeSteerInputError(f"{source}: batch {batch_idx} has in_batch_idx gaps or repeats")
+        batches.append(members)
+    return batches
+
+
+class BatchPreservingSampler:
+    """Yields, for each analysis batch, the dataset row indices of exactly its members in in_batch_idx order.
+
+    Use it as a DataLoader `batch_sampler` over rows tagged with batch_idx / in_batch_idx: every training
+    batch is one analysis batch (same members, same safe/unsafe ratio). With `shuffle` the order of the
+    batches changes from epoch to epoch (seeded), never their members.
+    """
+
+    def __init__(
+        self, batch_idx: Sequence[int], in_batch_idx: Sequence[int], shuffle: bool = False, seed: int = 0
+    ) -> None:
+        if len(batch_idx) != len(in_batch_idx):
+            raise ValueError("batch_idx and in_batch_idx must have one entry per row")
+        groups: dict[int, list[tuple[int, int]]] = {}
+        for row, (batch, position) in enumerate(zip(batch_idx, in_batch_idx, strict=True)):
+            groups.setdefault(int(batch), []).append((int(position), row))
+        self._batches = [[row for _, row in sorted(groups[b])] for b in sorted(groups)]
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(range(len(self._batches)))
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        for index in order:
+            yield list(self._batches[index])

@@ -1,0 +1,210 @@
+"""QA records from jsonl/parquet files, validated with messages that name the file, line and record id."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "validation": ("validation", "dev", "val", "valid"),
+    "test": ("test",),
+}
+DATA_SUFFIXES = (".jsonl", ".parquet")
+# Nested stage outputs live under <generate dir>/train/: never read them as data.
+SKIPPED_DIRS = frozenset({"train", "best", ".git"})
+
+
+class QaDataError(ValueError):
+    """Input data that cannot be used; the message lists every problem with file:line and record id."""
+
+
+@dataclass(frozen=True)
+class QaRecord:
+    id: str
+    question: str
+    context: str
+    answer_texts: tuple[str, ...] = ()
+    answer_starts: tuple[int, ...] = ()
+    source: str = ""  # file:line, for messages
+
+    @property
+    def is_impossible(self) -> bool:
+        return not self.answer_texts
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    id: str = "id"
+    context: str = "context"
+    question: str = "question"
+    answers: str = "answers"
+
+
+@dataclass
+class LoadReport:
+    records: list[QaRecord] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)  # {"source", "id", "problem"}
+
+    def describe_problems(self, limit: int = 20) -> str:
+        lines = [f"{p['source']} (id {p['id']}): {p['problem']}" for p in self.problems[:limit]]
+        if len(self.problems) > limit:
+            lines.append(f"... and {len(self.problems) - limit} more")
+        return "\n".join(lines)
+
+
+def _iter_raw(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number or row number, raw record) pairs; undecodable lines are yielded as exceptions."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for row_number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield row_number, row
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield line_number, exc
+
+
+def _parse_answers(raw: Any) -> tuple[list[str], list[int]]:
+    """SQuAD answers either as {"text": [...], "answer_start": [...]} or [{"text", "answer_start"}, ...]."""
+    if raw is None:
+        return [], []
+    if isinstance(raw, dict):
+        texts, starts = raw.get("text", []), raw.get("answer_start", [])
+        if isinstance(texts, str):
+            texts, starts = [texts], [starts]
+        if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
+            raise ValueError("answers.text and answers.answer_start must be lists of the same length")
+        return [str(t) for t in texts], [int(s) for s in starts]
+    if isinstance(raw, list):
+        texts_list: list[str] = []
+        starts_list: list[int] = []
+        for item in raw:
+            if not isinstance(item, dict) or "text" not in item or "answer_start" not in item:
+                raise ValueError("each answer must be an object with text and answer_start")
+            texts_list.append(str(item["text"]))
+            starts_list.append(int(item["answer_start"]))
+        return texts_list, starts_list
+    raise ValueError(f"answers must be an object or a list, got {type(raw).__name__}")
+
+
+def validate_record(raw: Any, fields: FieldNames, source: str) -> tuple[QaRecord | None, str | None, str]:
+    """(record, problem, id): exactly one of record and problem is set."""
+    if not isinstance(raw, dict):
+        return None, "not a JSON object", "?"
+    record_id = str(raw.get(fields.id, "?"))
+    missing = [name for name in (fields.id, fields.question, fields.context) if name not in raw]
+    if missing:
+        return None, f"missing field(s) {', '.join(missing)} (set id_field/question_field/context_field)", record_id
+    context, question = raw[fields.context], raw[fields.question]
+    if not isinstance(context, str) or not context.strip():
+        return None, f"empty context ({fields.context!r} must be a non-empty string)", record_id
+    if not isinstance(question, str) or not question.strip():
+        return None, f"empty question ({fields.question!r} must be a non-empty string)", record_id
+    try:
+        texts, starts = _parse_answers(raw.get(fields.answers))
+    except (ValueError, TypeError) as exc:
+        return None, f"{fields.answers}: {exc}", record_id
+    for text, start in zip(texts, starts, strict=True):
+        end = start + len(text)
+        if not text:
+            return None, f"empty answer text at answer_start {start} (use empty lists for no answer)", record_id
+        if start < 0 or end > len(context):
+            return None, (
+                f"answer {text!r} at answer_start {start} ends at {end}, outside the context "
+                f"(length {len(context)})"
+            ), record_id
+        if context[start:end] != text:
+            return None, (
+                f"answer text {text!r} is not at answer_start {start}: the context there reads "
+                f"{context[start:end]!r}"
+            ), record_id
+    return QaRecord(record_id, question, context, tuple(texts), tuple(starts), source), None, record_id
+
+
+def load_records(path: str | Path, fields: FieldNames = FieldNames()) -> LoadReport:
+    """Read and validate every record of one jsonl/parquet file (duplicate ids are problems too)."""
+    source_path = Path(path)
+    if not source_path.is_file():
+        raise QaDataError(f"{source_path}: data file not found")
+    report = LoadReport()
+    seen: set[str] = set()
+    for number, raw in _iter_raw(source_path):
+        source = f"{source_path}:{number}"
+        if isinstance(raw, Exception):
+            report.problems.append({"source": source, "id": "?", "problem": f"not valid JSON: {raw}"})
+            continue
+        record, problem, record_id = validate_record(raw, fields, source)
+        if record is not None and record.id in seen:
+            record, problem = None, "duplicate id"
+        if problem is not None:
+            report.problems.append({"source": source, "id": record_id, "problem": problem})
+        elif record is not None:
+            seen.add(record.id)
+            report.records.append(record)
+    return report
+
+
+def _split_of(path: Path) -> str | None:
+    stem = path.stem.lower()
+    for split, aliases in SPLIT_ALIASES.items():
+        for alias in aliases:
+            if stem == alias or stem.endswith(f"_{alias}") or stem.endswith(f"-{alias}"):
+                return split
+    return None
+
+
+def find_split_files(data: str | Path, dataset: str | None = None) -> dict[str, Path]:
+    """Split name -> file, in a generate artifact (`<Dataset>/<dataset>_{train,validation,test}.jsonl`)
+    or a user directory (`train.jsonl`, `dev.parquet`, ...). A file path is taken as the only split."""
+    root = Path(data)
+    if root.is_file():
+        return {_split_of(root) or "validation": root}
+    if not root.is_dir():
+        raise QaDataError(f"{root}: data directory not found")
+    candidates: list[Path] = []
+    for directory in [root, *sorted(p for p in root.iterdir() if p.is_dir() and p.name not in SKIPPED_DIRS)]:
+        candidates.extend(sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in DATA_SUFFIXES))
+    found: dict[str, list[Path]] = {}
+    for candidate in candidates:
+        split = _split_of(candidate)
+        if split is not None:
+            found.setdefault(split, []).append(candidate)
+    chosen: dict[str, Path] = {}
+    for split, paths in found.items():
+        if len(paths) > 1 and dataset:
+            preferred = [p for p in paths if p.stem.lower().startswith(dataset.lower())]
+            paths = preferred or paths
+        if len(paths) > 1:
+            listing = ", ".join(str(p) for p in paths)
+            raise QaDataError(f"{root}: several {split} files ({listing}); keep one or point --data at a file")
+        chosen[split] = paths[0]
+    return chosen
+
+
+def load_split(files: dict[str, Path], split: str, fields: FieldNames, skip_bad: bool) -> LoadReport:
+    if split not in files:
+        names = ", ".join(SPLIT_ALIASES[split])
+        raise QaDataError(f"no {split} split found (looked for *_{{{names}}}.jsonl/.parquet)")
+    report = load_records(files[split], fields)
+    if report.problems and not skip_bad:
+        raise QaDataError(
+            f"{len(report.problems)} invalid record(s) in {files[split]} "
+            f"(fix them, or set bad_records: skip to drop them):\n{report.describe_problems()}"
+        )
+    if not report.records:
+        raise QaDataError(f"{files[split]}: no usable records")
+    return report
+
+
+def gold_answers(records: Sequence[QaRecord]) -> dict[str, list[str]]:
+    return {record.id: list(record.answer_texts) for record in records}
