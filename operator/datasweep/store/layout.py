@@ -1,0 +1,135 @@
+"""The shared-volume layout (SPEC section 5), used by the operator, the workers and the local runner.
+
+    <root>/_shared/<Dataset>/<semantic>/            one directory per generate fingerprint
+        .fingerprint  manifest.json  <Dataset>/...  train/<stage>-<short fp>/...
+    <root>/batch_<id>/<Dataset>/<semantic> -> ../../_shared/<Dataset>/<semantic>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasweep.core.fingerprint import short
+from datasweep.store.manifest import FINGERPRINT_NAME, MANIFEST_NAME
+
+SHARED = "_shared"
+SPLITS = ("train", "validation", "test")
+
+
+class LayoutError(RuntimeError):
+    pass
+
+
+def shared_relpath(dataset: str, directory_name: str) -> str:
+    return f"{SHARED}/{dataset}/{directory_name}"
+
+
+def training_relpath(generate_relpath: str, stage: str, fingerprint: str) -> str:
+    return f"{generate_relpath}/train/{stage}-{short(fingerprint)}"
+
+
+def _read_fingerprint(directory: Path) -> str | None:
+    try:
+        return (directory / FINGERPRINT_NAME).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+
+
+def claim_generate_dir(root: Path, dataset: str, semantic: str, fingerprint: str) -> str:
+    """The directory of a generate fingerprint, claimed atomically; on a clash the short fingerprint is appended.
+
+    Idempotent: the same fingerprint always gets the same directory. Returns the path relative to `root`.
+    """
+    for name in (semantic, f"{semantic}_{short(fingerprint)}", f"{semantic}_{fingerprint}"):
+        directory = root / SHARED / dataset / name
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(directory / FINGERPRINT_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if _read_fingerprint(directory) == fingerprint:
+                return shared_relpath(dataset, name)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(fingerprint + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return shared_relpath(dataset, name)
+    raise LayoutError(f"{root / SHARED / dataset}: no free directory for {semantic} ({fingerprint})")
+
+
+def find_generate_dir(root: Path, dataset: str, semantic: str, fingerprint: str) -> str | None:
+    """Where a fingerprint already lives, without claiming anything (for `datasweep plan`)."""
+    for name in (semantic, f"{semantic}_{short(fingerprint)}", f"{semantic}_{fingerprint}"):
+        if _read_fingerprint(root / SHARED / dataset / name) == fingerprint:
+            return shared_relpath(dataset, name)
+    return None
+
+
+def is_complete(directory: Path) -> bool:
+    return (directory / MANIFEST_NAME).is_file()
+
+
+def link_into_batch(root: Path, batch: str, dataset: str, relpath: str) -> Path:
+    """Create (or confirm) the relative symlink <root>/<batch>/<Dataset>/<name> -> ../../_shared/<Dataset>/<name>."""
+    name = Path(relpath).name
+    link = root / batch / dataset / name
+    target = Path("..") / ".." / relpath
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink():
+        if Path(os.readlink(link)) == target:
+            return link
+        raise LayoutError(f"{link} already points to {os.readlink(link)}, not {target}; remove it by hand")
+    if link.exists():
+        raise LayoutError(f"{link} exists and is not a symlink; datasweep never replaces data")
+    tmp = link.with_name(f".{name}.link.tmp")
+    if tmp.is_symlink():
+        tmp.unlink()
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+    return link
+
+
+def supersede(root: Path, relpath: str, stamp: str) -> Path | None:
+    """Move a complete directory aside for `forceRegenerate` (kept until `datasweep gc`), keep the claim."""
+    directory = root / relpath
+    if not is_complete(directory):
+        return None
+    fingerprint = _read_fingerprint(directory)
+    aside = directory.with_name(f".{directory.name}.superseded-{stamp}")
+    os.replace(directory, aside)
+    directory.mkdir()
+    if fingerprint:
+        (directory / FINGERPRINT_NAME).write_text(fingerprint + "\n", encoding="utf-8")
+    return aside
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    directory: Path
+    files: tuple[Path, ...]
+    sha256: str
+
+
+def dataset_files(directory: Path, name: str) -> DatasetFiles:
+    """The split files of a dataset source and their content hash (name + bytes of every split)."""
+    if not directory.is_dir():
+        raise LayoutError(f"dataset {name}: source directory {directory} does not exist")
+    files = tuple(
+        directory / f"{name.lower()}_{split}.jsonl"
+        for split in SPLITS
+        if (directory / f"{name.lower()}_{split}.jsonl").is_file()
+    )
+    if not files:
+        expected = ", ".join(f"{name.lower()}_{split}.jsonl" for split in SPLITS)
+        raise LayoutError(f"dataset {name}: no split files in {directory}; expected one of {expected}")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return DatasetFiles(directory=directory, files=files, sha256=digest.hexdigest())
