@@ -92,6 +92,7 @@ app.kubernetes.io/part-of: datasweep
   "queueName" .Values.queueName
   "maxPoints" .Values.maxPoints
   "retries" .Values.retries
+  "retryBackoffSeconds" .Values.retryBackoffSeconds
 }}
 {{- toYaml $config }}
 {{- end }}

@@ -39,7 +39,7 @@ STRING_AXIS_RULE = (
 def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in schema:
         name = schema["$ref"].split("/")[-1]
-        merged = copy.deepcopy(defs[name])
+        merged: dict[str, Any] = copy.deepcopy(defs[name])
         merged.update({k: v for k, v in schema.items() if k != "$ref"})
         return merged
     return schema
@@ -106,7 +106,16 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         out["type"] = kind
     elif kind is None:
         out["x-kubernetes-preserve-unknown-fields"] = True
-    for key in ("description", "pattern", "minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum"):
+    for key in (
+        "description",
+        "pattern",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "minimum",
+        "maximum",
+    ):
         if key in schema:
             out[key] = schema[key]
     if "exclusiveMinimum" in schema:
@@ -184,10 +193,14 @@ def experiment_spec_schema() -> dict[str, Any]:
             "!(self.backend in ['openai', 'openai-batch']) || has(self.apiKeySecret)",
             "backend openai needs generation.apiKeySecret: {name: <Secret>, key: api-key}",
         ),
-        _rule("self.backend != 'transformers' || has(self.modelPath)", "backend transformers needs generation.modelPath"),
+        _rule(
+            "self.backend != 'transformers' || has(self.modelPath)",
+            "backend transformers needs generation.modelPath",
+        ),
     ]
     prompt_rule = _rule(
-        "!(has(self.text) && has(self.configMapKeyRef))", "set prompt.text or prompt.configMapKeyRef, not both"
+        "!(has(self.text) && has(self.configMapKeyRef))",
+        "set prompt.text or prompt.configMapKeyRef, not both",
     )
     generation["properties"]["prompt"]["x-kubernetes-validations"] = [prompt_rule]
     props["validation"]["properties"]["prompt"]["x-kubernetes-validations"] = [prompt_rule]
@@ -212,7 +225,11 @@ def _status_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _condition_column(name: str, condition: str, field: str = "status") -> dict[str, Any]:
-    return {"name": name, "type": "string", "jsonPath": f'.status.conditions[?(@.type=="{condition}")].{field}'}
+    return {
+        "name": name,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{condition}")].{field}',
+    }
 
 
 def _crd(

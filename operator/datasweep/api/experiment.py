@@ -33,7 +33,10 @@ GRID_AXES = ("model", "temperature", "top_p", "max_tokens", "frequency_penalty",
 
 class DatasetSpec(CamelModel):
     name: str = Field(
-        min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Dataset name, e.g. Copa"
+        min_length=1,
+        max_length=40,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Dataset name, e.g. Copa",
     )
     source: VolumePath = Field(description="Directory with <name>_{train,validation,test}.jsonl")
     sha256: str | None = Field(
@@ -57,7 +60,8 @@ class GenerationSpec(CamelModel):
     prompt: PromptSource = Field(default_factory=PromptSource)
     model_path: ModelRef | None = Field(default=None, description="transformers backend: the model on a volume")
     options: dict[str, Any] = Field(
-        default_factory=dict, description="Further generate-worker parameters (concurrency, caps, prices, ...)"
+        default_factory=dict,
+        description="Further generate-worker parameters (concurrency, caps, prices, ...)",
     )
 
 
@@ -78,7 +82,10 @@ class TrainingStage(CamelModel):
 
 class ExperimentSpec(CamelModel):
     batch: str | None = Field(
-        default=None, max_length=60, pattern=r"^batch_[0-9]{8}_[a-z0-9_]+$", description="batch_<YYYYMMDD>_<purpose>"
+        default=None,
+        max_length=60,
+        pattern=r"^batch_[0-9]{8}_[a-z0-9_]+$",
+        description="batch_<YYYYMMDD>_<purpose>",
     )
     purpose: str | None = Field(default=None, max_length=40, pattern=r"^[A-Za-z0-9_]+$")
     description: str = Field(default="", max_length=4096)

@@ -19,7 +19,6 @@ _PARAMS_MODELS = {
 }
 
 
-
 class StageParamsError(ValueError):
     pass
 
@@ -28,7 +27,8 @@ class StageParamsError(ValueError):
 def params_model(kind: str) -> type[BaseModel]:
     module_name, class_name = _PARAMS_MODELS[kind]
     model = getattr(importlib.import_module(module_name), class_name)
-    assert isinstance(model, type) and issubclass(model, BaseModel)
+    assert isinstance(model, type)
+    assert issubclass(model, BaseModel)
     return model
 
 
@@ -48,7 +48,7 @@ def operational_fields(kind: str) -> frozenset[str]:
     Each stage module lists them in `OPERATIONAL_FIELDS`, beside the fields themselves.
     """
     module = importlib.import_module(_PARAMS_MODELS[kind][0])
-    fields = getattr(module, "OPERATIONAL_FIELDS", frozenset())
+    fields: frozenset[str] = getattr(module, "OPERATIONAL_FIELDS", frozenset())
     assert isinstance(fields, frozenset)
     return fields
 

@@ -12,7 +12,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from datasweep import API_VERSION
 from datasweep.api._base import CamelModel, describe_validation_error
 
 StageKind = Literal["generate", "fomaml", "moe-steer", "qa"]
@@ -24,7 +23,7 @@ class WorkerSpecError(ValueError):
 
 
 class WorkerSpec(CamelModel):
-    api_version: Literal["datasweep.io/v1alpha1"] = API_VERSION
+    api_version: Literal["datasweep.io/v1alpha1"] = "datasweep.io/v1alpha1"
     kind: Literal["WorkerSpec"] = "WorkerSpec"
     stage: StageKind
     artifact: str = Field(description="Artifact name (for logs and metadata)")

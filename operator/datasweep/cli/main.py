@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from datasweep import __version__
@@ -14,11 +17,27 @@ WORKERS = {
     "qa": "datasweep.workloads.qa.cli:main",
 }
 
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "operator": "datasweep.cli.operator:operator",
+    # local runs, planning and the seed 000 batch tools (issue 8)
+    "run": "datasweep.cli.run:run",
+    "plan": "datasweep.cli.plan:plan",
+    "batches": "datasweep.cli.tools:batches",
+    "batch": "datasweep.cli.tools:batch",
+    "artifacts": "datasweep.cli.tools:artifacts",
+    "compare": "datasweep.cli.tools:compare",
+    "paths": "datasweep.cli.tools:paths",
+    "resolve": "datasweep.cli.tools:resolve",
+    "publish": "datasweep.cli.tools:publish",
+    "gc": "datasweep.cli.maintenance:gc",
+    "import": "datasweep.cli.maintenance:import_tree",
+}
 
 
-@click.group(cls=LazyGroup, lazy_subcommands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="datasweep")
+@click.group(
+    cls=LazyGroup, lazy_subcommands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.version_option(__version__)
 def cli() -> None:
     """Run ML experiment sweeps that never pay twice for the same result."""
 
@@ -28,8 +47,15 @@ def worker() -> None:
     """Run one stage's workload (what the operator's Jobs run): datasweep worker STAGE --spec FILE."""
 
 
+def invoked_name(argv0: str) -> str:
+    """`kubectl datasweep` when run as the kubectl plugin (kubectl-datasweep), else `datasweep`."""
+    base = os.path.basename(argv0)
+    plugin = base.startswith(("kubectl-datasweep", "kubectl_datasweep"))
+    return "kubectl datasweep" if plugin else "datasweep"
+
+
 def main() -> None:
-    cli(prog_name="datasweep")
+    cli(prog_name=invoked_name(sys.argv[0]))
 
 
 if __name__ == "__main__":

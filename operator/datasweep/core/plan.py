@@ -78,7 +78,9 @@ def _axis_values(spec: ExperimentSpec, axis: str) -> list[Any]:
     value = getattr(spec.generation, axis)
     values = value if isinstance(value, list) else [value]
     if not values:
-        raise PlanError(f"spec.generation.{naming_alias(axis)}: the list is empty; give at least one value", "EmptyGrid")
+        raise PlanError(
+            f"spec.generation.{naming_alias(axis)}: the list is empty; give at least one value", "EmptyGrid"
+        )
     return list(dict.fromkeys(values))  # duplicates in a list are one point
 
 
@@ -106,7 +108,10 @@ def _generate_params(spec: ExperimentSpec, values: dict[str, Any], inputs: PlanI
     if spec.validation is None:
         params["validation"] = None
     else:
-        validation: dict[str, Any] = {"model": spec.validation.model, "temperature": spec.validation.temperature}
+        validation: dict[str, Any] = {
+            "model": spec.validation.model,
+            "temperature": spec.validation.temperature,
+        }
         if inputs.validation_prompt is not None:
             validation["prompt"] = inputs.validation_prompt
         params["validation"] = validation

@@ -1,8 +1,8 @@
 """The shared-volume layout (SPEC section 5), used by the operator, the workers and the local runner.
 
-    <root>/_shared/<Dataset>/<semantic>/            one directory per generate fingerprint
-        .fingerprint  manifest.json  <Dataset>/...  train/<stage>-<short fp>/...
-    <root>/batch_<id>/<Dataset>/<semantic> -> ../../_shared/<Dataset>/<semantic>
+<root>/_shared/<Dataset>/<semantic>/            one directory per generate fingerprint
+    .fingerprint  manifest.json  <Dataset>/...  train/<stage>-<short fp>/...
+<root>/batch_<id>/<Dataset>/<semantic> -> ../../_shared/<Dataset>/<semantic>
 """
 
 from __future__ import annotations

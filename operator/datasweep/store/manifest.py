@@ -87,7 +87,12 @@ class Manifest(CamelModel):
 
     def summary(self, path: str | None = None) -> ManifestSummary:
         return ManifestSummary(
-            files=len(self.files), rows=self.rows, bytes=self.bytes, sha256=self.sha256, usage=self.usage, path=path
+            files=len(self.files),
+            rows=self.rows,
+            bytes=self.bytes,
+            sha256=self.sha256,
+            usage=self.usage,
+            path=path,
         )
 
 

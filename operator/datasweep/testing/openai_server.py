@@ -82,7 +82,9 @@ def answer_for(messages: list[dict[str, Any]], reject_marker: str) -> str:
     return f"rephrased: {last}"
 
 
-def _error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+def _error_body(
+    message: str, error_type: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
@@ -163,7 +165,10 @@ class _State:
                             "id": self.new_id("batch_req"),
                             "custom_id": custom_id,
                             "response": None,
-                            "error": {"code": "batch_expired", "message": "This request could not be executed."},
+                            "error": {
+                                "code": "batch_expired",
+                                "message": "This request could not be executed.",
+                            },
                         }
                     )
                 )
@@ -224,7 +229,9 @@ class _State:
                     failed_at=now,
                     errors={
                         "object": "list",
-                        "data": [{"code": "invalid_request", "message": "injected batch failure", "line": None}],
+                        "data": [
+                            {"code": "invalid_request", "message": "injected batch failure", "line": None}
+                        ],
                     },
                 )
             else:
@@ -252,7 +259,9 @@ class _State:
 class OpenAITestServer:
     """The server in a background thread on 127.0.0.1 (free port unless given)."""
 
-    def __init__(self, behavior: ServerBehavior | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, behavior: ServerBehavior | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.behavior = behavior or ServerBehavior()
         self.state = _State(self.behavior)
         self.host = host
@@ -340,7 +349,9 @@ class OpenAITestServer:
         upload = form.get("file")
         purpose = str(form.get("purpose") or "")
         if upload is None or not hasattr(upload, "file"):
-            return web.json_response(_error_body("file is required", "invalid_request_error", param="file"), 400)
+            return web.json_response(
+                _error_body("file is required", "invalid_request_error", param="file"), status=400
+            )
         data = upload.file.read()
         if purpose == "batch":
             for number, line in enumerate(data.decode().splitlines(), start=1):
@@ -348,10 +359,12 @@ class OpenAITestServer:
                     continue
                 try:
                     entry = json.loads(line)
-                    assert isinstance(entry["custom_id"], str) and isinstance(entry["body"], dict)
-                except (ValueError, KeyError, TypeError, AssertionError):
+                    if not isinstance(entry["custom_id"], str) or not isinstance(entry["body"], dict):
+                        raise TypeError("custom_id must be a string and body an object")
+                except (ValueError, KeyError, TypeError):
                     return web.json_response(
-                        _error_body(f"line {number} is not a batch request", "invalid_request_error"), 400
+                        _error_body(f"line {number} is not a batch request", "invalid_request_error"),
+                        status=400,
                     )
         with self.state.lock:
             meta = self.state.add_file(data, str(getattr(upload, "filename", "upload")), purpose)
@@ -374,12 +387,15 @@ class OpenAITestServer:
         input_file_id = body.get("input_file_id")
         if input_file_id not in self.state.files:
             return web.json_response(
-                _error_body("input_file_id not found", "invalid_request_error", param="input_file_id"), 400
+                _error_body("input_file_id not found", "invalid_request_error", param="input_file_id"),
+                status=400,
             )
         if body.get("completion_window") != "24h" or body.get("endpoint") != "/v1/chat/completions":
             return web.json_response(
-                _error_body("completion_window must be 24h, endpoint /v1/chat/completions", "invalid_request_error"),
-                400,
+                _error_body(
+                    "completion_window must be 24h, endpoint /v1/chat/completions", "invalid_request_error"
+                ),
+                status=400,
             )
         now = int(time.time())
         with self.state.lock:
@@ -507,13 +523,19 @@ def serve_openai(behavior: ServerBehavior | None = None, port: int = 0) -> Itera
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Local OpenAI-compatible server (chat, files, batches) for demos")
+    parser = argparse.ArgumentParser(
+        description="Local OpenAI-compatible server (chat, files, batches) for demos"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every chat completion")
-    parser.add_argument("--reject-marker", default="[[reject]]", help="validation prompts containing it are rejected")
+    parser.add_argument(
+        "--reject-marker", default="[[reject]]", help="validation prompts containing it are rejected"
+    )
     args = parser.parse_args(argv)
-    server = OpenAITestServer(ServerBehavior(latency_s=args.latency, reject_marker=args.reject_marker), args.host, args.port)
+    server = OpenAITestServer(
+        ServerBehavior(latency_s=args.latency, reject_marker=args.reject_marker), args.host, args.port
+    )
     web.run_app(server.build_app(), host=args.host, port=args.port, print=lambda *_: None)
 
 

@@ -78,7 +78,9 @@ class ValidationParams(ParamsModel):
 
 
 class GenerateParams(ParamsModel):
-    task: GenerateTask = Field(default="rephrase", description="rephrase (+ validate) or code-scenarios (seed 001)")
+    task: GenerateTask = Field(
+        default="rephrase", description="rephrase (+ validate) or code-scenarios (seed 001)"
+    )
     backend: GenerateBackend = Field(
         default="openai",
         description="openai (sync chat completions), openai-batch (Batch API), openai-compatible "
@@ -149,7 +151,9 @@ class GenerateParams(ParamsModel):
     )
     request_timeout: float = Field(default=120.0, gt=0, description="Seconds per HTTP request")
     poll_interval: float = Field(default=10.0, gt=0, description="Batch API: first poll delay, seconds")
-    max_poll_interval: float = Field(default=300.0, gt=0, description="Batch API: longest poll delay, seconds")
+    max_poll_interval: float = Field(
+        default=300.0, gt=0, description="Batch API: longest poll delay, seconds"
+    )
     max_batch_attempts: int = Field(
         default=3, ge=1, le=20, description="Batch API: submissions per request before giving up"
     )
@@ -167,8 +171,12 @@ class GenerateParams(ParamsModel):
         default_factory=dict,
         description="Price overrides by model name (USD per 1M tokens), merged over the default table",
     )
-    transformers_batch_size: int = Field(default=8, ge=1, le=1024, description="transformers: prompts per step")
-    device: str | None = Field(default=None, description="transformers: torch device (default cuda if available)")
+    transformers_batch_size: int = Field(
+        default=8, ge=1, le=1024, description="transformers: prompts per step"
+    )
+    device: str | None = Field(
+        default=None, description="transformers: torch device (default cuda if available)"
+    )
 
     @model_validator(mode="after")
     def _check_backend(self) -> GenerateParams:

@@ -103,7 +103,11 @@ def find_input_files(input_dir: Path) -> list[Path]:
         relative = path.relative_to(input_dir)
         if any(part in SKIPPED_INPUT_DIRS or part.startswith(".") for part in relative.parts[:-1]):
             continue
-        if path.is_file() and not path.name.startswith(".") and path.suffix in (".jsonl", ".json", ".parquet"):
+        if (
+            path.is_file()
+            and not path.name.startswith(".")
+            and path.suffix in (".jsonl", ".json", ".parquet")
+        ):
             if path.name in ("manifest.json", "experiment_metadata.json", "prepare_report.json"):
                 continue
             found.append(path)
@@ -182,7 +186,9 @@ def format_example(record: RawRecord, task: str, params: FomamlParams) -> Exampl
         value = record.get(name)
         if value is not None:
             meta[name] = value
-    return Example(prompt, response, json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str), record.source)
+    return Example(
+        prompt, response, json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str), record.source
+    )
 
 
 # ---------------------------------------------------------------- splitting
@@ -222,12 +228,18 @@ def split_task(
             try:
                 ordered.sort(key=lambda r: r.get(params.time_key or ""))
             except TypeError as exc:
-                raise DataError(f"time_key {params.time_key!r} has values that cannot be compared: {exc}") from exc
+                raise DataError(
+                    f"time_key {params.time_key!r} has values that cannot be compared: {exc}"
+                ) from exc
         return ordered[:n_support], ordered[n_support : n_support + n_query], ordered[n_support + n_query :]
     if params.split_strategy == "random":
         shuffled = list(records)
         rng.shuffle(shuffled)
-        return shuffled[:n_support], shuffled[n_support : n_support + n_query], shuffled[n_support + n_query :]
+        return (
+            shuffled[:n_support],
+            shuffled[n_support : n_support + n_query],
+            shuffled[n_support + n_query :],
+        )
     by_level: dict[str, list[RawRecord]] = defaultdict(list)
     for record in records:
         level = record.get(params.level_key)
@@ -286,15 +298,15 @@ def prepare(input_dir: Path, output_dir: Path, params: FomamlParams) -> PrepareR
             raw_task = record.get(params.task_key)
             if raw_task is None or (isinstance(raw_task, str) and not raw_task.strip()):
                 raise DataError(
-                    f"{record.source}: record has no task field {params.task_key!r}; set task_key to the field "
-                    "that names the task (dotted for nested fields)"
+                    f"{record.source}: record has no task field {params.task_key!r}; "
+                    "set task_key to the field that names the task (dotted for nested fields)"
                 )
             task = safe_task_name(str(raw_task))
             previous = original_names.setdefault(task, str(raw_task))
             if previous != str(raw_task):
                 raise DataError(
-                    f"{record.source}: tasks {previous!r} and {raw_task!r} map to the same file name {task!r}; "
-                    "rename one of them"
+                    f"{record.source}: tasks {previous!r} and {raw_task!r} map to the same file name "
+                    f"{task!r}; rename one of them"
                 )
             by_task[task].append(record)
     if not by_task:
@@ -389,7 +401,8 @@ def _pairs(path: Path, params: FomamlParams, limit: int | None = None) -> list[t
         if not isinstance(prompt, str) or not isinstance(response, str):
             raise DataError(
                 f"{path}:row {index}: {params.prompt_key!r} and {params.response_key!r} must be strings "
-                f"(got {type(prompt).__name__}, {type(response).__name__}); run `datasweep worker fomaml validate`"
+                f"(got {type(prompt).__name__}, {type(response).__name__}); "
+                "run `datasweep worker fomaml validate`"
             )
         pairs.append((prompt, response))
     return pairs
@@ -401,7 +414,9 @@ def load_tasks(data_dir: Path, params: FomamlParams, with_test: bool = True) -> 
     for name in list_tasks(data_dir):
         task = TaskData(
             name=name,
-            support=_pairs(data_dir / META_TRAIN / f"{name}_support.parquet", params, params.support_max_samples),
+            support=_pairs(
+                data_dir / META_TRAIN / f"{name}_support.parquet", params, params.support_max_samples
+            ),
             query=_pairs(data_dir / META_TRAIN / f"{name}_query.parquet", params, params.query_max_samples),
         )
         test_path = data_dir / FEW_SHOT_EVAL / f"{name}_test.parquet"

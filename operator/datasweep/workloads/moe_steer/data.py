@@ -63,7 +63,13 @@ def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             payload = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise MoeSteerInputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
-        items = payload if isinstance(payload, list) else payload.get("data") if isinstance(payload, dict) else None
+        items = (
+            payload
+            if isinstance(payload, list)
+            else payload.get("data")
+            if isinstance(payload, dict)
+            else None
+        )
         if not isinstance(items, list):
             raise MoeSteerInputError(f"{path}: a .json input is a list of objects (or {{'data': [...]}})")
         for row, record in enumerate(items, start=1):
@@ -85,7 +91,7 @@ def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def find_data_files(location: str | Path, split: str) -> list[Path]:
-    """The data files of an input: the file itself, a generate artifact's `*_{split}.jsonl`, or every data file."""
+    """The data files of an input: the file, a generate artifact's `*_{split}.jsonl`, or every data file."""
     root = Path(location)
     if root.is_file():
         if root.suffix not in DATA_SUFFIXES:
@@ -93,7 +99,9 @@ def find_data_files(location: str | Path, split: str) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise MoeSteerInputError(f"{root}: input data not found (expected a file or a directory)")
-    split_files = sorted(p for suffix in DATA_SUFFIXES for p in root.rglob(f"*_{split}{suffix}") if p.is_file())
+    split_files = sorted(
+        p for suffix in DATA_SUFFIXES for p in root.rglob(f"*_{split}{suffix}") if p.is_file()
+    )
     if split_files:
         return split_files
     every = sorted(
@@ -117,7 +125,7 @@ def load_prompts(
     safe: str | Path | None = None,
     unsafe: str | Path | None = None,
 ) -> tuple[list[Prompt], LoadReport]:
-    """Read safe and unsafe prompts: from `data` (paired or labeled records) and/or separate safe/unsafe inputs."""
+    """Read safe and unsafe prompts from `data` (paired or labeled records) and/or separate inputs."""
     if data is None and safe is None and unsafe is None:
         raise MoeSteerInputError("no input data: give the data input (or both safe and unsafe inputs)")
     if (safe is None) != (unsafe is None) and data is None:
@@ -145,14 +153,16 @@ def load_prompts(
                     if params.safe_field not in record and params.unsafe_field not in record:
                         raise MoeSteerInputError(
                             f"{where}: record has neither {params.safe_field!r} nor {params.unsafe_field!r} "
-                            f"(fields: {sorted(record)}); set safe_field/unsafe_field, or input_format: labeled"
+                            f"(fields: {sorted(record)}); set safe_field/unsafe_field, "
+                            "or input_format: labeled"
                         )
                     add(record.get(params.safe_field), "safe", where, record)
                     add(record.get(params.unsafe_field), "unsafe", where, record)
                 else:
                     if params.prompt_field not in record or params.label_field not in record:
                         raise MoeSteerInputError(
-                            f"{where}: labeled records need {params.prompt_field!r} and {params.label_field!r} "
+                            f"{where}: labeled records need {params.prompt_field!r} "
+                            f"and {params.label_field!r} "
                             f"(fields: {sorted(record)}); set prompt_field/label_field"
                         )
                     value = _text(record[params.label_field]).lower()
@@ -163,7 +173,8 @@ def load_prompts(
                     else:
                         raise MoeSteerInputError(
                             f"{where}: label {record[params.label_field]!r} is in neither safe_labels "
-                            f"{params.safe_labels} nor unsafe_labels {params.unsafe_labels}; add it to one of them"
+                            f"{params.safe_labels} nor unsafe_labels {params.unsafe_labels}; "
+                            "add it to one of them"
                         )
     for location, label in ((safe, "safe"), (unsafe, "unsafe")):
         if location is None:
@@ -174,7 +185,8 @@ def load_prompts(
                 report.records += 1
                 if params.prompt_field not in record:
                     raise MoeSteerInputError(
-                        f"{where}: record has no {params.prompt_field!r} (fields: {sorted(record)}); set prompt_field"
+                        f"{where}: record has no {params.prompt_field!r} "
+                        f"(fields: {sorted(record)}); set prompt_field"
                     )
                 add(record[params.prompt_field], label, where, record)  # type: ignore[arg-type]
 
@@ -204,7 +216,8 @@ def build_batches(prompts: Sequence[Prompt], params: MoeSteerParams) -> list[lis
     if not safe or not unsafe:
         missing = "safe" if not safe else "unsafe"
         raise MoeSteerInputError(
-            f"no {missing} prompts in the input ({len(safe)} safe, {len(unsafe)} unsafe); check the field names "
+            f"no {missing} prompts in the input ({len(safe)} safe, {len(unsafe)} unsafe); "
+            "check the field names "
             "(safe_field/unsafe_field, or prompt_field/label_field with safe_labels/unsafe_labels)"
         )
     rng = random.Random(params.seed)
@@ -220,9 +233,10 @@ def build_batches(prompts: Sequence[Prompt], params: MoeSteerParams) -> list[lis
         )
     batches: list[list[BatchRecord]] = []
     for batch_idx in range(count):
-        members = safe[batch_idx * n_safe : (batch_idx + 1) * n_safe] + unsafe[
-            batch_idx * n_unsafe : (batch_idx + 1) * n_unsafe
-        ]
+        members = (
+            safe[batch_idx * n_safe : (batch_idx + 1) * n_safe]
+            + unsafe[batch_idx * n_unsafe : (batch_idx + 1) * n_unsafe]
+        )
         batches.append(
             [
                 BatchRecord(
@@ -250,7 +264,9 @@ def read_batches(path: str | Path) -> list[list[BatchRecord]]:
     """Read `batches.jsonl` back, checking that batches are whole, contiguous and in order."""
     source = Path(path)
     if not source.is_file():
-        raise MoeSteerInputError(f"{source}: batches file not found; run `datasweep worker moe-steer analyze` first")
+        raise MoeSteerInputError(
+            f"{source}: batches file not found; run `datasweep worker moe-steer analyze` first"
+        )
     grouped: dict[int, list[BatchRecord]] = {}
     for where, row in _read_records(source):
         try:
@@ -263,7 +279,9 @@ def read_batches(path: str | Path) -> list[list[BatchRecord]]:
                 response=row.get("response"),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise MoeSteerInputError(f"{where}: not a batch record (needs batch_idx, in_batch_idx, label, prompt)") from exc
+            raise MoeSteerInputError(
+                f"{where}: not a batch record (needs batch_idx, in_batch_idx, label, prompt)"
+            ) from exc
         if record.label not in LABEL_IDS:
             raise MoeSteerInputError(f"{where}: label {record.label!r} is not 'safe' or 'unsafe'")
         grouped.setdefault(record.batch_idx, []).append(record)

@@ -45,7 +45,9 @@ def _decoder_layers(model: Any) -> list[Any]:
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     layers = getattr(decoder, "layers", None)
     if layers is None:
-        raise MoeSteerInputError(f"{type(model).__name__}: cannot find the decoder layers (model.model.layers)")
+        raise MoeSteerInputError(
+            f"{type(model).__name__}: cannot find the decoder layers (model.model.layers)"
+        )
     return list(layers)
 
 
@@ -87,7 +89,8 @@ def discover_moe_layout(model: Any) -> MoeLayout:
             if not fused:
                 if isinstance(experts, torch.nn.ModuleList):
                     raise MoeSteerInputError(
-                        f"base model ({name}) layer {layer_idx} stores experts as a ModuleList (transformers < 5); "
+                        f"base model ({name}) layer {layer_idx} stores experts as a ModuleList "
+                        "(transformers < 5); "
                         "moe-steer expects fused 3D expert tensors: use transformers >= 5"
                     )
                 continue

@@ -104,7 +104,11 @@ def validate_record(raw: Any, fields: FieldNames, source: str) -> tuple[QaRecord
     record_id = str(raw.get(fields.id, "?"))
     missing = [name for name in (fields.id, fields.question, fields.context) if name not in raw]
     if missing:
-        return None, f"missing field(s) {', '.join(missing)} (set id_field/question_field/context_field)", record_id
+        return (
+            None,
+            f"missing field(s) {', '.join(missing)} (set id_field/question_field/context_field)",
+            record_id,
+        )
     context, question = raw[fields.context], raw[fields.question]
     if not isinstance(context, str) or not context.strip():
         return None, f"empty context ({fields.context!r} must be a non-empty string)", record_id
@@ -117,17 +121,29 @@ def validate_record(raw: Any, fields: FieldNames, source: str) -> tuple[QaRecord
     for text, start in zip(texts, starts, strict=True):
         end = start + len(text)
         if not text:
-            return None, f"empty answer text at answer_start {start} (use empty lists for no answer)", record_id
+            return (
+                None,
+                f"empty answer text at answer_start {start} (use empty lists for no answer)",
+                record_id,
+            )
         if start < 0 or end > len(context):
-            return None, (
-                f"answer {text!r} at answer_start {start} ends at {end}, outside the context "
-                f"(length {len(context)})"
-            ), record_id
+            return (
+                None,
+                (
+                    f"answer {text!r} at answer_start {start} ends at {end}, outside the context "
+                    f"(length {len(context)})"
+                ),
+                record_id,
+            )
         if context[start:end] != text:
-            return None, (
-                f"answer text {text!r} is not at answer_start {start}: the context there reads "
-                f"{context[start:end]!r}"
-            ), record_id
+            return (
+                None,
+                (
+                    f"answer text {text!r} is not at answer_start {start}: the context there reads "
+                    f"{context[start:end]!r}"
+                ),
+                record_id,
+            )
     return QaRecord(record_id, question, context, tuple(texts), tuple(starts), source), None, record_id
 
 
@@ -186,7 +202,9 @@ def find_split_files(data: str | Path, dataset: str | None = None) -> dict[str, 
             paths = preferred or paths
         if len(paths) > 1:
             listing = ", ".join(str(p) for p in paths)
-            raise QaDataError(f"{root}: several {split} files ({listing}); keep one or point --data at a file")
+            raise QaDataError(
+                f"{root}: several {split} files ({listing}); keep one or point --data at a file"
+            )
         chosen[split] = paths[0]
     return chosen
 

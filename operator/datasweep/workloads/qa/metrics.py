@@ -193,6 +193,8 @@ def squad_v2_evaluate(
     return out_eval
 
 
-def apply_threshold(span_preds: Mapping[str, str], null_odds: Mapping[str, float], threshold: float) -> dict[str, str]:
+def apply_threshold(
+    span_preds: Mapping[str, str], null_odds: Mapping[str, float], threshold: float
+) -> dict[str, str]:
     """Final answers: "" where the null odds exceed the threshold (the official rule), else the best span."""
     return {qid: ("" if null_odds[qid] > threshold else text) for qid, text in span_preds.items()}

@@ -1,0 +1,67 @@
+"""Operator configuration: one YAML file (the chart renders it into a ConfigMap), camelCase keys."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from datasweep.api._base import CamelModel, describe_validation_error
+
+CONFIG_ENV = "DATASWEEP_CONFIG"
+
+
+class Images(CamelModel):
+    worker: str = "ghcr.io/datasweep/worker:0.1.0"
+    trainer: str = "ghcr.io/datasweep/trainer-cuda:0.1.0"
+    pull_policy: str = Field(default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
+    pull_secrets: list[str] = Field(default_factory=list)
+
+
+class JobDefaults(CamelModel):
+    ttl_seconds_after_finished: int = Field(default=86400, ge=0)
+    active_deadline_seconds: int = Field(default=172800, ge=1)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    gpu_node_selector: dict[str, str] = Field(default_factory=dict)
+    gpu_tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    )
+    service_account_name: str = "datasweep-worker"
+    priority_class_name: str | None = None
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class OperatorSettings(CamelModel):
+    data_root: str | None = Field(default="/data", description="Where the operator has the data volume mounted")
+    data_claim_name: str = "datasweep-data"
+    volumes: dict[str, str] = Field(default_factory=dict, description="Other PVC name -> mount path here")
+    images: Images = Field(default_factory=Images)
+    job_defaults: JobDefaults = Field(default_factory=JobDefaults)
+    queue_name: str | None = None
+    max_points: int = Field(default=256, ge=1)
+    retries: int = Field(default=2, ge=0)
+    retry_backoff_seconds: float = Field(default=10.0, ge=0)
+
+    def volume_root(self, pvc: str | None) -> Path | None:
+        """Where this process sees a PVC (None: the data volume), or None when it is not mounted here."""
+        if pvc is None or pvc == self.data_claim_name:
+            return Path(self.data_root) if self.data_root and Path(self.data_root).is_dir() else None
+        mount = self.volumes.get(pvc)
+        return Path(mount) if mount and Path(mount).is_dir() else None
+
+
+def load_settings(path: str | None = None) -> OperatorSettings:
+    source = path or os.environ.get(CONFIG_ENV)
+    if not source:
+        return OperatorSettings()
+    try:
+        raw = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
+        return OperatorSettings.model_validate(raw)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{source}: operator config not found (set {CONFIG_ENV} or --config)") from exc
+    except ValidationError as exc:
+        raise SystemExit(f"{source}: invalid operator config: {describe_validation_error(exc)}") from exc

@@ -1,0 +1,379 @@
+"""The two places the batch tools read: a local root (files + registry) and the cluster (Artifact/Batch objects).
+
+Both answer with the same views, so every tool prints the same words on a laptop and on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasweep import GROUP, VERSION
+from datasweep.cli.common import BadInput
+from datasweep.local.registry import LocalArtifact, Registry, RegistryError
+from datasweep.store.layout import SHARED
+from datasweep.store.manifest import ManifestSummary, Usage
+
+BATCH_DIR = re.compile(r"^batch_[0-9]{8}_[A-Za-z0-9_]+$")
+
+
+@dataclass
+class ArtifactView:
+    name: str
+    stage: str
+    dataset: str
+    semantic_name: str
+    fingerprint: str
+    path: str  # relative to the root / data volume
+    phase: str
+    first_batch: str | None = None
+    first_experiment: str | None = None
+    consumers: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+    manifest: ManifestSummary | None = None
+    imported: bool = False
+    legacy_fingerprint: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "Ready"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "stage": self.stage,
+            "dataset": self.dataset,
+            "semanticName": self.semantic_name,
+            "fingerprint": self.fingerprint,
+            "path": self.path,
+            "phase": self.phase,
+            "firstBatch": self.first_batch,
+            "firstExperiment": self.first_experiment,
+            "consumers": self.consumers,
+            "usage": self.usage.model_dump(mode="json", by_alias=True),
+            "inputs": self.inputs,
+            "imported": self.imported,
+            "legacyFingerprint": self.legacy_fingerprint,
+            "manifest": self.manifest.model_dump(mode="json", by_alias=True) if self.manifest else None,
+        }
+
+
+@dataclass
+class PointView:
+    dataset: str
+    name: str  # the directory name in the batch view (the semantic name, or with a fingerprint suffix)
+    path: str  # the batch path, relative to the root: batch_x/Copa/temp07_topp10_gpt4o
+    shared_path: str | None  # _shared/Copa/temp07_topp10_gpt4o, None for a broken link
+    artifact: str | None
+    experiment: str | None
+    reused: bool
+    ready: bool
+    first_batch: str | None
+    broken: str | None = None  # why the view entry does not lead to data
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "semanticName": self.name,
+            "path": self.path,
+            "sharedPath": self.shared_path,
+            "artifact": self.artifact,
+            "experiment": self.experiment,
+            "reused": self.reused,
+            "ready": self.ready,
+            "firstBatch": self.first_batch,
+            **({"broken": self.broken} if self.broken else {}),
+        }
+
+
+@dataclass
+class BatchView:
+    batch_id: str
+    purpose: str = ""
+    description: str = ""
+    experiments: list[str] = field(default_factory=list)
+    points: list[PointView] = field(default_factory=list)
+
+    def to_dict(self, verbose: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "batchId": self.batch_id,
+            "purpose": self.purpose,
+            "experiments": self.experiments,
+            "points": len(self.points),
+            "reused": sum(p.reused for p in self.points),
+            "ready": sum(p.ready for p in self.points),
+            "datasets": {d: sum(p.dataset == d for p in self.points) for d in self.datasets},
+        }
+        if self.description:
+            data["description"] = self.description
+        if verbose:
+            data["pointList"] = [p.to_dict() for p in self.points]
+        return data
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted({p.dataset for p in self.points})
+
+
+def _view_of_local(artifact: LocalArtifact) -> ArtifactView:
+    return ArtifactView(
+        name=artifact.name,
+        stage=artifact.stage,
+        dataset=artifact.dataset,
+        semantic_name=artifact.semantic_name,
+        fingerprint=artifact.fingerprint,
+        path=artifact.path,
+        phase=artifact.phase,
+        first_batch=artifact.first_batch,
+        first_experiment=artifact.first_experiment,
+        consumers=list(artifact.consumers),
+        usage=artifact.usage,
+        params=dict(artifact.params),
+        inputs=list(artifact.inputs),
+        manifest=artifact.manifest,
+        imported=artifact.imported,
+        legacy_fingerprint=artifact.legacy_fingerprint,
+    )
+
+
+class LocalBackend:
+    kind = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.registry = Registry(root)
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    @property
+    def display_root(self) -> str:
+        """How paths are shown for training configs: the root as the user gave it."""
+        return str(self.root).rstrip("/")
+
+    def require_root(self) -> None:
+        if not self.root.is_dir():
+            raise BadInput(
+                f"{self.root}: no such directory; pass --root DIR (the local store, default ./Data_v2/synthetic) "
+                f"or --cluster"
+            )
+
+    def artifacts(self) -> list[ArtifactView]:
+        self.require_root()
+        try:
+            return [_view_of_local(a) for a in self.registry.artifacts()]
+        except RegistryError as exc:
+            raise BadInput(str(exc)) from exc
+
+    def batch_ids(self) -> list[str]:
+        self.require_root()
+        on_disk = {p.name for p in self.root.iterdir() if p.is_dir() and BATCH_DIR.match(p.name)}
+        recorded = {b.batch_id for b in self.registry.batches()}
+        return sorted(on_disk | recorded)
+
+    def batches(self) -> list[BatchView]:
+        artifacts = self.artifacts()
+        return [self._batch(batch_id, artifacts) for batch_id in self.batch_ids()]
+
+    def batch(self, batch_id: str) -> BatchView | None:
+        if batch_id not in self.batch_ids():
+            return None
+        return self._batch(batch_id, self.artifacts())
+
+    def _batch(self, batch_id: str, artifacts: list[ArtifactView]) -> BatchView:
+        """The batch directory is the view (seed 000); the registry adds experiments and reuse."""
+        record = self.registry.get_batch(batch_id)
+        by_path = {a.path: a for a in artifacts if a.stage == "generate"}
+        recorded = {(p.dataset, Path(p.path or "").name): p for p in (record.points if record else [])}
+        points = []
+        directory = self.root / batch_id
+        entries = (
+            sorted(directory.glob("*/*"), key=lambda p: (p.parent.name, p.name)) if directory.is_dir() else []
+        )
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            dataset = entry.parent.name
+            rel = f"{batch_id}/{dataset}/{entry.name}"
+            shared, broken = self._shared_target(entry)
+            artifact = by_path.get(shared) if shared else None
+            known = recorded.get((dataset, entry.name))
+            reused = known.reused if known else bool(artifact and artifact.first_batch != batch_id)
+            if broken is None and artifact is None:
+                broken = f"{shared} is not a registered artifact (run `datasweep import {self.root}`)"
+            points.append(
+                PointView(
+                    dataset=dataset,
+                    name=entry.name,
+                    path=rel,
+                    shared_path=shared,
+                    artifact=artifact.name if artifact else None,
+                    experiment=known.experiment if known else None,
+                    reused=reused,
+                    ready=bool(artifact and artifact.ready and broken is None),
+                    first_batch=artifact.first_batch if artifact else None,
+                    broken=broken,
+                )
+            )
+        return BatchView(
+            batch_id=batch_id,
+            purpose=record.purpose if record else "",
+            description=record.description if record else "",
+            experiments=list(record.experiments) if record else [],
+            points=points,
+        )
+
+    def _shared_target(self, entry: Path) -> tuple[str | None, str | None]:
+        """(path relative to the root, problem) of one batch view entry."""
+        if not entry.is_symlink():
+            return None, f"{entry} is a real directory, not a symlink into {SHARED}/"
+        target = os.readlink(entry)
+        resolved = (entry.parent / target).resolve()
+        if not resolved.exists():
+            return None, f"broken symlink: {entry} -> {target} (the target does not exist)"
+        try:
+            rel = resolved.relative_to(self.root.resolve())
+        except ValueError:
+            return None, f"{entry} -> {target} points outside the root {self.root}"
+        return str(rel), None
+
+
+def _usage(raw: Any) -> Usage:
+    try:
+        return Usage.model_validate(raw or {})
+    except ValueError:
+        return Usage()
+
+
+def _manifest(raw: Any) -> ManifestSummary | None:
+    if not raw:
+        return None
+    try:
+        return ManifestSummary.model_validate(raw)
+    except ValueError:
+        return None
+
+
+class ClusterBackend:
+    kind = "cluster"
+    display_root = "/data"
+
+    def __init__(self, api: Any, namespace: str, context: str | None) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.context = context
+
+    @classmethod
+    def connect(cls, namespace: str | None, context: str | None) -> ClusterBackend:
+        from kubernetes import client, config
+
+        try:
+            config.load_kube_config(context=context)
+            contexts, active = config.list_kube_config_contexts()
+            current = next((c for c in contexts if c["name"] == context), active) if context else active
+            default_ns = (current or {}).get("context", {}).get("namespace") or "default"
+        except (config.ConfigException, FileNotFoundError, TypeError) as exc:
+            try:
+                config.load_incluster_config()
+                default_ns = "default"
+            except config.ConfigException:
+                raise BadInput(
+                    f"no usable kubeconfig ({exc}); pass --root DIR to use a local store instead"
+                ) from exc
+        return cls(client.CustomObjectsApi(), namespace or default_ns, context)
+
+    @property
+    def location(self) -> str:
+        return f"namespace {self.namespace}" + (f" (context {self.context})" if self.context else "")
+
+    def _list(self, plural: str) -> list[dict[str, Any]]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            result = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise BadInput(
+                    f"the cluster has no {plural}.{GROUP} resource: install the datasweep CRDs "
+                    f"(kubectl apply -f crds/) or pass --root DIR for a local store"
+                ) from exc
+            raise BadInput(f"listing {plural} in {self.location}: {exc.status} {exc.reason}") from exc
+        except OSError as exc:
+            raise BadInput(f"cannot reach the cluster ({exc}); pass --root DIR for a local store") from exc
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    def artifacts(self) -> list[ArtifactView]:
+        views = []
+        for obj in self._list("artifacts"):
+            spec = obj.get("spec") or {}
+            status = obj.get("status") or {}
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            annotations = (obj.get("metadata") or {}).get("annotations") or {}
+            views.append(
+                ArtifactView(
+                    name=obj["metadata"]["name"],
+                    stage=spec.get("stage", ""),
+                    dataset=spec.get("dataset", ""),
+                    semantic_name=spec.get("semanticName", ""),
+                    fingerprint=spec.get("fingerprint", ""),
+                    path=(spec.get("storage") or {}).get("path", ""),
+                    phase=status.get("phase") or "Pending",
+                    first_batch=status.get("firstBatch"),
+                    first_experiment=status.get("firstExperiment"),
+                    consumers=list(status.get("consumers") or []),
+                    usage=_usage(status.get("usage")),
+                    params=dict(spec.get("params") or {}),
+                    inputs=list(spec.get("inputs") or []),
+                    manifest=_manifest(status.get("manifest")),
+                    imported=labels.get(f"{GROUP}/imported") == "true",
+                    legacy_fingerprint=annotations.get(f"{GROUP}/legacy-fingerprint"),
+                )
+            )
+        return sorted(views, key=lambda a: (a.dataset, a.semantic_name, a.stage, a.name))
+
+    def batches(self) -> list[BatchView]:
+        artifacts = {a.name: a for a in self.artifacts()}
+        return sorted(
+            (self._batch(obj, artifacts) for obj in self._list("batches")), key=lambda b: b.batch_id
+        )
+
+    def batch(self, batch_id: str) -> BatchView | None:
+        return next((b for b in self.batches() if b.batch_id == batch_id), None)
+
+    @staticmethod
+    def _batch(obj: dict[str, Any], artifacts: dict[str, ArtifactView]) -> BatchView:
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        batch_id = spec.get("batchId") or obj["metadata"]["name"]
+        points = []
+        for raw in status.get("points") or []:
+            artifact = artifacts.get(raw.get("artifact", ""))
+            name = Path(raw.get("path") or "").name or raw.get("semanticName", "")
+            points.append(
+                PointView(
+                    dataset=raw.get("dataset", ""),
+                    name=name,
+                    path=raw.get("path") or f"{batch_id}/{raw.get('dataset', '')}/{name}",
+                    shared_path=artifact.path if artifact else None,
+                    artifact=raw.get("artifact"),
+                    experiment=raw.get("experiment"),
+                    reused=bool(raw.get("reused")),
+                    ready=bool(raw.get("ready")),
+                    first_batch=artifact.first_batch if artifact else None,
+                    broken=None if artifact else f"Artifact {raw.get('artifact')} does not exist",
+                )
+            )
+        return BatchView(
+            batch_id=batch_id,
+            purpose=spec.get("purpose", ""),
+            description=spec.get("description", ""),
+            experiments=list(status.get("experiments") or []),
+            points=points,
+        )

@@ -1,0 +1,137 @@
+"""What every datasweep command shares: exit codes, output formats, and the local/cluster backend rule."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class BadInput(click.ClickException):
+    """Exit code 2: the message names the file/field/argument and the fix."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class Failed(click.ClickException):
+    exit_code = EXIT_FAILED
+
+
+# Piped output (scripts, tests, CI logs) is not cut at 80 columns.
+PIPE_WIDTH = 240
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+
+
+OUTPUT_FORMATS = ("table", "json", "yaml")
+
+
+def output_option(func: F) -> F:
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(OUTPUT_FORMATS),
+        default="table",
+        show_default=True,
+        help="table for people, json or yaml for scripts",
+    )(func)
+
+
+def dump(data: Any, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False, default=str)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    stdout_console().print(table)
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+# ---- backend selection ----
+
+ROOT_ENV = "DATASWEEP_ROOT"
+DEFAULT_ROOT = Path("Data_v2/synthetic")
+
+
+def kubeconfig_available() -> bool:
+    """A kubeconfig exists: $KUBECONFIG names an existing file, or ~/.kube/config exists, or we run in a pod."""
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return any(Path(part).is_file() for part in env.split(os.pathsep) if part)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    return (Path.home() / ".kube" / "config").is_file()
+
+
+def backend_options(func: F) -> F:
+    """--root DIR (local) | --cluster [-n NS] [--context C]; see `choose_backend` for the default."""
+    func = click.option(
+        "--context", "kube_context", default=None, help="kubeconfig context (cluster backend)"
+    )(func)
+    func = click.option(
+        "-n",
+        "--namespace",
+        default=None,
+        help="namespace (cluster backend; default: the context's namespace)",
+    )(func)
+    func = click.option(
+        "--cluster", is_flag=True, help="use the cluster from the kubeconfig even if --root is set"
+    )(func)
+    func = click.option(
+        "--root",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar=ROOT_ENV,
+        default=None,
+        help=f"local store root (env {ROOT_ENV}); without it the cluster is used when a kubeconfig exists, "
+        f"else ./{DEFAULT_ROOT}",
+    )(func)
+    return func
+
+
+def choose_backend(root: Path | None, cluster: bool, namespace: str | None, kube_context: str | None) -> Any:
+    """The rule: --cluster forces the cluster; --root (or $DATASWEEP_ROOT) means local; otherwise the cluster
+    when a kubeconfig exists, else the local root ./Data_v2/synthetic."""
+    from datasweep.cli.backends import ClusterBackend, LocalBackend
+
+    if cluster:
+        return ClusterBackend.connect(namespace, kube_context)
+    if root is not None:
+        return LocalBackend(root)
+    if namespace is not None or kube_context is not None or kubeconfig_available():
+        return ClusterBackend.connect(namespace, kube_context)
+    return LocalBackend(DEFAULT_ROOT)

@@ -1,0 +1,411 @@
+"""`datasweep gc` (FAQ Q2/Q5 without the manual steps) and `datasweep import` (existing seed-format trees)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from datasweep import GROUP, VERSION
+from datasweep.cli.backends import ArtifactView, ClusterBackend, LocalBackend
+from datasweep.cli.common import (
+    BadInput,
+    backend_options,
+    choose_backend,
+    dump,
+    human_bytes,
+    output_option,
+    print_table,
+)
+from datasweep.core import naming
+from datasweep.core.fingerprint import fingerprint as sha256_fingerprint
+from datasweep.core.fingerprint import short
+from datasweep.local.registry import LocalArtifact, Registry, now_iso
+from datasweep.store.layout import SHARED
+from datasweep.store.manifest import FINGERPRINT_NAME, ManifestSummary, read_manifest, scan_files
+
+SUPERSEDED_MARK = ".superseded-"
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    for current, _, files in os.walk(path):
+        for name in files:
+            full = Path(current) / name
+            if not full.is_symlink():
+                total += full.stat().st_size
+    return total
+
+
+@dataclass
+class GcCandidate:
+    path: str  # relative to the root
+    reason: str
+    artifacts: list[str]
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "reason": self.reason, "artifacts": self.artifacts, "bytes": self.size}
+
+
+def protected_paths(backend: LocalBackend) -> set[str]:
+    """Every shared path a batch view links to (a view protects the whole directory, training included)."""
+    return {p.shared_path for b in backend.batches() for p in b.points if p.shared_path}
+
+
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent + "/")
+
+
+def local_gc_candidates(backend: LocalBackend) -> tuple[list[GcCandidate], list[str]]:
+    artifacts = backend.artifacts()
+    protected = protected_paths(backend)
+    by_name = {a.name: a for a in artifacts}
+    # inputs of a protected artifact are protected too (a training stage's data)
+    keep = {a.name for a in artifacts if any(_under(a.path, p) for p in protected)}
+    keep |= {a.name for a in artifacts if a.phase == "Running"}
+    frontier = list(keep)
+    while frontier:
+        for name in by_name[frontier.pop()].inputs:
+            if name in by_name and name not in keep:
+                keep.add(name)
+                frontier.append(name)
+    candidates: list[GcCandidate] = []
+    for a in artifacts:
+        if a.name in keep or a.stage != "generate":
+            continue
+        nested = [b.name for b in artifacts if _under(b.path, a.path)]
+        if any(name in keep for name in nested):
+            continue
+        directory = backend.root / a.path
+        size = dir_size(directory) if directory.exists() else 0
+        candidates.append(GcCandidate(a.path, "no batch view links to it", nested, size))
+    # training artifacts whose generate directory is kept but which no batch point uses any more cannot be
+    # told apart from ones in use: a batch view protects the whole directory, so they stay.
+    shared = backend.root / SHARED
+    for aside in sorted(shared.glob(f"*/.*{SUPERSEDED_MARK}*")) if shared.is_dir() else []:
+        rel = str(aside.relative_to(backend.root))
+        candidates.append(GcCandidate(rel, "superseded by forceRegenerate", [], dir_size(aside)))
+    warnings = [f"{p.path}: {p.broken}" for b in backend.batches() for p in b.points if p.broken]
+    return candidates, warnings
+
+
+def cluster_gc_candidates(backend: ClusterBackend) -> list[GcCandidate]:
+    artifacts = backend.artifacts()
+    referenced = {p.artifact for b in backend.batches() for p in b.points if p.artifact}
+    experiments = {o["metadata"]["name"] for o in backend._list("experiments")}
+    by_name = {a.name: a for a in artifacts}
+    keep = {a.name for a in artifacts if a.name in referenced or set(a.consumers) & experiments}
+    keep |= {a.name for a in artifacts if a.phase in ("Running", "Waiting")}
+    frontier = list(keep)
+    while frontier:
+        for name in by_name[frontier.pop()].inputs:
+            if name in by_name and name not in keep:
+                keep.add(name)
+                frontier.append(name)
+    return [
+        GcCandidate(
+            a.path, "no batch or experiment references it", [a.name], (a.manifest.bytes if a.manifest else 0)
+        )
+        for a in artifacts
+        if a.name not in keep
+    ]
+
+
+@click.command("gc")
+@backend_options
+@output_option
+@click.option("--yes", is_flag=True, help="really delete (default: a dry run that says what it would free)")
+def gc(
+    root: Path | None, cluster: bool, namespace: str | None, kube_context: str | None, output: str, yes: bool
+) -> None:
+    """Delete artifacts no batch view references (dry run unless --yes). Never touches what a batch links to."""
+    backend = choose_backend(root, cluster, namespace, kube_context)
+    warnings: list[str] = []
+    if isinstance(backend, LocalBackend):
+        backend.require_root()
+        candidates, warnings = local_gc_candidates(backend)
+    else:
+        candidates = cluster_gc_candidates(backend)
+    total = sum(c.size for c in candidates)
+    if output != "table":
+        click.echo(
+            dump({"dryRun": not yes, "bytes": total, "candidates": [c.to_dict() for c in candidates]}, output)
+        )
+    else:
+        print_table(
+            f"{len(candidates)} unreferenced ({backend.location})",
+            ("PATH", "WHY", "SIZE", "ARTIFACTS"),
+            [(c.path, c.reason, human_bytes(c.size), ", ".join(c.artifacts)) for c in candidates],
+        )
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not yes:
+        click.echo(f"dry run: would free {human_bytes(total)}; pass --yes to delete", err=True)
+        return
+    for candidate in candidates:
+        if isinstance(backend, LocalBackend):
+            shutil.rmtree(backend.root / candidate.path, ignore_errors=False)
+            for name in candidate.artifacts:
+                backend.registry.delete_artifact(name)
+        else:
+            for name in candidate.artifacts:
+                backend.api.delete_namespaced_custom_object(
+                    GROUP, VERSION, backend.namespace, "artifacts", name
+                )
+    freed = (
+        "the Artifact objects were deleted; files on the volume stay"
+        if isinstance(backend, ClusterBackend)
+        else ""
+    )
+    click.echo(
+        f"deleted {len(candidates)}, freed {human_bytes(total)}{'; ' + freed if freed else ''}", err=True
+    )
+
+
+# ---- import ----
+
+METADATA_NAMES = ("experiment_metadata.json",)
+NOT_PARAMS = {
+    "batch_id",
+    "first_batch",
+    "purpose",
+    "description",
+    "created_at",
+    "created",
+    "fingerprint",
+    "semantic_name",
+    "semantic_dirname",
+    "dataset",
+    "dataset_name",
+    "stage",
+    "artifact",
+    "first_experiment",
+    "usage",
+    "lineage",
+    "experiment",
+}
+
+
+def _metadata_params(meta: dict[str, Any]) -> dict[str, Any]:
+    for key in ("canonical", "parameters", "params", "fingerprint_params"):
+        if isinstance(meta.get(key), dict):
+            value: dict[str, Any] = meta[key]
+            return value
+    return {k: v for k, v in meta.items() if k not in NOT_PARAMS}
+
+
+def _metadata_batch(meta: dict[str, Any]) -> str | None:
+    for holder in (meta, meta.get("experiment") if isinstance(meta.get("experiment"), dict) else {}):
+        for key in ("first_batch", "batch_id", "batch"):
+            value = holder.get(key) if isinstance(holder, dict) else None
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def _first_experiment(meta: dict[str, Any]) -> str | None:
+    for key in ("first_experiment", "experiment"):
+        if isinstance(meta.get(key), str) and meta[key]:
+            return str(meta[key])
+    return None
+
+
+@dataclass
+class ImportedDir:
+    artifact: LocalArtifact
+    source: str
+
+
+def scan_seed_tree(tree: Path) -> tuple[list[ImportedDir], list[str]]:
+    """Every `_shared/<Dataset>/<name>/` with a `.fingerprint`, as a generate artifact; problems as messages."""
+    shared = tree / SHARED
+    if not shared.is_dir():
+        raise BadInput(f"{tree}: no {SHARED}/ directory; import takes a Data_v2/synthetic-style tree")
+    links: dict[str, list[str]] = {}
+    for link in sorted(tree.glob("batch_*/*/*")):
+        if link.is_symlink() and link.exists():
+            target = link.resolve()
+            try:
+                links.setdefault(str(target.relative_to(tree.resolve())), []).append(link.parts[-3])
+            except ValueError:
+                continue
+    found: list[ImportedDir] = []
+    problems: list[str] = []
+    for directory in sorted(p for p in shared.glob("*/*") if p.is_dir() and not p.name.startswith(".")):
+        dataset, name = directory.parent.name, directory.name
+        rel = f"{SHARED}/{dataset}/{name}"
+        fp_file = directory / FINGERPRINT_NAME
+        if not fp_file.is_file():
+            problems.append(f"{directory}: no {FINGERPRINT_NAME}; skipped (not a seed experiment directory)")
+            continue
+        legacy = fp_file.read_text(encoding="utf-8").strip()
+        meta: dict[str, Any] = {}
+        meta_file = directory / METADATA_NAMES[0]
+        if meta_file.is_file():
+            try:
+                loaded = json.loads(meta_file.read_text(encoding="utf-8"))
+                meta = loaded if isinstance(loaded, dict) else {}
+            except json.JSONDecodeError as exc:
+                problems.append(
+                    f"{meta_file}:{exc.lineno}: not valid JSON ({exc.msg}); imported without parameters"
+                )
+        native = len(legacy) == 64 and all(c in "0123456789abcdef" for c in legacy)
+        full = (
+            legacy if native else sha256_fingerprint({"imported": legacy, "dataset": dataset, "name": name})
+        )
+        semantic = str(meta.get("semantic_name") or meta.get("semantic_dirname") or name)
+        batches = sorted(links.get(rel, []))
+        first_batch = _metadata_batch(meta) or (batches[0] if batches else None)
+        manifest = read_manifest(directory)
+        if manifest is not None:
+            summary = manifest.summary()
+        else:
+            files = scan_files(directory)
+            data_files = [f for f in files if f.path.endswith(".jsonl")]
+            listing = ManifestSummary(
+                files=len(files),
+                rows=sum(f.rows or 0 for f in data_files),
+                bytes=sum(f.bytes for f in files),
+                sha256=sha256_fingerprint(sorted((f.path, f.sha256) for f in files)),
+            )
+            summary = listing
+        has_data = any((directory / dataset).glob("*.jsonl")) or manifest is not None
+        if not has_data:
+            problems.append(f"{directory}: no data files under {dataset}/; registered as Pending")
+        artifact = LocalArtifact(
+            name=str(meta.get("artifact") or naming.artifact_name(dataset, semantic, short(full))),
+            stage="generate",
+            dataset=dataset,
+            semantic_name=semantic,
+            fingerprint=full,
+            path=rel,
+            params=_metadata_params(meta),
+            phase="Ready" if has_data else "Pending",
+            first_batch=first_batch,
+            first_experiment=meta.get("first_experiment")
+            if isinstance(meta.get("first_experiment"), str)
+            else None,
+            consumers=[],
+            manifest=summary,
+            created_at=str(meta.get("created_at") or now_iso()),
+            imported=not native,
+            legacy_fingerprint=None if native else legacy,
+        )
+        found.append(ImportedDir(artifact, str(directory)))
+    return found, problems
+
+
+@click.command("import")
+@click.argument("tree", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@backend_options
+@output_option
+def import_tree(
+    tree: Path, root: Path | None, cluster: bool, namespace: str | None, kube_context: str | None, output: str
+) -> None:
+    """Register an existing seed-format TREE (Data_v2/synthetic) as artifacts, without moving any data.
+
+    Locally the registry is written inside TREE (`TREE/.datasweep/`); with --cluster, Artifact objects are
+    created whose storage path is relative to TREE (TREE must be the data volume's root as mounted here).
+    """
+    if root is not None and not cluster and root.resolve() != tree.resolve():
+        raise BadInput(
+            f"import registers {tree} in place; pass --root {tree} (or leave --root out), not --root {root}"
+        )
+    found, problems = scan_seed_tree(tree)
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
+    created = 0
+    if cluster or (root is None and choose_backend(None, False, namespace, kube_context).kind == "cluster"):
+        backend = choose_backend(None, True, namespace, kube_context)
+        created = _import_to_cluster(backend, found)
+        where = backend.location
+    else:
+        registry = Registry(tree)
+        with registry.locked():
+            for item in found:
+                if registry.get_artifact(item.artifact.name) is None:
+                    registry.put_artifact(item.artifact)
+                    created += 1
+        where = str(tree / ".datasweep")
+    rows = [a.artifact for a in found]
+    if output != "table":
+        click.echo(dump([r.model_dump(mode="json", by_alias=True) for r in rows], output))
+    else:
+        print_table(
+            f"{len(rows)} directories, {created} newly registered ({where})",
+            ("DATASET", "SEMANTIC", "PHASE", "FIRST BATCH", "ROWS", "ARTIFACT"),
+            [
+                (
+                    r.dataset,
+                    r.semantic_name,
+                    r.phase,
+                    r.first_batch or "",
+                    r.manifest.rows if r.manifest else "",
+                    r.name,
+                )
+                for r in rows
+            ],
+        )
+
+
+def _import_to_cluster(backend: ClusterBackend, found: list[ImportedDir]) -> int:
+    from kubernetes.client.exceptions import ApiException
+
+    created = 0
+    for item in found:
+        a = item.artifact
+        body: dict[str, Any] = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Artifact",
+            "metadata": {
+                "name": a.name,
+                "labels": {f"{GROUP}/imported": "true", f"{GROUP}/stage": a.stage},
+                "annotations": {f"{GROUP}/legacy-fingerprint": a.legacy_fingerprint or ""},
+            },
+            "spec": {
+                "stage": a.stage,
+                "dataset": a.dataset,
+                "fingerprint": a.fingerprint,
+                "semanticName": a.semantic_name,
+                "params": a.params,
+                "storage": {"path": a.path},
+            },
+        }
+        try:
+            backend.api.create_namespaced_custom_object(GROUP, VERSION, backend.namespace, "artifacts", body)
+            created += 1
+        except ApiException as exc:
+            if exc.status != 409:
+                raise BadInput(f"creating Artifact {a.name}: {exc.status} {exc.reason}: {exc.body}") from exc
+        status = {
+            "status": {
+                "phase": a.phase,
+                "firstBatch": a.first_batch,
+                "completedAt": a.created_at,
+                "manifest": a.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
+                if a.manifest
+                else None,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True" if a.phase == "Ready" else "False",
+                        "reason": "Imported",
+                        "message": f"imported from {item.source}",
+                        "lastTransitionTime": now_iso().replace("+00:00", "Z"),
+                    }
+                ],
+            }
+        }
+        backend.api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, backend.namespace, "artifacts", a.name, status
+        )
+    return created
+
+
+__all__ = ["ArtifactView", "gc", "import_tree"]

@@ -1,0 +1,33 @@
+"""`datasweep operator`: run the Kopf operator (what the chart's Deployment runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import click
+
+
+@click.command("operator")
+@click.option("-n", "--namespace", "namespaces", multiple=True, help="Namespace to watch (repeatable)")
+@click.option("-A", "--all-namespaces", "clusterwide", is_flag=True, help="Watch every namespace")
+@click.option("--liveness", default=None, help="Health endpoint, e.g. http://0.0.0.0:8080/healthz")
+@click.option("--config", "config_path", default=None, help="Operator config YAML (default: $DATASWEEP_CONFIG)")
+def operator(namespaces: tuple[str, ...], clusterwide: bool, liveness: str | None, config_path: str | None) -> None:
+    """Reconcile Experiments, Artifacts and Batches (one replica: runs standalone, no peering)."""
+    if not namespaces and not clusterwide:
+        raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
+    if config_path:
+        os.environ["DATASWEEP_CONFIG"] = config_path
+    import kopf
+
+    import datasweep.controller  # noqa: F401  (registers the handlers)
+
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=clusterwide,
+            namespaces=list(namespaces),
+            liveness_endpoint=liveness,
+        )
+    )

@@ -1,0 +1,222 @@
+"""`datasweep plan experiment.yaml`: points, hits and misses, and what the misses would cost. Creates nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from datasweep.api.stages.generate import PriceEntry
+from datasweep.cli.common import BadInput, backend_options, choose_backend, dump, output_option, print_table
+from datasweep.cli.run import experiment_options
+from datasweep.core.plan import StagePlan
+from datasweep.local.experiment_file import (
+    ExperimentFileError,
+    LocalExperiment,
+    load_experiment,
+    parse_prompt_files,
+)
+from datasweep.store.layout import find_generate_dir, is_complete, training_relpath
+from datasweep.workloads.generate.pricing import estimate_cost, price_table
+
+# A rough rule for English text: 4 bytes per token.
+BYTES_PER_TOKEN = 4
+DEFAULT_TRAINING_HOURS = 1.0
+
+
+@dataclass
+class StageEstimate:
+    stage: StagePlan
+    hit: bool
+    where: str | None
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+    gpu_hours: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.stage.dataset,
+            "semanticName": self.stage.semantic_name,
+            "stage": self.stage.name,
+            "kind": self.stage.stage,
+            "artifact": self.stage.artifact,
+            "fingerprint": self.stage.fingerprint,
+            "hit": self.hit,
+            "where": self.where,
+            "estimate": None
+            if self.hit
+            else {
+                "requests": self.requests,
+                "promptTokens": self.prompt_tokens,
+                "completionTokens": self.completion_tokens,
+                "costUsd": self.cost_usd,
+                "gpuHours": self.gpu_hours,
+            },
+        }
+
+
+def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEstimate:
+    """Upper bound: every record's fields are sent once per generation and once per validation."""
+    params = stage.params
+    files = experiment.datasets[stage.dataset].files
+    records = 0
+    data_bytes = 0
+    for path in files:
+        with path.open("rb") as handle:
+            records += sum(1 for line in handle if line.strip())
+        data_bytes += path.stat().st_size
+    fields = len(params.get("rephrase_fields") or ["text"])
+    requests = records * fields
+    template = len(str(params.get("prompt") or "")) // BYTES_PER_TOKEN
+    prompt_tokens = data_bytes // BYTES_PER_TOKEN + requests * template
+    completion_tokens = requests * int(params["max_tokens"])
+    prices = {name: PriceEntry.model_validate(entry) for name, entry in (params.get("prices") or {}).items()}
+    table = price_table(str(params["backend"]), prices)
+    batch = params["backend"] == "openai-batch"
+    cost = estimate_cost(str(params["model"]), prompt_tokens, completion_tokens, table, batch)
+    validation = params.get("validation")
+    if isinstance(validation, dict):
+        val_prompt = (
+            data_bytes // BYTES_PER_TOKEN
+            + completion_tokens
+            + requests * (len(str(validation.get("prompt") or "")) // BYTES_PER_TOKEN)
+        )
+        val_completion = requests * int(validation.get("max_tokens") or 64)
+        val_cost = estimate_cost(str(validation["model"]), val_prompt, val_completion, table, batch)
+        cost = None if cost is None or val_cost is None else round(cost + val_cost, 6)
+        prompt_tokens += val_prompt
+        completion_tokens += val_completion
+        requests *= 2
+    return StageEstimate(stage, False, None, requests, prompt_tokens, completion_tokens, cost)
+
+
+def estimate_training(stage: StagePlan, hours: float) -> StageEstimate:
+    gpus = stage.resources.gpus * stage.resources.nodes
+    return StageEstimate(stage, False, None, gpu_hours=round(gpus * hours, 3))
+
+
+def local_hits(root: Path, stage: StagePlan, generate_rel: str | None) -> tuple[bool, str | None]:
+    if stage.stage == "generate":
+        rel = find_generate_dir(root, stage.dataset, stage.semantic_name, stage.fingerprint)
+    else:
+        rel = training_relpath(generate_rel, stage.stage, stage.fingerprint) if generate_rel else None
+    return (rel is not None and is_complete(root / rel)), rel
+
+
+@click.command("plan")
+@experiment_options
+@backend_options
+@output_option
+@click.option(
+    "--hours-per-training",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_TRAINING_HOURS,
+    show_default=True,
+    help="assumed duration of one training stage for the GPU-hour estimate",
+)
+def plan(
+    experiment_file: Path,
+    data_dir: Path | None,
+    prompt_files: tuple[str, ...],
+    root: Path | None,
+    cluster: bool,
+    namespace: str | None,
+    kube_context: str | None,
+    output: str,
+    hours_per_training: float,
+) -> None:
+    """Show the points of EXPERIMENT_FILE, which are already there (hits) and what the misses would cost."""
+    try:
+        experiment = load_experiment(experiment_file, data_dir, parse_prompt_files(prompt_files))
+        the_plan = experiment.plan()
+    except ExperimentFileError as exc:
+        raise BadInput(str(exc)) from exc
+    backend = choose_backend(root, cluster, namespace, kube_context)
+    existing = {a.name: a for a in backend.artifacts()} if backend.kind == "cluster" else {}
+    estimates: list[StageEstimate] = []
+    for point in the_plan.points:
+        generate_rel: str | None = None
+        for stage in point.stages:
+            if backend.kind == "cluster":
+                found = existing.get(stage.artifact)
+                hit, where = found is not None, (f"{found.path} ({found.phase})" if found else None)
+            else:
+                hit, where = local_hits(backend.root, stage, generate_rel)
+                if stage.stage == "generate":
+                    generate_rel = where
+            if hit:
+                estimates.append(StageEstimate(stage, True, where))
+            elif stage.stage == "generate":
+                estimates.append(estimate_generate(experiment, stage))
+            else:
+                estimates.append(estimate_training(stage, hours_per_training))
+    misses = [e for e in estimates if not e.hit]
+    priced = [e.cost_usd for e in misses if e.cost_usd is not None]
+    unpriced = [e for e in misses if e.stage.stage == "generate" and e.cost_usd is None]
+    point_hits = sum(
+        all(e.hit for e in estimates if e.stage.fingerprint in {s.fingerprint for s in p.stages})
+        for p in the_plan.points
+    )
+    totals = {
+        "points": len(the_plan.points),
+        "pointsReused": point_hits,
+        "stages": len(estimates),
+        "hits": len(estimates) - len(misses),
+        "misses": len(misses),
+        "promptTokens": sum(e.prompt_tokens for e in misses),
+        "completionTokens": sum(e.completion_tokens for e in misses),
+        "costUsd": round(sum(priced), 4),
+        "unpricedModels": sorted({str(e.stage.params.get("model")) for e in unpriced}),
+        "gpuHours": round(sum(e.gpu_hours for e in misses), 3),
+    }
+    if output != "table":
+        data = {
+            "experiment": experiment.name,
+            "batch": the_plan.batch,
+            "backend": backend.location,
+            "totals": totals,
+            "stages": [e.to_dict() for e in estimates],
+        }
+        click.echo(dump(data, output))
+        return
+    for note in experiment.notes:
+        click.echo(f"note: {note}", err=True)
+    rows = []
+    for e in estimates:
+        if e.hit:
+            cost = "-"
+        elif e.stage.stage == "generate":
+            usd = "unpriced" if e.cost_usd is None else f"${e.cost_usd:.4f}"
+            cost = f"{e.prompt_tokens + e.completion_tokens:,} tok, {usd}"
+        else:
+            cost = f"{e.gpu_hours:g} GPU-h"
+        rows.append(
+            (
+                e.stage.dataset,
+                e.stage.semantic_name,
+                e.stage.name,
+                "hit" if e.hit else "MISS",
+                e.where or "",
+                cost,
+            )
+        )
+    print_table(
+        f"{experiment.name} -> {the_plan.batch} ({backend.location})",
+        ("DATASET", "SEMANTIC", "STAGE", "STATUS", "WHERE", "ESTIMATE"),
+        rows,
+    )
+    click.echo(
+        f"{totals['points']} points: {point_hits} reused, {totals['points'] - point_hits} to create; "
+        f"{totals['stages']} stages: {totals['hits']} hits, {totals['misses']} misses"
+    )
+    price_note = f" (unpriced: {', '.join(totals['unpricedModels'])})" if totals["unpricedModels"] else ""
+    click.echo(
+        f"estimated cost of the misses: {totals['promptTokens']:,} prompt + {totals['completionTokens']:,} "
+        f"completion tokens (upper bound) = ${totals['costUsd']:.4f}{price_note}; "
+        f"{totals['gpuHours']:g} GPU-hours at {hours_per_training:g} h per training stage"
+    )
+    click.echo("nothing was created")

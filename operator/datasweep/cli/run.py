@@ -1,0 +1,137 @@
+"""`datasweep run experiment.yaml`: the Experiment on one machine (SPEC section 7)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from datasweep.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    BadInput,
+    print_table,
+    stderr_console,
+)
+from datasweep.local.experiment_file import ExperimentFileError, load_experiment, parse_prompt_files
+from datasweep.local.registry import RegistryError
+from datasweep.local.runner import DEFAULT_ROOT, LocalRunner, RunResult, log_tail, parse_worker_command
+
+
+def experiment_options(func: click.decorators.FC) -> click.decorators.FC:
+    func = click.option(
+        "--prompt-file",
+        "prompt_files",
+        multiple=True,
+        metavar="[ROLE=]FILE",
+        help="prompt text for a prompt given as configMapKeyRef: FILE or generation=FILE, validation=FILE",
+    )(func)
+    func = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="where dataset source paths and model paths are resolved (default: the experiment file's directory)",
+    )(func)
+    return click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))(func)
+
+
+@click.command("run")
+@experiment_options
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_ROOT,
+    show_default=True,
+    envvar="DATASWEEP_ROOT",
+    help="local store root (_shared/ and batch_*/ views live here)",
+)
+@click.option(
+    "-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True, help="workers at once"
+)
+@click.option(
+    "--force-regenerate", is_flag=True, help="produce fresh artifacts even where they exist (old kept)"
+)
+@click.option(
+    "--worker-command",
+    default=None,
+    metavar="CMD",
+    help="command prefix that runs a worker, before `<stage> --spec FILE` (default: this python -m datasweep worker)",
+)
+def run(
+    experiment_file: Path,
+    data_dir: Path | None,
+    prompt_files: tuple[str, ...],
+    root: Path,
+    jobs: int,
+    force_regenerate: bool,
+    worker_command: str | None,
+) -> None:
+    """Run EXPERIMENT_FILE locally: plan, reuse what exists, run the missing stages, build the batch view.
+
+    Exit codes: 0 done, 1 a stage failed (its log is named), 2 bad input, 130 interrupted (rerun resumes).
+    """
+    console = stderr_console()
+    try:
+        experiment = load_experiment(experiment_file, data_dir, parse_prompt_files(prompt_files))
+        plan = experiment.plan()
+        runner = LocalRunner(
+            root,
+            jobs=jobs,
+            worker_command=parse_worker_command(worker_command),
+            console=console,
+            force_regenerate=force_regenerate,
+        )
+        result = runner.prepare(experiment, plan)
+    except (ExperimentFileError, RegistryError) as exc:
+        raise BadInput(str(exc)) from exc
+    for note in result.notes:
+        console.print(f"note: {note}")
+    todo = sum(task.state == "pending" for task in result.tasks)
+    console.print(
+        f"experiment {experiment.name} -> {plan.batch} under {runner.root}: {result.summary()}; "
+        f"{todo} stage(s) to run with --jobs {jobs}"
+    )
+    result = runner.execute(experiment, result)
+    sys.exit(report(result, runner.root))
+
+
+def report(result: RunResult, root: Path) -> int:
+    console = stderr_console()
+    rows = []
+    for point in result.points:
+        states = ", ".join(
+            f"{task.plan.name}:{'reused' if task.reused else task.state}" for task in point.tasks
+        )
+        rows.append(
+            (
+                point.dataset,
+                point.semantic_name,
+                "yes" if point.reused else "no",
+                states,
+                point.generate.relpath,
+            )
+        )
+    print_table(
+        f"{result.batch} ({result.experiment})", ("DATASET", "SEMANTIC", "REUSED", "STAGES", "PATH"), rows
+    )
+    for task in result.failed:
+        console.print(f"[red]FAILED[/red] {task.label}: {task.message}; log: {task.log}")
+        tail = log_tail(task.log)
+        if tail:
+            console.print(tail, markup=False)
+    for task in result.tasks:
+        if task.state == "blocked":
+            console.print(f"skipped {task.label}: {task.message}")
+    if result.interrupted:
+        console.print(f"interrupted: finished stages are kept; rerun the same command to resume ({root})")
+        return EXIT_INTERRUPTED
+    if result.failed:
+        console.print(f"{len(result.failed)} stage(s) failed; fix the cause and rerun to resume")
+        return EXIT_FAILED
+    console.print(f"done: {result.summary()}; batch view {root / result.batch}")
+    return 0
+
+
+__all__ = ["EXIT_BAD_INPUT", "experiment_options", "run"]

@@ -1,0 +1,265 @@
+"""Artifact handler: launch the producing Job once the inputs are Ready, follow it, record Ready or Failed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kopf
+
+from datasweep.controller.aggregate import refresh_experiment
+from datasweep.controller.setup import settings
+from datasweep.core import naming
+from datasweep.k8s import builders, client, labels
+from datasweep.k8s.conditions import now, set_condition
+from datasweep.store import layout
+from datasweep.store.manifest import ManifestSummary, read_manifest
+
+ARTIFACTS = ("datasweep.io", "v1alpha1", "artifacts")
+JOBS = ("batch", "v1", "jobs")
+MAX_BACKOFF = 600.0
+
+
+@kopf.index(*ARTIFACTS)
+def artifact_phases(
+    namespace: str | None, name: str, status: kopf.Status, meta: kopf.Meta, spec: kopf.Spec, **_: Any
+) -> Any:
+    """(namespace, name) -> (phase, first experiment, inputs): what launching and throttling need, no API calls."""
+    return {
+        (namespace, name): (
+            status.get("phase", "Pending"),
+            meta.get("annotations", {}).get(labels.FIRST_EXPERIMENT),
+            tuple(spec.get("inputs", [])),
+        )
+    }
+
+
+def _phase_of(index: kopf.Index[Any, Any], namespace: str, name: str) -> str | None:
+    for phase, _first, _inputs in index.get((namespace, name), []):
+        return str(phase)
+    return None
+
+
+def _patch(namespace: str, name: str, status: dict[str, Any], **changes: Any) -> None:
+    client.patch_status("Artifact", namespace, name, changes)
+    for consumer in status.get("consumers", []):
+        refresh_experiment(namespace, consumer)
+
+
+def _ready_condition(status: dict[str, Any], value: bool, reason: str, message: str) -> list[dict[str, Any]]:
+    return set_condition(status.get("conditions", []), "Ready", value, reason, message)
+
+
+def _launch(namespace: str, name: str, body: kopf.Body, attempt: int, logger: kopf.Logger) -> None:
+    status = dict(body.get("status") or {})
+    annotations = body["metadata"].get("annotations", {})
+    queue = annotations.get(labels.QUEUE)
+    configmap = naming.dns_name(name, "spec")
+    worker_yaml = body["spec"].get("worker", {}).get("workerSpec", "")
+    cm = builders.spec_configmap(configmap, worker_yaml, name)
+    kopf.adopt(cm, owner=body)
+    client.create_configmap(namespace, cm)
+    job = builders.worker_job(
+        dict(body), attempt=attempt, settings=settings(), spec_configmap_name=configmap, queue_name=queue
+    )
+    kopf.adopt(job, owner=body)
+    if int(body["spec"].get("resources", {}).get("nodes", 1)) > 1:
+        service = builders.headless_service(job)
+        kopf.adopt(service, owner=body)
+        client.create_service(namespace, service)
+    _, created = client.create_job(namespace, job)
+    job_name = job["metadata"]["name"]
+    if created:
+        kopf.info(body, reason="JobCreated", message=f"Job {job_name} (attempt {attempt + 1})")
+    logger.info("job %s %s", job_name, "created" if created else "already exists: reused")
+    _patch(
+        namespace,
+        name,
+        status,
+        phase="Running",
+        job=job_name,
+        attempts=attempt + 1,
+        startedAt=status.get("startedAt") or now(),
+        conditions=_ready_condition(status, False, "JobRunning", f"Job {job_name} is producing the artifact"),
+    )
+
+
+def _blocked(namespace: str, body: kopf.Body, index: kopf.Index[Any, Any]) -> tuple[str, str] | None:
+    """Why this Artifact cannot start yet: an input not Ready, or its experiment at its parallelism."""
+    for input_name in body["spec"].get("inputs", []):
+        phase = _phase_of(index, namespace, input_name)
+        if phase == "Failed":
+            return "InputFailed", f"input {input_name} failed"
+        if phase != "Ready":
+            return "WaitingOnProducer", f"waiting for input {input_name} ({phase or 'absent'})"
+    annotations = body["metadata"].get("annotations", {})
+    first = annotations.get(labels.FIRST_EXPERIMENT)
+    limit = int(annotations.get(labels.PARALLELISM, "0") or 0)
+    if limit:
+        running = sum(
+            1
+            for (ns, _name), values in index.items()
+            if ns == namespace
+            for phase, owner, _inputs in values
+            if phase == "Running" and owner == first
+        )
+        if running >= limit:
+            return "Throttled", f"{running} Jobs of experiment {first} running (parallelism {limit})"
+    return None
+
+
+def reconcile(
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    index: kopf.Index[Any, Any],
+    retry: int,
+    logger: kopf.Logger,
+) -> None:
+    status = dict(body.get("status") or {})
+    phase = status.get("phase", "Pending")
+    annotations = body["metadata"].get("annotations", {})
+    attempts = int(status.get("attempts", 0))
+    regenerate = annotations.get(labels.REGENERATE)
+    retry_token = annotations.get(labels.RETRY)
+    if phase == "Ready" and regenerate and regenerate != status.get("regeneratedFor"):
+        root = settings().volume_root(None)
+        if root is not None:
+            layout.supersede(root, body["spec"]["storage"]["path"], now().replace(":", ""))
+        _patch(
+            namespace,
+            name,
+            status,
+            phase="Pending",
+            regeneratedFor=regenerate,
+            manifest=None,
+            completedAt=None,
+        )
+        return
+    if phase == "Failed":
+        if retry_token and retry_token != status.get("retriedFor"):
+            kopf.info(body, reason="Retry", message=f"retry requested ({labels.RETRY}={retry_token})")
+            _patch(namespace, name, status, phase="Pending", retriedFor=retry_token, attempts=attempts)
+            _launch(namespace, name, body, attempts, logger)
+        return
+    if phase in ("Ready", "Running"):
+        return
+    if phase == "Retrying" and retry == 0:
+        delay = min(settings().retry_backoff_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
+        raise kopf.TemporaryError(f"attempt {attempts} failed; retrying in {delay:.0f}s", delay=delay)
+    blocked = _blocked(namespace, body, index)
+    if blocked:
+        reason, message = blocked
+        if reason == "InputFailed":
+            _patch(
+                namespace,
+                name,
+                status,
+                phase="Failed",
+                conditions=_ready_condition(status, False, reason, message),
+            )
+            return
+        if phase != "Waiting" or status.get("waitingReason") != reason:
+            kopf.info(body, reason=reason, message=message)
+            _patch(
+                namespace,
+                name,
+                status,
+                phase="Waiting",
+                waitingReason=reason,
+                conditions=_ready_condition(status, False, reason, message),
+            )
+        return  # nudged when an input or a running Job changes (see `nudge_dependents`)
+    _launch(namespace, name, body, attempts, logger)
+
+
+@kopf.on.resume(*ARTIFACTS)
+@kopf.on.create(*ARTIFACTS)
+@kopf.on.update(*ARTIFACTS, field="metadata.annotations")
+@kopf.on.field(*ARTIFACTS, field="status.phase")
+def artifact_changed(
+    namespace: str | None, name: str, body: kopf.Body, retry: int, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    assert namespace is not None
+    reconcile(namespace, name, body, kwargs["artifact_phases"], retry, logger)
+
+
+@kopf.on.field(*ARTIFACTS, field="status.phase")
+def nudge_dependents(name: str, new: Any, body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+    """An Artifact finished (or a slot freed): wake the Artifacts waiting on it, without polling."""
+    if new not in ("Ready", "Failed"):
+        return
+    artifact_phases: kopf.Index[Any, Any] = kwargs["artifact_phases"]
+    first = body["metadata"].get("annotations", {}).get(labels.FIRST_EXPERIMENT)
+    stamp = now()
+    for (ns, other), values in list(artifact_phases.items()):
+        for phase, owner, inputs in values:
+            if ns == namespace and phase == "Waiting" and (name in inputs or owner == first):
+                client.patch_custom("Artifact", ns, other, {"metadata": {"annotations": {labels.INPUTS_READY: stamp}}})
+
+
+def _termination_summary(namespace: str, job: str) -> ManifestSummary | None:
+    for pod in client.job_pods(namespace, job):
+        for container in pod.get("status", {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+            if message:
+                try:
+                    return ManifestSummary.model_validate(json.loads(message))
+                except ValueError:
+                    continue
+    return None
+
+
+@kopf.on.event(*JOBS, labels={labels.ARTIFACT: kopf.PRESENT})
+def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    job_status = body.get("status") or {}
+    finished = {c.get("type"): c for c in job_status.get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" not in finished and "Failed" not in finished:
+        return
+    assert namespace is not None
+    artifact_name = body["metadata"]["labels"][labels.ARTIFACT]
+    artifact = client.get_custom("Artifact", namespace, artifact_name)
+    if artifact is None:
+        return
+    status = dict(artifact.get("status") or {})
+    if status.get("job") != name or status.get("phase") != "Running":
+        return  # an older attempt, or already recorded
+    if "Complete" in finished:
+        summary = _termination_summary(namespace, name)
+        root = settings().volume_root(None)
+        manifest = read_manifest(root / artifact["spec"]["storage"]["path"]) if root is not None else None
+        if manifest is not None:
+            summary = manifest.summary(path=artifact["spec"]["storage"]["path"])
+        changes: dict[str, Any] = {
+            "phase": "Ready",
+            "completedAt": now(),
+            "conditions": _ready_condition(status, True, "Produced", f"Job {name} completed"),
+        }
+        if summary is not None:
+            changes["manifest"] = summary.model_dump(by_alias=True)
+            changes["usage"] = summary.usage.model_dump(by_alias=True)
+        _patch(namespace, artifact_name, status, **changes)
+        logger.info("artifact %s ready", artifact_name)
+        return
+    failure = finished["Failed"]
+    message = f"Job {name} failed: {failure.get('reason', '')} {failure.get('message', '')}".strip()
+    kopf.warn(artifact, reason="JobFailed", message=message)  # type: ignore[arg-type]
+    attempts = int(status.get("attempts", 1))
+    retries = int(artifact["spec"].get("retries", settings().retries))
+    if attempts <= retries:
+        _patch(
+            namespace,
+            artifact_name,
+            status,
+            phase="Retrying",
+            conditions=_ready_condition(status, False, "JobFailed", message),
+        )
+    else:
+        final = f"{message} (after {attempts} attempts; retry with the annotation {labels.RETRY}=<any new value>)"
+        _patch(
+            namespace,
+            artifact_name,
+            status,
+            phase="Failed",
+            conditions=_ready_condition(status, False, "JobFailed", final),
+        )

@@ -1,0 +1,297 @@
+"""Experiment handler: expand the grid, create one Artifact per (stage, fingerprint), 409 means reuse."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from datasweep.api._base import describe_validation_error
+from datasweep.api.experiment import ExperimentSpec
+from datasweep.api.worker import dump_worker_spec
+from datasweep.controller.setup import settings
+from datasweep.core import naming
+from datasweep.core.plan import Plan, PlanError, PlanInputs, StagePlan, plan_experiment
+from datasweep.core.worker_spec import worker_spec_for
+from datasweep.k8s import builders, client, labels
+from datasweep.k8s.conditions import set_condition
+from datasweep.store import layout
+
+EXPERIMENTS = ("datasweep.io", "v1alpha1", "experiments")
+
+
+class InputError(Exception):
+    """Something only the operator can see is missing (Secret, dataset files, prompt ConfigMap)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _fail(namespace: str, name: str, status: dict[str, Any], generation: int, reason: str, message: str) -> None:
+    conditions = status.get("conditions", [])
+    conditions = set_condition(conditions, "Planned", False, reason, message, generation)
+    conditions = set_condition(conditions, "Succeeded", False, reason, message, generation)
+    conditions = set_condition(conditions, "Failed", True, reason, message, generation)
+    client.patch_status("Experiment", namespace, name, {"observedGeneration": generation, "conditions": conditions})
+
+
+def _prompt_text(namespace: str, prompt: Any, where: str) -> str | None:
+    if prompt.config_map_key_ref is not None:
+        ref = prompt.config_map_key_ref
+        text = client.read_configmap_key(namespace, ref.name, ref.key)
+        if text is None:
+            raise InputError("PromptNotFound", f"{where}.configMapKeyRef: ConfigMap {ref.name} has no key {ref.key}")
+        return text
+    text = prompt.text
+    return text if isinstance(text, str) else None
+
+
+def _dataset_hashes(spec: ExperimentSpec) -> dict[str, str]:
+    hashes = {}
+    for index, dataset in enumerate(spec.datasets):
+        where = f"spec.datasets[{index}].source"
+        if dataset.sha256:
+            hashes[dataset.name] = dataset.sha256
+            continue
+        root = settings().volume_root(dataset.source.pvc)
+        if root is None:
+            raise InputError(
+                "DatasetUnreadable",
+                f"{where}: the operator cannot read PVC {dataset.source.pvc or 'data'}; mount it (chart value "
+                f"operator.volumes) or set spec.datasets[{index}].sha256",
+            )
+        try:
+            hashes[dataset.name] = layout.dataset_files(root / dataset.source.path, dataset.name).sha256
+        except layout.LayoutError as exc:
+            raise InputError("DatasetNotFound", f"{where}: {exc}") from exc
+    return hashes
+
+
+def _check_secret(namespace: str, spec: ExperimentSpec) -> None:
+    secret = spec.generation.api_key_secret
+    if secret is None:
+        return
+    present = client.secret_has_key(namespace, secret.name, secret.key)
+    if present is None:
+        raise InputError(
+            "MissingSecret",
+            f"spec.generation.apiKeySecret: Secret {secret.name} not found in {namespace}; "
+            f"create it: kubectl create secret generic {secret.name} --from-literal={secret.key}=...",
+        )
+    if not present:
+        raise InputError("MissingSecret", f"spec.generation.apiKeySecret: Secret {secret.name} has no key {secret.key}")
+
+
+def plan_for(namespace: str, spec: ExperimentSpec, created: datetime) -> Plan:
+    _check_secret(namespace, spec)
+    generation_prompt = _prompt_text(namespace, spec.generation.prompt, "spec.generation.prompt")
+    validation_prompt = (
+        _prompt_text(namespace, spec.validation.prompt, "spec.validation.prompt") if spec.validation else None
+    )
+    inputs = PlanInputs(
+        dataset_sha256=_dataset_hashes(spec),
+        generation_prompt=generation_prompt,
+        validation_prompt=validation_prompt,
+        created=created,
+    )
+    return plan_experiment(spec, inputs, max_points=min(spec.max_points, settings().max_points))
+
+
+def _storage_path(stage: StagePlan, generate_paths: dict[str, str]) -> str:
+    if stage.stage != "generate":
+        return layout.training_relpath(generate_paths[stage.inputs[0]], stage.stage, stage.fingerprint)
+    root = settings().volume_root(None)
+    if root is None:  # no volume here: a name that can never clash
+        return layout.shared_relpath(stage.dataset, f"{stage.semantic_name}_{stage.short_fingerprint}")
+    return layout.claim_generate_dir(root, stage.dataset, stage.semantic_name, stage.fingerprint)
+
+
+def _worker_details(
+    spec: ExperimentSpec, stage: StagePlan, path: str, generate_paths: dict[str, str]
+) -> dict[str, Any]:
+    dataset = next(d for d in spec.datasets if d.name == stage.dataset)
+    volumes = []
+    source_dir = None
+    base_model = None
+    if stage.stage == "generate":
+        source_root = builders.DATA_MOUNT
+        if dataset.source.pvc and dataset.source.pvc != settings().data_claim_name:
+            source_root = "/sources/0"
+            volumes.append({"claimName": dataset.source.pvc, "mountPath": source_root})
+        source_dir = f"{source_root}/{dataset.source.path}"
+    ref = stage.base_model
+    if ref is not None:
+        if ref.hub_id:
+            base_model = ref.hub_id
+        elif ref.path:
+            model_root = builders.DATA_MOUNT
+            if ref.pvc and ref.pvc != settings().data_claim_name:
+                model_root = f"/models/{len(volumes)}"
+                volumes.append({"claimName": ref.pvc, "mountPath": model_root})
+            base_model = f"{model_root}/{ref.path}"
+    inputs = {"data": generate_paths[stage.inputs[0]]} if stage.inputs else {}
+    worker_spec = worker_spec_for(
+        stage,
+        data_root=builders.DATA_MOUNT,
+        relpath=path,
+        input_relpaths=inputs,
+        source_dir=source_dir,
+        base_model=base_model,
+    )
+    details: dict[str, Any] = {"workerSpec": dump_worker_spec(worker_spec), "volumes": volumes}
+    secret = spec.generation.api_key_secret
+    if stage.stage == "generate" and secret is not None:
+        details["apiKeySecret"] = {"name": secret.name, "key": secret.key}
+        details["apiKeyEnv"] = stage.params.get("api_key_env", "OPENAI_API_KEY")
+    return details
+
+
+def _point_status(stage: StagePlan, artifact: dict[str, Any], path: str, experiment: str) -> dict[str, Any]:
+    annotations = artifact["metadata"].get("annotations", {})
+    first_experiment = annotations.get(labels.FIRST_EXPERIMENT)
+    return {
+        "artifact": stage.artifact,
+        "fingerprint": stage.fingerprint,
+        "phase": (artifact.get("status") or {}).get("phase", "Pending"),
+        "reused": first_experiment not in (None, experiment),
+        "firstBatch": annotations.get(labels.FIRST_BATCH),
+        "path": path,
+    }
+
+
+def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -> None:
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    generation = int(meta.get("generation", 1))
+    try:
+        spec = ExperimentSpec.model_validate(dict(body.get("spec") or {}))
+    except ValidationError as exc:
+        _fail(namespace, name, status, generation, "InvalidSpec", describe_validation_error(exc, "spec"))
+        raise kopf.PermanentError(f"invalid spec: {describe_validation_error(exc, 'spec')}") from exc
+    created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00")).astimezone(UTC)
+    try:
+        plan = plan_for(namespace, spec, created)
+    except PlanError as exc:
+        _fail(namespace, name, status, generation, exc.reason, str(exc))
+        raise kopf.PermanentError(str(exc)) from exc
+    except InputError as exc:
+        _fail(namespace, name, status, generation, exc.reason, str(exc))
+        kopf.warn(body, reason=exc.reason, message=str(exc))
+        raise kopf.TemporaryError(str(exc), delay=30) from exc
+
+    batch_object = naming.batch_object_name(plan.batch)
+    client.create_custom(namespace, builders.batch_body(plan.batch, spec.purpose or "", spec.description))
+    if meta.get("labels", {}).get(labels.BATCH) != batch_object:
+        client.patch_custom("Experiment", namespace, name, {"metadata": {"labels": {labels.BATCH: batch_object}}})
+
+    queue = spec.queue_name or settings().queue_name
+    regenerate_token = f"{meta.get('uid', '')}-{generation}" if spec.force_regenerate else None
+    generate_paths: dict[str, str] = {}
+    points = []
+    data_root = settings().volume_root(None)
+    hits = misses = 0
+    for point in plan.points:
+        stage_status: dict[str, Any] = {}
+        for stage in point.stages:
+            path = _storage_path(stage, generate_paths)
+            if stage.stage == "generate":
+                generate_paths[stage.artifact] = path
+            body_ = builders.artifact_body(
+                stage,
+                storage_path=path,
+                settings=settings(),
+                experiment=name,
+                batch=plan.batch,
+                retries=spec.retries,
+                parallelism=spec.parallelism,
+                queue_name=queue,
+                worker=_worker_details(spec, stage, path, generate_paths),
+            )
+            artifact, created_now = client.create_custom(namespace, body_)
+            path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
+            if stage.stage == "generate":
+                generate_paths[stage.artifact] = path
+            _add_consumer(namespace, stage.artifact, name, plan.batch, created_now)
+            if (
+                regenerate_token
+                and artifact["metadata"].get("annotations", {}).get(labels.REGENERATE) != regenerate_token
+            ):
+                client.patch_custom(
+                    "Artifact",
+                    namespace,
+                    stage.artifact,
+                    {"metadata": {"annotations": {labels.REGENERATE: regenerate_token}}},
+                )
+            stage_status[stage.name] = _point_status(stage, artifact, path, name)
+            if stage.stage == "generate":
+                hits, misses = (hits + 1, misses) if stage_status["generate"]["reused"] else (hits, misses + 1)
+        generate = stage_status["generate"]
+        if data_root is not None:
+            layout.link_into_batch(data_root, plan.batch, point.dataset, generate["path"])
+        points.append(
+            {
+                "dataset": point.dataset,
+                "semanticName": point.generate.semantic_name,
+                "fingerprint": point.generate.fingerprint,
+                "artifact": point.generate.artifact,
+                "reused": generate["reused"],
+                "firstBatch": generate["firstBatch"],
+                "path": generate["path"],
+                "stages": {
+                    k: {key: v[key] for key in ("artifact", "fingerprint", "phase", "reused")}
+                    for k, v in stage_status.items()
+                },
+            }
+        )
+    if hits:
+        kopf.info(body, reason="CacheHit", message=f"{hits} point(s) reuse data an identical configuration produced")
+    if misses:
+        kopf.info(body, reason="CacheMiss", message=f"{misses} point(s) need new data")
+    conditions = [c for c in status.get("conditions", []) if c.get("type") != "Failed"]
+    conditions = set_condition(
+        conditions, "Planned", True, "Planned", f"{len(points)} points, {len(plan.stages)} stages", generation
+    )
+    client.patch_status(
+        "Experiment",
+        namespace,
+        name,
+        {"observedGeneration": generation, "batch": plan.batch, "points": points, "conditions": conditions},
+    )
+    logger.info("planned %d points in %s (%d reused)", len(points), plan.batch, hits)
+    from datasweep.controller.aggregate import refresh_experiment
+
+    refresh_experiment(namespace, name)
+
+
+def _add_consumer(namespace: str, artifact: str, experiment: str, batch: str, created_now: bool) -> None:
+    def mutate(current: dict[str, Any]) -> dict[str, Any] | None:
+        status = dict(current.get("status") or {})
+        consumers = list(status.get("consumers", []))
+        annotations = current["metadata"].get("annotations", {})
+        changed = False
+        if experiment not in consumers:
+            consumers.append(experiment)
+            changed = True
+        if not status.get("firstBatch"):
+            status["firstBatch"] = annotations.get(labels.FIRST_BATCH, batch)
+            status["firstExperiment"] = annotations.get(labels.FIRST_EXPERIMENT, experiment)
+            changed = True
+        if not changed:
+            return None
+        return {
+            "consumers": consumers,
+            "firstBatch": status["firstBatch"],
+            "firstExperiment": status["firstExperiment"],
+        }
+
+    client.update_with_retry("Artifact", namespace, artifact, mutate)
+
+
+@kopf.on.resume(*EXPERIMENTS)
+@kopf.on.create(*EXPERIMENTS)
+@kopf.on.update(*EXPERIMENTS, field="spec")
+def experiment_changed(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    assert namespace is not None
+    reconcile(namespace, name, body, logger)

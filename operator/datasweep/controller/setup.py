@@ -1,0 +1,27 @@
+"""Operator-wide Kopf settings and the loaded configuration."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import kopf
+
+from datasweep.api.settings import OperatorSettings, load_settings
+
+
+@functools.cache
+def settings() -> OperatorSettings:
+    return load_settings()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    # Progress lives in annotations: status belongs to our own schema.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="datasweep.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="datasweep.io")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.execution.max_workers = 8
+    logger.info("datasweep operator: data root %s", globals()["settings"]().data_root)

@@ -1,0 +1,256 @@
+"""Pure builders of the Kubernetes objects datasweep creates: dicts in, dicts out, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasweep import API_VERSION
+from datasweep.api.settings import OperatorSettings
+from datasweep.core import naming
+from datasweep.core.fingerprint import short
+from datasweep.core.plan import StagePlan
+from datasweep.k8s import labels
+
+DATA_MOUNT = "/data"
+SPEC_MOUNT = "/spec"
+SPEC_KEY = "worker.yaml"
+RUN_AS_USER = 10001
+
+
+def artifact_body(
+    stage: StagePlan,
+    *,
+    storage_path: str,
+    settings: OperatorSettings,
+    experiment: str,
+    batch: str,
+    retries: int,
+    parallelism: int,
+    queue_name: str | None,
+    worker: dict[str, Any],
+) -> dict[str, Any]:
+    """The Artifact of one stage at one fingerprint; the first experiment and batch are fixed at creation."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Artifact",
+        "metadata": {
+            "name": stage.artifact,
+            "labels": {
+                labels.STAGE: stage.stage,
+                labels.DATASET: naming.dns_name(stage.dataset),
+                labels.FINGERPRINT: short(stage.fingerprint),
+                labels.MANAGED_BY: "datasweep",
+            },
+            "annotations": {
+                labels.FULL_FINGERPRINT: stage.fingerprint,
+                labels.FIRST_BATCH: batch,
+                labels.FIRST_EXPERIMENT: experiment,
+                labels.PARALLELISM: str(parallelism),
+                **({labels.QUEUE: queue_name} if queue_name else {}),
+            },
+        },
+        "spec": {
+            "stage": stage.stage,
+            "dataset": stage.dataset,
+            "fingerprint": stage.fingerprint,
+            "semanticName": stage.semantic_name,
+            "params": stage.params,
+            "inputs": list(stage.inputs),
+            "storage": {"claimName": settings.data_claim_name, "path": storage_path},
+            "image": settings.images.trainer if stage.resources.gpus else settings.images.worker,
+            "resources": stage.resources.model_dump(by_alias=True, exclude_none=True),
+            "retries": retries,
+            "worker": worker,
+        },
+    }
+
+
+def batch_body(batch_id: str, purpose: str, description: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Batch",
+        "metadata": {"name": naming.batch_object_name(batch_id), "labels": {labels.MANAGED_BY: "datasweep"}},
+        "spec": {"batchId": batch_id, "purpose": purpose, "description": description},
+    }
+
+
+def spec_configmap(name: str, worker_spec_yaml: str, artifact: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {labels.ARTIFACT: artifact, labels.MANAGED_BY: "datasweep"}},
+        "data": {SPEC_KEY: worker_spec_yaml},
+    }
+
+
+def _job_labels(artifact: dict[str, Any], queue_name: str | None) -> dict[str, str]:
+    spec = artifact["spec"]
+    out = {
+        labels.ARTIFACT: artifact["metadata"]["name"],
+        labels.FINGERPRINT: short(spec["fingerprint"]),
+        labels.STAGE: spec["stage"],
+        labels.MANAGED_BY: "datasweep",
+    }
+    if queue_name:
+        out[labels.KUEUE_QUEUE] = queue_name
+    return out
+
+
+def _command(stage: str, gpus: int, nodes: int, job: str, service: str | None) -> list[str]:
+    if nodes > 1 or gpus > 1:
+        module = "datasweep.workloads." + stage.replace("-", "_")
+        rendezvous = [f"--master-addr={job}-0.{service}", "--master-port=29500"] if nodes > 1 and service else []
+        return [
+            "torchrun",
+            f"--nnodes={nodes}",
+            f"--nproc-per-node={max(gpus, 1)}",
+            *(["--node-rank=$(JOB_COMPLETION_INDEX)"] if nodes > 1 else []),
+            *rendezvous,
+            "-m",
+            module,
+            "--spec",
+            f"{SPEC_MOUNT}/{SPEC_KEY}",
+        ]
+    return ["datasweep", "worker", stage, "--spec", f"{SPEC_MOUNT}/{SPEC_KEY}"]
+
+
+def _volumes(
+    artifact: dict[str, Any], settings: OperatorSettings, spec_configmap_name: str
+) -> tuple[list[Any], list[Any]]:
+    worker = artifact["spec"].get("worker", {})
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "data",
+            "persistentVolumeClaim": {
+                "claimName": artifact["spec"]["storage"].get("claimName") or settings.data_claim_name
+            },
+        },
+        {"name": "spec", "configMap": {"name": spec_configmap_name}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "data", "mountPath": DATA_MOUNT},
+        {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    for index, extra in enumerate(worker.get("volumes", [])):
+        name = f"extra-{index}"
+        volumes.append({"name": name, "persistentVolumeClaim": {"claimName": extra["claimName"], "readOnly": True}})
+        mounts.append({"name": name, "mountPath": extra["mountPath"], "readOnly": True})
+    return volumes, mounts
+
+
+def worker_job(
+    artifact: dict[str, Any],
+    *,
+    attempt: int,
+    settings: OperatorSettings,
+    spec_configmap_name: str,
+    queue_name: str | None,
+) -> dict[str, Any]:
+    """The Job that produces an Artifact: deterministic name, labels, limits, non-root, secrets by reference."""
+    spec = artifact["spec"]
+    resources = spec.get("resources", {})
+    gpus, nodes = int(resources.get("gpus", 0)), int(resources.get("nodes", 1))
+    name = naming.job_name(artifact["metadata"]["name"], attempt)
+    service = name if nodes > 1 else None
+    defaults = settings.job_defaults
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if resources.get("cpu"):
+        requests["cpu"] = resources["cpu"]
+    if resources.get("memory"):
+        requests["memory"] = limits["memory"] = resources["memory"]
+    if gpus:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus)
+    env: list[dict[str, Any]] = [
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        {"name": "DATASWEEP_TERMINATION_LOG", "value": "/dev/termination-log"},
+    ]
+    secret = spec.get("worker", {}).get("apiKeySecret")
+    if secret:
+        env.append(
+            {
+                "name": spec["worker"].get("apiKeyEnv", "OPENAI_API_KEY"),
+                "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": secret.get("key", "api-key")}},
+            }
+        )
+    volumes, mounts = _volumes(artifact, settings, spec_configmap_name)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": defaults.service_account_name,
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "worker",
+                "image": spec.get("image") or settings.images.worker,
+                "imagePullPolicy": settings.images.pull_policy,
+                "command": _command(spec["stage"], gpus, nodes, name, service),
+                "env": env,
+                "resources": {k: v for k, v in (("requests", requests), ("limits", limits)) if v},
+                "volumeMounts": mounts,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+        "volumes": volumes,
+        "nodeSelector": {**defaults.node_selector, **(defaults.gpu_node_selector if gpus else {})},
+        "tolerations": [*defaults.tolerations, *(defaults.gpu_tolerations if gpus else [])],
+    }
+    if settings.images.pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in settings.images.pull_secrets]
+    if defaults.priority_class_name:
+        pod_spec["priorityClassName"] = defaults.priority_class_name
+    if service:
+        pod_spec["subdomain"] = service
+    job_labels = _job_labels(artifact, queue_name)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,  # the operator retries with backoff (spec.retries), each attempt a new Job
+        "ttlSecondsAfterFinished": defaults.ttl_seconds_after_finished,
+        "activeDeadlineSeconds": defaults.active_deadline_seconds,
+        "completions": nodes,
+        "parallelism": nodes,
+        "template": {
+            "metadata": {"labels": dict(job_labels), "annotations": dict(defaults.pod_annotations)},
+            "spec": pod_spec,
+        },
+    }
+    if nodes > 1:
+        job_spec["completionMode"] = "Indexed"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "labels": job_labels,
+            "annotations": {labels.FULL_FINGERPRINT: spec["fingerprint"]},
+        },
+        "spec": job_spec,
+    }
+
+
+def headless_service(job: dict[str, Any]) -> dict[str, Any]:
+    """Stable DNS for the pods of an Indexed Job: <job>-<index>.<service>; pod 0 is MASTER_ADDR."""
+    name = job["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": dict(job["metadata"]["labels"])},
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {"job-name": name},
+            "ports": [{"name": "rendezvous", "port": 29500}],
+        },
+    }

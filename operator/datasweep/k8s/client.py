@@ -1,0 +1,177 @@
+"""The one small client layer: create-or-get on 409, merge patches, status patches (sync kubernetes client)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from datasweep import GROUP, VERSION
+
+PLURALS = {"Experiment": "experiments", "Artifact": "artifacts", "Batch": "batches"}
+
+
+@functools.cache
+def api_client() -> Any:
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def reset() -> None:
+    """Forget the cached client (tests switch clusters)."""
+    api_client.cache_clear()
+
+
+def custom() -> Any:
+    return client.CustomObjectsApi(api_client())
+
+
+def core() -> Any:
+    return client.CoreV1Api(api_client())
+
+
+def batch_api() -> Any:
+    return client.BatchV1Api(api_client())
+
+
+def _create_or_get(create: Callable[[], Any], get: Callable[[], Any]) -> tuple[dict[str, Any], bool]:
+    """Create; 409 AlreadyExists means someone (maybe us, earlier) made it: reuse it. Never check-then-create."""
+    try:
+        return _as_dict(create()), True
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    return _as_dict(get()), False
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    result = api_client().sanitize_for_serialization(obj)
+    assert isinstance(result, dict)
+    return result
+
+
+def create_custom(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    plural = PLURALS[body["kind"]]
+    name = body["metadata"]["name"]
+    return _create_or_get(
+        lambda: custom().create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body),
+        lambda: custom().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name),
+    )
+
+
+def get_custom(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        result = custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return _as_dict(result)
+
+
+def list_custom(kind: str, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+    result = custom().list_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURALS[kind], label_selector=label_selector
+    )
+    items = _as_dict(result).get("items", [])
+    assert isinstance(items, list)
+    return items
+
+
+def patch_custom(kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    return _as_dict(custom().patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name, patch))
+
+
+def patch_status(kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    return _as_dict(
+        custom().patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURALS[kind], name, {"status": status}
+        )
+    )
+
+
+def update_with_retry(
+    kind: str,
+    namespace: str,
+    name: str,
+    mutate: Callable[[dict[str, Any]], dict[str, Any] | None],
+    attempts: int = 8,
+) -> dict[str, Any] | None:
+    """Read-modify-write of status with optimistic concurrency (resourceVersion); 409 Conflict re-reads."""
+    for _ in range(attempts):
+        current = get_custom(kind, namespace, name)
+        if current is None:
+            return None
+        status = mutate(current)
+        if status is None:
+            return current
+        body = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}, "status": status}
+        try:
+            return _as_dict(
+                custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURALS[kind], name, body)
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    raise RuntimeError(f"{kind} {namespace}/{name}: status kept changing under us; will retry")
+
+
+def create_configmap(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    name = body["metadata"]["name"]
+    return _create_or_get(
+        lambda: core().create_namespaced_config_map(namespace, body),
+        lambda: core().read_namespaced_config_map(name, namespace),
+    )
+
+
+def create_job(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    name = body["metadata"]["name"]
+    return _create_or_get(
+        lambda: batch_api().create_namespaced_job(namespace, body),
+        lambda: batch_api().read_namespaced_job(name, namespace),
+    )
+
+
+def create_service(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    name = body["metadata"]["name"]
+    return _create_or_get(
+        lambda: core().create_namespaced_service(namespace, body),
+        lambda: core().read_namespaced_service(name, namespace),
+    )
+
+
+def read_configmap_key(namespace: str, name: str, key: str) -> str | None:
+    try:
+        data = core().read_namespaced_config_map(name, namespace).data or {}
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+def secret_has_key(namespace: str, name: str, key: str) -> bool | None:
+    """True/False when the Secret exists (with/without the key), None when it does not exist."""
+    try:
+        secret = core().read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return key in (secret.data or {}) or key in (secret.string_data or {})
+
+
+def job_pods(namespace: str, job: str) -> list[dict[str, Any]]:
+    pods = core().list_namespaced_pod(namespace, label_selector=f"job-name={job}")
+    items = _as_dict(pods).get("items", [])
+    assert isinstance(items, list)
+    return items

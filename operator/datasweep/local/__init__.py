@@ -1,0 +1,1 @@
+"""The local store and runner behind `datasweep run` (no cluster)."""

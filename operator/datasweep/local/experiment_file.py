@@ -1,0 +1,179 @@
+"""Reading an Experiment file for a local run or plan: the object, its datasets, prompts and model paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from datasweep import API_VERSION
+from datasweep.api._base import describe_validation_error
+from datasweep.api.common import ModelRef, PromptSource
+from datasweep.api.experiment import ExperimentSpec
+from datasweep.core.plan import Plan, PlanError, PlanInputs, plan_experiment
+from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files
+
+
+class ExperimentFileError(ValueError):
+    """A file or setting the local tools cannot use: exit code 2, the message names the file/field and the fix."""
+
+
+@dataclass(frozen=True)
+class LocalExperiment:
+    path: Path
+    name: str
+    spec: ExperimentSpec
+    data_dir: Path
+    datasets: dict[str, DatasetFiles]
+    generation_prompt: str | None
+    validation_prompt: str | None
+    notes: tuple[str, ...] = ()
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def plan(self, max_points: int | None = None) -> Plan:
+        inputs = PlanInputs(
+            dataset_sha256={name: files.sha256 for name, files in self.datasets.items()},
+            generation_prompt=self.generation_prompt,
+            validation_prompt=self.validation_prompt,
+            created=self.created,
+        )
+        try:
+            return plan_experiment(self.spec, inputs, max_points=max_points)
+        except PlanError as exc:
+            raise ExperimentFileError(f"{self.path}: {exc}") from exc
+
+    def model_dir(self, ref: ModelRef | None, where: str) -> str | None:
+        """A model reference as a local directory (relative to --data-dir), or its hub id."""
+        if ref is None:
+            return None
+        if ref.path:
+            directory = (self.data_dir / ref.path).resolve()
+            if not directory.is_dir():
+                raise ExperimentFileError(
+                    f"{self.path}: {where}.path: {directory} is not a directory; "
+                    f"model paths are resolved relative to --data-dir ({self.data_dir})"
+                )
+            return str(directory)
+        return ref.hub_id
+
+
+def read_experiment_object(path: Path) -> tuple[str, dict[str, Any]]:
+    """The (name, raw spec) of an Experiment file; anything else is refused with what was found."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ExperimentFileError(f"{path}: no such file") from exc
+    except (IsADirectoryError, UnicodeDecodeError) as exc:
+        raise ExperimentFileError(f"{path}: not a readable YAML file ({exc})") from exc
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise ExperimentFileError(f"{path}: not valid YAML: {exc}") from exc
+    experiments = [doc for doc in documents if isinstance(doc, dict) and doc.get("kind") == "Experiment"]
+    if not experiments:
+        kinds = ", ".join(
+            str(doc.get("kind")) if isinstance(doc, dict) else type(doc).__name__ for doc in documents
+        )
+        raise ExperimentFileError(
+            f"{path}: not an Experiment (found: {kinds or 'an empty file'}); an experiment file is "
+            f"`apiVersion: {API_VERSION}`, `kind: Experiment`, `metadata: {{name: ...}}`, `spec: {{...}}`"
+        )
+    if len(experiments) > 1:
+        raise ExperimentFileError(
+            f"{path}: {len(experiments)} Experiments in one file; run them one at a time"
+        )
+    obj = experiments[0]
+    if obj.get("apiVersion") != API_VERSION:
+        raise ExperimentFileError(f"{path}: apiVersion is {obj.get('apiVersion')!r}; use {API_VERSION}")
+    metadata = obj.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ExperimentFileError(f"{path}: metadata.name is missing; give the Experiment a name")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise ExperimentFileError(f"{path}: spec is missing or not a mapping")
+    return name, spec
+
+
+def parse_prompt_files(values: tuple[str, ...]) -> dict[str, Path]:
+    """`--prompt-file FILE` (generation) or `--prompt-file generation=FILE` / `validation=FILE`."""
+    result: dict[str, Path] = {}
+    for value in values:
+        role, sep, file_name = value.partition("=")
+        if not sep:
+            role, file_name = "generation", value
+        if role not in ("generation", "validation"):
+            raise ExperimentFileError(
+                f"--prompt-file {value}: the role must be generation or validation, e.g. validation=judge.txt"
+            )
+        path = Path(file_name)
+        if not path.is_file():
+            raise ExperimentFileError(f"--prompt-file {value}: {path} is not a file")
+        result[role] = path
+    return result
+
+
+def _prompt_text(prompt: PromptSource, where: str, path: Path, prompt_file: Path | None) -> str | None:
+    if prompt_file is not None:
+        return prompt_file.read_text(encoding="utf-8")
+    if prompt.config_map_key_ref is not None:
+        ref = prompt.config_map_key_ref
+        role = where.split(".")[1]
+        raise ExperimentFileError(
+            f"{path}: {where}.configMapKeyRef ({ref.name}/{ref.key}) cannot be read without a cluster; "
+            f"pass the text with --prompt-file {role}=FILE or set {where}.text"
+        )
+    return prompt.text
+
+
+def load_experiment(
+    path: Path,
+    data_dir: Path | None = None,
+    prompt_files: dict[str, Path] | None = None,
+    created: datetime | None = None,
+) -> LocalExperiment:
+    """Validate the Experiment and read everything the planner needs from the local disk."""
+    name, raw_spec = read_experiment_object(path)
+    try:
+        spec = ExperimentSpec.model_validate(raw_spec)
+    except ValidationError as exc:
+        raise ExperimentFileError(f"{path}: {describe_validation_error(exc, 'spec')}") from exc
+    base = (data_dir if data_dir is not None else path.parent).resolve()
+    prompt_files = prompt_files or {}
+    notes: list[str] = []
+    datasets: dict[str, DatasetFiles] = {}
+    for index, dataset in enumerate(spec.datasets):
+        if dataset.source.pvc:
+            notes.append(
+                f"spec.datasets[{index}].source.pvc ({dataset.source.pvc}) is ignored locally: "
+                f"reading {dataset.source.path} under {base}"
+            )
+        try:
+            datasets[dataset.name] = dataset_files(base / dataset.source.path, dataset.name)
+        except LayoutError as exc:
+            raise ExperimentFileError(
+                f"{path}: spec.datasets[{index}].source.path: {exc} (paths are relative to --data-dir {base})"
+            ) from exc
+    generation_prompt = _prompt_text(
+        spec.generation.prompt, "spec.generation.prompt", path, prompt_files.get("generation")
+    )
+    validation_prompt = None
+    if spec.validation is not None:
+        validation_prompt = _prompt_text(
+            spec.validation.prompt, "spec.validation.prompt", path, prompt_files.get("validation")
+        )
+    return LocalExperiment(
+        path=path,
+        name=name,
+        spec=spec,
+        data_dir=base,
+        datasets=datasets,
+        generation_prompt=generation_prompt,
+        validation_prompt=validation_prompt,
+        notes=tuple(notes),
+        created=created or datetime.now(UTC),
+    )

@@ -1,0 +1,424 @@
+"""`datasweep run`: the Experiment's plan on one machine, workers as subprocesses, the SPEC section 5 layout.
+
+The same planner and fingerprints as the operator; the registry under `<root>/.datasweep/` stands in for
+the Artifact and Batch objects. A stage is done exactly when its `manifest.json` exists, so an interrupted
+run resumes where it stopped (the workers themselves skip records already written).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Literal
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from datasweep.api.batch import BatchPoint
+from datasweep.api.worker import dump_worker_spec
+from datasweep.core.plan import Plan, StagePlan
+from datasweep.core.worker_spec import worker_spec_for
+from datasweep.local.experiment_file import ExperimentFileError, LocalExperiment
+from datasweep.local.registry import LocalArtifact, Registry
+from datasweep.store.atomic import atomic_write_text
+from datasweep.store.layout import (
+    LayoutError,
+    claim_generate_dir,
+    is_complete,
+    link_into_batch,
+    supersede,
+    training_relpath,
+)
+from datasweep.store.manifest import read_manifest
+
+DEFAULT_ROOT = Path("Data_v2/synthetic")
+DEFAULT_WORKER_COMMAND = (sys.executable, "-m", "datasweep", "worker")
+LOG_TAIL_LINES = 15
+
+TaskState = Literal["pending", "running", "done", "failed", "blocked"]
+
+
+@dataclass
+class StageTask:
+    plan: StagePlan
+    relpath: str
+    directory: Path
+    spec_path: Path
+    depends_on: StageTask | None
+    reused: bool
+    state: TaskState = "pending"
+    log: Path | None = None
+    returncode: int | None = None
+    process: subprocess.Popen[bytes] | None = None
+    message: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.plan.stage} {self.plan.dataset}/{self.plan.semantic_name} ({self.plan.artifact})"
+
+
+@dataclass
+class PointRun:
+    dataset: str
+    semantic_name: str
+    generate: StageTask
+    training: list[StageTask]
+
+    @property
+    def tasks(self) -> list[StageTask]:
+        return [self.generate, *self.training]
+
+    @property
+    def reused(self) -> bool:
+        return all(task.reused for task in self.tasks)
+
+
+@dataclass
+class RunResult:
+    experiment: str
+    batch: str
+    points: list[PointRun]
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[StageTask]:
+        return [task for point in self.points for task in point.tasks]
+
+    @property
+    def failed(self) -> list[StageTask]:
+        return [task for task in self.tasks if task.state == "failed"]
+
+    def summary(self) -> str:
+        reused = sum(point.reused for point in self.points)
+        created = len(self.points) - reused
+        stages = self.tasks
+        stage_reused = sum(task.reused for task in stages)
+        line = f"{len(self.points)} points: {reused} reused, {created} created"
+        if len(stages) != len(self.points):
+            line += f" ({len(stages)} stages: {stage_reused} reused, {len(stages) - stage_reused} created)"
+        return line
+
+
+def parse_worker_command(value: str | None) -> tuple[str, ...]:
+    """`--worker-command "srun -n1 python -m datasweep worker"`: the prefix before `<stage> --spec FILE`."""
+    return tuple(shlex.split(value)) if value else DEFAULT_WORKER_COMMAND
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM both stop the run cleanly (workers are stopped, finished stages are kept)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Interrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class LocalRunner:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        jobs: int = 1,
+        worker_command: tuple[str, ...] = DEFAULT_WORKER_COMMAND,
+        console: Console | None = None,
+        force_regenerate: bool = False,
+        stop_grace_s: float = 15.0,
+        poll_interval_s: float = 0.1,
+    ) -> None:
+        self.root = root.resolve()
+        self.jobs = max(1, jobs)
+        self.worker_command = worker_command
+        self.console = console or Console(stderr=True)
+        self.force_regenerate = force_regenerate
+        self.stop_grace_s = stop_grace_s
+        self.poll_interval_s = poll_interval_s
+        self.registry = Registry(self.root)
+
+    # ---- preparing: claims, specs, registry, batch views ----
+    def prepare(self, experiment: LocalExperiment, plan: Plan) -> RunResult:
+        force = self.force_regenerate or experiment.spec.force_regenerate
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        result = RunResult(
+            experiment=experiment.name, batch=plan.batch, points=[], notes=list(experiment.notes)
+        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        for point in plan.points:
+            gen = point.generate
+            try:
+                gen_rel = claim_generate_dir(self.root, gen.dataset, gen.semantic_name, gen.fingerprint)
+                if force and supersede(self.root, gen_rel, stamp) is not None:
+                    result.notes.append(f"forceRegenerate: {gen_rel} moved aside (kept until `datasweep gc`)")
+            except (LayoutError, OSError) as exc:
+                raise ExperimentFileError(
+                    f"{self.root}: cannot claim a directory for {gen.artifact}: {exc}"
+                ) from exc
+            generate_task = self._task(experiment, plan, gen, gen_rel, None)
+            training_tasks = []
+            for stage in point.training:
+                rel = training_relpath(gen_rel, stage.stage, stage.fingerprint)
+                if force:
+                    supersede(self.root, rel, stamp)
+                training_tasks.append(self._task(experiment, plan, stage, rel, generate_task))
+            try:
+                link_into_batch(self.root, plan.batch, gen.dataset, gen_rel)
+            except LayoutError as exc:
+                raise ExperimentFileError(str(exc)) from exc
+            result.points.append(PointRun(gen.dataset, gen.semantic_name, generate_task, training_tasks))
+        self._record_batch(experiment, result)
+        return result
+
+    def _task(
+        self,
+        experiment: LocalExperiment,
+        plan: Plan,
+        stage: StagePlan,
+        relpath: str,
+        parent: StageTask | None,
+    ) -> StageTask:
+        directory = self.root / relpath
+        directory.mkdir(parents=True, exist_ok=True)
+        reused = is_complete(directory)
+        spec = worker_spec_for(
+            stage,
+            data_root=str(self.root),
+            relpath=relpath,
+            input_relpaths={"data": parent.relpath} if parent else None,
+            source_dir=str(experiment.datasets[stage.dataset].directory.resolve())
+            if parent is None
+            else None,
+            base_model=self._base_model(experiment, stage),
+            batch=plan.batch,
+            experiment=experiment.name,
+        )
+        spec_path = self.registry.specs_dir / f"{stage.artifact}.yaml"
+        atomic_write_text(spec_path, dump_worker_spec(spec))
+        record = self.registry.record_consumer(
+            LocalArtifact(
+                name=stage.artifact,
+                stage=stage.stage,
+                dataset=stage.dataset,
+                semantic_name=stage.semantic_name,
+                fingerprint=stage.fingerprint,
+                path=relpath,
+                params=stage.canonical,
+                inputs=list(stage.inputs),
+            ),
+            plan.batch,
+            experiment.name,
+        )
+        if reused and record.phase != "Ready":
+            self._mark_ready(stage.artifact, directory)
+        elif not reused and record.phase == "Ready":
+            self.registry.update_artifact(stage.artifact, phase="Pending", manifest=None, completed_at=None)
+        state: TaskState = "done" if reused else "pending"
+        return StageTask(stage, relpath, directory, spec_path, parent, reused, state=state)
+
+    def _base_model(self, experiment: LocalExperiment, stage: StagePlan) -> str | None:
+        if stage.stage == "generate":
+            return experiment.model_dir(stage.base_model, "spec.generation.modelPath")
+        index = next(i for i, entry in enumerate(experiment.spec.training) if entry.name == stage.name)
+        return experiment.model_dir(stage.base_model, f"spec.training[{index}].baseModel")
+
+    def _record_batch(self, experiment: LocalExperiment, result: RunResult) -> None:
+        points = []
+        for point in result.points:
+            gen = point.generate
+            record = self.registry.get_artifact(gen.plan.artifact)
+            points.append(
+                BatchPoint(
+                    experiment=experiment.name,
+                    dataset=point.dataset,
+                    semantic_name=point.semantic_name,
+                    artifact=gen.plan.artifact,
+                    reused=record is not None
+                    and (record.first_batch != result.batch or record.first_experiment != experiment.name),
+                    path=f"{result.batch}/{point.dataset}/{Path(gen.relpath).name}",
+                    ready=all(is_complete(task.directory) for task in point.tasks),
+                )
+            )
+        self.registry.record_batch_points(
+            result.batch,
+            experiment.name,
+            points,
+            purpose=experiment.spec.purpose or "",
+            description=experiment.spec.description,
+        )
+
+    def _mark_ready(self, artifact: str, directory: Path) -> None:
+        manifest = read_manifest(directory)
+        if manifest is None:
+            return
+        self.registry.update_artifact(
+            artifact,
+            phase="Ready",
+            usage=manifest.usage,
+            manifest=manifest.summary(),
+            completed_at=manifest.completed_at,
+        )
+
+    # ---- executing ----
+    def execute(self, experiment: LocalExperiment, result: RunResult) -> RunResult:
+        todo = [task for task in result.tasks if task.state == "pending"]
+        with self._progress(result) as advance, _interrupts_raise():
+            try:
+                self._schedule(todo, advance)
+            except (_Interrupted, KeyboardInterrupt):
+                result.interrupted = True
+                self._stop_all([task for task in todo if task.state == "running"])
+        self._record_batch(experiment, result)
+        return result
+
+    def _schedule(self, todo: list[StageTask], advance: Callable[[StageTask], None]) -> None:
+        running: list[StageTask] = []
+        while True:
+            for task in todo:
+                if task.state == "pending" and task.depends_on is not None:
+                    if task.depends_on.state in ("failed", "blocked"):
+                        task.state = "blocked"
+                        task.message = f"not run: its input {task.depends_on.plan.artifact} failed"
+            ready = [
+                t
+                for t in todo
+                if t.state == "pending" and (t.depends_on is None or t.depends_on.state == "done")
+            ]
+            while ready and len(running) < self.jobs:
+                task = ready.pop(0)
+                self._start(task)
+                running.append(task)
+            if not running:
+                return
+            time.sleep(self.poll_interval_s)
+            for task in list(running):
+                assert task.process is not None
+                code = task.process.poll()
+                if code is None:
+                    continue
+                running.remove(task)
+                self._finish(task, code)
+                advance(task)
+
+    def _start(self, task: StageTask) -> None:
+        log = self.registry.next_log(task.plan.artifact)
+        task.log = log
+        record = self.registry.get_artifact(task.plan.artifact)
+        self.registry.update_artifact(
+            task.plan.artifact, phase="Running", attempts=(record.attempts if record else 0) + 1
+        )
+        env = dict(os.environ)
+        env["DATASWEEP_TERMINATION_LOG"] = os.devnull  # no pod here: the manifest on disk is the record
+        command = [*self.worker_command, task.plan.stage, "--spec", str(task.spec_path)]
+        with log.open("wb") as handle:
+            handle.write(f"$ {shlex.join(command)}\n".encode())
+            handle.flush()
+            task.process = subprocess.Popen(
+                command,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # Ctrl-C reaches the runner, which stops workers in order
+            )
+        task.state = "running"
+
+    def _finish(self, task: StageTask, code: int) -> None:
+        task.returncode = code
+        task.process = None
+        if code == 0 and is_complete(task.directory):
+            task.state = "done"
+            self._mark_ready(task.plan.artifact, task.directory)
+            return
+        task.state = "failed"
+        if code == 0:
+            task.message = f"the worker exited 0 but wrote no manifest.json in {task.directory}"
+        else:
+            task.message = f"the worker exited with code {code}"
+        self.registry.update_artifact(task.plan.artifact, phase="Failed")
+
+    def _stop_all(self, running: list[StageTask]) -> None:
+        """SIGINT to each worker's process group, then SIGTERM, then SIGKILL; unfinished stages stay Pending."""
+        for sig, wait_s in ((signal.SIGINT, self.stop_grace_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            alive = [t for t in running if t.process is not None and t.process.poll() is None]
+            if not alive:
+                break
+            for task in alive:
+                assert task.process is not None
+                with suppress(ProcessLookupError):
+                    os.killpg(task.process.pid, sig)
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and any(
+                t.process is not None and t.process.poll() is None for t in alive
+            ):
+                time.sleep(0.05)
+        for task in running:
+            if task.process is not None:
+                task.process.wait()
+                task.process = None
+            complete = is_complete(task.directory)
+            task.state = "done" if complete else "pending"
+            task.message = "" if complete else "interrupted: a rerun resumes it"
+            if complete:
+                self._mark_ready(task.plan.artifact, task.directory)
+            else:
+                self.registry.update_artifact(task.plan.artifact, phase="Pending")
+
+    @contextmanager
+    def _progress(self, result: RunResult) -> Iterator[Callable[[StageTask], None]]:
+        """One bar per stage kind on a terminal; one line per finished stage otherwise."""
+        kinds: dict[str, list[StageTask]] = {}
+        for task in result.tasks:
+            kinds.setdefault(task.plan.stage, []).append(task)
+        if not self.console.is_terminal:
+
+            def report(task: StageTask) -> None:
+                word = "done" if task.state == "done" else "FAILED"
+                self.console.print(f"{word}: {task.label}", highlight=False)
+
+            yield report
+            return
+        progress = Progress(
+            TextColumn("{task.description:<24}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        bars: dict[str, TaskID] = {}
+        with progress:
+            for kind, tasks in kinds.items():
+                reused = sum(task.reused for task in tasks)
+                bars[kind] = progress.add_task(
+                    f"{kind} ({reused} reused)", total=len(tasks), completed=reused
+                )
+
+            def advance(task: StageTask) -> None:
+                progress.advance(bars[task.plan.stage])
+
+            yield advance
+
+
+def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
+    if path is None or not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(text[-lines:])

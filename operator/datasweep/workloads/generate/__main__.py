@@ -1,0 +1,3 @@
+from datasweep.workloads.generate.cli import main
+
+main()

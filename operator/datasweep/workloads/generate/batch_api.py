@@ -1,0 +1,283 @@
+"""The OpenAI Batch API backend: pay half price, never pay twice.
+
+State (`.work/batches-<phase>.json`, written atomically) records every submission: the custom ids it
+carries, the uploaded input file, and the batch id. The batch id is persisted right after
+`batches.create` and before any polling, so a restarted worker resumes polling the same batch. A crash
+in the instant between create and persist is covered too: every batch carries `metadata.datasweep_key`,
+and a submission with an input file but no batch id is looked up by that key before anything is resent.
+
+Terminal batches (completed, expired, cancelled, failed) are ingested: output lines are joined on
+custom_id into the journal, ids found in the error file (or nowhere) are resubmitted, and only those,
+up to `max_batch_attempts` submissions per id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import openai
+from openai import AsyncOpenAI
+
+from datasweep.store.atomic import atomic_write_json
+from datasweep.workloads.generate.backends import ChatRequest, Failure, result_from_completion
+from datasweep.workloads.generate.inputs import GenerateInputError
+from datasweep.workloads.generate.journal import Journal
+
+log = logging.getLogger(__name__)
+
+ENDPOINT: Final = "/v1/chat/completions"
+TERMINAL = frozenset({"completed", "expired", "cancelled", "failed"})
+CRASH_ENV = "DATASWEEP_TEST_CRASH_AT"
+
+
+class InjectedCrash(BaseException):
+    """Raised at a named point when DATASWEEP_TEST_CRASH_AT names it (tests of resume)."""
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        raise InjectedCrash(name)
+
+
+def request_line(request: ChatRequest) -> str:
+    return json.dumps(
+        {"custom_id": request.custom_id, "method": "POST", "url": ENDPOINT, "body": request.body},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def split_into_batches(
+    requests: Sequence[ChatRequest], max_requests: int, max_bytes: int
+) -> list[list[tuple[ChatRequest, str]]]:
+    """Consecutive chunks of at most `max_requests` lines and `max_bytes` bytes of jsonl."""
+    chunks: list[list[tuple[ChatRequest, str]]] = []
+    size = 0
+    for request in requests:
+        line = request_line(request) + "\n"
+        length = len(line.encode())
+        if length > max_bytes:
+            raise GenerateInputError(
+                f"request {request.custom_id} alone is {length} bytes, over the batch limit of {max_bytes}"
+            )
+        if not chunks or len(chunks[-1]) >= max_requests or size + length > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append((request, line))
+        size += length
+    return chunks
+
+
+class BatchState:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.submissions: list[dict[str, Any]] = []
+        if path.exists():
+            self.submissions = list(json.loads(path.read_text(encoding="utf-8")).get("submissions", []))
+
+    def save(self) -> None:
+        atomic_write_json(self.path, {"submissions": self.submissions})
+
+    def attempts(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for submission in self.submissions:
+            counts.update(submission["custom_ids"])
+        return counts
+
+
+class BatchBackend:
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        state_path: Path,
+        phase: str,
+        *,
+        poll_interval: float,
+        max_poll_interval: float,
+        max_attempts: int,
+        max_requests: int,
+        max_bytes: int,
+        completion_window: str = "24h",
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.client = client
+        self.state = BatchState(state_path)
+        self.phase = phase
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.max_attempts = max_attempts
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self.completion_window = completion_window
+        self.sleep = sleep
+        self.batch_ids: list[str] = []
+
+    async def _find_by_key(self, key: str) -> str | None:
+        async for batch in self.client.batches.list(limit=100):
+            if (batch.metadata or {}).get("datasweep_key") == key:
+                return batch.id
+        return None
+
+    async def _submit(self, chunk: list[tuple[ChatRequest, str]]) -> dict[str, Any]:
+        number = len(self.state.submissions) + 1
+        key = f"{self.state.path.parent.parent.name}/{self.phase}/{number}"
+        submission: dict[str, Any] = {
+            "key": key,
+            "custom_ids": [request.custom_id for request, _ in chunk],
+            "input_file_id": None,
+            "batch_id": None,
+            "status": "uploading",
+            "ingested": False,
+        }
+        self.state.submissions.append(submission)
+        self.state.save()
+        payload = "".join(line for _, line in chunk).encode()
+        uploaded = await self.client.files.create(
+            file=(f"{self.phase}-{number}.jsonl", payload), purpose="batch"
+        )
+        submission["input_file_id"] = uploaded.id
+        self.state.save()
+        await self._create(submission)
+        return submission
+
+    async def _create(self, submission: dict[str, Any]) -> None:
+        batch = await self.client.batches.create(
+            input_file_id=submission["input_file_id"],
+            endpoint=ENDPOINT,
+            completion_window=self.completion_window,  # type: ignore[arg-type]
+            metadata={"datasweep_key": submission["key"]},
+        )
+        crash_point("batch-created")
+        submission["batch_id"] = batch.id
+        submission["status"] = batch.status
+        self.state.save()  # persisted before the first poll: a restart resumes this batch
+        log.info("submitted batch %s (%d requests)", batch.id, len(submission["custom_ids"]))
+        crash_point("batch-submitted")
+
+    async def _recover(self, submission: dict[str, Any]) -> bool:
+        """A submission interrupted before its batch id was saved: find the batch or drop the submission."""
+        if submission["input_file_id"] is not None:
+            found = await self._find_by_key(submission["key"])
+            if found is not None:
+                submission["batch_id"] = found
+                self.state.save()
+                log.info("recovered batch %s of %s", found, submission["key"])
+                return True
+            await self._create(submission)
+            return True
+        submission["ingested"] = True  # never sent: forget it, its ids go back to pending
+        submission["status"] = "abandoned"
+        submission["custom_ids"] = []
+        self.state.save()
+        return False
+
+    async def _download(self, file_id: str | None) -> list[dict[str, Any]]:
+        if not file_id:
+            return []
+        content = await self.client.files.content(file_id)
+        return [json.loads(line) for line in content.text.splitlines() if line.strip()]
+
+    async def _ingest(self, submission: dict[str, Any], batch: Any, journal: Journal) -> dict[str, str]:
+        """Join outputs on custom_id into the journal; return the ids that failed, with why."""
+        expected = set(submission["custom_ids"])
+        failed: dict[str, str] = {}
+        for line in await self._download(batch.output_file_id):
+            custom_id = str(line.get("custom_id"))
+            if custom_id not in expected:
+                continue
+            response = line.get("response") or {}
+            if response.get("status_code") == 200 and not line.get("error"):
+                journal.add(result_from_completion(custom_id, response.get("body") or {}).journal_entry())
+            else:
+                failed[custom_id] = (
+                    f"status {response.get('status_code')}: {line.get('error') or response.get('body')}"
+                )
+        for line in await self._download(batch.error_file_id):
+            custom_id = str(line.get("custom_id"))
+            if custom_id in expected and custom_id not in journal:
+                error = line.get("error") or ((line.get("response") or {}).get("body") or {}).get("error")
+                failed[custom_id] = f"{batch.status}: {error}"
+        await journal.drain()
+        for custom_id in expected:
+            if custom_id not in journal and custom_id not in failed:
+                reason = batch.errors.model_dump() if batch.errors else "no output"
+                failed[custom_id] = f"batch {batch.id} {batch.status}: {reason}"
+        submission["status"] = batch.status
+        submission["ingested"] = True
+        submission["failed"] = len(failed)
+        self.state.save()
+        log.info(
+            "batch %s %s: %d answered, %d to resubmit",
+            batch.id,
+            batch.status,
+            len(expected) - len(failed),
+            len(failed),
+        )
+        return failed
+
+    async def run(self, requests: Sequence[ChatRequest], journal: Journal) -> list[Failure]:
+        by_id = {request.custom_id: request for request in requests if request.custom_id not in journal}
+        active: list[dict[str, Any]] = []
+        for submission in self.state.submissions:
+            if submission["ingested"]:
+                continue
+            if submission["batch_id"] is None and not await self._recover(submission):
+                continue
+            active.append(submission)
+            self.batch_ids.append(submission["batch_id"])
+        last_errors: dict[str, str] = {}
+        final_failures: list[Failure] = []
+        while True:
+            in_flight = {custom_id for submission in active for custom_id in submission["custom_ids"]}
+            attempts = self.state.attempts()
+            to_send: list[ChatRequest] = []
+            for custom_id, request in by_id.items():
+                if custom_id in journal or custom_id in in_flight:
+                    continue
+                if attempts[custom_id] >= self.max_attempts:
+                    if custom_id not in {f[0] for f in final_failures}:
+                        final_failures.append(
+                            (custom_id, last_errors.get(custom_id, "batch attempts exhausted"))
+                        )
+                    continue
+                to_send.append(request)
+            for chunk in split_into_batches(to_send, self.max_requests, self.max_bytes):
+                submission = await self._submit(chunk)
+                active.append(submission)
+                self.batch_ids.append(submission["batch_id"])
+            if not active:
+                break
+            delay = self.poll_interval
+            while active:
+                await self.sleep(delay)
+                delay = min(delay * 1.5, self.max_poll_interval)
+                still_active = []
+                for submission in active:
+                    try:
+                        batch = await self.client.batches.retrieve(submission["batch_id"])
+                    except openai.APIError as exc:  # transient beyond the SDK's retries: poll again later
+                        log.warning("polling batch %s failed: %s", submission["batch_id"], exc)
+                        still_active.append(submission)
+                        continue
+                    if batch.status in TERMINAL:
+                        last_errors.update(await self._ingest(submission, batch, journal))
+                        continue
+                    if batch.status != submission["status"]:
+                        submission["status"] = batch.status
+                        self.state.save()
+                    still_active.append(submission)
+                ended = len(still_active) < len(active)
+                active = still_active
+                if ended:
+                    break  # resubmit what failed while the rest keep running
+        return final_failures
+
+    async def aclose(self) -> None:
+        await self.client.close()

@@ -1,0 +1,117 @@
+"""Reading a dataset's source splits, with errors that name file:line and the fix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+MAX_REPORTED_PROBLEMS = 20
+
+
+class GenerateInputError(ValueError):
+    """Bad input (spec, params, dataset files, missing API key): exit code 2, nothing spent."""
+
+
+class GenerateFailed(RuntimeError):
+    """The work could not be completed (requests failed after retries): exit code 1, progress kept."""
+
+
+@dataclass
+class SourceRecord:
+    line: int
+    record_id: str
+    data: dict[str, Any]
+
+
+@dataclass
+class SplitData:
+    split: str
+    path: Path
+    sha256: str
+    records: list[SourceRecord] = field(default_factory=list)
+    id_field: str | None = None
+
+    def where(self, record: SourceRecord) -> str:
+        return f"{self.path}:{record.line}"
+
+
+def split_path(source_dir: Path, dataset: str, split: str) -> Path:
+    return source_dir / f"{dataset.lower()}_{split}.jsonl"
+
+
+def _raise_problems(problems: list[str], hint: str) -> None:
+    if problems:
+        shown = problems[:MAX_REPORTED_PROBLEMS]
+        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        raise GenerateInputError("\n  ".join(["bad dataset input:", *shown]) + more + f"\n{hint}")
+
+
+def _choose_id_field(rows: list[dict[str, Any]], id_field: str | None) -> str | None:
+    if id_field is not None:
+        return id_field
+    for candidate in ("id", "idx"):
+        if rows and all(candidate in row for row in rows):
+            return candidate
+    return None  # fall back to line numbers
+
+
+def read_splits(source_dir: Path, dataset: str, id_field: str | None = None) -> dict[str, SplitData]:
+    """Every split present in `source_dir` (at least one must be), fully parsed and checked."""
+    if not source_dir.is_dir():
+        raise GenerateInputError(
+            f"sourceDir {source_dir} is not a directory: point it at the dataset's jsonl files"
+        )
+    found = {split: split_path(source_dir, dataset, split) for split in SPLITS}
+    found = {split: path for split, path in found.items() if path.is_file()}
+    if not found:
+        expected = ", ".join(split_path(source_dir, dataset, split).name for split in SPLITS)
+        raise GenerateInputError(
+            f"{source_dir}: no split of dataset {dataset!r} found; expected one of {expected}"
+        )
+    problems: list[str] = []
+    splits: dict[str, SplitData] = {}
+    for split, path in found.items():
+        raw = path.read_bytes()
+        rows: list[tuple[int, dict[str, Any]]] = []
+        for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            if not isinstance(value, dict):
+                problems.append(
+                    f"{path}:{number}: a record must be a JSON object, got {type(value).__name__}"
+                )
+                continue
+            rows.append((number, value))
+        if not rows and not any(p.startswith(f"{path}:") for p in problems):
+            problems.append(f"{path}: the split is empty (no records); fill it or remove the file")
+            continue
+        data = SplitData(split=split, path=path, sha256=hashlib.sha256(raw).hexdigest())
+        data.id_field = _choose_id_field([row for _, row in rows], id_field)
+        seen: dict[str, int] = {}
+        for number, row in rows:
+            if data.id_field is None:
+                record_id = str(number)
+            elif data.id_field not in row:
+                problems.append(f"{path}:{number}: missing id field {data.id_field!r} (params.id_field)")
+                continue
+            else:
+                record_id = str(row[data.id_field])
+            if record_id in seen:
+                problems.append(
+                    f"{path}:{number}: duplicate id {record_id!r} (first at line {seen[record_id]})"
+                )
+                continue
+            seen[record_id] = number
+            data.records.append(SourceRecord(line=number, record_id=record_id, data=row))
+        splits[split] = data
+    _raise_problems(problems, "Fix the lines above (each line is one JSON object); nothing was generated.")
+    return splits

@@ -1,0 +1,459 @@
+"""`datasweep worker generate --spec FILE`: one generate Artifact, resumable, written atomically.
+
+Phases: plan (parse every split, render every prompt: bad input fails here, before anything is paid),
+generate (one request per item), validate (one judge request per generated text), compile (kept and
+rejected splits, report, metadata, config, README) and finalize (manifest last).
+Resume state lives in `<outputDir>/.work/`: the journals of answered requests and the Batch API state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from datasweep import __version__
+from datasweep.api._base import describe_validation_error
+from datasweep.api.stages.generate import GenerateParams, PriceEntry
+from datasweep.api.worker import WorkerSpec
+from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text
+from datasweep.store.manifest import Manifest, Usage, finalize_artifact, read_manifest
+from datasweep.workloads.generate import pricing
+from datasweep.workloads.generate.backends import (
+    Backend,
+    ChatCompletionsBackend,
+    ChatRequest,
+    TransformersBackend,
+    make_async_client,
+)
+from datasweep.workloads.generate.batch_api import BatchBackend
+from datasweep.workloads.generate.inputs import GenerateFailed, GenerateInputError, SplitData, read_splits
+from datasweep.workloads.generate.journal import Journal
+from datasweep.workloads.generate.prompts import parse_verdict
+from datasweep.workloads.generate.tasks import (
+    TaskPlan,
+    WorkItem,
+    compile_record,
+    plan_task,
+    validation_prompt,
+)
+
+log = logging.getLogger("datasweep.generate")
+
+WORK_DIR = ".work"
+
+
+def load_params(spec: WorkerSpec) -> GenerateParams:
+    try:
+        return GenerateParams.model_validate(spec.params)
+    except ValidationError as exc:
+        raise GenerateInputError(
+            f"invalid generate params: {describe_validation_error(exc, 'params')}"
+        ) from exc
+
+
+def resolve_api_key(params: GenerateParams) -> str:
+    if params.backend == "transformers":
+        return ""
+    key = os.environ.get(params.api_key_env, "").strip()
+    if key:
+        return key
+    if params.backend == "openai-compatible":
+        return "not-needed"  # self-hosted servers (vLLM, llama.cpp) usually ignore the key
+    raise GenerateInputError(
+        f"the API key is missing: environment variable {params.api_key_env} is not set "
+        "(the Job sets it from the Secret in spec.generation.apiKeySecret; "
+        f"locally: export {params.api_key_env}=...)"
+    )
+
+
+def _model_dir(name: str | None) -> Path | None:
+    return Path(name) if name and Path(name).is_dir() else None
+
+
+def transformers_model_paths(params: GenerateParams, spec: WorkerSpec) -> dict[str, Path]:
+    generation = _model_dir(params.model_path) or _model_dir(spec.base_model) or _model_dir(params.model)
+    if generation is None:
+        raise GenerateInputError(
+            f"backend transformers needs a local model directory: params.model_path, the spec's baseModel or "
+            f"params.model ({params.model!r}) must be a directory"
+        )
+    paths = {params.model: generation}
+    if params.validation is not None:
+        judge = _model_dir(params.validation.model)
+        if judge is None and params.validation.model != params.model:
+            raise GenerateInputError(
+                f"backend transformers: params.validation.model ({params.validation.model!r}) must be a "
+                "local "
+                "directory or equal to params.model"
+            )
+        paths[params.validation.model] = judge or generation
+    return paths
+
+
+def build_backend(params: GenerateParams, spec: WorkerSpec, phase: str, api_key: str, work: Path) -> Backend:
+    if params.backend == "transformers":
+        return TransformersBackend(
+            transformers_model_paths(params, spec), params.transformers_batch_size, params.device, params.seed
+        )
+    client = make_async_client(api_key, params.base_url, params.max_retries, params.request_timeout)
+    if params.backend == "openai-batch":
+        return BatchBackend(
+            client,
+            work / f"batches-{phase}.json",
+            phase,
+            poll_interval=params.poll_interval,
+            max_poll_interval=params.max_poll_interval,
+            max_attempts=params.max_batch_attempts,
+            max_requests=params.max_batch_requests,
+            max_bytes=params.max_batch_bytes,
+            completion_window=params.completion_window,
+        )
+    return ChatCompletionsBackend(client, params.concurrency)
+
+
+def _messages(system_prompt: str | None, prompt: str) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*messages, {"role": "user", "content": prompt}]
+
+
+def generation_request(item: WorkItem, params: GenerateParams) -> ChatRequest:
+    body: dict[str, Any] = {
+        "model": params.model,
+        "messages": _messages(params.system_prompt, item.prompt),
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_tokens,
+        "frequency_penalty": params.frequency_penalty,
+        "presence_penalty": params.presence_penalty,
+    }
+    if params.seed is not None:
+        body["seed"] = params.seed
+    return ChatRequest(item.custom_id, body)
+
+
+def validation_request(item: WorkItem, generated: str, params: GenerateParams) -> ChatRequest:
+    judge = params.validation
+    assert judge is not None
+    body: dict[str, Any] = {
+        "model": judge.model,
+        "messages": _messages(None, validation_prompt(item, generated, params)),
+        "temperature": judge.temperature,
+        "top_p": judge.top_p,
+        "max_tokens": judge.max_tokens,
+    }
+    return ChatRequest(item.validation_id, body)
+
+
+async def run_phase(backend: Backend, requests: Sequence[ChatRequest], journal: Journal, phase: str) -> None:
+    todo = [request for request in requests if request.custom_id not in journal]
+    log.info(
+        "%s: %d requests, %d already answered, %d to send",
+        phase,
+        len(requests),
+        len(requests) - len(todo),
+        len(todo),
+    )
+    if not todo:
+        return
+    try:
+        failures = await backend.run(todo, journal)
+    finally:
+        await journal.drain()
+        await backend.aclose()
+    if failures:
+        sample = "; ".join(f"{custom_id}: {error}" for custom_id, error in failures[:3])
+        raise GenerateFailed(
+            f"{phase}: {len(failures)} of {len(todo)} requests failed after retries ({sample}); "
+            f"{len(journal.done)} answers are kept in {journal.path} and a rerun sends only the rest"
+        )
+
+
+def _check_output_dir(spec: WorkerSpec, work: Path) -> None:
+    marker = work / "fingerprint"
+    if marker.exists() and marker.read_text().strip() != spec.fingerprint:
+        raise GenerateInputError(
+            f"{spec.output_dir} holds the resume state of fingerprint {marker.read_text().strip()[:12]}, not "
+            f"{spec.fingerprint[:12]}: use an empty outputDir (or delete {work})"
+        )
+    if not marker.exists():
+        atomic_write_text(marker, spec.fingerprint + "\n")
+
+
+def _usage_entry(
+    entries: list[dict[str, Any]], model: str, table: dict[str, PriceEntry], batch: bool
+) -> dict[str, Any]:
+    prompt_tokens = sum(int(entry.get("prompt_tokens") or 0) for entry in entries)
+    completion_tokens = sum(int(entry.get("completion_tokens") or 0) for entry in entries)
+    cost = pricing.estimate_cost(model, prompt_tokens, completion_tokens, table, batch)
+    return {
+        "model": model,
+        "requests": len(entries),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost_usd": cost if cost is not None else 0.0,
+        "priced": cost is not None,
+    }
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    with atomic_open(path, "w") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _readme(spec: WorkerSpec, params: GenerateParams, report: dict[str, Any], usage: Usage) -> str:
+    rows = "\n".join(
+        f"| {split} | {counts['records']} | {counts['generated']} | {counts['kept']} | {counts['rejected']} |"
+        for split, counts in report["splits"].items()
+    )
+    judge = (
+        f"{params.validation.model} (temperature {params.validation.temperature})"
+        if params.validation
+        else "none"
+    )
+    return f"""# {spec.dataset} / {spec.semantic_name}
+
+Generated by `datasweep worker generate` (task `{params.task}`, backend `{params.backend}`).
+
+- fingerprint: `{spec.fingerprint}`
+- generation model: {params.model} (temperature {params.temperature}, top_p {params.top_p},
+  max_tokens {params.max_tokens})
+- validation model: {judge}
+- first batch: {spec.batch or "-"}, experiment: {spec.experiment or "-"}
+- usage: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens
+  in {usage.requests} requests, about ${usage.cost_usd:.4f}
+
+| split | records | generated | kept | rejected |
+|---|---|---|---|---|
+{rows}
+
+Kept records: `{spec.dataset}/{spec.dataset.lower()}_<split>.jsonl`; rejected ones with their reason:
+`rejected/`; counts and reasons: `report.json`; parameters: `generation_config.yaml`,
+`experiment_metadata.json`.
+"""
+
+
+def compile_outputs(
+    spec: WorkerSpec,
+    params: GenerateParams,
+    splits: dict[str, SplitData],
+    plan: TaskPlan,
+    generated: Journal,
+    validated: Journal | None,
+    started: float,
+    gpu_seconds: float,
+    batch_ids: dict[str, list[str]],
+) -> Manifest:
+    out = spec.output_path
+    batch = params.backend == "openai-batch"
+    table = pricing.price_table(params.backend, params.prices)
+    texts = {custom_id: str(entry.get("text") or "") for custom_id, entry in generated.done.items()}
+    verdicts: dict[str, tuple[str, str]] | None = None
+    if validated is not None:
+        verdicts = {
+            custom_id: parse_verdict(str(entry.get("text") or ""))
+            for custom_id, entry in validated.done.items()
+        }
+
+    report: dict[str, Any] = {"splits": {}, "rejection_reasons": {}}
+    usage_by_split: dict[str, Any] = {}
+    total = Usage()
+    for split, data in splits.items():
+        items = [item for item in plan.items if item.split == split]
+        grouped: dict[str, list[WorkItem]] = {}
+        for item in items:
+            grouped.setdefault(item.custom_id.rsplit(":", 1)[0], []).append(item)
+        kept: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        for group in grouped.values():
+            record, keep = compile_record(params.task, group, texts, verdicts)
+            (kept if keep else rejected).append(record)
+            if not keep:
+                reason = str(record["validation"]["reason"])[:80]
+                report["rejection_reasons"][reason] = report["rejection_reasons"].get(reason, 0) + 1
+        _write_jsonl(out / spec.dataset / f"{spec.dataset.lower()}_{split}.jsonl", kept)
+        if rejected:
+            _write_jsonl(out / "rejected" / f"{spec.dataset.lower()}_{split}.jsonl", rejected)
+        report["splits"][split] = {
+            "records": len(data.records),
+            "generated": len(grouped),
+            "kept": len(kept),
+            "rejected": len(rejected),
+            "skipped": plan.skipped.get(split, {}),
+        }
+        phases = {
+            "generation": _usage_entry(
+                [generated.done[i.custom_id] for i in items], params.model, table, batch
+            )
+        }
+        if validated is not None and params.validation is not None:
+            phases["validation"] = _usage_entry(
+                [validated.done[i.validation_id] for i in items], params.validation.model, table, batch
+            )
+        split_usage = {
+            "prompt_tokens": sum(p["prompt_tokens"] for p in phases.values()),
+            "completion_tokens": sum(p["completion_tokens"] for p in phases.values()),
+            "requests": sum(p["requests"] for p in phases.values()),
+            "cost_usd": round(sum(p["cost_usd"] for p in phases.values()), 6),
+            "phases": phases,
+        }
+        usage_by_split[split] = split_usage
+        total = total + Usage(
+            prompt_tokens=split_usage["prompt_tokens"],
+            completion_tokens=split_usage["completion_tokens"],
+            requests=split_usage["requests"],
+            cost_usd=split_usage["cost_usd"],
+        )
+    total = total + Usage(
+        gpu_seconds=round(gpu_seconds, 3), wall_seconds=round(time.monotonic() - started, 3)
+    )
+    atomic_write_json(out / "report.json", report)
+
+    canonical = params.model_dump(mode="json")
+    canonical["prompt_sha256"] = _sha256(params.prompt)
+    if params.validation is not None:
+        canonical["validation"]["prompt_sha256"] = _sha256(params.validation.prompt)
+    priced_everything = all(p["priced"] for s in usage_by_split.values() for p in s["phases"].values())
+    metadata = {
+        "artifact": spec.artifact,
+        "stage": "generate",
+        "dataset": spec.dataset,
+        "semantic_name": spec.semantic_name,
+        "fingerprint": spec.fingerprint,
+        "short_fingerprint": spec.fingerprint[:12],
+        "batch": spec.batch,
+        "experiment": spec.experiment,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "params": canonical,
+        "result_params": params.result_affecting(),
+        "usage": {
+            **total.model_dump(mode="json"),
+            "by_split": usage_by_split,
+            "cost_complete": priced_everything,
+        },
+        "counts": report["splits"],
+        "lineage": {
+            "source_dir": spec.source_dir,
+            "source_files": {
+                split: {"path": str(data.path), "sha256": data.sha256, "records": len(data.records)}
+                for split, data in splits.items()
+            },
+            "backend": params.backend,
+            "base_url": params.base_url,
+            "batch_ids": batch_ids,
+            "inputs": spec.inputs,
+            "worker": f"datasweep {__version__}",
+        },
+    }
+    atomic_write_json(out / "experiment_metadata.json", metadata)
+    config = {
+        "experiment": {
+            "batch_id": spec.batch,
+            "experiment": spec.experiment,
+            "semantic_name": spec.semantic_name,
+        },
+        "dataset": {"dataset_name": spec.dataset, "source_dir": spec.source_dir},
+        "generation": {k: v for k, v in canonical.items() if k != "validation"},
+        "validation": canonical.get("validation"),
+    }
+    atomic_write_text(
+        out / "generation_config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    )
+    atomic_write_text(out / "README.md", _readme(spec, params, report, total))
+    return finalize_artifact(
+        out,
+        fingerprint=spec.fingerprint,
+        stage="generate",
+        usage=total,
+        extra={"counts": report["splits"], "usage_by_split": usage_by_split, "dataset": spec.dataset},
+    )
+
+
+async def _generate(
+    spec: WorkerSpec, params: GenerateParams, plan: TaskPlan, api_key: str, work: Path
+) -> tuple[Journal, Journal | None, float]:
+    gpu_seconds = 0.0
+    generated = Journal(work / "generate.jsonl")
+    backend = build_backend(params, spec, "generate", api_key, work)
+    await run_phase(backend, [generation_request(item, params) for item in plan.items], generated, "generate")
+    if isinstance(backend, TransformersBackend):
+        gpu_seconds += backend.gpu_seconds
+    validated: Journal | None = None
+    if params.validation is not None:
+        validated = Journal(work / "validate.jsonl")
+        texts = {custom_id: str(entry.get("text") or "") for custom_id, entry in generated.done.items()}
+        requests = [validation_request(item, texts[item.custom_id], params) for item in plan.items]
+        backend = build_backend(params, spec, "validate", api_key, work)
+        await run_phase(backend, requests, validated, "validate")
+        if isinstance(backend, TransformersBackend):
+            gpu_seconds += backend.gpu_seconds
+    return generated, validated, gpu_seconds
+
+
+def submitted_batch_ids(work: Path) -> dict[str, list[str]]:
+    """Every Batch API batch this artifact used, by phase (from the persisted state, across restarts)."""
+    found: dict[str, list[str]] = {}
+    for phase in ("generate", "validate"):
+        path = work / f"batches-{phase}.json"
+        if path.exists():
+            state = json.loads(path.read_text(encoding="utf-8"))
+            found[phase] = [s["batch_id"] for s in state.get("submissions", []) if s.get("batch_id")]
+    return found
+
+
+def run_generate(spec: WorkerSpec) -> Manifest:
+    """Produce (or finish) the generate Artifact described by `spec`; returns its manifest."""
+    started = time.monotonic()
+    params = load_params(spec)
+    out = spec.output_path
+    existing = read_manifest(out)
+    if existing is not None:
+        if existing.fingerprint == spec.fingerprint:
+            log.info("%s is already complete (fingerprint %s): nothing to do", out, spec.fingerprint[:12])
+            return existing
+        raise GenerateInputError(
+            f"{out} already holds a complete artifact of fingerprint {existing.fingerprint[:12]}: "
+            "use another outputDir"
+        )
+    if not spec.source_dir:
+        raise GenerateInputError(
+            "the worker spec has no sourceDir: the generate stage reads the dataset from there"
+        )
+    splits = read_splits(Path(spec.source_dir), spec.dataset, params.id_field)
+    plan = plan_task(splits, params)
+    api_key = resolve_api_key(params)
+    work = out / WORK_DIR
+    work.mkdir(parents=True, exist_ok=True)
+    _check_output_dir(spec, work)
+    log.info(
+        "generate %s/%s: %d items over %s via %s",
+        spec.dataset,
+        spec.semantic_name,
+        len(plan.items),
+        ", ".join(splits),
+        params.backend,
+    )
+    generated, validated, gpu_seconds = asyncio.run(_generate(spec, params, plan, api_key, work))
+    manifest = compile_outputs(
+        spec, params, splits, plan, generated, validated, started, gpu_seconds, submitted_batch_ids(work)
+    )
+    generated.close()
+    if validated is not None:
+        validated.close()
+    log.info("done: %s (%d files, usage %s)", out, len(manifest.files), manifest.usage.model_dump())
+    return manifest

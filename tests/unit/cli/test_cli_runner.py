@@ -1,0 +1,149 @@
+"""`datasweep run` and `datasweep plan` beyond the happy path: failures, training order, Ctrl-C, force, plan cost.
+
+The workers here are `fake_worker.py` (through `--worker-command`), so each failure mode is under the test's
+control; the real generate worker runs in test_cli_scenarios.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cli_helpers import copa_dataset, fake_worker_command, generation
+from conftest import Invoke
+
+BATCH = "batch_20250101_runner"
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "batch": BATCH,
+        "datasets": copa_dataset(),
+        "generation": generation(None, temperature=[0.5, 0.7]),
+    }
+    base.update(overrides)
+    return base
+
+
+def with_training(workspace: Path) -> dict[str, Any]:
+    (workspace / "models" / "tiny").mkdir(parents=True)
+    return spec(
+        training=[{"name": "meta", "kind": "fomaml", "baseModel": {"path": "models/tiny"}, "resources": {"gpus": 2}}]
+    )
+
+
+def test_training_runs_after_its_generate_stage_and_is_reused(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
+) -> None:
+    experiment = write_experiment("runner-train", with_training(workspace))
+    root = workspace / "root"
+    first = invoke("run", experiment, "--root", root, "-j", "4", "--worker-command", fake_worker_command())
+    assert "2 points: 0 reused, 2 created (4 stages: 0 reused, 4 created)" in first.output
+    trained = sorted(root.glob("_shared/Copa/*/train/fomaml-*/model.txt"))
+    assert len(trained) == 2  # the fake worker asserts its input manifest existed when it started
+    second = invoke("run", experiment, "--root", root, "--worker-command", fake_worker_command("fail"))
+    assert "2 points: 2 reused, 0 created (4 stages: 4 reused, 0 created)" in second.output
+
+
+def test_a_failed_stage_is_named_with_its_log_and_blocks_its_dependents(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
+) -> None:
+    experiment = write_experiment("runner-fail", with_training(workspace))
+    root = workspace / "root"
+    result = invoke("run", experiment, "--root", root, "--worker-command", fake_worker_command("fail"), expect=1)
+    assert "FAILED generate Copa/temp05_topp10_gpt4o" in result.output
+    assert "the worker exited with code 1" in result.output
+    assert "simulated failure: the model diverged" in result.output  # the log tail
+    log = root / ".datasweep" / "logs"
+    assert sorted(p.name for p in log.iterdir())[0].endswith("-1.log")
+    assert "skipped fomaml" in result.output
+    assert not list(root.glob("_shared/Copa/*/train/*/manifest.json"))
+    records = [json.loads(p.read_text()) for p in (root / ".datasweep" / "artifacts").glob("*.json")]
+    phases = sorted((r["stage"], r["phase"]) for r in records)
+    assert phases == [("fomaml", "Pending")] * 2 + [("generate", "Failed")] * 2
+    record = next(r for r in records if r["stage"] == "generate")
+    # the cause fixed, a rerun resumes: every stage runs, the log attempt number goes up
+    rerun = invoke("run", experiment, "--root", root, "--worker-command", fake_worker_command())
+    assert "(4 stages: 0 reused, 4 created)" in rerun.output
+    assert list(log.glob(f"{record['name']}-2.log"))
+
+
+def test_ctrl_c_stops_workers_and_a_rerun_resumes(workspace: Path, write_experiment: Callable[..., Path]) -> None:
+    experiment = write_experiment("runner-sigint", spec())
+    root = workspace / "root"
+    command = [sys.executable, "-m", "datasweep", "run", str(experiment), "--root", str(root), "-j", "2"]
+    env = dict(os.environ)
+    process = subprocess.Popen(
+        [*command, "--worker-command", fake_worker_command("slow")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(root.glob("_shared/Copa/*/started"))) < 2:
+            assert process.poll() is None, process.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = output.decode()
+    assert process.returncode == 130, text
+    assert "interrupted" in text and "rerun" in text
+    assert not list(root.glob("_shared/Copa/*/manifest.json"))  # nothing half-done is marked complete
+    phases = {json.loads(p.read_text())["phase"] for p in (root / ".datasweep" / "artifacts").glob("*.json")}
+    assert phases == {"Pending"}
+    rerun = subprocess.run([*command, "--worker-command", fake_worker_command()], env=env, capture_output=True)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    assert len(list(root.glob("_shared/Copa/*/manifest.json"))) == 2
+
+
+def test_force_regenerate_supersedes_and_gc_offers_the_old_copy(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
+) -> None:
+    experiment = write_experiment("runner-force", spec())
+    root = workspace / "root"
+    invoke("run", experiment, "--root", root, "--worker-command", fake_worker_command())
+    forced = invoke(
+        "run", experiment, "--root", root, "--force-regenerate", "--worker-command", fake_worker_command()
+    )
+    assert "2 points: 0 reused, 2 created" in forced.output
+    assert "moved aside" in forced.output
+    assert len(list(root.glob("_shared/Copa/*/manifest.json"))) == 2
+    gc = json.loads(invoke("gc", "--root", root, "-o", "json").stdout)
+    assert sorted(c["reason"] for c in gc["candidates"]) == ["superseded by forceRegenerate"] * 2
+    invoke("gc", "--root", root, "--yes")
+    assert not list(root.glob("_shared/Copa/.*superseded*"))
+    assert len(list(root.glob("_shared/Copa/*/manifest.json"))) == 2
+
+
+def test_plan_estimates_tokens_cost_and_gpu_hours_and_creates_nothing(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
+) -> None:
+    experiment = write_experiment("runner-plan", with_training(workspace))
+    root = workspace / "root"
+    plan = json.loads(invoke("plan", experiment, "--root", root, "-o", "json").stdout)
+    assert plan["totals"]["misses"] == 4
+    assert plan["totals"]["hits"] == 0
+    # 5 records x 1 field x 256 max tokens per generation, 64 per validation
+    assert plan["totals"]["completionTokens"] == 2 * (5 * 256 + 5 * 64)
+    assert plan["totals"]["costUsd"] > 0  # gpt-4o is priced
+    assert plan["totals"]["gpuHours"] == 2 * 2 * 1.0
+    assert not root.exists()
+    table = invoke("plan", experiment, "--root", root, "--hours-per-training", "3").stdout
+    assert "12 GPU-hours" in table
+    assert "nothing was created" in table
+    invoke("run", experiment, "--root", root, "--worker-command", fake_worker_command())
+    after = json.loads(invoke("plan", experiment, "--root", root, "-o", "json").stdout)
+    assert after["totals"]["hits"] == 4
+    assert after["totals"]["costUsd"] == 0

@@ -1,0 +1,620 @@
+"""The Helm chart (charts/datasweep) and the images (images/*.Dockerfile), checked without a cluster.
+
+`helm lint` and `helm template` render the chart for the default values, a fully customized values file and
+the GitOps example's values; the rendered objects are checked against the operator's contract (RBAC verbs,
+Deployment shape, config file). values.schema.json must reject bad values with a message naming the key.
+The Dockerfiles' entrypoints run as plain processes through the venv's `datasweep` (no Docker engine here).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import datasweep
+from datasweep.api.settings import OperatorSettings
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "datasweep"
+IMAGES = REPO / "images"
+GITOPS_VALUES = REPO / "examples" / "gitops" / "platform" / "values.yaml"
+NAMESPACE = "datasweep-system"
+
+CONFIG_KEYS = {
+    "dataRoot",
+    "dataClaimName",
+    "volumes",
+    "images",
+    "jobDefaults",
+    "queueName",
+    "maxPoints",
+    "retries",
+    "retryBackoffSeconds",
+}
+
+# The operator's RBAC contract: (apiGroup, resource) -> verbs. Anything else rendered is a test failure.
+FRAMEWORK_CLUSTER_RULES = {
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
+    ("", "namespaces"): {"list", "watch"},
+}
+FRAMEWORK_NAMESPACED_RULES = {
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+APPLICATION_RULES = {
+    **{
+        ("datasweep.io", r): {"get", "list", "watch", "create", "patch", "update"}
+        for r in ("experiments", "batches", "artifacts")
+    },
+    **{
+        ("datasweep.io", f"{r}/status"): {"get", "patch", "update"}
+        for r in ("experiments", "batches", "artifacts")
+    },
+    ("datasweep.io", "artifacts/finalizers"): {"update"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "patch"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "services"): {"get", "list", "watch", "create", "delete"},
+    ("", "configmaps"): {"get", "list", "watch", "create"},
+    ("", "secrets"): {"get"},
+}
+TRAINJOB_RULES = {("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create"}}
+
+CUSTOM_VALUES: dict[str, Any] = {
+    "image": {
+        "repository": "registry.example.com/ml/datasweep-operator",
+        "tag": "1.2.3",
+        "pullPolicy": "Always",
+    },
+    "imagePullSecrets": ["regcred"],
+    "workerImages": {
+        "worker": {"repository": "registry.example.com/ml/worker", "tag": "1.2.3"},
+        "trainer": {"repository": "registry.example.com/ml/trainer", "digest": "sha256:" + "a" * 64},
+        "pullPolicy": "Always",
+    },
+    "watch": {"allNamespaces": True},
+    "serviceAccount": {
+        "name": "sweeper",
+        "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"},
+    },
+    "workerServiceAccount": {"name": "sweep-worker"},
+    "trainJob": {"enabled": True},
+    "data": {"existingClaim": "shared-nfs", "dataRoot": "/mnt/data"},
+    "sourceVolumes": {"raw-data": "/sources/raw-data", "models": "/sources/models"},
+    "jobDefaults": {
+        "ttlSecondsAfterFinished": 3600,
+        "activeDeadlineSeconds": 7200,
+        "nodeSelector": {"pool": "cpu"},
+        "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}],
+        "gpuNodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        "gpuTolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "priorityClassName": "ml-batch",
+        "podAnnotations": {"cost-center": "nlp"},
+    },
+    "queueName": "team-a",
+    "maxPoints": 64,
+    "retries": 5,
+    "retryBackoffSeconds": 30,
+    "extraArgs": ["--verbose"],
+    "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+    "nodeSelector": {"pool": "system"},
+    "tolerations": [{"key": "system", "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+    "priorityClassName": "system-cluster-critical",
+}
+
+
+def _find_helm() -> Path | None:
+    """The helm that `make controlplane` builds (hack/controlplane.py knows where), else one on PATH."""
+    spec = importlib.util.spec_from_file_location(
+        "_datasweep_controlplane", REPO / "hack" / "controlplane.py"
+    )
+    if spec is not None and spec.loader is not None:
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            built = Path(module.binary_path("helm"))
+            if built.is_file():
+                return built
+        except Exception:  # the harness module is optional for these checks: fall back to PATH
+            pass
+    found = shutil.which("helm")
+    return Path(found) if found else None
+
+
+HELM = _find_helm()
+needs_helm = pytest.mark.skipif(
+    HELM is None,
+    reason="helm is not built yet: run `make controlplane` (hack/controlplane.py build builds helm)",
+)
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    assert HELM is not None
+    env = dict(
+        os.environ,
+        HELM_CACHE_HOME="/tmp/datasweep-helm/cache",
+        HELM_CONFIG_HOME="/tmp/datasweep-helm/config",
+        HELM_DATA_HOME="/tmp/datasweep-helm/data",
+    )
+    result = subprocess.run([str(HELM), *args], capture_output=True, text=True, env=env, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def render(
+    tmp_path: Path, values: dict[str, Any] | None = None, *extra: str, namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
+    args = ["template", "datasweep", str(CHART), "--namespace", namespace]
+    if values is not None:
+        values_file = tmp_path / "values.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        args += ["-f", str(values_file)]
+    out = helm(*args, *extra).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, (
+        f"expected one {kind} {name or ''}, found {[o['metadata']['name'] for o in found]}"
+    )
+    return found[0]
+
+
+def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """Flattens a Role's rules to (apiGroup, resource) -> verbs, failing on wildcards and duplicates."""
+    flat: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule.get(field, []), (
+                f"{role['kind']} {role['metadata']['name']}: wildcard in {rule}"
+            )
+        assert not rule.get("resourceNames")
+        assert not rule.get("nonResourceURLs")
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                assert (group, resource) not in flat, (
+                    f"{(group, resource)} appears twice in {role['metadata']['name']}"
+                )
+                flat[(group, resource)] = set(rule["verbs"])
+    return flat
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = one(objects, "Deployment")
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["operator"]
+    return dict(containers[0])
+
+
+def config_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rendered operator config; it must load with the operator's own settings model."""
+    configmap = one(objects, "ConfigMap", "datasweep-config")
+    config = dict(yaml.safe_load(configmap["data"]["config.yaml"]))
+    OperatorSettings.model_validate(config)
+    return config
+
+
+@needs_helm
+def test_helm_lint_default_custom_and_gitops_values(tmp_path: Path) -> None:
+    helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE)
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(yaml.safe_dump(CUSTOM_VALUES))
+    helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE, "-f", str(custom))
+    helm("lint", "--strict", str(CHART), "--namespace", "ml-experiments", "-f", str(GITOPS_VALUES))
+
+
+@needs_helm
+def test_default_render_matches_the_operator_contract(tmp_path: Path) -> None:
+    objects = render(tmp_path)
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "ServiceAccount",
+            "ConfigMap",
+            "PersistentVolumeClaim",
+            "Deployment",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+        ]
+    )
+    for obj in objects:
+        assert obj["metadata"].get("namespace", NAMESPACE) == NAMESPACE
+
+    deployment = one(objects, "Deployment", "datasweep")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "datasweep"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert re.fullmatch(r"[0-9a-f]{64}", spec["template"]["metadata"]["annotations"]["checksum/config"])
+
+    container = operator_container(objects)
+    assert container["command"] == ["datasweep"]
+    assert container["args"] == [
+        "operator",
+        "--liveness",
+        "http://0.0.0.0:8080/healthz",
+        "--namespace",
+        NAMESPACE,
+    ]
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DATASWEEP_CONFIG"] == "/etc/datasweep/config.yaml"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts == {"/etc/datasweep": "config", "/tmp": "tmp", "/data": "data"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tmp"]["emptyDir"]
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "datasweep-data"}
+    assert volumes["config"]["configMap"]["name"] == "datasweep-config"
+
+    config = config_of(objects)
+    assert set(config) == CONFIG_KEYS
+    assert config["dataRoot"] == "/data"
+    assert config["dataClaimName"] == "datasweep-data"
+    assert config["volumes"] == {}
+    assert config["images"] == {
+        "worker": f"ghcr.io/datasweep/datasweep-worker:{datasweep.__version__}",
+        "trainer": f"ghcr.io/datasweep/datasweep-trainer-cuda:{datasweep.__version__}",
+        "pullPolicy": "IfNotPresent",
+        "pullSecrets": [],
+    }
+    assert config["jobDefaults"]["serviceAccountName"] == "datasweep-worker"
+    assert config["jobDefaults"]["ttlSecondsAfterFinished"] == 86400
+    assert config["jobDefaults"]["activeDeadlineSeconds"] == 172800
+    assert config["jobDefaults"]["gpuTolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert config["queueName"] is None
+    assert (config["maxPoints"], config["retries"], config["retryBackoffSeconds"]) == (256, 2, 10)
+
+    pvc = one(objects, "PersistentVolumeClaim", "datasweep-data")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "100Gi"
+    assert "storageClassName" not in pvc["spec"]  # null: the cluster's default class
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+    accounts = {o["metadata"]["name"]: o for o in by_kind(objects, "ServiceAccount")}
+    assert set(accounts) == {"datasweep", "datasweep-worker"}
+    assert accounts["datasweep-worker"]["automountServiceAccountToken"] is False
+
+    cluster_role = one(objects, "ClusterRole")
+    assert cluster_role["metadata"]["name"] == f"{NAMESPACE}-datasweep-framework"
+    assert rules_of(cluster_role) == FRAMEWORK_CLUSTER_RULES
+    roles = {o["metadata"]["name"]: o for o in by_kind(objects, "Role")}
+    assert rules_of(roles["datasweep-framework"]) == FRAMEWORK_NAMESPACED_RULES
+    assert rules_of(roles["datasweep-application"]) == APPLICATION_RULES
+    for binding in [*by_kind(objects, "RoleBinding"), *by_kind(objects, "ClusterRoleBinding")]:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "datasweep", "namespace": NAMESPACE}
+        ]
+        assert binding["roleRef"]["name"] == binding["metadata"]["name"]
+
+
+@needs_helm
+def test_customized_render_cluster_wide_existing_claim_custom_images(tmp_path: Path) -> None:
+    objects = render(tmp_path, CUSTOM_VALUES)
+    assert not by_kind(objects, "PersistentVolumeClaim"), "an existing claim must not be created again"
+    assert not by_kind(objects, "Role")
+    assert not by_kind(objects, "RoleBinding")
+
+    container = operator_container(objects)
+    assert container["image"] == "registry.example.com/ml/datasweep-operator:1.2.3"
+    assert container["imagePullPolicy"] == "Always"
+    assert container["args"] == [
+        "operator",
+        "--liveness",
+        "http://0.0.0.0:8080/healthz",
+        "--all-namespaces",
+        "--verbose",
+    ]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert set(mounts) == {"/etc/datasweep", "/tmp", "/mnt/data", "/sources/models", "/sources/raw-data"}
+    assert mounts["/sources/raw-data"]["readOnly"] is True
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claims["data"] == "shared-nfs"
+    assert sorted(claims.values()) == ["models", "raw-data", "shared-nfs"]
+    assert pod["serviceAccountName"] == "sweeper"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["nodeSelector"] == {"pool": "system"}
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["tolerations"] == CUSTOM_VALUES["tolerations"]
+
+    config = config_of(objects)
+    assert set(config) == CONFIG_KEYS
+    assert config["dataRoot"] == "/mnt/data"
+    assert config["dataClaimName"] == "shared-nfs"
+    assert config["volumes"] == CUSTOM_VALUES["sourceVolumes"]
+    assert config["images"] == {
+        "worker": "registry.example.com/ml/worker:1.2.3",
+        "trainer": "registry.example.com/ml/trainer@sha256:" + "a" * 64,
+        "pullPolicy": "Always",
+        "pullSecrets": ["regcred"],
+    }
+    assert config["jobDefaults"] == {**CUSTOM_VALUES["jobDefaults"], "serviceAccountName": "sweep-worker"}
+    assert (config["queueName"], config["maxPoints"], config["retries"]) == ("team-a", 64, 5)
+    assert config["retryBackoffSeconds"] == 30
+
+    cluster_roles = {o["metadata"]["name"]: o for o in by_kind(objects, "ClusterRole")}
+    assert set(cluster_roles) == {f"{NAMESPACE}-datasweep-framework", f"{NAMESPACE}-datasweep-application"}
+    framework = rules_of(cluster_roles[f"{NAMESPACE}-datasweep-framework"])
+    assert framework == {**FRAMEWORK_CLUSTER_RULES, **FRAMEWORK_NAMESPACED_RULES}
+    application = rules_of(cluster_roles[f"{NAMESPACE}-datasweep-application"])
+    assert application == {**APPLICATION_RULES, **TRAINJOB_RULES}
+    for binding in by_kind(objects, "ClusterRoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "sweeper", "namespace": NAMESPACE}]
+
+    workers = [o for o in by_kind(objects, "ServiceAccount") if o["metadata"]["name"] == "sweep-worker"]
+    assert [w["metadata"]["namespace"] for w in workers] == [NAMESPACE]
+
+
+@needs_helm
+def test_config_change_changes_the_checksum_annotation(tmp_path: Path) -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        deployment = one(render(tmp_path, values), "Deployment")
+        return str(deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+    assert checksum({}) != checksum({"retries": 3})
+    assert checksum({}) == checksum({"resources": {"requests": {"cpu": "1"}}})
+
+
+@needs_helm
+def test_namespace_mode_with_several_namespaces(tmp_path: Path) -> None:
+    objects = render(tmp_path, {"watch": {"namespaces": ["team-a", "team-b"]}, "queueName": "gpu-queue"})
+    container = operator_container(objects)
+    assert container["args"][3:] == ["--namespace", "team-a", "--namespace", "team-b"]
+    for kind in ("Role", "RoleBinding"):
+        placed = sorted((o["metadata"]["namespace"], o["metadata"]["name"]) for o in by_kind(objects, kind))
+        assert placed == [
+            ("team-a", "datasweep-application"),
+            ("team-a", "datasweep-framework"),
+            ("team-b", "datasweep-application"),
+            ("team-b", "datasweep-framework"),
+        ]
+    for binding in by_kind(objects, "RoleBinding"):
+        assert binding["subjects"][0]["namespace"] == NAMESPACE
+    workers = sorted(
+        o["metadata"]["namespace"]
+        for o in by_kind(objects, "ServiceAccount")
+        if o["metadata"]["name"] == "datasweep-worker"
+    )
+    assert workers == ["team-a", "team-b"]
+    assert config_of(objects)["queueName"] == "gpu-queue"
+
+
+@needs_helm
+def test_storage_settings_and_gitops_values(tmp_path: Path) -> None:
+    objects = render(
+        tmp_path,
+        {
+            "data": {
+                "storageClassName": "nfs-rwx",
+                "accessModes": ["ReadWriteOnce"],
+                "size": "5Gi",
+                "keepOnUninstall": False,
+                "claimName": "sweep-data",
+            }
+        },
+    )
+    pvc = one(objects, "PersistentVolumeClaim", "sweep-data")
+    assert pvc["spec"]["storageClassName"] == "nfs-rwx"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert "helm.sh/resource-policy" not in (pvc["metadata"].get("annotations") or {})
+    assert config_of(objects)["dataClaimName"] == "sweep-data"
+    # "" means no class at all (static binding to a pre-made PV), which differs from the default class.
+    pvc = one(render(tmp_path, {"data": {"storageClassName": ""}}), "PersistentVolumeClaim")
+    assert pvc["spec"]["storageClassName"] == ""
+
+    gitops = render(tmp_path, yaml.safe_load(GITOPS_VALUES.read_text()), namespace="ml-experiments")
+    assert not by_kind(gitops, "PersistentVolumeClaim")
+    assert config_of(gitops)["queueName"] == "ml-team"
+
+
+BAD_VALUES = [
+    (["--set", "replicaCount=2"], ["replicaCount"]),
+    (["--set", "image.pullPolicy=Sometimes"], ["pullPolicy", "Always", "IfNotPresent", "Never"]),
+    (["--set", "workerImages.pullPolicy=always"], ["workerImages", "pullPolicy"]),
+    (["--set", "retries=-1"], ["retries", "minimum"]),
+    (["--set", "maxPoints=0"], ["maxPoints"]),
+    (["--set", "replicas=2"], ["replicas", "additional"]),
+    (["--set", "data.size=lots"], ["size"]),
+    (["--set", "data.accessModes={ReadWriteSometimes}"], ["accessModes"]),
+    (["--set", "data.dataRoot=data"], ["dataRoot"]),
+    (["--set", "watch.namespaces={Team_A}"], ["namespaces"]),
+    (["--set", "runAsUser=0"], ["runAsUser"]),
+    (["--set", "healthPort=80"], ["healthPort"]),
+    (["--set", "jobDefaults.gpuTolerations[0].operator=Maybe"], ["gpuTolerations", "operator"]),
+    (["--set", "workerImages.trainer.digest=sha256:abc"], ["digest"]),
+    (["--set", "imagePullSecrets[0].name=regcred"], ["imagePullSecrets"]),
+    # Cross-field rules, checked by templates/validate.yaml:
+    (
+        ["--set", "watch.allNamespaces=true", "--set", "watch.namespaces={a}"],
+        ["watch.allNamespaces", "choose one"],
+    ),
+    (["--set", "sourceVolumes.raw-data=/data"], ["sourceVolumes.raw-data", "reserved"]),
+    (["--set", "sourceVolumes.datasweep-data=/sources/x"], ["sourceVolumes.datasweep-data", "data claim"]),
+    (["--set", "serviceAccount.create=false"], ["serviceAccount.name is required"]),
+]
+
+
+@needs_helm
+@pytest.mark.parametrize(("args", "expected"), BAD_VALUES, ids=[" ".join(a[1::2]) for a, _ in BAD_VALUES])
+def test_bad_values_are_rejected_with_a_message(args: list[str], expected: list[str]) -> None:
+    result = helm("template", "datasweep", str(CHART), "--namespace", NAMESPACE, *args, check=False)
+    assert result.returncode != 0, f"helm accepted {args}:\n{result.stdout[:400]}"
+    for text in expected:
+        assert text in result.stderr, f"{text!r} missing from helm's message:\n{result.stderr}"
+
+
+def test_schema_is_valid_json_and_covers_every_default_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert schema["additionalProperties"] is False
+    missing = sorted(set(values) - set(schema["properties"]))
+    assert not missing, f"values.yaml keys without a schema entry: {missing}"
+
+
+def test_chart_versions_follow_the_package() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["appVersion"] == datasweep.__version__
+
+
+# -- images
+
+
+def _final_stage(dockerfile: Path) -> tuple[list[str], list[str]]:
+    """The instructions of the Dockerfile's last stage (continuations joined) and all FROM lines."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    froms = [line for line in lines if line.upper().startswith("FROM ")]
+    last_from = max(i for i, line in enumerate(lines) if line.upper().startswith("FROM "))
+    return lines[last_from:], froms
+
+
+def _exec_form(stage: list[str], instruction: str) -> list[str]:
+    found = [line for line in stage if line.split(None, 1)[0].upper() == instruction]
+    if not found:
+        return []
+    value = json.loads(found[-1].split(None, 1)[1])
+    assert isinstance(value, list), f"{instruction} must use the exec (JSON) form"
+    return [str(v) for v in value]
+
+
+DOCKERFILES = sorted(IMAGES.glob("*.Dockerfile"))
+
+
+def test_the_three_images_exist() -> None:
+    assert [p.name for p in DOCKERFILES] == [
+        "operator.Dockerfile",
+        "trainer-cuda.Dockerfile",
+        "worker.Dockerfile",
+    ]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=[p.stem for p in DOCKERFILES])
+def test_dockerfile_is_multi_stage_pinned_non_root_without_secrets(dockerfile: Path) -> None:
+    stage, froms = _final_stage(dockerfile)
+    text = dockerfile.read_text()
+    assert len(froms) >= 2, "multi-stage: build tools stay out of the final image"
+    # Base images come from ARGs whose defaults carry an exact version tag (never latest).
+    base_args = dict(re.findall(r"^ARG (\w+_IMAGE)=(\S+)$", text, flags=re.MULTILINE))
+    assert base_args, "the base image is an ARG with a pinned default"
+    for image in base_args.values():
+        name, _, tag = image.partition("@")[0].rpartition(":")
+        pinned = bool(name) and re.search(r"\d", tag) is not None and tag != "latest"
+        assert pinned, f"base image {image} is not pinned to a version"
+    for line in froms:
+        assert re.fullmatch(r"FROM \$\{\w+_IMAGE\}( AS \w+)?", line), f"unpinned base: {line}"
+    users = [line for line in stage if line.upper().startswith("USER ")]
+    assert users, "the final stage sets USER"
+    assert users[-1].split()[1] == "10001:10001", "the final stage runs as uid 10001"
+    for line in text.splitlines():
+        if line.startswith(("ENV", "ARG")):
+            assert not re.search(r"(API_KEY|TOKEN|PASSWORD|SECRET)", line, flags=re.IGNORECASE), line
+    assert (dockerfile.parent / f"{dockerfile.name}.dockerignore").is_file()
+
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _entrypoint_command(dockerfile: Path) -> list[str]:
+    stage, _ = _final_stage(dockerfile)
+    command = _exec_form(stage, "ENTRYPOINT") + _exec_form(stage, "CMD")
+    assert command[:1] == ["datasweep"], f"{dockerfile.name}: the entrypoint is the datasweep CLI"
+    return [str(VENV_BIN / "datasweep"), *command[1:], "--help"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=[p.stem for p in DOCKERFILES])
+def test_image_entrypoint_runs_as_a_plain_process(dockerfile: Path) -> None:
+    command = _entrypoint_command(dockerfile)
+    if command[1] == "operator":
+        probe = subprocess.run(
+            [command[0], "operator", "--help"], capture_output=True, text=True, timeout=120
+        )
+        if probe.returncode != 0:
+            pytest.skip(
+                "`datasweep operator` is not implemented yet (the operator lands with the lead's issue)"
+            )
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env=dict(os.environ, HF_HUB_OFFLINE="1")
+    )
+    assert result.returncode == 0, f"{shlex.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    assert "Usage:" in result.stdout
+
+
+def _worker_modules() -> Iterator[str]:
+    from datasweep.cli.main import WORKERS
+
+    for target in WORKERS.values():
+        yield target.split(":")[0].rsplit(".", 1)[0]
+
+
+@pytest.mark.parametrize("module", sorted(_worker_modules()))
+def test_trainer_torchrun_module_form_runs(module: str) -> None:
+    """The CUDA image's multi-node command is `torchrun ... -m datasweep.workloads.<stage> --spec FILE`."""
+    if importlib.util.find_spec(module) is None or importlib.util.find_spec(f"{module}.__main__") is None:
+        pytest.skip(f"{module} (with __main__) is not in the package yet: its workload issue adds it")
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--spec" in result.stdout
+    assert (VENV_BIN / "torchrun").is_file(), "torchrun comes with torch (the [train] extra)"
+
+
+def test_chart_ships_the_generated_crds() -> None:
+    """charts/datasweep/crds is the generator's copy of crds/ (`make crds` writes both)."""
+    generated = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    assert generated, "crds/ is empty: run `make crds`"
+    chart_crds = CHART / "crds"
+    shipped = sorted(p.name for p in chart_crds.glob("*.yaml")) if chart_crds.is_dir() else []
+    assert shipped == generated, "charts/datasweep/crds differs from crds/: run `make crds`"
+    for name in generated:
+        assert (chart_crds / name).read_text() == (REPO / "crds" / name).read_text(), (
+            f"{name} is stale: make crds"
+        )

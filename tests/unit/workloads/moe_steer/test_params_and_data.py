@@ -1,0 +1,145 @@
+"""Params validation, loading prompts, building mixed batches and replaying them with the sampler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from datasweep.api.stages.moe_steer import MoeSteerParams
+from datasweep.workloads.moe_steer.data import (
+    BatchPreservingSampler,
+    build_batches,
+    load_prompts,
+    read_batches,
+    write_batches,
+)
+from datasweep.workloads.moe_steer.errors import MoeSteerInputError
+
+from .conftest import SAFE_PROMPTS, UNSAFE_PROMPTS, write_jsonl
+
+
+def test_ratio_that_does_not_divide_the_batch_is_rejected() -> None:
+    with pytest.raises(ValidationError, match=r"safe_ratio 0.3 does not divide batch_size 16"):
+        MoeSteerParams(batch_size=16, safe_ratio=0.3)
+    params = MoeSteerParams(batch_size=12, safe_ratio=0.25)
+    assert (params.safe_per_batch, params.unsafe_per_batch) == (3, 9)
+
+
+def test_empty_or_overlapping_label_sets_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="at least one label value"):
+        MoeSteerParams(input_format="labeled", safe_labels=[])
+    with pytest.raises(ValidationError, match="in both safe_labels and unsafe_labels"):
+        MoeSteerParams(input_format="labeled", safe_labels=["0", "x"], unsafe_labels=["X"])
+
+
+def test_selection_needs_top_n_or_threshold_and_unknown_keys_fail() -> None:
+    with pytest.raises(ValidationError, match="top_n and/or threshold"):
+        MoeSteerParams(top_n=None, threshold=None)
+    with pytest.raises(ValidationError, match="extra"):
+        MoeSteerParams.model_validate({"batchsize": 8})
+
+
+def test_paired_artifact_reads_only_the_split_and_tags_batches(paired_artifact: Path) -> None:
+    params = MoeSteerParams(batch_size=4, safe_ratio=0.5, seed=3)
+    prompts, report = load_prompts(params, data=paired_artifact)
+    assert [Path(f).name for f in report.files] == ["safetyprompts_train.jsonl"]
+    assert sum(p.label == "safe" for p in prompts) == len(SAFE_PROMPTS)
+    assert sum(p.label == "unsafe" for p in prompts) == len(UNSAFE_PROMPTS)
+
+    batches = build_batches(prompts, params)
+    assert len(batches) == 6
+    for batch_idx, batch in enumerate(batches):
+        assert [r.batch_idx for r in batch] == [batch_idx] * 4
+        assert [r.in_batch_idx for r in batch] == [0, 1, 2, 3]
+        assert [r.label for r in batch] == ["safe", "safe", "unsafe", "unsafe"]
+    every = [r.prompt for batch in batches for r in batch]
+    assert sorted(every) == sorted(SAFE_PROMPTS + UNSAFE_PROMPTS)  # each prompt used exactly once
+    assert build_batches(prompts, params) == batches  # seeded
+    assert build_batches(prompts, MoeSteerParams(batch_size=4, seed=4)) != batches
+
+
+def test_uneven_ratio_and_leftovers(paired_artifact: Path) -> None:
+    params = MoeSteerParams(batch_size=4, safe_ratio=0.25, max_batches=2)
+    prompts, _ = load_prompts(params, data=paired_artifact)
+    batches = build_batches(prompts, params)
+    assert len(batches) == 2
+    assert [r.label for r in batches[0]] == ["safe", "unsafe", "unsafe", "unsafe"]
+
+
+def test_labeled_records_and_separate_files(tmp_path: Path) -> None:
+    labeled = write_jsonl(
+        tmp_path / "labeled.jsonl",
+        [{"text": "a b", "y": 0}, {"text": "c d", "y": "Harmful"}, {"text": "a b", "y": "0"}, {"text": " ", "y": 1}],
+    )
+    params = MoeSteerParams(input_format="labeled", prompt_field="text", label_field="y")
+    prompts, report = load_prompts(params, data=labeled)
+    assert [(p.text, p.label) for p in prompts] == [("a b", "safe"), ("c d", "unsafe")]
+    assert (report.duplicates_dropped, report.skipped_empty) == (1, 1)
+
+    safe = write_jsonl(tmp_path / "s" / "safe.jsonl", [{"prompt": "x"}])
+    unsafe = write_jsonl(tmp_path / "u" / "unsafe.jsonl", [{"prompt": "y"}, {"prompt": "z"}])
+    prompts, _ = load_prompts(MoeSteerParams(), safe=safe, unsafe=unsafe.parent)
+    assert [(p.text, p.label) for p in prompts] == [("x", "safe"), ("y", "unsafe"), ("z", "unsafe")]
+
+
+def test_bad_records_name_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"goal": "a", "all_prompt": "b"}\n{not json}\n', encoding="utf-8")
+    with pytest.raises(MoeSteerInputError, match=r"bad.jsonl:2: not valid JSON"):
+        load_prompts(MoeSteerParams(), data=bad)
+    wrong = write_jsonl(tmp_path / "wrong.jsonl", [{"question": "a"}])
+    with pytest.raises(MoeSteerInputError, match=r"wrong.jsonl:1: record has neither 'goal' nor 'all_prompt'"):
+        load_prompts(MoeSteerParams(), data=wrong)
+    unknown = write_jsonl(tmp_path / "unknown.jsonl", [{"prompt": "a", "label": "maybe"}])
+    with pytest.raises(MoeSteerInputError, match=r"unknown.jsonl:1: label 'maybe' is in neither"):
+        load_prompts(MoeSteerParams(input_format="labeled"), data=unknown)
+    with pytest.raises(MoeSteerInputError, match="input data not found"):
+        load_prompts(MoeSteerParams(), data=tmp_path / "missing")
+
+
+def test_a_label_with_no_prompts_is_a_clear_error(tmp_path: Path) -> None:
+    only_safe = write_jsonl(tmp_path / "only_safe.jsonl", [{"goal": f"safe {i}"} for i in range(8)])
+    prompts, _ = load_prompts(MoeSteerParams(), data=only_safe)
+    with pytest.raises(MoeSteerInputError, match=r"no unsafe prompts in the input \(8 safe, 0 unsafe\)"):
+        build_batches(prompts, MoeSteerParams())
+    few = write_jsonl(tmp_path / "few.jsonl", [{"goal": "a", "all_prompt": "b"}])
+    prompts, _ = load_prompts(MoeSteerParams(), data=few)
+    with pytest.raises(MoeSteerInputError, match="not enough prompts for one batch of 8 safe"):
+        build_batches(prompts, MoeSteerParams())
+
+
+def test_sampler_replays_the_saved_batches_exactly(paired_artifact: Path, tmp_path: Path) -> None:
+    params = MoeSteerParams(batch_size=4, seed=1)
+    prompts, _ = load_prompts(params, data=paired_artifact)
+    batches = build_batches(prompts, params)
+    write_batches(batches, tmp_path / "batches.jsonl")
+    assert read_batches(tmp_path / "batches.jsonl") == batches
+
+    # rows in scrambled order, as a dataset might hold them
+    rows = [r for batch in batches for r in batch][::-1]
+    sampler = BatchPreservingSampler([r.batch_idx for r in rows], [r.in_batch_idx for r in rows])
+    assert len(sampler) == len(batches)
+    assert [[rows[i] for i in indices] for indices in sampler] == batches
+
+    shuffled = BatchPreservingSampler([r.batch_idx for r in rows], [r.in_batch_idx for r in rows], shuffle=True)
+    epochs = []
+    for epoch in range(3):
+        shuffled.set_epoch(epoch)
+        replay = [[rows[i] for i in indices] for indices in shuffled]
+        assert sorted(replay, key=lambda b: b[0].batch_idx) == batches  # same members, same order inside
+        epochs.append([b[0].batch_idx for b in replay])
+    assert len({tuple(order) for order in epochs}) > 1
+
+
+def test_read_batches_rejects_broken_structure(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "batches.jsonl",
+        [
+            {"batch_idx": 0, "in_batch_idx": 0, "label": "safe", "prompt": "a"},
+            {"batch_idx": 0, "in_batch_idx": 2, "label": "unsafe", "prompt": "b"},
+        ],
+    )
+    with pytest.raises(MoeSteerInputError, match="batch 0 has in_batch_idx gaps"):
+        read_batches(path)

@@ -1,0 +1,200 @@
+"""End to end: WorkerSpec -> `datasweep worker qa --spec` -> manifest; evaluate and predict commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from datasweep.cli.main import cli
+from datasweep.store.manifest import read_manifest
+from datasweep.workloads.qa.metrics import squad_v2_evaluate
+
+from .conftest import FAST_PARAMS, make_alias_title_records, write_jsonl
+
+FINGERPRINT = "ab" * 32
+
+
+def _spec(tmp_path: Path, data: Path, model: Path, params: dict[str, Any]) -> Path:
+    spec = {
+        "apiVersion": "datasweep.io/v1alpha1",
+        "kind": "WorkerSpec",
+        "stage": "qa",
+        "artifact": "aliastitle-qa-abababababab",
+        "fingerprint": FINGERPRINT,
+        "dataset": "aliastitle",
+        "semanticName": "temp07_topp10_gpt4o",
+        "outputDir": str(tmp_path / "out"),
+        "inputs": {"data": str(data)},
+        "baseModel": str(model),
+        "params": params,
+    }
+    path = tmp_path / "worker.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_stage(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> dict[str, Any]:
+    """The whole stage on 600 synthetic alias/title questions (4 epochs, about 30 s on one CPU core)."""
+    import torch
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("qa-stage")
+    data = root / "generate"
+    splits = {
+        "train": make_alias_title_records(600, seed=1),
+        "validation": make_alias_title_records(45, seed=2),
+        "test": make_alias_title_records(24, seed=3),
+    }
+    for split, records in splits.items():
+        write_jsonl(data / "AliasTitle" / f"aliastitle_{split}.jsonl", records)
+    params = {**FAST_PARAMS, "num_train_epochs": 4, "learning_rate": 2e-3, "plot_update_every": 1000}
+    spec = _spec(root, data, tiny_bert, params)
+    result = CliRunner().invoke(cli, ["worker", "qa", "--spec", str(spec)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return {"out": root / "out", "data": data, "splits": splits, "spec": spec, "stdout": result.output}
+
+
+def test_stage_writes_seed_outputs_and_manifest_last(trained_stage: dict[str, Any]) -> None:
+    out: Path = trained_stage["out"]
+    manifest = read_manifest(out)
+    assert manifest is not None and manifest.fingerprint == FINGERPRINT and manifest.stage == "qa"
+    listed = {entry.path for entry in manifest.files}
+    for name in (
+        "training_curves.png",
+        "metrics_history.json",
+        "train.log",
+        "eval_results.json",
+        "predictions.json",
+        "null_odds.json",
+        "test_results.json",
+        "best/model.safetensors",
+        "best/qa_config.json",
+        "checkpoint-epoch-4/trainer_state.pt",
+    ):
+        assert name in listed, name
+    assert (out / ".fingerprint").read_text().strip() == FINGERPRINT
+    assert manifest.extra["null_threshold"] == json.loads((out / "eval_results.json").read_text())["null_threshold"]
+
+
+def test_trained_model_beats_the_always_no_answer_baseline(trained_stage: dict[str, Any]) -> None:
+    dev = trained_stage["splits"]["validation"]
+    gold = {r["id"]: r["answers"]["text"] for r in dev}
+    baseline = squad_v2_evaluate(gold, dict.fromkeys(gold, ""))["f1"]  # = share of unanswerable questions
+    results = json.loads((trained_stage["out"] / "eval_results.json").read_text())
+    assert baseline == pytest.approx(100 * 15 / 45)
+    assert results["f1"] >= baseline + 20, results  # F1 at the dev-tuned null threshold
+    assert results["HasAns_f1"] > 30
+    # predictions.json is what was scored: the official metric on it gives the same F1
+    preds = json.loads((trained_stage["out"] / "predictions.json").read_text())
+    assert squad_v2_evaluate(gold, preds)["f1"] == pytest.approx(results["f1"])
+
+
+def test_rerun_of_a_complete_stage_does_nothing(trained_stage: dict[str, Any]) -> None:
+    before = (trained_stage["out"] / "manifest.json").read_text()
+    result = CliRunner().invoke(cli, ["worker", "qa", "--spec", str(trained_stage["spec"])])
+    assert result.exit_code == 0, result.output
+    assert (trained_stage["out"] / "manifest.json").read_text() == before
+
+
+def test_evaluate_and_predict_commands(trained_stage: dict[str, Any], tmp_path: Path) -> None:
+    best = trained_stage["out"] / "best"
+    data = trained_stage["data"]
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["worker", "qa", "evaluate", "--model", str(best), "--data", str(data), "--output", str(tmp_path / "eval")]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
+    stage = json.loads((trained_stage["out"] / "eval_results.json").read_text())
+    assert metrics["best_f1"] == pytest.approx(stage["best_f1"])
+    assert {"HasAns_f1", "NoAns_f1", "best_exact_thresh"} <= metrics.keys()
+
+    # the official script's mode: score files
+    result = runner.invoke(
+        cli,
+        [
+            "worker",
+            "qa",
+            "evaluate",
+            "--data",
+            str(data),
+            "--predictions",
+            str(tmp_path / "eval" / "predictions.json"),
+            "--null-odds",
+            str(tmp_path / "eval" / "null_odds.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["best_f1"] == pytest.approx(stage["best_f1"])
+
+    questions = write_jsonl(
+        tmp_path / "questions.jsonl",
+        [{"id": r["id"], "context": r["context"], "question": r["question"]} for r in trained_stage["splits"]["test"]],
+    )
+    result = runner.invoke(
+        cli,
+        [
+            "worker",
+            "qa",
+            "predict",
+            "--model",
+            str(best),
+            "--data",
+            str(questions),
+            "--output",
+            str(tmp_path / "pred"),
+            "--n-best",
+            "3",
+            "--max-answer-length",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    preds = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    odds = json.loads((tmp_path / "pred" / "null_odds.json").read_text())
+    nbest = json.loads((tmp_path / "pred" / "nbest_predictions.json").read_text())
+    assert preds.keys() == odds.keys() == nbest.keys() == {r["id"] for r in trained_stage["splits"]["test"]}
+    assert all(len(entries) <= 3 + 1 for entries in nbest.values())  # n-best spans plus the null entry
+    assert all(len(text.split()) <= 2 for text in preds.values())  # max answer length in tokens (names are 1 token+)
+
+
+def test_bad_inputs_exit_2_with_the_record_id(tmp_path: Path, tiny_bert: Path) -> None:
+    data = tmp_path / "data"
+    good = make_alias_title_records(6, seed=5)
+    bad = {**good[0], "id": "broken-7", "answers": {"text": ["Zed"], "answer_start": [999]}}
+    write_jsonl(data / "x_train.jsonl", [*good, bad])
+    write_jsonl(data / "x_validation.jsonl", good)
+    spec = _spec(tmp_path, data, tiny_bert, {**FAST_PARAMS})
+    result = CliRunner().invoke(cli, ["worker", "qa", "--spec", str(spec)])
+    assert result.exit_code == 2
+    assert "id broken-7" in result.output and "outside the context" in result.output
+    assert read_manifest(tmp_path / "out") is None
+
+    spec = _spec(tmp_path, data, tiny_bert, {"learning_rate": -1, "nonsense": 1})
+    result = CliRunner().invoke(cli, ["worker", "qa", "--spec", str(spec)])
+    assert result.exit_code == 2
+    assert "spec.params.learning_rate" in result.output and "spec.params.nonsense" in result.output
+
+    result = CliRunner().invoke(
+        cli,
+        [
+            "worker",
+            "qa",
+            "train",
+            "--data",
+            str(data),
+            "--model",
+            str(tmp_path / "nope"),
+            "--output",
+            str(tmp_path / "o"),
+            "--set",
+            "num_workers=0",
+        ],
+    )
+    assert result.exit_code == 2 and "model directory not found" in result.output
