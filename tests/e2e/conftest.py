@@ -21,6 +21,7 @@ if str(HACK_DIR) not in sys.path:
     sys.path.insert(0, str(HACK_DIR))
 
 from controlplane import ControlPlane, build  # noqa: E402
+from tests.e2e.operator_harness import CRDS, cluster_fixtures, write_dataset  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,3 +65,28 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
         yield name
     finally:
         control_plane.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+# Operator tests: the CRDs, a data volume root and a namespace with the API-key Secret and data PVC.
+
+
+@pytest.fixture(scope="session")
+def crds(control_plane: ControlPlane) -> None:
+    """The CRDs generated from the models, installed once."""
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    for plural in ("experiments", "artifacts", "batches"):
+        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{plural}.datasweep.io", "--timeout=60s")
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    write_dataset(root)
+    return root
+
+
+@pytest.fixture
+def ready_namespace(control_plane: ControlPlane, namespace: str, data_root: Path, crds: None) -> str:
+    cluster_fixtures(control_plane, namespace, data_root)
+    return namespace

@@ -83,8 +83,10 @@ def local_gc_candidates(backend: LocalBackend) -> tuple[list[GcCandidate], list[
         if any(name in keep for name in nested):
             continue
         directory = backend.root / a.path
-        size = dir_size(directory) if directory.exists() else 0
-        candidates.append(GcCandidate(a.path, "no batch view links to it", nested, size))
+        if directory.exists():
+            candidates.append(GcCandidate(a.path, "no batch view links to it", nested, dir_size(directory)))
+        else:
+            candidates.append(GcCandidate(a.path, "its directory is gone: a stale record", nested, 0))
     # training artifacts whose generate directory is kept but which no batch point uses any more cannot be
     # told apart from ones in use: a batch view protects the whole directory, so they stay.
     shared = backend.root / SHARED
@@ -150,7 +152,8 @@ def gc(
         return
     for candidate in candidates:
         if isinstance(backend, LocalBackend):
-            shutil.rmtree(backend.root / candidate.path, ignore_errors=False)
+            if (backend.root / candidate.path).exists():
+                shutil.rmtree(backend.root / candidate.path)
             for name in candidate.artifacts:
                 backend.registry.delete_artifact(name)
         else:

@@ -24,7 +24,10 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class PlanInputs:
-    """What the planner needs from the outside world (read by the caller, passed in)."""
+    """What the planner needs from the outside world (read by the caller, passed in).
+
+    Prompts given here (read from a ConfigMap) win over the spec's inline `prompt.text`.
+    """
 
     dataset_sha256: dict[str, str]
     generation_prompt: str | None = None
@@ -103,8 +106,9 @@ def _generate_params(spec: ExperimentSpec, values: dict[str, Any], inputs: PlanI
         "base_url": generation.base_url,
         **values,
     }
-    if inputs.generation_prompt is not None:
-        params["prompt"] = inputs.generation_prompt
+    prompt = inputs.generation_prompt if inputs.generation_prompt is not None else generation.prompt.text
+    if prompt is not None:
+        params["prompt"] = prompt
     if spec.validation is None:
         params["validation"] = None
     else:
@@ -112,8 +116,9 @@ def _generate_params(spec: ExperimentSpec, values: dict[str, Any], inputs: PlanI
             "model": spec.validation.model,
             "temperature": spec.validation.temperature,
         }
-        if inputs.validation_prompt is not None:
-            validation["prompt"] = inputs.validation_prompt
+        judge_prompt = inputs.validation_prompt if inputs.validation_prompt is not None else spec.validation.prompt.text
+        if judge_prompt is not None:
+            validation["prompt"] = judge_prompt
         params["validation"] = validation
     return params
 

@@ -99,6 +99,7 @@ class _State:
         self.ids = itertools.count(1)
         self.counts: Counter[str] = Counter()
         self.chat_log: list[dict[str, Any]] = []
+        self.chat_arrivals: list[float] = []  # time.monotonic() of every chat request
         self.batch_request_log: list[str] = []  # custom ids of every request submitted in a batch
         self.lock = threading.Lock()
 
@@ -325,6 +326,7 @@ class OpenAITestServer:
         body = await request.json()
         with self.state.lock:
             self.state.chat_log.append(body)
+            self.state.chat_arrivals.append(time.monotonic())
             fault = self.behavior.chat_faults.pop(0) if self.behavior.chat_faults else None
         if self.behavior.latency_s:
             await asyncio.sleep(self.behavior.latency_s)

@@ -27,6 +27,7 @@ def spec(**overrides: Any) -> dict[str, Any]:
         "batch": BATCH,
         "datasets": copa_dataset(),
         "generation": generation(None, temperature=[0.5, 0.7]),
+        "validation": {"model": "gpt-4o", "temperature": 0.0},
     }
     base.update(overrides)
     return base
@@ -100,12 +101,12 @@ def test_ctrl_c_stops_workers_and_a_rerun_resumes(workspace: Path, write_experim
     text = output.decode()
     assert process.returncode == 130, text
     assert "interrupted" in text and "rerun" in text
-    assert not list(root.glob("_shared/Copa/*/manifest.json"))  # nothing half-done is marked complete
+    assert not list(root.glob("_shared/Copa/temp*/manifest.json"))  # nothing half-done is marked complete
     phases = {json.loads(p.read_text())["phase"] for p in (root / ".datasweep" / "artifacts").glob("*.json")}
     assert phases == {"Pending"}
     rerun = subprocess.run([*command, "--worker-command", fake_worker_command()], env=env, capture_output=True)
     assert rerun.returncode == 0, rerun.stderr.decode()
-    assert len(list(root.glob("_shared/Copa/*/manifest.json"))) == 2
+    assert len(list(root.glob("_shared/Copa/temp*/manifest.json"))) == 2
 
 
 def test_force_regenerate_supersedes_and_gc_offers_the_old_copy(
@@ -119,12 +120,12 @@ def test_force_regenerate_supersedes_and_gc_offers_the_old_copy(
     )
     assert "2 points: 0 reused, 2 created" in forced.output
     assert "moved aside" in forced.output
-    assert len(list(root.glob("_shared/Copa/*/manifest.json"))) == 2
+    assert len(list(root.glob("_shared/Copa/temp*/manifest.json"))) == 2
     gc = json.loads(invoke("gc", "--root", root, "-o", "json").stdout)
     assert sorted(c["reason"] for c in gc["candidates"]) == ["superseded by forceRegenerate"] * 2
     invoke("gc", "--root", root, "--yes")
     assert not list(root.glob("_shared/Copa/.*superseded*"))
-    assert len(list(root.glob("_shared/Copa/*/manifest.json"))) == 2
+    assert len(list(root.glob("_shared/Copa/temp*/manifest.json"))) == 2
 
 
 def test_plan_estimates_tokens_cost_and_gpu_hours_and_creates_nothing(

@@ -7,7 +7,7 @@ of the fingerprint. Every other field changes the result.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -177,6 +177,16 @@ class GenerateParams(ParamsModel):
     device: str | None = Field(
         default=None, description="transformers: torch device (default cuda if available)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_default_prompt(cls, data: Any) -> Any:
+        # the default generation prompt depends on the task; an explicit prompt always wins
+        if isinstance(data, dict) and data.get("prompt") is None:
+            data = {key: value for key, value in data.items() if key != "prompt"}
+            if data.get("task") == "code-scenarios":
+                data["prompt"] = DEFAULT_SCENARIO1_PROMPT
+        return data
 
     @model_validator(mode="after")
     def _check_backend(self) -> GenerateParams:

@@ -176,7 +176,7 @@ def squad_v2_evaluate(
     To tune a null threshold, pass every question's best non-null span as `preds` and the null odds as
     `na_probs`: `exact`/`f1` are then the scores at `na_prob_thresh`, `best_*` the best over thresholds.
     """
-    probs = dict(na_probs) if na_probs is not None else {k: 0.0 for k in preds}
+    probs = dict(na_probs) if na_probs is not None else dict.fromkeys(preds, 0.0)
     qid_to_has_ans = make_qid_to_has_ans(gold)
     has_ans_qids = [k for k, v in qid_to_has_ans.items() if v]
     no_ans_qids = [k for k, v in qid_to_has_ans.items() if not v]

@@ -14,7 +14,6 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import MaxNLocator
 
     steps = history.get("steps", [])

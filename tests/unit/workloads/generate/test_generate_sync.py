@@ -132,23 +132,17 @@ def test_code_scenarios_through_openai_compatible(api_key, tmp_path, monkeypatch
 def test_429_retry_after_is_honoured_and_500_retried(api_key, tmp_path):
     source = tmp_path / "src"
     write_jsonl(source / "copa_train.jsonl", [{"id": "a", "text": "one"}])
-    behavior = ServerBehavior(chat_faults=[Fault(429, retry_after=0.6), Fault(500), Fault(503)])
+    behavior = ServerBehavior(
+        chat_faults=[Fault(429, retry_after=0.6), Fault(429, retry_after_ms=300), Fault(500), Fault(503)]
+    )
     with serve_openai(behavior) as server:
-        stamps: list[float] = []
-        original = server.state.completion
-
-        def stamped(body):  # time of every answered or faulted request, as the server saw it
-            return original(body)
-
-        server.state.completion = stamped
         spec = make_spec(tmp_path, source, {"base_url": server.url, "validation": None, "concurrency": 1})
-        started = time.monotonic()
         run_generate(spec)
-        elapsed = time.monotonic() - started
-        stamps.append(elapsed)
-        assert server.counts["POST /v1/chat/completions"] == 4  # 429, 500, 503, then the answer
-    # the SDK waited at least what retry-after said before its first retry
-    assert elapsed >= 0.6
+        assert server.counts["POST /v1/chat/completions"] == 5  # 429, 429, 500, 503, then the answer
+        arrivals = server.state.chat_arrivals
+    # the SDK waited at least what retry-after / retry-after-ms said before retrying
+    assert arrivals[1] - arrivals[0] >= 0.6
+    assert arrivals[2] - arrivals[1] >= 0.3
     assert read_jsonl(spec.output_path / "Copa" / "copa_train.jsonl")[0]["text"] == "rephrased: one"
 
 
@@ -216,7 +210,8 @@ def test_resume_after_kill_repeats_only_requests_in_flight(api_key, tmp_path):
     )
     repeated = [text for text, count in texts.items() if count > 1]
     # only requests that were in flight (sent, answer not yet journaled) at the kill are sent again
-    assert len(repeated) <= first_run_requests - len(answered_before) <= concurrency + 8
+    in_flight = first_run_requests - len(answered_before)
+    assert len(repeated) <= in_flight <= 2 * concurrency
     assert not any(f"sentence {cid.split(':')[2][1:]}" in repeated for cid in answered_before)
     assert server.counts["POST /v1/chat/completions"] == total + len(repeated)
     assert len(read_jsonl(spec.output_path / "Copa" / "copa_train.jsonl")) == total

@@ -91,7 +91,8 @@ def _batches(data: Path, **overrides: object) -> tuple[MoeSteerParams, list]:  #
 def test_counting_matches_the_models_own_routing_and_ignores_padding(tiny_olmoe: Path, paired_artifact: Path) -> None:
     params, batches = _batches(paired_artifact)
     model, tokenizer, layout, _ = load_model(tiny_olmoe, params)
-    assert layout.moe_layers == [0, 1] and (layout.num_experts, layout.top_k) == (8, 2)
+    assert layout.moe_layers == [0, 1]
+    assert (layout.num_experts, layout.top_k) == (8, 2)
     records = batches[0]
     encoded = encode_batch(tokenizer, records, params)
     assert not bool(encoded.prompt_mask.all())  # the batch really has padding
@@ -143,10 +144,12 @@ def test_qwen2_moe_dense_layer_is_skipped_and_shared_expert_is_not_an_expert(
 ) -> None:
     params, batches = _batches(paired_artifact, max_batches=2)
     model, tokenizer, layout, _ = load_model(tiny_qwen_moe, params)
-    assert layout.num_layers == 3 and layout.moe_layers == [1, 2]
+    assert layout.num_layers == 3
+    assert layout.moe_layers == [1, 2]
     assert set(layout.layers[0].expert_params) == {"gate_up_proj", "down_proj"}
     result = analyze_batches(model, tokenizer, layout, batches, params)
-    assert result.moe_layers == [1, 2] and result.p_safe.shape == (2, 2, 6)
+    assert result.moe_layers == [1, 2]
+    assert result.p_safe.shape == (2, 2, 6)
     np.testing.assert_allclose(result.p_unsafe.sum(axis=2), 2.0)
 
 
@@ -162,5 +165,5 @@ def test_non_moe_model_is_rejected(tiny_llama: Path) -> None:
 
 
 def test_missing_model_directory(tmp_path: Path) -> None:
-    with pytest.raises(MoeSteerInputError, match="has no config.json"):
+    with pytest.raises(MoeSteerInputError, match=r"has no config\.json"):
         load_model(tmp_path, MoeSteerParams(device="cpu"))

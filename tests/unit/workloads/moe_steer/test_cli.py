@@ -34,9 +34,7 @@ def _spec(tmp_path: Path, model: Path, data: Path, **params: object) -> Path:
     return path
 
 
-def test_whole_stage_from_a_worker_spec(
-    tiny_olmoe: Path, paired_artifact: Path, tmp_path: Path, monkeypatch: object
-) -> None:
+def test_whole_stage_from_a_worker_spec(tiny_olmoe: Path, paired_artifact: Path, tmp_path: Path) -> None:
     spec = _spec(tmp_path, tiny_olmoe, paired_artifact, max_per_layer=2)
     result = CliRunner().invoke(
         cli, ["worker", "moe-steer", "--spec", str(spec)], env={"DATASWEEP_TERMINATION_LOG": str(tmp_path / "term")}
@@ -44,7 +42,9 @@ def test_whole_stage_from_a_worker_spec(
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     manifest = read_manifest(out)
-    assert manifest is not None and manifest.fingerprint == FINGERPRINT and manifest.stage == "moe-steer"
+    assert manifest is not None
+    assert manifest.fingerprint == FINGERPRINT
+    assert manifest.stage == "moe-steer"
     listed = {entry.path for entry in manifest.files}
     for name in (
         "batches.jsonl",
@@ -62,16 +62,21 @@ def test_whole_stage_from_a_worker_spec(
     assert not any(".partial" in path for path in listed)
 
     mask = np.load(out / "expert_mask.npy")
-    assert mask.shape == (2, 8) and mask.sum() == 3 and (mask.sum(axis=1) <= 2).all()
+    assert mask.shape == (2, 8)
+    assert mask.sum() == 3
+    assert (mask.sum(axis=1) <= 2).all()
     table = json.loads((out / "risk_diff.json").read_text())
-    assert table["num_batches"] == 2 and table["moe_layers"] == [0, 1]
+    assert table["num_batches"] == 2
+    assert table["moe_layers"] == [0, 1]
     chosen = [(row["layer"], row["expert"]) for row in table["ranking"] if row["selected"]]
     assert sorted(chosen) == sorted(zip(*np.nonzero(mask), strict=True))
     with (out / "risk_diff.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 16 and rows[0]["rank"] == "1"
+    assert len(rows) == 16
+    assert rows[0]["rank"] == "1"
     metadata = json.loads((out / "training_metadata.json").read_text())
-    assert metadata["steps"] == 2 and metadata["selected_experts"] == [list(map(int, p)) for p in chosen] or True
+    assert metadata["steps"] == 2
+    assert metadata["num_batches"] == 2
     assert sorted(map(tuple, metadata["selected_experts"])) == sorted(chosen)
     assert manifest.rows == 8  # batches.jsonl rows
     assert json.loads((tmp_path / "term").read_text())["files"] == len(manifest.files)
@@ -166,12 +171,14 @@ def test_bad_inputs_exit_2_with_a_message(
 
     dense = _spec(tmp_path, tiny_llama, paired_artifact)
     result = runner.invoke(cli, ["worker", "moe-steer", "--spec", str(dense)])
-    assert result.exit_code == 2 and "is not a mixture-of-experts model" in result.output
+    assert result.exit_code == 2
+    assert "is not a mixture-of-experts model" in result.output
 
     raw = yaml.safe_load(_spec(tmp_path, tiny_olmoe, paired_artifact).read_text())
     raw["stage"] = "qa"
     wrong_stage = tmp_path / "qa.yaml"
     wrong_stage.write_text(yaml.safe_dump(raw))
     result = runner.invoke(cli, ["worker", "moe-steer", "--spec", str(wrong_stage)])
-    assert result.exit_code == 2 and "this is the 'moe-steer' worker" in result.output
+    assert result.exit_code == 2
+    assert "this is the 'moe-steer' worker" in result.output
     assert read_manifest(tmp_path / "out") is None

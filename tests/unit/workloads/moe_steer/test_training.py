@@ -55,7 +55,9 @@ def test_only_the_chosen_expert_slices_change(tiny_olmoe: Path, paired_artifact:
     mask = build_expert_mask(layout.num_layers, layout.num_experts, layout.moe_layers, [(0, 3), (0, 5), (1, 0)])
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     result = train_experts(model, tokenizer, layout, batches, mask, params)
-    assert result.steps == 6 and len(result.losses) == 6 and all(np.isfinite(result.losses))
+    assert result.steps == 6
+    assert len(result.losses) == 6
+    assert all(np.isfinite(result.losses))
     assert result.trainable_elements == 3 * (64 * 32 + 32 * 32)
     assert _check_only_selected_changed(before, model, layout, mask) == 3 * 2
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -93,7 +95,8 @@ def test_max_steps_and_linear_schedule(tiny_olmoe: Path, paired_artifact: Path) 
     params, batches, model, tokenizer, layout = _setup(tiny_olmoe, paired_artifact, max_steps=4, warmup_ratio=0.5)
     mask = build_expert_mask(layout.num_layers, layout.num_experts, layout.moe_layers, [(0, 0)])
     result = train_experts(model, tokenizer, layout, batches, mask, params)
-    assert result.steps == 4 and result.epochs_run == 2
+    assert result.steps == 4
+    assert result.epochs_run == 2
     factor = training._lr_lambda(params, 4)
     assert [factor(s) for s in range(4)] == [0.5, 1.0, 1.0, 0.5]
 
@@ -106,7 +109,8 @@ def test_qwen2_moe_shared_expert_router_and_dense_layer_stay_frozen(tiny_qwen_mo
     train_experts(model, tokenizer, layout, batches, mask, params)
     assert _check_only_selected_changed(before, model, layout, mask) == 4
     shared = [n for n in before if "shared_expert" in n]
-    assert shared and all(torch.equal(before[n], model.state_dict()[n]) for n in shared)
+    assert shared
+    assert all(torch.equal(before[n], model.state_dict()[n]) for n in shared)
 
 
 def test_bad_masks_are_rejected(tiny_olmoe: Path, paired_artifact: Path) -> None:

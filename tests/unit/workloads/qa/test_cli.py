@@ -195,6 +195,8 @@ def test_bad_inputs_exit_2_with_the_record_id(tmp_path: Path, tiny_bert: Path) -
             str(tmp_path / "o"),
             "--set",
             "num_workers=0",
+            "--set",
+            "bad_records=skip",
         ],
     )
     assert result.exit_code == 2 and "model directory not found" in result.output

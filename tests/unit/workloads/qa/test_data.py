@@ -132,7 +132,7 @@ def test_question_too_long_for_window_is_reported(tokenizer: Any) -> None:
 def test_negative_downsampling_keeps_positives_and_a_share_of_negatives() -> None:
     from datasweep.workloads.qa.features import Features, epoch_feature_indices
 
-    features = Features(cls_index=[0] * 10, start_positions=[5, 0, 0, 0, 0, 6, 0, 0, 0, 0])
+    features = Features(input_ids=[[1]] * 10, cls_index=[0] * 10, start_positions=[5, 0, 0, 0, 0, 6, 0, 0, 0, 0])
     kept = epoch_feature_indices(features, 0.5, seed=1, epoch=1)
     assert {0, 5} <= set(kept) and len(kept) == 2 + 4
     assert kept == epoch_feature_indices(features, 0.5, seed=1, epoch=1)  # reproducible

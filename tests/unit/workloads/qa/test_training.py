@@ -32,7 +32,7 @@ def _weights(directory: Path) -> dict[str, Any]:
 
 
 def test_interrupted_training_resumes_to_the_same_model(tmp_path: Path, tiny_bert: Path) -> None:
-    from datasweep.workloads.qa.training import QaTrainer, QaResumeError, TrainingInterrupted
+    from datasweep.workloads.qa.training import QaResumeError, QaTrainer, TrainingInterrupted
 
     torch.set_num_threads(1)
     train, dev = _records(60, 11), _records(15, 12)

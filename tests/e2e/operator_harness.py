@@ -1,0 +1,134 @@
+"""Running the operator in the test process against the real control plane, and waiting on what it does."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kopf.testing import KopfRunner
+
+from datasweep.controller import setup
+from datasweep.k8s import client
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = REPO / "crds"
+
+
+def apply(control_plane: Any, namespace: str, *objects: dict[str, Any], check: bool = True) -> Any:
+    return control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects), check=check)
+
+
+def get(control_plane: Any, namespace: str, kind: str, name: str | None = None, selector: str = "") -> Any:
+    args = ["get", kind, "-n", namespace, "-o", "json"]
+    if name:
+        args.insert(2, name)
+    if selector:
+        args += ["-l", selector]
+    return json.loads(control_plane.kubectl(*args).stdout)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = check()
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def experiment(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "datasets": [{"name": "Copa", "source": {"path": "superglue/copa"}}],
+        "generation": {"apiKeySecret": {"name": "openai", "key": "api-key"}, "model": "gpt-4o"},
+        "validation": {"model": "gpt-4o", "temperature": 0.0},
+    }
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(body.get(key), dict):
+            body[key] = {**body[key], **value}
+        else:
+            body[key] = value
+    return {"apiVersion": "datasweep.io/v1alpha1", "kind": "Experiment", "metadata": {"name": name}, "spec": body}
+
+
+def write_dataset(root: Path, name: str = "Copa", path: str = "superglue/copa", rows: int = 3) -> Path:
+    directory = root / path
+    directory.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "validation", "test"):
+        lines = [json.dumps({"idx": i, "premise": f"{split} premise {i}", "label": i % 2}) for i in range(rows)]
+        (directory / f"{name.lower()}_{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def cluster_fixtures(control_plane: Any, namespace: str, data_root: Path) -> None:
+    """What a namespace needs before Experiments: the API-key Secret and a bound data PVC."""
+    control_plane.kubectl("create", "secret", "generic", "openai", "-n", namespace, "--from-literal=api-key=sk-test")
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"data-{namespace}"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "manual",
+            "hostPath": {"path": str(data_root)},
+            "claimRef": {"namespace": namespace, "name": "datasweep-data"},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "datasweep-data"},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "manual",
+            "resources": {"requests": {"storage": "1Gi"}},
+            "volumeName": f"data-{namespace}",
+        },
+    }
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(pv))
+    apply(control_plane, namespace, pvc)
+
+
+@contextlib.contextmanager
+def running_operator(namespace: str, data_root: Path, tmp_path: Path, **config: Any) -> Iterator[KopfRunner]:
+    """The real operator (datasweep.controller) in this process, watching one namespace."""
+    settings_file = tmp_path / f"operator-{time.monotonic_ns()}.yaml"
+    settings_file.write_text(
+        yaml.safe_dump({"dataRoot": str(data_root), "retryBackoffSeconds": 1, **config}), encoding="utf-8"
+    )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_environ("DATASWEEP_CONFIG", str(settings_file)))
+        setup.settings.cache_clear()
+        client.reset()
+        runner = stack.enter_context(
+            KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "datasweep.controller"], timeout=60)
+        )
+        yield runner
+    setup.settings.cache_clear()
+
+
+@contextlib.contextmanager
+def _environ(key: str, value: str) -> Iterator[None]:
+    import os
+
+    previous = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous

@@ -1,0 +1,152 @@
+"""Bad input gets a clear answer at the earliest point, and nothing else in the namespace changes."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.operator_harness import apply, cluster_fixtures, condition, experiment, get, running_operator, wait_for
+
+
+def edit(path: str, value: Any, delete: bool = False) -> Any:
+    def change(obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        *parents, last = path.split(".")
+        target = obj
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target.setdefault(part, {})
+        if delete:
+            target.pop(last, None)
+        else:
+            target[last] = value
+        return obj
+
+    return change
+
+
+TRAINING = {"name": "meta", "kind": "fomaml", "baseModel": {"path": "models/tiny"}, "params": {}}
+
+# (what is wrong, change to a valid Experiment, words the rejection must contain)
+REJECTED_AT_APPLY = [
+    ("no datasets", edit("spec.datasets", None, delete=True), "spec.datasets: Required value"),
+    ("empty datasets", edit("spec.datasets", []), "spec.datasets"),
+    (
+        "bad dataset name",
+        edit("spec.datasets", [{"name": "my copa", "source": {"path": "x"}}]),
+        "spec.datasets[0].name",
+    ),
+    ("temperature a word", edit("spec.generation.temperature", "hot"), "must be a number or a non-empty list"),
+    ("empty temperature grid", edit("spec.generation.temperature", []), "must be a number or a non-empty list"),
+    ("empty model grid", edit("spec.generation.model", []), "must be a string or a non-empty list"),
+    ("unknown backend", edit("spec.generation.backend", "anthropic"), "spec.generation.backend: Unsupported value"),
+    ("compatible without URL", edit("spec.generation.backend", "openai-compatible"), "needs generation.baseURL"),
+    ("openai without key", edit("spec.generation.apiKeySecret", None, delete=True), "needs generation.apiKeySecret"),
+    (
+        "two prompt sources",
+        edit("spec.generation.prompt", {"text": "x {text}", "configMapKeyRef": {"name": "p", "key": "k"}}),
+        "set prompt.text or prompt.configMapKeyRef, not both",
+    ),
+    ("no purpose nor batch", edit("spec.purpose", None, delete=True), "set spec.purpose"),
+    (
+        "duplicate datasets",
+        edit("spec.datasets", [{"name": "Copa", "source": {"path": "a"}}, {"name": "Copa", "source": {"path": "b"}}]),
+        "dataset names must be unique",
+    ),
+    (
+        "unknown stage kind",
+        edit("spec.training", [{**TRAINING, "kind": "dpo"}]),
+        "spec.training[0].kind: Unsupported value",
+    ),
+    ("bad stage name", edit("spec.training", [{**TRAINING, "name": "Meta_Stage"}]), "spec.training[0].name"),
+    (
+        "unknown fomaml param",
+        edit("spec.training", [{**TRAINING, "params": {"learning_rate_typo": 1}}]),
+        "params of a fomaml stage accept only",
+    ),
+    (
+        "two model sources",
+        edit("spec.training", [{**TRAINING, "baseModel": {"path": "m", "hubId": "org/m"}}]),
+        "baseModel needs exactly one of path or hubId",
+    ),
+    ("parallelism zero", edit("spec.parallelism", 0), "spec.parallelism"),
+    ("malformed batch", edit("spec.batch", "my-batch"), "spec.batch"),
+    ("unknown field", edit("spec.temperature", 0.7), 'unknown field "spec.temperature"'),
+    ("name not DNS", edit("metadata.name", "Copa_Temp"), "metadata.name"),
+]
+
+
+def valid() -> dict[str, Any]:
+    return experiment("valid", purpose="bad_input")
+
+
+@pytest.mark.parametrize(("case", "change", "message"), REJECTED_AT_APPLY, ids=[c[0] for c in REJECTED_AT_APPLY])
+def test_rejected_at_apply(
+    control_plane: Any, namespace: str, crds: None, case: str, change: Any, message: str
+) -> None:
+    result = apply(control_plane, namespace, change(valid()), check=False)
+    assert result.returncode != 0, f"{case}: accepted"
+    assert message in result.stderr, f"{case}: {result.stderr}"
+    assert get(control_plane, namespace, "experiments")["items"] == []
+
+
+def failed_with(control_plane: Any, ns: str, name: str) -> Any:
+    obj = get(control_plane, ns, "experiment", name)
+    return obj if condition(obj, "Failed").get("status") == "True" else None
+
+
+ANSWERED_BY_THE_OPERATOR = [
+    (
+        "missing secret",
+        {"generation": {"apiKeySecret": {"name": "nope", "key": "api-key"}}},
+        "MissingSecret",
+        "spec.generation.apiKeySecret",
+    ),
+    (
+        "missing dataset",
+        {"datasets": [{"name": "Copa", "source": {"path": "not/there"}}]},
+        "DatasetNotFound",
+        "spec.datasets[0].source",
+    ),
+    (
+        "grid too large",
+        {"generation": {"temperature": [0.1, 0.2, 0.3]}, "maxPoints": 2},
+        "TooManyPoints",
+        "spec.maxPoints",
+    ),
+    (
+        "missing prompt",
+        {"generation": {"prompt": {"configMapKeyRef": {"name": "prompts", "key": "rephrase"}}}},
+        "PromptNotFound",
+        "spec.generation.prompt.configMapKeyRef",
+    ),
+]
+
+
+def test_answered_with_a_failed_condition(
+    control_plane: Any,
+    namespace: str,
+    crds: None,
+    data_root: Path,
+    tmp_path: Path,
+) -> None:
+    cluster_fixtures(control_plane, namespace, data_root)
+    with running_operator(namespace, data_root, tmp_path):
+        for index, (_case, spec, _reason, _field) in enumerate(ANSWERED_BY_THE_OPERATOR):
+            apply(control_plane, namespace, experiment(f"bad-{index}", purpose="bad_input", **spec))
+        answers = {
+            index: wait_for(
+                f"bad-{index} failed", lambda index=index: failed_with(control_plane, namespace, f"bad-{index}")
+            )
+            for index in range(len(ANSWERED_BY_THE_OPERATOR))
+        }
+    for index, (case, _spec, reason, field) in enumerate(ANSWERED_BY_THE_OPERATOR):
+        failed = condition(answers[index], "Failed")
+        assert failed["reason"] == reason, case
+        assert field in failed["message"], f"{case}: {failed['message']}"
+        assert condition(answers[index], "Planned")["status"] == "False"
+    assert get(control_plane, namespace, "artifacts")["items"] == []
+    assert get(control_plane, namespace, "jobs")["items"] == []
+    assert get(control_plane, namespace, "batches")["items"] == []

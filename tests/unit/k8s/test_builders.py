@@ -1,0 +1,89 @@
+"""The Jobs datasweep creates: labels, GPUs, Indexed Jobs for several nodes, secrets by reference, non-root."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from datasweep.api.experiment import ExperimentSpec
+from datasweep.api.settings import OperatorSettings
+from datasweep.core.plan import PlanInputs, StagePlan, plan_experiment
+from datasweep.k8s import builders, labels
+
+
+def stages(resources: dict[str, Any] | None = None) -> tuple[StagePlan, StagePlan]:
+    spec = ExperimentSpec.model_validate(
+        {
+            "purpose": "p",
+            "datasets": [{"name": "Copa", "source": {"path": "copa"}}],
+            "generation": {"apiKeySecret": {"name": "openai"}},
+            "training": [
+                {"name": "meta", "kind": "fomaml", "baseModel": {"path": "m"}, "resources": resources or {"gpus": 4}}
+            ],
+        }
+    )
+    plan = plan_experiment(spec, PlanInputs({"Copa": "0" * 64}, created=datetime(2024, 12, 29)))
+    return plan.points[0].generate, plan.points[0].training[0]
+
+
+def job_for(stage: StagePlan, worker: dict[str, Any] | None = None, queue: str | None = None) -> dict[str, Any]:
+    settings = OperatorSettings()
+    artifact = builders.artifact_body(
+        stage,
+        storage_path="_shared/Copa/x",
+        settings=settings,
+        experiment="e",
+        batch="batch_20241229_p",
+        retries=2,
+        parallelism=4,
+        queue_name=queue,
+        worker=worker or {},
+    )
+    return builders.worker_job(artifact, attempt=1, settings=settings, spec_configmap_name="cm", queue_name=queue)
+
+
+def test_generate_job_reads_the_key_through_a_secret_reference() -> None:
+    generate, _ = stages()
+    job = job_for(generate, {"apiKeySecret": {"name": "openai", "key": "api-key"}}, queue="team-a")
+    meta, pod = job["metadata"], job["spec"]["template"]["spec"]
+    assert meta["name"].endswith("-r1")
+    assert meta["labels"][labels.ARTIFACT] == generate.artifact
+    assert meta["labels"][labels.FINGERPRINT] == generate.fingerprint[:12]
+    assert meta["labels"][labels.STAGE] == "generate"
+    assert meta["labels"][labels.KUEUE_QUEUE] == "team-a"
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0
+    assert job["spec"]["activeDeadlineSeconds"] > 0
+    container = pod["containers"][0]
+    assert container["command"] == ["datasweep", "worker", "generate", "--spec", "/spec/worker.yaml"]
+    key = next(e for e in container["env"] if e["name"] == "OPENAI_API_KEY")
+    assert key == {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "api-key"}}}
+    assert "sk-" not in yaml.safe_dump(job)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "nvidia.com/gpu" not in str(container["resources"])
+
+
+def test_training_job_requests_gpus_and_tolerates_gpu_nodes() -> None:
+    _, training = stages({"gpus": 4})
+    job = job_for(training)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert container["command"][:3] == ["torchrun", "--nnodes=1", "--nproc-per-node=4"]
+    assert job["spec"]["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert "completionMode" not in job["spec"]
+
+
+def test_multi_node_training_is_an_indexed_job_with_a_headless_service() -> None:
+    _, training = stages({"gpus": 8, "nodes": 2})
+    job = job_for(training)
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
+    service = builders.headless_service(job)
+    assert service["spec"]["clusterIP"] == "None"
+    assert job["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert f"--master-addr={job['metadata']['name']}-0.{service['metadata']['name']}" in command
+    assert "--node-rank=$(JOB_COMPLETION_INDEX)" in command
