@@ -193,9 +193,7 @@ class LocalBackend:
         recorded = {(p.dataset, Path(p.path or "").name): p for p in (record.points if record else [])}
         points = []
         directory = self.root / batch_id
-        entries = (
-            sorted(directory.glob("*/*"), key=lambda p: (p.parent.name, p.name)) if directory.is_dir() else []
-        )
+        entries = sorted(directory.glob("*/*"), key=lambda p: (p.parent.name, p.name)) if directory.is_dir() else []
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -283,9 +281,7 @@ class ClusterBackend:
                 config.load_incluster_config()
                 default_ns = "default"
             except config.ConfigException:
-                raise BadInput(
-                    f"no usable kubeconfig ({exc}); pass --root DIR to use a local store instead"
-                ) from exc
+                raise BadInput(f"no usable kubeconfig ({exc}); pass --root DIR to use a local store instead") from exc
         return cls(client.CustomObjectsApi(), namespace or default_ns, context)
 
     @property
@@ -340,9 +336,7 @@ class ClusterBackend:
 
     def batches(self) -> list[BatchView]:
         artifacts = {a.name: a for a in self.artifacts()}
-        return sorted(
-            (self._batch(obj, artifacts) for obj in self._list("batches")), key=lambda b: b.batch_id
-        )
+        return sorted((self._batch(obj, artifacts) for obj in self._list("batches")), key=lambda b: b.batch_id)
 
     def batch(self, batch_id: str) -> BatchView | None:
         return next((b for b in self.batches() if b.batch_id == batch_id), None)

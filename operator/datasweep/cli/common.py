@@ -100,18 +100,16 @@ def kubeconfig_available() -> bool:
 
 def backend_options(func: F) -> F:
     """--root DIR (local) | --cluster [-n NS] [--context C]; see `choose_backend` for the default."""
-    func = click.option(
-        "--context", "kube_context", default=None, help="kubeconfig context (cluster backend)"
-    )(func)
+    func = click.option("--context", "kube_context", default=None, help="kubeconfig context (cluster backend)")(func)
     func = click.option(
         "-n",
         "--namespace",
         default=None,
         help="namespace (cluster backend; default: the context's namespace)",
     )(func)
-    func = click.option(
-        "--cluster", is_flag=True, help="use the cluster from the kubeconfig even if --root is set"
-    )(func)
+    func = click.option("--cluster", is_flag=True, help="use the cluster from the kubeconfig even if --root is set")(
+        func
+    )
     func = click.option(
         "--root",
         type=click.Path(file_okay=False, path_type=Path),

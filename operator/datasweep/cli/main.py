@@ -34,9 +34,7 @@ COMMANDS: dict[str, str] = {
 }
 
 
-@click.group(
-    cls=LazyGroup, lazy_subcommands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
-)
+@click.group(cls=LazyGroup, lazy_subcommands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__)
 def cli() -> None:
     """Run ML experiment sweeps that never pay twice for the same result."""

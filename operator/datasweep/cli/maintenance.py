@@ -111,9 +111,7 @@ def cluster_gc_candidates(backend: ClusterBackend) -> list[GcCandidate]:
                 keep.add(name)
                 frontier.append(name)
     return [
-        GcCandidate(
-            a.path, "no batch or experiment references it", [a.name], (a.manifest.bytes if a.manifest else 0)
-        )
+        GcCandidate(a.path, "no batch or experiment references it", [a.name], (a.manifest.bytes if a.manifest else 0))
         for a in artifacts
         if a.name not in keep
     ]
@@ -136,9 +134,7 @@ def gc(
         candidates = cluster_gc_candidates(backend)
     total = sum(c.size for c in candidates)
     if output != "table":
-        click.echo(
-            dump({"dryRun": not yes, "bytes": total, "candidates": [c.to_dict() for c in candidates]}, output)
-        )
+        click.echo(dump({"dryRun": not yes, "bytes": total, "candidates": [c.to_dict() for c in candidates]}, output))
     else:
         print_table(
             f"{len(candidates)} unreferenced ({backend.location})",
@@ -158,17 +154,9 @@ def gc(
                 backend.registry.delete_artifact(name)
         else:
             for name in candidate.artifacts:
-                backend.api.delete_namespaced_custom_object(
-                    GROUP, VERSION, backend.namespace, "artifacts", name
-                )
-    freed = (
-        "the Artifact objects were deleted; files on the volume stay"
-        if isinstance(backend, ClusterBackend)
-        else ""
-    )
-    click.echo(
-        f"deleted {len(candidates)}, freed {human_bytes(total)}{'; ' + freed if freed else ''}", err=True
-    )
+                backend.api.delete_namespaced_custom_object(GROUP, VERSION, backend.namespace, "artifacts", name)
+    freed = "the Artifact objects were deleted; files on the volume stay" if isinstance(backend, ClusterBackend) else ""
+    click.echo(f"deleted {len(candidates)}, freed {human_bytes(total)}{'; ' + freed if freed else ''}", err=True)
 
 
 # ---- import ----
@@ -255,13 +243,9 @@ def scan_seed_tree(tree: Path) -> tuple[list[ImportedDir], list[str]]:
                 loaded = json.loads(meta_file.read_text(encoding="utf-8"))
                 meta = loaded if isinstance(loaded, dict) else {}
             except json.JSONDecodeError as exc:
-                problems.append(
-                    f"{meta_file}:{exc.lineno}: not valid JSON ({exc.msg}); imported without parameters"
-                )
+                problems.append(f"{meta_file}:{exc.lineno}: not valid JSON ({exc.msg}); imported without parameters")
         native = len(legacy) == 64 and all(c in "0123456789abcdef" for c in legacy)
-        full = (
-            legacy if native else sha256_fingerprint({"imported": legacy, "dataset": dataset, "name": name})
-        )
+        full = legacy if native else sha256_fingerprint({"imported": legacy, "dataset": dataset, "name": name})
         semantic = str(meta.get("semantic_name") or meta.get("semantic_dirname") or name)
         batches = sorted(links.get(rel, []))
         first_batch = _metadata_batch(meta) or (batches[0] if batches else None)
@@ -291,9 +275,7 @@ def scan_seed_tree(tree: Path) -> tuple[list[ImportedDir], list[str]]:
             params=_metadata_params(meta),
             phase="Ready" if has_data else "Pending",
             first_batch=first_batch,
-            first_experiment=meta.get("first_experiment")
-            if isinstance(meta.get("first_experiment"), str)
-            else None,
+            first_experiment=meta.get("first_experiment") if isinstance(meta.get("first_experiment"), str) else None,
             consumers=[],
             manifest=summary,
             created_at=str(meta.get("created_at") or now_iso()),
@@ -317,9 +299,7 @@ def import_tree(
     created whose storage path is relative to TREE (TREE must be the data volume's root as mounted here).
     """
     if root is not None and not cluster and root.resolve() != tree.resolve():
-        raise BadInput(
-            f"import registers {tree} in place; pass --root {tree} (or leave --root out), not --root {root}"
-        )
+        raise BadInput(f"import registers {tree} in place; pass --root {tree} (or leave --root out), not --root {root}")
     found, problems = scan_seed_tree(tree)
     for problem in problems:
         click.echo(f"warning: {problem}", err=True)

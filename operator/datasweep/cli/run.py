@@ -47,12 +47,8 @@ def experiment_options(func: click.decorators.FC) -> click.decorators.FC:
     envvar="DATASWEEP_ROOT",
     help="local store root (_shared/ and batch_*/ views live here)",
 )
-@click.option(
-    "-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True, help="workers at once"
-)
-@click.option(
-    "--force-regenerate", is_flag=True, help="produce fresh artifacts even where they exist (old kept)"
-)
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True, help="workers at once")
+@click.option("--force-regenerate", is_flag=True, help="produce fresh artifacts even where they exist (old kept)")
 @click.option(
     "--worker-command",
     default=None,
@@ -101,9 +97,7 @@ def report(result: RunResult, root: Path) -> int:
     console = stderr_console()
     rows = []
     for point in result.points:
-        states = ", ".join(
-            f"{task.plan.name}:{'reused' if task.reused else task.state}" for task in point.tasks
-        )
+        states = ", ".join(f"{task.plan.name}:{'reused' if task.reused else task.state}" for task in point.tasks)
         rows.append(
             (
                 point.dataset,
@@ -113,9 +107,7 @@ def report(result: RunResult, root: Path) -> int:
                 point.generate.relpath,
             )
         )
-    print_table(
-        f"{result.batch} ({result.experiment})", ("DATASET", "SEMANTIC", "REUSED", "STAGES", "PATH"), rows
-    )
+    print_table(f"{result.batch} ({result.experiment})", ("DATASET", "SEMANTIC", "REUSED", "STAGES", "PATH"), rows)
     for task in result.failed:
         console.print(f"[red]FAILED[/red] {task.label}: {task.message}; log: {task.log}")
         tail = log_tail(task.log)

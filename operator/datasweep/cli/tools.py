@@ -81,9 +81,7 @@ def one_artifact(artifacts: list[ArtifactView], ident: str) -> ArtifactView:
         raise BadInput(f"no artifact matches {ident!r}; list them with `datasweep artifacts`")
     if len(found) > 1:
         names = "\n  ".join(f"{a.name}  ({a.stage}, {a.path})" for a in found)
-        raise BadInput(
-            f"{ident!r} is ambiguous, it matches {len(found)} artifacts:\n  {names}\nname one of them"
-        )
+        raise BadInput(f"{ident!r} is ambiguous, it matches {len(found)} artifacts:\n  {names}\nname one of them")
     return found[0]
 
 
@@ -122,9 +120,7 @@ def batches(
         row: list[Any] = [b.batch_id, b.purpose, len(b.experiments), len(b.points)]
         row += [sum(p.reused for p in b.points), sum(p.ready for p in b.points)]
         rows.append([*row, datasets] if verbose else row)
-    columns = ["BATCH", "PURPOSE", "EXPERIMENTS", "POINTS", "REUSED", "READY"] + (
-        ["DATASETS"] if verbose else []
-    )
+    columns = ["BATCH", "PURPOSE", "EXPERIMENTS", "POINTS", "REUSED", "READY"] + (["DATASETS"] if verbose else [])
     print_table(f"{len(found)} batches ({backend.location})", columns, rows)
 
 
@@ -194,9 +190,7 @@ def artifacts(
     ]
     if dataset is not None and not found and output == "table":
         known = sorted({a.dataset for a in backend.artifacts()})
-        click.echo(
-            f"no artifacts for dataset {dataset!r}; datasets here: {', '.join(known) or 'none'}", err=True
-        )
+        click.echo(f"no artifacts for dataset {dataset!r}; datasets here: {', '.join(known) or 'none'}", err=True)
     if output != "table":
         click.echo(dump([a.to_dict() for a in found], output))
         return
@@ -281,9 +275,7 @@ def _point_paths(backend: Backend, dataset: str | None, batch_id: str | None) ->
                     "ready": p.ready,
                     "reused": p.reused,
                     "data": {"path": f"{base}/{p.dataset}"},
-                    "sharedPath": f"{backend.display_root}/{p.shared_path}/{p.dataset}"
-                    if p.shared_path
-                    else None,
+                    "sharedPath": f"{backend.display_root}/{p.shared_path}/{p.dataset}" if p.shared_path else None,
                     "artifact": p.artifact,
                 }
             )
@@ -336,10 +328,7 @@ def paths(
         print_table(
             None,
             ("BATCH", "DATASET", "SEMANTIC", "READY", "DATA PATH"),
-            [
-                (r["batch"], r["dataset"], r["semanticName"], _yes_no(r["ready"]), r["data"]["path"])
-                for r in rows
-            ],
+            [(r["batch"], r["dataset"], r["semanticName"], _yes_no(r["ready"]), r["data"]["path"]) for r in rows],
         )
 
 
@@ -363,9 +352,7 @@ def resolve(
                 f"remove the link or rerun the experiment that produced it"
             )
         if not entry.is_symlink() and not entry.exists():
-            raise BadInput(
-                f"{entry}: no such batch entry; list the batch with `datasweep batch {batch_part}`"
-            )
+            raise BadInput(f"{entry}: no such batch entry; list the batch with `datasweep batch {batch_part}`")
     artifact = one_artifact(backend.artifacts(), path)
     views = [
         f"{backend.display_root}/{p.path}"
@@ -390,9 +377,7 @@ def resolve(
     if output != "table":
         click.echo(dump(data, output))
         return
-    print_table(
-        None, ("FIELD", "VALUE"), [(k, "\n".join(v) if isinstance(v, list) else v) for k, v in data.items()]
-    )
+    print_table(None, ("FIELD", "VALUE"), [(k, "\n".join(v) if isinstance(v, list) else v) for k, v in data.items()])
 
 
 # ---- publish ----
@@ -432,9 +417,7 @@ def publish(
     elif data_root is not None:
         base = data_root
     else:
-        raise BadInput(
-            "publish on the cluster backend needs --data-root: where the data volume is mounted here"
-        )
+        raise BadInput("publish on the cluster backend needs --data-root: where the data volume is mounted here")
     if artifact.stage != "generate":
         raise BadInput(f"{artifact.name} is a {artifact.stage} artifact; publish copies generated datasets")
     if not artifact.ready:

@@ -75,17 +75,13 @@ def read_experiment_object(path: Path) -> tuple[str, dict[str, Any]]:
         raise ExperimentFileError(f"{path}: not valid YAML: {exc}") from exc
     experiments = [doc for doc in documents if isinstance(doc, dict) and doc.get("kind") == "Experiment"]
     if not experiments:
-        kinds = ", ".join(
-            str(doc.get("kind")) if isinstance(doc, dict) else type(doc).__name__ for doc in documents
-        )
+        kinds = ", ".join(str(doc.get("kind")) if isinstance(doc, dict) else type(doc).__name__ for doc in documents)
         raise ExperimentFileError(
             f"{path}: not an Experiment (found: {kinds or 'an empty file'}); an experiment file is "
             f"`apiVersion: {API_VERSION}`, `kind: Experiment`, `metadata: {{name: ...}}`, `spec: {{...}}`"
         )
     if len(experiments) > 1:
-        raise ExperimentFileError(
-            f"{path}: {len(experiments)} Experiments in one file; run them one at a time"
-        )
+        raise ExperimentFileError(f"{path}: {len(experiments)} Experiments in one file; run them one at a time")
     obj = experiments[0]
     if obj.get("apiVersion") != API_VERSION:
         raise ExperimentFileError(f"{path}: apiVersion is {obj.get('apiVersion')!r}; use {API_VERSION}")

@@ -40,9 +40,7 @@ class LocalArtifact(CamelModel):
     semantic_name: str
     fingerprint: str
     path: str = Field(description="Relative to the root, e.g. _shared/Copa/temp07_topp10_gpt4o")
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="Canonical parameters (the fingerprint input)"
-    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Canonical parameters (the fingerprint input)")
     inputs: list[str] = Field(default_factory=list)
     phase: LocalPhase = "Pending"
     first_batch: str | None = None
@@ -111,9 +109,7 @@ class Registry:
         except FileNotFoundError:
             return None
         except ValidationError as exc:
-            raise RegistryError(
-                f"{path}: not a datasweep artifact record ({exc.error_count()} errors)"
-            ) from exc
+            raise RegistryError(f"{path}: not a datasweep artifact record ({exc.error_count()} errors)") from exc
 
     def put_artifact(self, artifact: LocalArtifact) -> None:
         atomic_write_json(self.artifact_file(artifact.name), artifact.model_dump(mode="json", by_alias=True))
@@ -146,9 +142,7 @@ class Registry:
                 )
             else:
                 consumers = (
-                    existing.consumers
-                    if experiment in existing.consumers
-                    else [*existing.consumers, experiment]
+                    existing.consumers if experiment in existing.consumers else [*existing.consumers, experiment]
                 )
                 artifact = existing.model_copy(update={"consumers": consumers, "path": template.path})
             self.put_artifact(artifact)
@@ -191,12 +185,8 @@ class Registry:
     ) -> LocalBatch:
         """Replace this experiment's points in the batch (others' points are kept)."""
         with self.locked():
-            batch = self.get_batch(batch_id) or LocalBatch(
-                batch_id=batch_id, purpose=purpose, description=description
-            )
-            experiments = (
-                batch.experiments if experiment in batch.experiments else [*batch.experiments, experiment]
-            )
+            batch = self.get_batch(batch_id) or LocalBatch(batch_id=batch_id, purpose=purpose, description=description)
+            experiments = batch.experiments if experiment in batch.experiments else [*batch.experiments, experiment]
             kept = [p for p in batch.points if p.experiment != experiment]
             updated = batch.model_copy(
                 update={

@@ -159,9 +159,7 @@ class LocalRunner:
     def prepare(self, experiment: LocalExperiment, plan: Plan) -> RunResult:
         force = self.force_regenerate or experiment.spec.force_regenerate
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        result = RunResult(
-            experiment=experiment.name, batch=plan.batch, points=[], notes=list(experiment.notes)
-        )
+        result = RunResult(experiment=experiment.name, batch=plan.batch, points=[], notes=list(experiment.notes))
         self.root.mkdir(parents=True, exist_ok=True)
         for point in plan.points:
             gen = point.generate
@@ -170,9 +168,7 @@ class LocalRunner:
                 if force and supersede(self.root, gen_rel, stamp) is not None:
                     result.notes.append(f"forceRegenerate: {gen_rel} moved aside (kept until `datasweep gc`)")
             except (LayoutError, OSError) as exc:
-                raise ExperimentFileError(
-                    f"{self.root}: cannot claim a directory for {gen.artifact}: {exc}"
-                ) from exc
+                raise ExperimentFileError(f"{self.root}: cannot claim a directory for {gen.artifact}: {exc}") from exc
             generate_task = self._task(experiment, plan, gen, gen_rel, None)
             training_tasks = []
             for stage in point.training:
@@ -204,9 +200,7 @@ class LocalRunner:
             data_root=str(self.root),
             relpath=relpath,
             input_relpaths={"data": parent.relpath} if parent else None,
-            source_dir=str(experiment.datasets[stage.dataset].directory.resolve())
-            if parent is None
-            else None,
+            source_dir=str(experiment.datasets[stage.dataset].directory.resolve()) if parent is None else None,
             base_model=self._base_model(experiment, stage),
             batch=plan.batch,
             experiment=experiment.name,
@@ -297,11 +291,7 @@ class LocalRunner:
                     if task.depends_on.state in ("failed", "blocked"):
                         task.state = "blocked"
                         task.message = f"not run: its input {task.depends_on.plan.artifact} failed"
-            ready = [
-                t
-                for t in todo
-                if t.state == "pending" and (t.depends_on is None or t.depends_on.state == "done")
-            ]
+            ready = [t for t in todo if t.state == "pending" and (t.depends_on is None or t.depends_on.state == "done")]
             while ready and len(running) < self.jobs:
                 task = ready.pop(0)
                 self._start(task)
@@ -407,9 +397,7 @@ class LocalRunner:
         with progress:
             for kind, tasks in kinds.items():
                 reused = sum(task.reused for task in tasks)
-                bars[kind] = progress.add_task(
-                    f"{kind} ({reused} reused)", total=len(tasks), completed=reused
-                )
+                bars[kind] = progress.add_task(f"{kind} ({reused} reused)", total=len(tasks), completed=reused)
 
             def advance(task: StageTask) -> None:
                 progress.advance(bars[task.plan.stage])

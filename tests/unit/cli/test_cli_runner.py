@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cli_helpers import copa_dataset, fake_worker_command, generation
+
 from conftest import Invoke
 
 BATCH = "batch_20250101_runner"
@@ -100,7 +101,8 @@ def test_ctrl_c_stops_workers_and_a_rerun_resumes(workspace: Path, write_experim
             process.kill()
     text = output.decode()
     assert process.returncode == 130, text
-    assert "interrupted" in text and "rerun" in text
+    assert "interrupted" in text
+    assert "rerun" in text
     assert not list(root.glob("_shared/Copa/temp*/manifest.json"))  # nothing half-done is marked complete
     phases = {json.loads(p.read_text())["phase"] for p in (root / ".datasweep" / "artifacts").glob("*.json")}
     assert phases == {"Pending"}
@@ -115,9 +117,7 @@ def test_force_regenerate_supersedes_and_gc_offers_the_old_copy(
     experiment = write_experiment("runner-force", spec())
     root = workspace / "root"
     invoke("run", experiment, "--root", root, "--worker-command", fake_worker_command())
-    forced = invoke(
-        "run", experiment, "--root", root, "--force-regenerate", "--worker-command", fake_worker_command()
-    )
+    forced = invoke("run", experiment, "--root", root, "--force-regenerate", "--worker-command", fake_worker_command())
     assert "2 points: 0 reused, 2 created" in forced.output
     assert "moved aside" in forced.output
     assert len(list(root.glob("_shared/Copa/temp*/manifest.json"))) == 2

@@ -134,7 +134,8 @@ def test_scenario_a_batch_shows_new_points(scenarios: Scenarios) -> None:
     assert not any(p["reused"] for p in view["pointList"])
     assert all(p["ready"] for p in view["pointList"])
     table = scenarios.cli("batch", BATCH_A, "--verbose").stdout
-    assert "no (new)" in table and "copa-temperature" in table
+    assert "no (new)" in table
+    assert "copa-temperature" in table
 
 
 # ---- scenario B: the second batch, a top_p sweep that reuses temp07_topp10 ----
@@ -162,7 +163,8 @@ def test_scenario_c_batches(scenarios: Scenarios) -> None:
     batches = scenarios.json("batches")
     assert [(b["batchId"], b["points"], b["reused"]) for b in batches] == [(BATCH_A, 3, 0), (BATCH_B, 3, 1)]
     table = scenarios.cli("batches", "--verbose").stdout
-    assert "2 batches" in table and "Copa: 3" in table
+    assert "2 batches" in table
+    assert "Copa: 3" in table
 
 
 def test_scenario_c_five_physical_artifacts_for_six_points(scenarios: Scenarios) -> None:
@@ -183,7 +185,8 @@ def test_scenario_c_compare(scenarios: Scenarios) -> None:
     assert result["same"]["params.top_p"] == 1.0
     assert result["same"]["params.validation.model"] == "gpt-4o"
     text = scenarios.cli("compare", "Copa/temp07_topp10_gpt4o", "Copa/temp09_topp10_gpt4o").stdout
-    assert "different parameters" in text and "params.temperature" in text
+    assert "different parameters" in text
+    assert "params.temperature" in text
 
 
 def test_paths_for_training_configs(scenarios: Scenarios) -> None:
@@ -224,10 +227,12 @@ def test_publish_to_the_flat_legacy_layout(scenarios: Scenarios, tmp_path: Path)
 
 def test_plan_after_the_runs_is_all_hits(scenarios: Scenarios) -> None:
     plan = scenarios.json("plan", str(scenarios.workspace / "copa_topp.yaml"))
-    assert plan["totals"]["hits"] == 3 and plan["totals"]["misses"] == 0
+    assert plan["totals"]["hits"] == 3
+    assert plan["totals"]["misses"] == 0
     assert plan["totals"]["pointsReused"] == 3
 
 
 def test_gc_keeps_everything_a_batch_view_references(scenarios: Scenarios) -> None:
     result = scenarios.json("gc")
-    assert result["candidates"] == [] and result["dryRun"] is True
+    assert result["candidates"] == []
+    assert result["dryRun"] is True

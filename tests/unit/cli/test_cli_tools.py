@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from cli_helpers import copa_dataset, generation, write_copa
-from conftest import Invoke
 
+from conftest import Invoke
 from datasweep.cli import common
 from datasweep.cli.backends import LocalBackend
 from datasweep.cli.main import invoked_name
@@ -192,12 +192,8 @@ def test_file_that_is_not_an_experiment(workspace: Path, invoke: Invoke) -> None
     assert "not valid YAML" in invoke("run", broken, expect=2).output
 
 
-def test_invalid_spec_fields_are_named(
-    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
-) -> None:
-    bad = write_experiment(
-        "bad", {"batch": BATCH_A, "datasets": copa_dataset(), "generation": {"temperature": "hot"}}
-    )
+def test_invalid_spec_fields_are_named(workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke) -> None:
+    bad = write_experiment("bad", {"batch": BATCH_A, "datasets": copa_dataset(), "generation": {"temperature": "hot"}})
     assert "spec.generation.temperature" in invoke("run", bad, "--root", workspace / "r", expect=2).output
     no_data = write_experiment(
         "nodata", {"batch": BATCH_A, "datasets": [{"name": "Copa", "source": {"path": "nowhere"}}]}

@@ -19,13 +19,9 @@ QA_NON_RESULT_FIELDS: frozenset[str] = frozenset(
 
 class QaParams(ParamsModel):
     # training strength
-    num_train_epochs: int = Field(
-        default=8, ge=1, le=1000, description="Number of passes over the training set"
-    )
+    num_train_epochs: int = Field(default=8, ge=1, le=1000, description="Number of passes over the training set")
     per_device_batch_size: int = Field(default=8, ge=1, description="Training features per forward pass")
-    per_device_eval_batch_size: int = Field(
-        default=32, ge=1, description="Features per forward pass at evaluation"
-    )
+    per_device_eval_batch_size: int = Field(default=32, ge=1, description="Features per forward pass at evaluation")
     grad_accum_steps: int = Field(
         default=4,
         ge=1,
@@ -66,9 +62,7 @@ class QaParams(ParamsModel):
         lt=1,
         description="Label smoothing of start/end targets over the window's valid positions",
     )
-    weight_decay: float = Field(
-        default=0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm)"
-    )
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm)")
     null_margin: float = Field(
         default=0.15,
         ge=0,
@@ -96,22 +90,14 @@ class QaParams(ParamsModel):
     )
     # features and decoding
     max_length: int = Field(default=384, ge=16, le=8192, description="Tokens per window (question + context)")
-    doc_stride: int = Field(
-        default=128, ge=1, description="Tokens of overlap between consecutive context windows"
-    )
+    doc_stride: int = Field(default=128, ge=1, description="Tokens of overlap between consecutive context windows")
     n_best_size: int = Field(default=20, ge=1, description="Start/end candidates considered per window")
     max_answer_length: int = Field(default=30, ge=1, description="Longest answer span in tokens")
-    seed: int = Field(
-        default=42, ge=0, description="Seed for weights init of the head, shuffling, dropout, sampling"
-    )
+    seed: int = Field(default=42, ge=0, description="Seed for weights init of the head, shuffling, dropout, sampling")
     # data
     id_field: str = Field(default="id", min_length=1, description="Record field holding the question id")
-    context_field: str = Field(
-        default="context", min_length=1, description="Record field holding the context"
-    )
-    question_field: str = Field(
-        default="question", min_length=1, description="Record field holding the question"
-    )
+    context_field: str = Field(default="context", min_length=1, description="Record field holding the context")
+    question_field: str = Field(default="question", min_length=1, description="Record field holding the question")
     answers_field: str = Field(
         default="answers",
         min_length=1,

@@ -83,25 +83,15 @@ def main(ctx: click.Context, spec_path: Path | None) -> None:
 
     spec = load_worker_spec(spec_path, expected_stage="qa")
     manifest = run_stage(spec)
-    click.echo(
-        json.dumps(
-            {"outputDir": spec.output_dir, "files": len(manifest.files), **manifest.extra}, default=str
-        )
-    )
+    click.echo(json.dumps({"outputDir": spec.output_dir, "files": len(manifest.files), **manifest.extra}, default=str))
 
 
 @main.command()
-@click.option(
-    "--data", required=True, type=click.Path(path_type=Path), help="Directory with train/validation splits"
-)
-@click.option(
-    "--model", "model_dir", required=True, type=click.Path(path_type=Path), help="Base encoder directory"
-)
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Directory with train/validation splits")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path), help="Base encoder directory")
 @click.option("--output", "output_dir", required=True, type=click.Path(path_type=Path), help="Run directory")
 @click.option("--dataset", default=None, help="Dataset name, to pick <dataset>_train.jsonl among several")
-@click.option(
-    "--params", "params_file", type=click.Path(path_type=Path, exists=True), help="YAML/JSON qa params"
-)
+@click.option("--params", "params_file", type=click.Path(path_type=Path, exists=True), help="YAML/JSON qa params")
 @click.option("--set", "overrides", multiple=True, help="Override one param: --set learning_rate=3e-5")
 @click.option("--no-resume", is_flag=True, help="Ignore existing checkpoint-epoch-* directories")
 @reports_bad_input
@@ -145,19 +135,11 @@ def _load_eval_records(data: Path, split: str, fields: Any) -> Any:
 
 
 @main.command()
-@click.option(
-    "--data", required=True, type=click.Path(path_type=Path), help="Gold file, or directory with splits"
-)
-@click.option(
-    "--split", default="validation", show_default=True, type=click.Choice(["train", "validation", "test"])
-)
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Gold file, or directory with splits")
+@click.option("--split", default="validation", show_default=True, type=click.Choice(["train", "validation", "test"]))
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Trained model (e.g. RUN/best)")
-@click.option(
-    "--output", "output_dir", type=click.Path(path_type=Path), help="Write eval_results.json and predictions"
-)
-@click.option(
-    "--threshold", type=float, default=None, help="Null-odds threshold; default: tune it on these questions"
-)
+@click.option("--output", "output_dir", type=click.Path(path_type=Path), help="Write eval_results.json and predictions")
+@click.option("--threshold", type=float, default=None, help="Null-odds threshold; default: tune it on these questions")
 @click.option(
     "--predictions",
     "predictions_file",
@@ -191,9 +173,7 @@ def evaluate(
         odds = json.loads(null_odds_file.read_text(encoding="utf-8")) if null_odds_file else None
         missing = [r.id for r in records if r.id not in preds]
         if missing:
-            raise QaDataError(
-                f"{predictions_file}: no prediction for {len(missing)} id(s), e.g. {missing[:5]}"
-            )
+            raise QaDataError(f"{predictions_file}: no prediction for {len(missing)} id(s), e.g. {missing[:5]}")
         metrics = squad_v2_evaluate(gold_answers(records), preds, odds, na_prob_thresh=threshold or 1.0)
     else:
         if model_dir is None:
@@ -214,27 +194,13 @@ def evaluate(
 
 
 @main.command()
-@click.option(
-    "--data", required=True, type=click.Path(path_type=Path), help="Questions file, or directory with splits"
-)
-@click.option(
-    "--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"])
-)
-@click.option(
-    "--model", "model_dir", required=True, type=click.Path(path_type=Path), help="Trained model (RUN/best)"
-)
-@click.option(
-    "--output", "output_dir", required=True, type=click.Path(path_type=Path), help="Where predictions go"
-)
-@click.option(
-    "--n-best", "n_best_size", type=click.IntRange(min=1), default=None, help="Candidates per window"
-)
-@click.option(
-    "--max-answer-length", type=click.IntRange(min=1), default=None, help="Longest answer in tokens"
-)
-@click.option(
-    "--threshold", type=float, default=None, help="Null-odds threshold (default: the one saved in --model)"
-)
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Questions file, or directory with splits")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"]))
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path), help="Trained model (RUN/best)")
+@click.option("--output", "output_dir", required=True, type=click.Path(path_type=Path), help="Where predictions go")
+@click.option("--n-best", "n_best_size", type=click.IntRange(min=1), default=None, help="Candidates per window")
+@click.option("--max-answer-length", type=click.IntRange(min=1), default=None, help="Longest answer in tokens")
+@click.option("--threshold", type=float, default=None, help="Null-odds threshold (default: the one saved in --model)")
 @reports_bad_input
 def predict(
     data: Path,

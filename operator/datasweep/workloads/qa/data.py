@@ -61,8 +61,7 @@ def _iter_raw(path: Path) -> Iterator[tuple[int, Any]]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        for row_number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield row_number, row
+        yield from enumerate(pq.read_table(path).to_pylist(), start=1)
         return
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -129,10 +128,7 @@ def validate_record(raw: Any, fields: FieldNames, source: str) -> tuple[QaRecord
         if start < 0 or end > len(context):
             return (
                 None,
-                (
-                    f"answer {text!r} at answer_start {start} ends at {end}, outside the context "
-                    f"(length {len(context)})"
-                ),
+                (f"answer {text!r} at answer_start {start} ends at {end}, outside the context (length {len(context)})"),
                 record_id,
             )
         if context[start:end] != text:
@@ -174,7 +170,7 @@ def _split_of(path: Path) -> str | None:
     stem = path.stem.lower()
     for split, aliases in SPLIT_ALIASES.items():
         for alias in aliases:
-            if stem == alias or stem.endswith(f"_{alias}") or stem.endswith(f"-{alias}"):
+            if stem == alias or stem.endswith((f"_{alias}", f"-{alias}")):
                 return split
     return None
 
@@ -202,9 +198,7 @@ def find_split_files(data: str | Path, dataset: str | None = None) -> dict[str, 
             paths = preferred or paths
         if len(paths) > 1:
             listing = ", ".join(str(p) for p in paths)
-            raise QaDataError(
-                f"{root}: several {split} files ({listing}); keep one or point --data at a file"
-            )
+            raise QaDataError(f"{root}: several {split} files ({listing}); keep one or point --data at a file")
         chosen[split] = paths[0]
     return chosen
 

@@ -21,9 +21,7 @@ class Features:
     input_ids: list[list[int]] = field(default_factory=list)
     token_type_ids: list[list[int]] = field(default_factory=list)
     context_mask: list[list[int]] = field(default_factory=list)  # 1 on context tokens of the window
-    offsets: list[list[tuple[int, int] | None]] = field(
-        default_factory=list
-    )  # char span, context tokens only
+    offsets: list[list[tuple[int, int] | None]] = field(default_factory=list)  # char span, context tokens only
     cls_index: list[int] = field(default_factory=list)
     start_positions: list[int] = field(default_factory=list)
     end_positions: list[int] = field(default_factory=list)
@@ -46,9 +44,7 @@ class Features:
         }
 
 
-def check_question_lengths(
-    tokenizer: Any, records: Sequence[QaRecord], max_length: int, doc_stride: int
-) -> None:
+def check_question_lengths(tokenizer: Any, records: Sequence[QaRecord], max_length: int, doc_stride: int) -> None:
     """A question must leave room for a context window of more than doc_stride tokens."""
     specials = tokenizer.num_special_tokens_to_add(pair=True)
     encoded = tokenizer([r.question.lstrip() for r in records], add_special_tokens=False)["input_ids"]
@@ -78,9 +74,7 @@ def build_features(
     check_question_lengths(tokenizer, records, max_length, doc_stride)
     pad_right = tokenizer.padding_side == "right"
     if not pad_right:
-        raise QaDataError(
-            "the tokenizer pads on the left; extractive QA expects question first, padding right"
-        )
+        raise QaDataError("the tokenizer pads on the left; extractive QA expects question first, padding right")
     features = Features()
     for chunk_start in range(0, len(records), TOKENIZE_CHUNK):
         chunk = records[chunk_start : chunk_start + TOKENIZE_CHUNK]

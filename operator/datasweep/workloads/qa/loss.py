@@ -76,9 +76,7 @@ def qa_loss(
     ce_end = smoothed_position_ce(end_logits, valid, end_positions, weights.label_smoothing)
     span_ce = (ce_start + ce_end) / 2
     short = is_short.bool()
-    feature_weight = torch.where(
-        short, torch.full_like(span_ce, weights.short_field_weight), torch.ones_like(span_ce)
-    )
+    feature_weight = torch.where(short, torch.full_like(span_ce, weights.short_field_weight), torch.ones_like(span_ce))
     span_loss = (feature_weight * span_ce).sum() / feature_weight.sum().clamp_min(1e-8)
     short_float = short.float()
     boost = weights.short_field_boost * (span_ce * short_float).sum() / short_float.sum().clamp_min(1.0)
@@ -86,9 +84,9 @@ def qa_loss(
     parts = {"span": span_loss.detach(), "short_boost": boost.detach()}
     if weights.null_margin_weight > 0:
         negative = (start_positions == cls_index).float()
-        null_score = start_logits.float().gather(1, cls_index.unsqueeze(-1)).squeeze(
-            -1
-        ) + end_logits.float().gather(1, cls_index.unsqueeze(-1)).squeeze(-1)
+        null_score = start_logits.float().gather(1, cls_index.unsqueeze(-1)).squeeze(-1) + end_logits.float().gather(
+            1, cls_index.unsqueeze(-1)
+        ).squeeze(-1)
         best_span = best_span_scores(start_logits, end_logits, context, weights.max_answer_length)
         hinge = F.relu(weights.null_margin - (null_score - best_span))
         null_loss = weights.null_margin_weight * (hinge * negative).sum() / negative.sum().clamp_min(1.0)

@@ -61,9 +61,7 @@ def make_qid_to_has_ans(gold: Mapping[str, list[str]]) -> dict[str, bool]:
     return {qid: bool(answers) for qid, answers in gold.items()}
 
 
-def get_raw_scores(
-    gold: Mapping[str, list[str]], preds: Mapping[str, str]
-) -> tuple[dict[str, int], dict[str, float]]:
+def get_raw_scores(gold: Mapping[str, list[str]], preds: Mapping[str, str]) -> tuple[dict[str, int], dict[str, float]]:
     exact_scores: dict[str, int] = {}
     f1_scores: dict[str, float] = {}
     for qid, answers in gold.items():
@@ -193,8 +191,6 @@ def squad_v2_evaluate(
     return out_eval
 
 
-def apply_threshold(
-    span_preds: Mapping[str, str], null_odds: Mapping[str, float], threshold: float
-) -> dict[str, str]:
+def apply_threshold(span_preds: Mapping[str, str], null_odds: Mapping[str, float], threshold: float) -> dict[str, str]:
     """Final answers: "" where the null odds exceed the threshold (the official rule), else the best span."""
     return {qid: ("" if null_odds[qid] > threshold else text) for qid, text in span_preds.items()}

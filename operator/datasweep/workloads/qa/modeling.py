@@ -35,7 +35,7 @@ def load_model_and_tokenizer(model_dir: str | Path) -> tuple[Any, Any]:
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # progress bars would flood train.log / the pod log
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # progress bars would flood train.log / the pod log
 
     path = Path(model_dir)
     if not path.is_dir():
@@ -80,16 +80,13 @@ class Collator:
         length = max(len(item["input_ids"]) for item in items)
 
         def pad(key: str, value: int) -> torch.Tensor:
-            return torch.tensor(
-                [item[key] + [value] * (length - len(item[key])) for item in items], dtype=torch.long
-            )
+            return torch.tensor([item[key] + [value] * (length - len(item[key])) for item in items], dtype=torch.long)
 
         input_ids = pad("input_ids", self.pad_token_id)
         return {
             "input_ids": input_ids,
             "attention_mask": (
-                torch.arange(length).unsqueeze(0)
-                < torch.tensor([len(i["input_ids"]) for i in items]).unsqueeze(1)
+                torch.arange(length).unsqueeze(0) < torch.tensor([len(i["input_ids"]) for i in items]).unsqueeze(1)
             ).long(),
             "token_type_ids": pad("token_type_ids", 0),
             "context_mask": pad("context_mask", 0),
@@ -185,14 +182,10 @@ def score_predictions(
 ) -> tuple[dict[str, float], dict[str, str], float]:
     """Official SQuAD-v2 metrics. threshold None: tune it (best_f1_thresh) and report the scores at it."""
     gold = gold_answers(records)
-    metrics = squad_v2_evaluate(
-        gold, predictions.span_texts, predictions.null_odds, na_prob_thresh=threshold or 0.0
-    )
+    metrics = squad_v2_evaluate(gold, predictions.span_texts, predictions.null_odds, na_prob_thresh=threshold or 0.0)
     if threshold is None:
         threshold = metrics["best_f1_thresh"]
-        metrics = squad_v2_evaluate(
-            gold, predictions.span_texts, predictions.null_odds, na_prob_thresh=threshold
-        )
+        metrics = squad_v2_evaluate(gold, predictions.span_texts, predictions.null_odds, na_prob_thresh=threshold)
     metrics["null_threshold"] = threshold
     return metrics, apply_threshold(predictions.span_texts, predictions.null_odds, threshold), threshold
 

@@ -45,9 +45,7 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
 
     ax = axes[0][1]
     if train:
-        ax.plot(
-            [r["step"] for r in train], [r["lr"] for r in train], color="tab:green", label="learning rate"
-        )
+        ax.plot([r["step"] for r in train], [r["lr"] for r in train], color="tab:green", label="learning rate")
     ax.set_title("Learning rate (linear warmup, then decay)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")

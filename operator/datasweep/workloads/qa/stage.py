@@ -157,9 +157,7 @@ def run_stage(spec: WorkerSpec) -> Manifest:
 
     from datasweep.workloads.qa.training import QaTrainer
 
-    trainer = QaTrainer(
-        params, spec.base_model, output_dir, reports["train"].records, reports["validation"].records
-    )
+    trainer = QaTrainer(params, spec.base_model, output_dir, reports["train"].records, reports["validation"].records)
     result = trainer.train()
     best = result.best_dir
     settings = inference_settings(best)
@@ -175,9 +173,7 @@ def run_stage(spec: WorkerSpec) -> Manifest:
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
         "null_threshold": dev.threshold,
-        "dev": {
-            k: dev_metrics[k] for k in ("exact", "f1", "best_exact", "best_f1", "total") if k in dev_metrics
-        },
+        "dev": {k: dev_metrics[k] for k in ("exact", "f1", "best_exact", "best_f1", "total") if k in dev_metrics},
         "train_features": result.train_features,
         "skipped_records": skipped,
         "data_files": {split: str(path) for split, path in files.items()},
@@ -188,11 +184,7 @@ def run_stage(spec: WorkerSpec) -> Manifest:
         atomic_write_json(output_dir / "test_results.json", {"split": "test", **test.metrics})
         write_predictions(output_dir, test, prefix="test_")
         extra["test"] = {k: test.metrics[k] for k in ("exact", "f1", "total") if k in test.metrics}
-    trainer.log(
-        f"done: best epoch {result.best_epoch}, dev {extra['dev']}, null threshold {dev.threshold:.4f}"
-    )
+    trainer.log(f"done: best epoch {result.best_epoch}, dev {extra['dev']}, null threshold {dev.threshold:.4f}")
     wall = time.monotonic() - started
-    usage = Usage(
-        wall_seconds=round(wall, 3), gpu_seconds=round(wall if torch.cuda.is_available() else 0.0, 3)
-    )
+    usage = Usage(wall_seconds=round(wall, 3), gpu_seconds=round(wall if torch.cuda.is_available() else 0.0, 3))
     return finalize_artifact(output_dir, fingerprint=spec.fingerprint, stage="qa", usage=usage, extra=extra)

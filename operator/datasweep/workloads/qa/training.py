@@ -196,14 +196,15 @@ def _monitor_value(metric: str, metrics: dict[str, float]) -> float:
 
 
 def build_optimizer(model: Any, params: QaParams) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         lowered = name.lower()
-        (
-            no_decay if name.endswith("bias") or "layernorm" in lowered or "layer_norm" in lowered else decay
-        ).append(parameter)
+        (no_decay if name.endswith("bias") or "layernorm" in lowered or "layer_norm" in lowered else decay).append(
+            parameter
+        )
     groups = [
         {"params": decay, "weight_decay": params.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -266,16 +267,14 @@ class QaTrainer:
         )
 
     def _epoch_indices(self, epoch: int) -> list[int]:
-        return epoch_feature_indices(
-            self.train_features, self.params.negative_downsample, self.params.seed, epoch
-        )
+        return epoch_feature_indices(self.train_features, self.params.negative_downsample, self.params.seed, epoch)
 
     # --- one optimizer step's worth of work, shared with the benchmark ---
     def training_step(self, batch: dict[str, torch.Tensor], *, apply: bool) -> dict[str, torch.Tensor]:
         """Forward, loss, backward (scaled for accumulation); with apply: clip, optimizer and scheduler step."""
         with autocast_for(self.device):
             loss, parts = compute_loss(self.model, batch, self.weights)
-        (loss / self.params.grad_accum_steps).backward()
+        (loss / self.params.grad_accum_steps).backward()  # type: ignore[no-untyped-call]
         if apply:
             if self.params.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.max_grad_norm)
@@ -443,9 +442,7 @@ class QaTrainer:
             wall_seconds=time.monotonic() - started,
         )
 
-    def _log_train(
-        self, epoch: int, losses: list[float], parts: dict[str, torch.Tensor] | None, *, plot: bool
-    ) -> None:
+    def _log_train(self, epoch: int, losses: list[float], parts: dict[str, torch.Tensor] | None, *, plot: bool) -> None:
         record: dict[str, Any] = {
             "step": self.state.global_step,
             "epoch": epoch,
@@ -472,9 +469,7 @@ class QaTrainer:
         row.update(zero)
         self.state.history["eval"].append(row)
         value = _monitor_value(p.early_stopping_metric, metrics)
-        improved = _improved(
-            p.early_stopping_metric, value, self.state.best_metric, p.early_stopping_min_delta
-        )
+        improved = _improved(p.early_stopping_metric, value, self.state.best_metric, p.early_stopping_min_delta)
         self.log(
             f"epoch {epoch} dev: eval_loss {metrics['eval_loss']:.4f} best_f1 {metrics['best_f1']:.2f} "
             f"best_exact {metrics['best_exact']:.2f} (null threshold {metrics['best_f1_thresh']:.3f}) "
@@ -493,10 +488,7 @@ class QaTrainer:
             )
         else:
             self.state.epochs_without_improvement += 1
-            if (
-                p.early_stopping_patience
-                and self.state.epochs_without_improvement >= p.early_stopping_patience
-            ):
+            if p.early_stopping_patience and self.state.epochs_without_improvement >= p.early_stopping_patience:
                 self.state.stopped_early = True
                 self.log(
                     f"early stopping after epoch {epoch}: no {p.early_stopping_metric} gain > "

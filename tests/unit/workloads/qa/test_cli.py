@@ -63,7 +63,9 @@ def trained_stage(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> 
 def test_stage_writes_seed_outputs_and_manifest_last(trained_stage: dict[str, Any]) -> None:
     out: Path = trained_stage["out"]
     manifest = read_manifest(out)
-    assert manifest is not None and manifest.fingerprint == FINGERPRINT and manifest.stage == "qa"
+    assert manifest is not None
+    assert manifest.fingerprint == FINGERPRINT
+    assert manifest.stage == "qa"
     listed = {entry.path for entry in manifest.files}
     for name in (
         "training_curves.png",
@@ -173,13 +175,15 @@ def test_bad_inputs_exit_2_with_the_record_id(tmp_path: Path, tiny_bert: Path) -
     spec = _spec(tmp_path, data, tiny_bert, {**FAST_PARAMS})
     result = CliRunner().invoke(cli, ["worker", "qa", "--spec", str(spec)])
     assert result.exit_code == 2
-    assert "id broken-7" in result.output and "outside the context" in result.output
+    assert "id broken-7" in result.output
+    assert "outside the context" in result.output
     assert read_manifest(tmp_path / "out") is None
 
     spec = _spec(tmp_path, data, tiny_bert, {"learning_rate": -1, "nonsense": 1})
     result = CliRunner().invoke(cli, ["worker", "qa", "--spec", str(spec)])
     assert result.exit_code == 2
-    assert "spec.params.learning_rate" in result.output and "spec.params.nonsense" in result.output
+    assert "spec.params.learning_rate" in result.output
+    assert "spec.params.nonsense" in result.output
 
     result = CliRunner().invoke(
         cli,
@@ -199,4 +203,5 @@ def test_bad_inputs_exit_2_with_the_record_id(tmp_path: Path, tiny_bert: Path) -
             "bad_records=skip",
         ],
     )
-    assert result.exit_code == 2 and "model directory not found" in result.output
+    assert result.exit_code == 2
+    assert "model directory not found" in result.output

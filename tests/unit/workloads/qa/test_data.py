@@ -46,8 +46,10 @@ def test_bad_records_are_reported_with_id_and_line(tmp_path: Path) -> None:
         load_split({"train": path}, "train", FieldNames(), skip_bad=False)
     message = str(info.value)
     assert "4 invalid record(s)" in message
-    assert f"{path}:2 (id outside)" in message and "outside the context" in message
-    assert f"{path}:3 (id shifted)" in message and "is not at answer_start 3" in message
+    assert f"{path}:2 (id outside)" in message
+    assert "outside the context" in message
+    assert f"{path}:3 (id shifted)" in message
+    assert "is not at answer_start 3" in message
     assert "'o is a'" in message  # what the context reads at the wrong offset
     assert f"{path}:4 (id empty-ctx): empty context" in message
     assert "(id no-question): empty question" in message
@@ -66,9 +68,12 @@ def test_answers_in_list_form_custom_fields_and_invalid_json(tmp_path: Path) -> 
     path.write_text(json.dumps(row) + "\n{not json\n", encoding="utf-8")
     report = load_records(path, FieldNames(id="qid", context="passage", question="q", answers="ans"))
     assert report.records[0].answer_texts == ("Bern",)
-    assert report.problems[0]["source"] == f"{path}:2" and "not valid JSON" in report.problems[0]["problem"]
+    assert report.problems[0]["source"] == f"{path}:2"
+    assert "not valid JSON" in report.problems[0]["problem"]
     record, problem, _ = validate_record(row, FieldNames(), "f:1")
-    assert record is None and problem is not None and "missing field(s) id, question, context" in problem
+    assert record is None
+    assert problem is not None
+    assert "missing field(s) id, question, context" in problem
 
 
 def test_parquet_split_is_read(tmp_path: Path) -> None:
@@ -109,7 +114,8 @@ def test_sliding_window_labels_the_windows_that_hold_the_answer(tokenizer: Any) 
     mine = [i for i, e in enumerate(features.example_index) if e == 0]
     assert len(mine) > 2  # the long context became several windows
     labelled = [i for i in mine if not features.is_negative(i)]
-    assert labelled and len(labelled) < len(mine)  # windows without the answer point at CLS
+    assert labelled
+    assert len(labelled) < len(mine)
     for i in labelled:
         offsets = features.offsets[i]
         s, e = features.start_positions[i], features.end_positions[i]
@@ -134,7 +140,8 @@ def test_negative_downsampling_keeps_positives_and_a_share_of_negatives() -> Non
 
     features = Features(input_ids=[[1]] * 10, cls_index=[0] * 10, start_positions=[5, 0, 0, 0, 0, 6, 0, 0, 0, 0])
     kept = epoch_feature_indices(features, 0.5, seed=1, epoch=1)
-    assert {0, 5} <= set(kept) and len(kept) == 2 + 4
+    assert {0, 5} <= set(kept)
+    assert len(kept) == 2 + 4
     assert kept == epoch_feature_indices(features, 0.5, seed=1, epoch=1)  # reproducible
     assert len(epoch_feature_indices(features, 1.0, seed=1, epoch=2)) == 10
     assert epoch_feature_indices(features, 0.0, seed=1, epoch=2) == [0, 5]

@@ -89,6 +89,8 @@ def test_early_stopping_stops_when_the_dev_metric_stalls(tmp_path: Path, tiny_be
         }
     )
     result = QaTrainer(params, tiny_bert, tmp_path, train, dev).train()
-    assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 1
+    assert result.stopped_early
+    assert result.epochs_run == 2
+    assert result.best_epoch == 1
     assert sorted(p.name for p in tmp_path.glob("checkpoint-epoch-*")) == ["checkpoint-epoch-2"]
     assert "early stopping after epoch 2" in (tmp_path / "train.log").read_text()
