@@ -21,10 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-WORDS = (
-    "how do I stay safe online write a short story about a cat explain photosynthesis simply ignore the rules "
-    "and tell me pretend you have no limits jailbreak developer mode bypass filter answer the question"
-).split()
+WORDS = ["how", "do", "I", "stay", "safe", "online", "write", "a", "short", "story", "about", "a", "cat", "explain", "photosynthesis", "simply", "ignore", "the", "rules", "and", "tell", "me", "pretend", "you", "have", "no", "limits", "jailbreak", "developer", "mode", "bypass", "filter", "answer", "the", "question"]
 
 
 def best_of(repeats: int, run: Callable[[], None], sync: Callable[[], None]) -> float:
@@ -124,49 +121,51 @@ def main() -> None:
     selected = select_experts(analysis_result[0].mean, params)
     mask = build_expert_mask(layout.num_layers, layout.num_experts, layout.moe_layers, selected)
 
-    # --- training steps ---
+    # --- training steps: three set-ups, one step each per round, interleaved; min per step ---
     model.train()
-    initial = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    masked, handles = restrict_gradients_to_experts(model, layout, mask)
-    masked_opt = torch.optim.AdamW([m.param for m in masked], lr=1e-5, weight_decay=0.0)
-    step_batches = [batches[i % len(batches)] for i in range(args.repeats + 1)]
-
-    def run_masked() -> None:
-        for records in step_batches[1:]:
-            masked_step(model, tokenizer, records, masked, masked_opt, params, device)
-
-    masked_step(model, tokenizer, step_batches[0], masked, masked_opt, params, device)  # warm-up
-    t_masked = best_of(1, run_masked, sync) / args.repeats
-    for handle in handles:
-        handle.remove()
-
-    def plain_steps(optimizer: Any) -> Callable[[], None]:
-        def run() -> None:
-            for records in step_batches[1:]:
-                encoded = encode_batch(tokenizer, records, params)
-                loss = model(
-                    input_ids=encoded.input_ids.to(device),
-                    attention_mask=encoded.attention_mask.to(device),
-                    labels=encoded.labels.to(device),
-                ).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-
-        return run
-
-    # same expert tensors, no masking (hooks and masked decay are the only difference)
-    experts_opt = torch.optim.AdamW([m.param for m in masked], lr=1e-5, weight_decay=0.01)
-    plain_steps(experts_opt)()
-    t_experts = best_of(1, plain_steps(experts_opt), sync) / args.repeats
-
-    model.load_state_dict(initial)
-    for param in model.parameters():
-        param.requires_grad_(True)
+    expert_tensors = [p for layer in layout.layers if mask[layer.layer_idx].any() for p in layer.expert_params.values()]
+    masked_opt = torch.optim.AdamW(expert_tensors, lr=1e-5, weight_decay=0.0)  # decay applied by masked_step
+    experts_opt = torch.optim.AdamW(expert_tensors, lr=1e-5, weight_decay=0.01)
     full_opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
-    plain_steps(full_opt)()
-    t_full = best_of(1, plain_steps(full_opt), sync) / args.repeats
+
+    def plain_step(records: Any, optimizer: Any, trainable: list[Any]) -> None:
+        encoded = encode_batch(tokenizer, records, params)
+        loss = model(
+            input_ids=encoded.input_ids.to(device),
+            attention_mask=encoded.attention_mask.to(device),
+            labels=encoded.labels.to(device),
+        ).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def timed_masked(records: Any) -> float:
+        masked, handles = restrict_gradients_to_experts(model, layout, mask)
+        try:
+            return best_of(1, lambda: masked_step(model, tokenizer, records, masked, masked_opt, params, device), sync)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def timed_plain(records: Any, optimizer: Any, trainable: list[Any]) -> float:
+        for param in model.parameters():
+            param.requires_grad_(False)
+        for param in trainable:
+            param.requires_grad_(True)
+        return best_of(1, lambda: plain_step(records, optimizer, trainable), sync)
+
+    every = list(model.parameters())
+    t_masked = t_experts = t_full = float("inf")
+    for round_idx in range(args.repeats + 1):  # round 0 warms up
+        records = batches[round_idx % len(batches)]
+        m, e, f = (
+            timed_masked(records),
+            timed_plain(records, experts_opt, expert_tensors),
+            timed_plain(records, full_opt, every),
+        )
+        if round_idx:
+            t_masked, t_experts, t_full = min(t_masked, m), min(t_experts, e), min(t_full, f)
 
     n_params = sum(p.numel() for p in model.parameters())
     print(

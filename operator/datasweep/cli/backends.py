@@ -13,6 +13,7 @@ from typing import Any
 
 from datasweep import GROUP, VERSION
 from datasweep.cli.common import BadInput
+from datasweep.k8s import labels as k8s_labels
 from datasweep.local.registry import LocalArtifact, Registry, RegistryError
 from datasweep.store.layout import SHARED
 from datasweep.store.manifest import ManifestSummary, Usage
@@ -272,13 +273,13 @@ class ClusterBackend:
         from kubernetes import client, config
 
         try:
-            config.load_kube_config(context=context)
-            contexts, active = config.list_kube_config_contexts()
+            config.load_kube_config(context=context)  # type: ignore[no-untyped-call]
+            contexts, active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
             current = next((c for c in contexts if c["name"] == context), active) if context else active
             default_ns = (current or {}).get("context", {}).get("namespace") or "default"
         except (config.ConfigException, FileNotFoundError, TypeError) as exc:
             try:
-                config.load_incluster_config()
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
                 default_ns = "default"
             except config.ConfigException:
                 raise BadInput(f"no usable kubeconfig ({exc}); pass --root DIR to use a local store instead") from exc
@@ -328,8 +329,8 @@ class ClusterBackend:
                     params=dict(spec.get("params") or {}),
                     inputs=list(spec.get("inputs") or []),
                     manifest=_manifest(status.get("manifest")),
-                    imported=labels.get(f"{GROUP}/imported") == "true",
-                    legacy_fingerprint=annotations.get(f"{GROUP}/legacy-fingerprint"),
+                    imported=labels.get(k8s_labels.IMPORTED) == "true",
+                    legacy_fingerprint=annotations.get(k8s_labels.LEGACY_FINGERPRINT),
                 )
             )
         return sorted(views, key=lambda a: (a.dataset, a.semantic_name, a.stage, a.name))

@@ -25,6 +25,7 @@ from datasweep.cli.common import (
 from datasweep.core import naming
 from datasweep.core.fingerprint import fingerprint as sha256_fingerprint
 from datasweep.core.fingerprint import short
+from datasweep.k8s import labels as k8s_labels
 from datasweep.local.registry import LocalArtifact, Registry, now_iso
 from datasweep.store.layout import SHARED
 from datasweep.store.manifest import FINGERPRINT_NAME, ManifestSummary, read_manifest, scan_files
@@ -348,8 +349,8 @@ def _import_to_cluster(backend: ClusterBackend, found: list[ImportedDir]) -> int
             "kind": "Artifact",
             "metadata": {
                 "name": a.name,
-                "labels": {f"{GROUP}/imported": "true", f"{GROUP}/stage": a.stage},
-                "annotations": {f"{GROUP}/legacy-fingerprint": a.legacy_fingerprint or ""},
+                "labels": {k8s_labels.IMPORTED: "true", k8s_labels.STAGE: a.stage},
+                "annotations": {k8s_labels.LEGACY_FINGERPRINT: a.legacy_fingerprint or ""},
             },
             "spec": {
                 "stage": a.stage,

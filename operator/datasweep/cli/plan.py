@@ -161,7 +161,7 @@ def plan(
         all(e.hit for e in estimates if e.stage.fingerprint in {s.fingerprint for s in p.stages})
         for p in the_plan.points
     )
-    totals = {
+    totals: dict[str, Any] = {
         "points": len(the_plan.points),
         "pointsReused": point_hits,
         "stages": len(estimates),

@@ -138,7 +138,7 @@ def batch(
     output: str,
     verbose: bool,
 ) -> None:
-    """The points of BATCH_ID: reused or created, and the first batch of reused data (seed: list_batch_experiments.py)."""
+    """The points of BATCH_ID: reused or new, and where reused data came from (seed: list_batch_experiments.py)."""
     backend = _backend(root, cluster, namespace, kube_context)
     view = one_batch(backend, batch_id)
     if output != "table":

@@ -116,6 +116,8 @@ def reconcile(
     retry: int,
     logger: kopf.Logger,
 ) -> None:
+    if body["metadata"].get("labels", {}).get(labels.IMPORTED) == "true":
+        return  # data registered by `datasweep import`: nothing to produce
     status = dict(body.get("status") or {})
     phase = status.get("phase", "Pending")
     annotations = body["metadata"].get("annotations", {})

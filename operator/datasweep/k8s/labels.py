@@ -7,6 +7,7 @@ DATASET = "datasweep.io/dataset"
 BATCH = "datasweep.io/batch"
 KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 MANAGED_BY = "app.kubernetes.io/managed-by"
+IMPORTED = "datasweep.io/imported"  # registered by `datasweep import`: data exists, no Job ever runs
 
 FULL_FINGERPRINT = "datasweep.io/fingerprint-sha256"
 FIRST_BATCH = "datasweep.io/first-batch"
@@ -16,3 +17,4 @@ QUEUE = "datasweep.io/queue-name"
 RETRY = "datasweep.io/retry"
 REGENERATE = "datasweep.io/regenerate"
 INPUTS_READY = "datasweep.io/inputs-ready"
+LEGACY_FINGERPRINT = "datasweep.io/legacy-fingerprint"  # the seed tools' 12-hex MD5, kept by `datasweep import`

@@ -287,10 +287,10 @@ class LocalRunner:
         running: list[StageTask] = []
         while True:
             for task in todo:
-                if task.state == "pending" and task.depends_on is not None:
-                    if task.depends_on.state in ("failed", "blocked"):
-                        task.state = "blocked"
-                        task.message = f"not run: its input {task.depends_on.plan.artifact} failed"
+                parent = task.depends_on
+                if task.state == "pending" and parent is not None and parent.state in ("failed", "blocked"):
+                    task.state = "blocked"
+                    task.message = f"not run: its input {parent.plan.artifact} failed"
             ready = [t for t in todo if t.state == "pending" and (t.depends_on is None or t.depends_on.state == "done")]
             while ready and len(running) < self.jobs:
                 task = ready.pop(0)

@@ -82,9 +82,7 @@ def answer_for(messages: list[dict[str, Any]], reject_marker: str) -> str:
     return f"rephrased: {last}"
 
 
-def _error_body(
-    message: str, error_type: str, code: str | None = None, param: str | None = None
-) -> dict[str, Any]:
+def _error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
@@ -230,9 +228,7 @@ class _State:
                     failed_at=now,
                     errors={
                         "object": "list",
-                        "data": [
-                            {"code": "invalid_request", "message": "injected batch failure", "line": None}
-                        ],
+                        "data": [{"code": "invalid_request", "message": "injected batch failure", "line": None}],
                     },
                 )
             else:
@@ -260,9 +256,7 @@ class _State:
 class OpenAITestServer:
     """The server in a background thread on 127.0.0.1 (free port unless given)."""
 
-    def __init__(
-        self, behavior: ServerBehavior | None = None, host: str = "127.0.0.1", port: int = 0
-    ) -> None:
+    def __init__(self, behavior: ServerBehavior | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.behavior = behavior or ServerBehavior()
         self.state = _State(self.behavior)
         self.host = host
@@ -308,9 +302,7 @@ class OpenAITestServer:
         return app
 
     @web.middleware
-    async def _auth_and_count(
-        self, request: web.Request, handler: Callable[[web.Request], Any]
-    ) -> web.StreamResponse:
+    async def _auth_and_count(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         route = request.match_info.route.resource
         template = route.canonical if route is not None else request.path
         with self.state.lock:
@@ -351,9 +343,7 @@ class OpenAITestServer:
         upload = form.get("file")
         purpose = str(form.get("purpose") or "")
         if upload is None or not hasattr(upload, "file"):
-            return web.json_response(
-                _error_body("file is required", "invalid_request_error", param="file"), status=400
-            )
+            return web.json_response(_error_body("file is required", "invalid_request_error", param="file"), status=400)
         data = upload.file.read()
         if purpose == "batch":
             for number, line in enumerate(data.decode().splitlines(), start=1):
@@ -394,9 +384,7 @@ class OpenAITestServer:
             )
         if body.get("completion_window") != "24h" or body.get("endpoint") != "/v1/chat/completions":
             return web.json_response(
-                _error_body(
-                    "completion_window must be 24h, endpoint /v1/chat/completions", "invalid_request_error"
-                ),
+                _error_body("completion_window must be 24h, endpoint /v1/chat/completions", "invalid_request_error"),
                 status=400,
             )
         now = int(time.time())
@@ -525,15 +513,11 @@ def serve_openai(behavior: ServerBehavior | None = None, port: int = 0) -> Itera
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Local OpenAI-compatible server (chat, files, batches) for demos"
-    )
+    parser = argparse.ArgumentParser(description="Local OpenAI-compatible server (chat, files, batches) for demos")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every chat completion")
-    parser.add_argument(
-        "--reject-marker", default="[[reject]]", help="validation prompts containing it are rejected"
-    )
+    parser.add_argument("--reject-marker", default="[[reject]]", help="validation prompts containing it are rejected")
     args = parser.parse_args(argv)
     server = OpenAITestServer(
         ServerBehavior(latency_s=args.latency, reject_marker=args.reject_marker), args.host, args.port

@@ -26,12 +26,10 @@ DEFAULT_VALIDATION_PROMPT = (
     "Answer KEEP or REJECT on the first line, then a one-sentence reason."
 )
 DEFAULT_SCENARIO1_PROMPT = (
-    "Write a realistic usage scenario (a user request and the expected behaviour) for the following "
-    "function.\n\n{code}"
+    "Write a realistic usage scenario (a user request and the expected behaviour) for the following function.\n\n{code}"
 )
 DEFAULT_SCENARIO2_PROMPT = (
-    "Write a realistic usage scenario (a user request and the expected behaviour) for the following "
-    "class.\n\n{code}"
+    "Write a realistic usage scenario (a user request and the expected behaviour) for the following class.\n\n{code}"
 )
 
 # Fields that never change the produced data: excluded from the fingerprint by the planner.
@@ -78,9 +76,7 @@ class ValidationParams(ParamsModel):
 
 
 class GenerateParams(ParamsModel):
-    task: GenerateTask = Field(
-        default="rephrase", description="rephrase (+ validate) or code-scenarios (seed 001)"
-    )
+    task: GenerateTask = Field(default="rephrase", description="rephrase (+ validate) or code-scenarios (seed 001)")
     backend: GenerateBackend = Field(
         default="openai",
         description="openai (sync chat completions), openai-batch (Batch API), openai-compatible "
@@ -123,8 +119,7 @@ class GenerateParams(ParamsModel):
     rephrase_fields: list[str] = Field(
         default_factory=lambda: ["text"],
         min_length=1,
-        description="rephrase: record fields rephrased (one request each); the original is kept as "
-        "original_<field>",
+        description="rephrase: record fields rephrased (one request each); the original is kept as original_<field>",
     )
     id_field: str | None = Field(
         default=None,
@@ -151,9 +146,7 @@ class GenerateParams(ParamsModel):
     )
     request_timeout: float = Field(default=120.0, gt=0, description="Seconds per HTTP request")
     poll_interval: float = Field(default=10.0, gt=0, description="Batch API: first poll delay, seconds")
-    max_poll_interval: float = Field(
-        default=300.0, gt=0, description="Batch API: longest poll delay, seconds"
-    )
+    max_poll_interval: float = Field(default=300.0, gt=0, description="Batch API: longest poll delay, seconds")
     max_batch_attempts: int = Field(
         default=3, ge=1, le=20, description="Batch API: submissions per request before giving up"
     )
@@ -171,12 +164,8 @@ class GenerateParams(ParamsModel):
         default_factory=dict,
         description="Price overrides by model name (USD per 1M tokens), merged over the default table",
     )
-    transformers_batch_size: int = Field(
-        default=8, ge=1, le=1024, description="transformers: prompts per step"
-    )
-    device: str | None = Field(
-        default=None, description="transformers: torch device (default cuda if available)"
-    )
+    transformers_batch_size: int = Field(default=8, ge=1, le=1024, description="transformers: prompts per step")
+    device: str | None = Field(default=None, description="transformers: torch device (default cuda if available)")
 
     @model_validator(mode="before")
     @classmethod

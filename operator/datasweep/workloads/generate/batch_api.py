@@ -139,9 +139,7 @@ class BatchBackend:
         self.state.submissions.append(submission)
         self.state.save()
         payload = "".join(line for _, line in chunk).encode()
-        uploaded = await self.client.files.create(
-            file=(f"{self.phase}-{number}.jsonl", payload), purpose="batch"
-        )
+        uploaded = await self.client.files.create(file=(f"{self.phase}-{number}.jsonl", payload), purpose="batch")
         submission["input_file_id"] = uploaded.id
         self.state.save()
         await self._create(submission)
@@ -196,9 +194,7 @@ class BatchBackend:
             if response.get("status_code") == 200 and not line.get("error"):
                 journal.add(result_from_completion(custom_id, response.get("body") or {}).journal_entry())
             else:
-                failed[custom_id] = (
-                    f"status {response.get('status_code')}: {line.get('error') or response.get('body')}"
-                )
+                failed[custom_id] = f"status {response.get('status_code')}: {line.get('error') or response.get('body')}"
         for line in await self._download(batch.error_file_id):
             custom_id = str(line.get("custom_id"))
             if custom_id in expected and custom_id not in journal:
@@ -243,9 +239,7 @@ class BatchBackend:
                     continue
                 if attempts[custom_id] >= self.max_attempts:
                     if custom_id not in {f[0] for f in final_failures}:
-                        final_failures.append(
-                            (custom_id, last_errors.get(custom_id, "batch attempts exhausted"))
-                        )
+                        final_failures.append((custom_id, last_errors.get(custom_id, "batch attempts exhausted")))
                     continue
                 to_send.append(request)
             for chunk in split_into_batches(to_send, self.max_requests, self.max_bytes):

@@ -26,9 +26,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 @click.group(invoke_without_command=True)
-@click.option(
-    "--spec", "spec_path", type=click.Path(dir_okay=False, path_type=Path), help="Worker spec (YAML/JSON)"
-)
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False, path_type=Path), help="Worker spec (YAML/JSON)")
 @click.option("-v", "--verbose", is_flag=True, help="Log every HTTP request and retry")
 @click.pass_context
 def main(ctx: click.Context, spec_path: Path | None, verbose: bool) -> None:

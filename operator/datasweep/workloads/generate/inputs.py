@@ -62,16 +62,12 @@ def _choose_id_field(rows: list[dict[str, Any]], id_field: str | None) -> str | 
 def read_splits(source_dir: Path, dataset: str, id_field: str | None = None) -> dict[str, SplitData]:
     """Every split present in `source_dir` (at least one must be), fully parsed and checked."""
     if not source_dir.is_dir():
-        raise GenerateInputError(
-            f"sourceDir {source_dir} is not a directory: point it at the dataset's jsonl files"
-        )
+        raise GenerateInputError(f"sourceDir {source_dir} is not a directory: point it at the dataset's jsonl files")
     found = {split: split_path(source_dir, dataset, split) for split in SPLITS}
     found = {split: path for split, path in found.items() if path.is_file()}
     if not found:
         expected = ", ".join(split_path(source_dir, dataset, split).name for split in SPLITS)
-        raise GenerateInputError(
-            f"{source_dir}: no split of dataset {dataset!r} found; expected one of {expected}"
-        )
+        raise GenerateInputError(f"{source_dir}: no split of dataset {dataset!r} found; expected one of {expected}")
     problems: list[str] = []
     splits: dict[str, SplitData] = {}
     for split, path in found.items():
@@ -86,9 +82,7 @@ def read_splits(source_dir: Path, dataset: str, id_field: str | None = None) -> 
                 problems.append(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})")
                 continue
             if not isinstance(value, dict):
-                problems.append(
-                    f"{path}:{number}: a record must be a JSON object, got {type(value).__name__}"
-                )
+                problems.append(f"{path}:{number}: a record must be a JSON object, got {type(value).__name__}")
                 continue
             rows.append((number, value))
         if not rows and not any(p.startswith(f"{path}:") for p in problems):
@@ -106,9 +100,7 @@ def read_splits(source_dir: Path, dataset: str, id_field: str | None = None) -> 
             else:
                 record_id = str(row[data.id_field])
             if record_id in seen:
-                problems.append(
-                    f"{path}:{number}: duplicate id {record_id!r} (first at line {seen[record_id]})"
-                )
+                problems.append(f"{path}:{number}: duplicate id {record_id!r} (first at line {seen[record_id]})")
                 continue
             seen[record_id] = number
             data.records.append(SourceRecord(line=number, record_id=record_id, data=row))

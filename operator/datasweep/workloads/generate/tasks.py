@@ -67,9 +67,7 @@ def plan_rephrase(splits: dict[str, SplitData], params: GenerateParams) -> TaskP
                 fields = {**values, "text": value, "field": field}
                 missing = template.missing(fields)
                 if missing:
-                    problems.append(
-                        f"{data.where(record)}: params.prompt needs field(s) {', '.join(missing)}"
-                    )
+                    problems.append(f"{data.where(record)}: params.prompt needs field(s) {', '.join(missing)}")
                     continue
                 items.append(
                     WorkItem(
@@ -103,14 +101,11 @@ def plan_code_scenarios(splits: dict[str, SplitData], params: GenerateParams) ->
             code = record.data.get(params.code_field)
             if kind is None:
                 problems.append(
-                    f"{data.where(record)}: missing slice type field {params.type_field!r} "
-                    "(params.type_field)"
+                    f"{data.where(record)}: missing slice type field {params.type_field!r} (params.type_field)"
                 )
                 continue
             if not isinstance(code, str) or not code.strip():
-                problems.append(
-                    f"{data.where(record)}: missing code field {params.code_field!r} (params.code_field)"
-                )
+                problems.append(f"{data.where(record)}: missing code field {params.code_field!r} (params.code_field)")
                 continue
             scenario = SCENARIO_BY_TYPE.get(str(kind).lower())
             if scenario is None:
@@ -198,9 +193,7 @@ def compile_record(
         return record, True
     judged = [verdicts[item.validation_id] for item in items]
     rejected = [
-        (item.field, reason)
-        for item, (verdict, reason) in zip(items, judged, strict=True)
-        if verdict != "keep"
+        (item.field, reason) for item, (verdict, reason) in zip(items, judged, strict=True) if verdict != "keep"
     ]
     if rejected:
         reason = "; ".join(f"{field}: {why}" if len(items) > 1 else why for field, why in rejected)

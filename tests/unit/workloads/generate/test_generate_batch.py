@@ -122,7 +122,10 @@ def test_crash_between_create_and_persist_finds_the_batch_by_metadata(api_key, s
 
 
 def test_large_inputs_are_split_by_count_and_bytes():
-    requests = [ChatRequest(f"gen:train:{i}:text", {"model": "m", "messages": [{"role": "user", "content": "x" * 100}]}) for i in range(10)]
+    requests = [
+        ChatRequest(f"gen:train:{i}:text", {"model": "m", "messages": [{"role": "user", "content": "x" * 100}]})
+        for i in range(10)
+    ]
     by_count = split_into_batches(requests, max_requests=4, max_bytes=10**6)
     assert [len(chunk) for chunk in by_count] == [4, 4, 2]
     line_bytes = len(by_count[0][0][1].encode())

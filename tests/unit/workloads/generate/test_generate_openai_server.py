@@ -27,7 +27,7 @@ def test_sdk_types_validate_every_answer():
         completion = ChatCompletion.model_validate(json.loads(raw.http_response.text))
         assert completion.choices[0].message.content == "rephrased: a cat"
         assert completion.usage is not None
-        assert completion.usage.total_tokens == 5
+        assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (4, 3)
 
         payload = (request_line("a", "Text: one") + "\n" + request_line("b", "Text: two") + "\n").encode()
         uploaded = client.files.create(file=("in.jsonl", payload), purpose="batch")
@@ -59,7 +59,9 @@ def test_cancel_list_pages_and_auth():
         client = OpenAI(base_url=server.url, api_key="test", max_retries=0)
         uploaded = client.files.create(file=("in.jsonl", request_line("a", "x").encode()), purpose="batch")
         ids = [
-            client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h").id
+            client.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            ).id
             for _ in range(3)
         ]
         assert client.batches.retrieve(ids[0]).status == "in_progress"
@@ -82,8 +84,12 @@ def test_failed_and_expired_batches():
         client = OpenAI(base_url=server.url, api_key="test", max_retries=0)
         payload = "".join(request_line(f"r{i}", "Text: x") + "\n" for i in range(4)).encode()
         uploaded = client.files.create(file=("in.jsonl", payload), purpose="batch")
-        failed = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
-        expired = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+        failed = client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        expired = client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
         failed = client.batches.retrieve(failed.id)
         assert failed.status == "failed"
         assert failed.errors is not None
@@ -102,4 +108,6 @@ def test_deterministic_answers():
     verdict = "Original: a\nRephrased: b\nAnswer KEEP or REJECT."
     assert answer_for([{"role": "user", "content": verdict}], "[[reject]]").startswith("KEEP\n")
     assert answer_for([{"role": "user", "content": verdict + " [[reject]]"}], "[[reject]]").startswith("REJECT\n")
-    assert answer_for([{"role": "user", "content": "Rephrase it.\n\nText: the cat sat"}], "x") == "rephrased: the cat sat"
+    assert (
+        answer_for([{"role": "user", "content": "Rephrase it.\n\nText: the cat sat"}], "x") == "rephrased: the cat sat"
+    )

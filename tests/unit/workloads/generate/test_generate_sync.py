@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
@@ -36,7 +35,10 @@ def test_rephrase_and_validate_writes_the_artifact_layout(api_key, openai_server
     assert first["question"] == "cause"
     assert first["label"] == 1
     assert first["validation"]["verdict"] == "keep"
-    assert rejected[0]["validation"] == {"verdict": "reject", "reason": "The rephrased text contains the reject marker."}
+    assert rejected[0]["validation"] == {
+        "verdict": "reject",
+        "reason": "The rephrased text contains the reject marker.",
+    }
     assert len(read_jsonl(out / "Copa" / "copa_validation.jsonl")) == 3
     assert not (out / "Copa" / "copa_test.jsonl").exists()
 
@@ -121,7 +123,11 @@ def test_code_scenarios_through_openai_compatible(api_key, tmp_path, monkeypatch
         manifest = run_generate(spec)
         assert server.counts["POST /v1/chat/completions"] == 3
     records = read_jsonl(spec.output_path / "Slices" / "slices_train.jsonl")
-    assert [(r["id"], r["scenario"]) for r in records] == [("f1", "scenario1"), ("c1", "scenario2"), ("f2", "scenario1")]
+    assert [(r["id"], r["scenario"]) for r in records] == [
+        ("f1", "scenario1"),
+        ("c1", "scenario2"),
+        ("f2", "scenario1"),
+    ]
     assert records[0]["response"] == "rephrased: return a + b"
     assert records[1]["code"] == "class Stack:\n    pass"
     report = json.loads((spec.output_path / "report.json").read_text())
@@ -179,9 +185,7 @@ def test_resume_after_kill_repeats_only_requests_in_flight(api_key, tmp_path):
     write_jsonl(source / "copa_train.jsonl", [{"id": f"r{i}", "text": f"sentence {i}"} for i in range(total)])
     concurrency = 4
     with serve_openai(ServerBehavior(latency_s=0.05)) as server:
-        spec = make_spec(
-            tmp_path, source, {"base_url": server.url, "validation": None, "concurrency": concurrency}
-        )
+        spec = make_spec(tmp_path, source, {"base_url": server.url, "validation": None, "concurrency": concurrency})
         spec_file = write_spec(spec, tmp_path / "spec.yaml")
         journal = spec.output_path / ".work" / "generate.jsonl"
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -205,9 +209,7 @@ def test_resume_after_kill_repeats_only_requests_in_flight(api_key, tmp_path):
 
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-    texts = Counter(
-        body["messages"][-1]["content"].rsplit("Text: ", 1)[-1] for body in server.chat_log
-    )
+    texts = Counter(body["messages"][-1]["content"].rsplit("Text: ", 1)[-1] for body in server.chat_log)
     repeated = [text for text, count in texts.items() if count > 1]
     # only requests that were in flight (sent, answer not yet journaled) at the kill are sent again
     in_flight = first_run_requests - len(answered_before)

@@ -1,0 +1,126 @@
+"""The cluster backend's views from Artifact/Batch objects as the API server returns them (no server here;
+tests/e2e/test_cli_cluster.py runs the same tools against a real control plane)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from datasweep.cli import common
+from datasweep.cli.backends import ClusterBackend
+from datasweep.cli.main import cli
+
+BATCH_A = "batch_20241229_temperature"
+BATCH_B = "batch_20241230_topp"
+
+
+def artifact(semantic: str, fp: str, first_batch: str, consumers: list[str], temperature: float) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"copa-{semantic.replace('_', '-')}-{fp * 12}"},
+        "spec": {
+            "stage": "generate",
+            "dataset": "Copa",
+            "fingerprint": fp * 64,
+            "semanticName": semantic,
+            "params": {"temperature": temperature},
+            "storage": {"path": f"_shared/Copa/{semantic}"},
+        },
+        "status": {"phase": "Ready", "firstBatch": first_batch, "consumers": consumers},
+    }
+
+
+class FakeCustomObjects:
+    """The two calls the read tools make, answering with what `kubectl get -o json` would show."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, list[dict[str, Any]]] = {
+            "artifacts": [
+                artifact("temp05_topp10_gpt4o", "a", BATCH_A, ["copa-temperature"], 0.5),
+                artifact("temp07_topp10_gpt4o", "b", BATCH_A, ["copa-temperature", "copa-topp"], 0.7),
+                artifact("temp03_topp10_gpt4o", "d", "batch_20241201_pilot", ["copa-pilot"], 0.3),
+            ],
+            "batches": [
+                {
+                    "metadata": {"name": "batch-20241230-topp"},
+                    "spec": {"batchId": BATCH_B, "purpose": "topp_study"},
+                    "status": {
+                        "experiments": ["copa-topp"],
+                        "points": [
+                            {
+                                "experiment": "copa-topp",
+                                "dataset": "Copa",
+                                "semanticName": "temp07_topp10_gpt4o",
+                                "artifact": "copa-temp07-topp10-gpt4o-bbbbbbbbbbbb",
+                                "reused": True,
+                                "path": f"{BATCH_B}/Copa/temp07_topp10_gpt4o",
+                                "ready": True,
+                            }
+                        ],
+                    },
+                }
+            ],
+            "experiments": [{"metadata": {"name": "copa-topp"}}],
+        }
+        self.deleted: list[str] = []
+
+    def list_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str) -> Any:
+        assert (group, version, namespace) == ("datasweep.io", "v1alpha1", "ns1")
+        return {"items": self.objects[plural]}
+
+    def delete_namespaced_custom_object(self, group: str, version: str, ns: str, plural: str, name: str) -> None:
+        self.deleted.append(name)
+
+
+@pytest.fixture
+def fake_api(monkeypatch: pytest.MonkeyPatch) -> FakeCustomObjects:
+    api = FakeCustomObjects()
+    monkeypatch.setattr(ClusterBackend, "connect", classmethod(lambda cls, ns, ctx: cls(api, ns or "ns1", ctx)))
+    return api
+
+
+def as_json(*args: str) -> Any:
+    result = CliRunner().invoke(cli, [*args, "--cluster", "-o", "json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_cluster_batch_and_artifacts(fake_api: FakeCustomObjects) -> None:
+    view = as_json("batch", BATCH_B)
+    point = view["pointList"][0]
+    assert (point["reused"], point["firstBatch"]) == (True, BATCH_A)
+    assert point["sharedPath"] == "_shared/Copa/temp07_topp10_gpt4o"
+    artifacts = as_json("artifacts", "--dataset", "Copa")
+    assert [a["semanticName"] for a in artifacts] == [
+        "temp03_topp10_gpt4o",
+        "temp05_topp10_gpt4o",
+        "temp07_topp10_gpt4o",
+    ]
+    resolved = as_json("resolve", f"/data/{BATCH_B}/Copa/temp07_topp10_gpt4o/Copa")
+    assert resolved["batchPaths"] == [f"/data/{BATCH_B}/Copa/temp07_topp10_gpt4o/Copa"]
+
+
+def test_cluster_gc_keeps_referenced_and_consumed_artifacts(fake_api: FakeCustomObjects) -> None:
+    gc = as_json("gc")
+    # temp07 is in a batch; temp05 and temp03 have consumers, but only copa-topp still exists as an Experiment
+    assert sorted(c["artifacts"][0] for c in gc["candidates"]) == [
+        "copa-temp03-topp10-gpt4o-dddddddddddd",
+        "copa-temp05-topp10-gpt4o-aaaaaaaaaaaa",
+    ]
+    assert fake_api.deleted == []
+    result = CliRunner().invoke(cli, ["gc", "--cluster", "--yes"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert sorted(fake_api.deleted) == [c["artifacts"][0] for c in gc["candidates"]]
+
+
+def test_default_backend_is_the_cluster_when_a_kubeconfig_exists(
+    fake_api: FakeCustomObjects, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert isinstance(common.choose_backend(None, False, None, None), ClusterBackend)
+    result = CliRunner().invoke(cli, ["batches", "-o", "json"], catch_exceptions=False)
+    assert [b["batchId"] for b in json.loads(result.stdout)] == [BATCH_B]
