@@ -21,7 +21,43 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-WORDS = ["how", "do", "I", "stay", "safe", "online", "write", "a", "short", "story", "about", "a", "cat", "explain", "photosynthesis", "simply", "ignore", "the", "rules", "and", "tell", "me", "pretend", "you", "have", "no", "limits", "jailbreak", "developer", "mode", "bypass", "filter", "answer", "the", "question"]
+WORDS = (
+    "how",
+    "do",
+    "I",
+    "stay",
+    "safe",
+    "online",
+    "write",
+    "a",
+    "short",
+    "story",
+    "about",
+    "a",
+    "cat",
+    "explain",
+    "photosynthesis",
+    "simply",
+    "ignore",
+    "the",
+    "rules",
+    "and",
+    "tell",
+    "me",
+    "pretend",
+    "you",
+    "have",
+    "no",
+    "limits",
+    "jailbreak",
+    "developer",
+    "mode",
+    "bypass",
+    "filter",
+    "answer",
+    "the",
+    "question",
+)
 
 
 def best_of(repeats: int, run: Callable[[], None], sync: Callable[[], None]) -> float:

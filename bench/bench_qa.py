@@ -40,7 +40,24 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    words = "the archive in paris lists kalo who is also known as renvel few people remember this".split()
+    words = [
+        "the",
+        "archive",
+        "in",
+        "paris",
+        "lists",
+        "kalo",
+        "who",
+        "is",
+        "also",
+        "known",
+        "as",
+        "renvel",
+        "few",
+        "people",
+        "remember",
+        "this",
+    ]
     context = " ".join(words[i % len(words)] for i in range(args.seq * 2))
     answer_at = context.index("renvel")
     records = [

@@ -34,12 +34,6 @@ def artifact_phases(
     }
 
 
-def _phase_of(index: kopf.Index[Any, Any], namespace: str, name: str) -> str | None:
-    for phase, _first, _inputs in index.get((namespace, name), []):
-        return str(phase)
-    return None
-
-
 def _patch(namespace: str, name: str, status: dict[str, Any], **changes: Any) -> None:
     client.patch_status("Artifact", namespace, name, changes)
     for consumer in status.get("consumers", []):
@@ -84,10 +78,14 @@ def _launch(namespace: str, name: str, body: kopf.Body, attempt: int, logger: ko
     )
 
 
-def _blocked(namespace: str, body: kopf.Body, index: kopf.Index[Any, Any]) -> tuple[str, str] | None:
-    """Why this Artifact cannot start yet: an input not Ready, or its experiment at its parallelism."""
+def _blocked(namespace: str, body: kopf.Body) -> tuple[str, str] | None:
+    """Why this Artifact cannot start yet: an input not Ready, or its experiment at its parallelism.
+
+    Read from the API, not the index: a nudge may arrive before the index has seen the change that caused it.
+    """
     for input_name in body["spec"].get("inputs", []):
-        phase = _phase_of(index, namespace, input_name)
+        producer = client.get_custom("Artifact", namespace, input_name)
+        phase = ((producer or {}).get("status") or {}).get("phase")
         if phase == "Failed":
             return "InputFailed", f"input {input_name} failed"
         if phase != "Ready":
@@ -98,24 +96,16 @@ def _blocked(namespace: str, body: kopf.Body, index: kopf.Index[Any, Any]) -> tu
     if limit:
         running = sum(
             1
-            for (ns, _name), values in index.items()
-            if ns == namespace
-            for phase, owner, _inputs in values
-            if phase == "Running" and owner == first
+            for other in client.list_custom("Artifact", namespace)
+            if (other.get("status") or {}).get("phase") == "Running"
+            and other["metadata"].get("annotations", {}).get(labels.FIRST_EXPERIMENT) == first
         )
         if running >= limit:
             return "Throttled", f"{running} Jobs of experiment {first} running (parallelism {limit})"
     return None
 
 
-def reconcile(
-    namespace: str,
-    name: str,
-    body: kopf.Body,
-    index: kopf.Index[Any, Any],
-    retry: int,
-    logger: kopf.Logger,
-) -> None:
+def reconcile(namespace: str, name: str, body: kopf.Body, retry: int, logger: kopf.Logger) -> None:
     if body["metadata"].get("labels", {}).get(labels.IMPORTED) == "true":
         return  # data registered by `datasweep import`: nothing to produce
     status = dict(body.get("status") or {})
@@ -137,8 +127,12 @@ def reconcile(
             manifest=None,
             completedAt=None,
         )
+        _launch(namespace, name, body, attempts, logger)
         return
-    if phase == "Failed":
+    input_failed = any(
+        c.get("reason") == "InputFailed" for c in status.get("conditions", []) if c.get("type") == "Ready"
+    )
+    if phase == "Failed" and not input_failed:
         if retry_token and retry_token != status.get("retriedFor"):
             kopf.info(body, reason="Retry", message=f"retry requested ({labels.RETRY}={retry_token})")
             _patch(namespace, name, status, phase="Pending", retriedFor=retry_token, attempts=attempts)
@@ -149,10 +143,12 @@ def reconcile(
     if phase == "Retrying" and retry == 0:
         delay = min(settings().retry_backoff_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
         raise kopf.TemporaryError(f"attempt {attempts} failed; retrying in {delay:.0f}s", delay=delay)
-    blocked = _blocked(namespace, body, index)
+    blocked = _blocked(namespace, body)
     if blocked:
         reason, message = blocked
         if reason == "InputFailed":
+            if phase == "Failed":
+                return
             _patch(
                 namespace,
                 name,
@@ -171,33 +167,36 @@ def reconcile(
                 waitingReason=reason,
                 conditions=_ready_condition(status, False, reason, message),
             )
-        return  # nudged when an input or a running Job changes (see `nudge_dependents`)
+        return  # nudged when an input or a running Job of its experiment finishes (see `nudge`)
     _launch(namespace, name, body, attempts, logger)
 
 
+# Kopf's change detection ignores status, so everything that must wake an Artifact touches an annotation:
+# the retry and regenerate requests, a finished input or a freed slot (`nudge`), a failed attempt.
 @kopf.on.resume(*ARTIFACTS)
 @kopf.on.create(*ARTIFACTS)
 @kopf.on.update(*ARTIFACTS, field="metadata.annotations")
-@kopf.on.field(*ARTIFACTS, field="status.phase")
 def artifact_changed(
     namespace: str | None, name: str, body: kopf.Body, retry: int, logger: kopf.Logger, **kwargs: Any
 ) -> None:
     assert namespace is not None
-    reconcile(namespace, name, body, kwargs["artifact_phases"], retry, logger)
+    reconcile(namespace, name, body, retry, logger)
 
 
-@kopf.on.field(*ARTIFACTS, field="status.phase")
-def nudge_dependents(name: str, new: Any, body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
-    """An Artifact finished (or a slot freed): wake the Artifacts waiting on it, without polling."""
-    if new not in ("Ready", "Failed"):
-        return
-    artifact_phases: kopf.Index[Any, Any] = kwargs["artifact_phases"]
-    first = body["metadata"].get("annotations", {}).get(labels.FIRST_EXPERIMENT)
+def nudge(namespace: str, finished: str, first_experiment: str | None, index: kopf.Index[Any, Any]) -> None:
+    """An Artifact finished: wake the ones that wait on it as input or for a slot of its experiment."""
     stamp = now()
-    for (ns, other), values in list(artifact_phases.items()):
+    for (ns, other), values in list(index.items()):
         for phase, owner, inputs in values:
-            if ns == namespace and phase == "Waiting" and (name in inputs or owner == first):
-                client.patch_custom("Artifact", ns, other, {"metadata": {"annotations": {labels.INPUTS_READY: stamp}}})
+            if ns != namespace or other == finished or phase in ("Ready", "Running"):
+                continue
+            if finished in inputs or (first_experiment and owner == first_experiment):
+                client.patch_custom("Artifact", ns, other, {"metadata": {"annotations": {labels.NUDGED: stamp}}})
+
+
+def _first_experiment(artifact: dict[str, Any]) -> str | None:
+    value = artifact["metadata"].get("annotations", {}).get(labels.FIRST_EXPERIMENT)
+    return str(value) if value else None
 
 
 def _termination_summary(namespace: str, job: str) -> ManifestSummary | None:
@@ -213,7 +212,7 @@ def _termination_summary(namespace: str, job: str) -> ManifestSummary | None:
 
 
 @kopf.on.event(*JOBS, labels={labels.ARTIFACT: kopf.PRESENT})
-def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     job_status = body.get("status") or {}
     finished = {c.get("type"): c for c in job_status.get("conditions") or [] if c.get("status") == "True"}
     if "Complete" not in finished and "Failed" not in finished:
@@ -242,6 +241,7 @@ def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Lo
             changes["usage"] = summary.usage.model_dump(by_alias=True)
         _patch(namespace, artifact_name, status, **changes)
         logger.info("artifact %s ready", artifact_name)
+        nudge(namespace, artifact_name, _first_experiment(artifact), kwargs["artifact_phases"])
         return
     failure = finished["Failed"]
     message = f"Job {name} failed: {failure.get('reason', '')} {failure.get('message', '')}".strip()
@@ -256,6 +256,10 @@ def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Lo
             phase="Retrying",
             conditions=_ready_condition(status, False, "JobFailed", message),
         )
+        # Wakes the Artifact's handler, which waits out the backoff and starts the next attempt.
+        client.patch_custom(
+            "Artifact", namespace, artifact_name, {"metadata": {"annotations": {labels.FAILED_ATTEMPT: str(attempts)}}}
+        )
     else:
         final = f"{message} (after {attempts} attempts; retry with the annotation {labels.RETRY}=<any new value>)"
         _patch(
@@ -265,3 +269,4 @@ def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Lo
             phase="Failed",
             conditions=_ready_condition(status, False, "JobFailed", final),
         )
+        nudge(namespace, artifact_name, _first_experiment(artifact), kwargs["artifact_phases"])

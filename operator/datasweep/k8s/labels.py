@@ -16,5 +16,6 @@ PARALLELISM = "datasweep.io/parallelism"
 QUEUE = "datasweep.io/queue-name"
 RETRY = "datasweep.io/retry"
 REGENERATE = "datasweep.io/regenerate"
-INPUTS_READY = "datasweep.io/inputs-ready"
+NUDGED = "datasweep.io/nudged"  # an input or a slot freed up: look again
+FAILED_ATTEMPT = "datasweep.io/failed-attempt"  # the last failed attempt, wakes the retry with backoff
 LEGACY_FINGERPRINT = "datasweep.io/legacy-fingerprint"  # the seed tools' 12-hex MD5, kept by `datasweep import`

@@ -19,7 +19,7 @@ Direction = Literal["unsafe", "safe"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 # Fields that never change the batches, the analysis or the trained model (left out of fingerprints).
-NOT_RESULT_AFFECTING: tuple[str, ...] = ("device", "log_every")
+OPERATIONAL_FIELDS: frozenset[str] = frozenset({"device", "log_every"})
 
 
 class MoeSteerParams(ParamsModel):
@@ -32,12 +32,8 @@ class MoeSteerParams(ParamsModel):
         "(input roles 'safe' and 'unsafe') read prompt_field and ignore this setting",
     )
     safe_field: str = Field(default="goal", description="paired: record field holding the safe prompt")
-    unsafe_field: str = Field(
-        default="all_prompt", description="paired: record field holding the unsafe prompt"
-    )
-    prompt_field: str = Field(
-        default="prompt", description="labeled / separate files: record field of the prompt"
-    )
+    unsafe_field: str = Field(default="all_prompt", description="paired: record field holding the unsafe prompt")
+    prompt_field: str = Field(default="prompt", description="labeled / separate files: record field of the prompt")
     label_field: str = Field(default="label", description="labeled: record field holding the label")
     safe_labels: list[str] = Field(
         default_factory=lambda: ["safe", "benign", "0", "false"],
@@ -53,9 +49,7 @@ class MoeSteerParams(ParamsModel):
         "paired records use '<response_field>' for both prompts. None: language-model loss on the prompt",
     )
     split: str = Field(default="train", description="Which split file of a generate artifact to read")
-    deduplicate: bool = Field(
-        default=True, description="Drop repeated prompts within each label before batching"
-    )
+    deduplicate: bool = Field(default=True, description="Drop repeated prompts within each label before batching")
 
     # --- batches ---
     batch_size: int = Field(default=16, ge=2, description="Prompts per mixed batch (analysis and training)")
@@ -65,17 +59,11 @@ class MoeSteerParams(ParamsModel):
         lt=1.0,
         description="Share of safe prompts in every batch; batch_size*safe_ratio whole",
     )
-    max_batches: int | None = Field(
-        default=None, ge=1, description="Use at most this many batches (None: all)"
-    )
-    seed: int = Field(
-        default=42, ge=0, description="Seed for shuffling prompts into batches and for training"
-    )
+    max_batches: int | None = Field(default=None, ge=1, description="Use at most this many batches (None: all)")
+    seed: int = Field(default=42, ge=0, description="Seed for shuffling prompts into batches and for training")
 
     # --- tokenization ---
-    max_length: int = Field(
-        default=512, ge=4, description="Token limit per prompt (+ response); cut on the right"
-    )
+    max_length: int = Field(default=512, ge=4, description="Token limit per prompt (+ response); cut on the right")
     use_chat_template: bool = Field(
         default=False, description="Wrap each prompt as a user turn with the tokenizer's chat template"
     )
@@ -87,8 +75,7 @@ class MoeSteerParams(ParamsModel):
     )
     direction: Direction = Field(
         default="unsafe",
-        description="unsafe: select experts with the highest risk difference (p_unsafe - p_safe); "
-        "safe: the lowest",
+        description="unsafe: select experts with the highest risk difference (p_unsafe - p_safe); safe: the lowest",
     )
     top_n: int | None = Field(default=10, ge=1, description="Select at most this many experts in total")
     threshold: float | None = Field(
@@ -97,14 +84,10 @@ class MoeSteerParams(ParamsModel):
         le=1.0,
         description="Select only experts whose mean risk difference (signed by direction) is at least this",
     )
-    max_per_layer: int | None = Field(
-        default=None, ge=1, description="Select at most this many experts per layer"
-    )
+    max_per_layer: int | None = Field(default=None, ge=1, description="Select at most this many experts per layer")
 
     # --- training ---
-    learning_rate: float = Field(
-        default=1e-5, gt=0.0, description="AdamW learning rate of the chosen experts"
-    )
+    learning_rate: float = Field(default=1e-5, gt=0.0, description="AdamW learning rate of the chosen experts")
     num_epochs: int = Field(default=3, ge=1, description="Passes over the analysis batches")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps")
     weight_decay: float = Field(

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from datasweep.api._base import ParamsModel
 
 # Fields that do not change the trained model or its metrics: left out of the fingerprint.
-QA_NON_RESULT_FIELDS: frozenset[str] = frozenset(
+OPERATIONAL_FIELDS: frozenset[str] = frozenset(
     {"num_workers", "plot_update_every", "per_device_eval_batch_size", "keep_last_checkpoints"}
 )
 

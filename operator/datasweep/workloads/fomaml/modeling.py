@@ -140,6 +140,7 @@ def load_model_and_tokenizer(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if gradient_checkpointing:
+        # Non-reentrant checkpointing: inner-loop parameter updates happen between backward passes.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     model.to(device)

@@ -108,14 +108,10 @@ class AnalysisResult:
 def forward_router_logits(model: Any, input_ids: Any, attention_mask: Any) -> tuple[Any, ...]:
     """Router logits of one batch; runs the decoder only (the LM head is not needed for routing)."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
-    outputs = decoder(
-        input_ids=input_ids, attention_mask=attention_mask, output_router_logits=True, use_cache=False
-    )
+    outputs = decoder(input_ids=input_ids, attention_mask=attention_mask, output_router_logits=True, use_cache=False)
     router_logits = getattr(outputs, "router_logits", None)
     if router_logits is None:
-        outputs = model(
-            input_ids=input_ids, attention_mask=attention_mask, output_router_logits=True, use_cache=False
-        )
+        outputs = model(input_ids=input_ids, attention_mask=attention_mask, output_router_logits=True, use_cache=False)
         router_logits = getattr(outputs, "router_logits", None)
     if not router_logits:
         raise MoeSteerInputError(f"{type(model).__name__} returned no router_logits; is it an MoE causal LM?")
@@ -281,12 +277,8 @@ def write_analysis(
 def load_expert_mask(path: str | Path) -> BoolArray:
     source = Path(path)
     if not source.is_file():
-        raise MoeSteerInputError(
-            f"{source}: expert mask not found; run `datasweep worker moe-steer analyze` first"
-        )
+        raise MoeSteerInputError(f"{source}: expert mask not found; run `datasweep worker moe-steer analyze` first")
     mask = np.load(source, allow_pickle=False)
     if mask.ndim != 2:
-        raise MoeSteerInputError(
-            f"{source}: expert mask must be 2D [layers, experts], got shape {mask.shape}"
-        )
+        raise MoeSteerInputError(f"{source}: expert mask must be 2D [layers, experts], got shape {mask.shape}")
     return np.asarray(mask, dtype=np.bool_)

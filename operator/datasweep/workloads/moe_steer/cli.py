@@ -28,9 +28,7 @@ def _fail_bad_input(exc: Exception) -> None:
     sys.exit(2)
 
 
-def _params_from_flags(
-    params_file: str | None, settings: tuple[str, ...], flags: dict[str, Any]
-) -> dict[str, Any]:
+def _params_from_flags(params_file: str | None, settings: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
     """params file (YAML/JSON mapping) < -p key=value (YAML value) < explicit flags."""
     raw: dict[str, Any] = {}
     if params_file:
@@ -52,9 +50,7 @@ def _params_from_flags(
 
 def _param_options(func: F) -> F:
     options = [
-        click.option(
-            "--params", "params_file", type=click.Path(dir_okay=False), help="YAML/JSON file of params"
-        ),
+        click.option("--params", "params_file", type=click.Path(dir_okay=False), help="YAML/JSON file of params"),
         click.option("-p", "--param", "settings", multiple=True, metavar="NAME=VALUE", help="Set any param"),
         click.option("--batch-size", type=int, default=None, help="Prompts per mixed batch"),
         click.option("--safe-ratio", type=float, default=None, help="Share of safe prompts per batch"),
@@ -67,9 +63,7 @@ def _param_options(func: F) -> F:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--spec", "spec_path", type=click.Path(dir_okay=False), help="WorkerSpec file: run the whole stage"
-)
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="WorkerSpec file: run the whole stage")
 @click.pass_context
 def main(ctx: click.Context, spec_path: str | None) -> None:
     """SteerMoE: mixed safe/unsafe batches, per-expert risk difference, expert-only fine-tuning."""
@@ -92,9 +86,7 @@ def main(ctx: click.Context, spec_path: str | None) -> None:
 
 
 @main.command()
-@click.option(
-    "--model", "model_path", required=True, type=click.Path(file_okay=False), help="MoE base model dir"
-)
+@click.option("--model", "model_path", required=True, type=click.Path(file_okay=False), help="MoE base model dir")
 @click.option("--data", type=click.Path(), default=None, help="Data file/dir (paired or labeled records)")
 @click.option("--safe", type=click.Path(), default=None, help="File/dir of safe prompts (prompt_field)")
 @click.option("--unsafe", type=click.Path(), default=None, help="File/dir of unsafe prompts (prompt_field)")
@@ -128,9 +120,7 @@ def analyze(
 
 
 @main.command()
-@click.option(
-    "--model", "model_path", required=True, type=click.Path(file_okay=False), help="MoE base model dir"
-)
+@click.option("--model", "model_path", required=True, type=click.Path(file_okay=False), help="MoE base model dir")
 @click.option(
     "--analysis",
     "analysis_dir",
@@ -138,9 +128,7 @@ def analyze(
     type=click.Path(file_okay=False),
     help="Output dir of `analyze`",
 )
-@click.option(
-    "--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Default: the analysis dir"
-)
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Default: the analysis dir")
 @click.option("--epochs", "num_epochs", type=int, default=None)
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--weight-decay", type=float, default=None)
@@ -164,8 +152,6 @@ def train(
         params = parse_params(_params_from_flags(params_file, settings, flags))
         model, tokenizer, layout, device = load_model(model_path, params)
         target = Path(out_dir) if out_dir else Path(analysis_dir)
-        train_stage(
-            model, tokenizer, layout, device, Path(analysis_dir), target, params, model_path, log=_log
-        )
+        train_stage(model, tokenizer, layout, device, Path(analysis_dir), target, params, model_path, log=_log)
     except MoeSteerInputError as exc:
         _fail_bad_input(exc)

@@ -63,13 +63,7 @@ def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             payload = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise MoeSteerInputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
-        items = (
-            payload
-            if isinstance(payload, list)
-            else payload.get("data")
-            if isinstance(payload, dict)
-            else None
-        )
+        items = payload if isinstance(payload, list) else payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(items, list):
             raise MoeSteerInputError(f"{path}: a .json input is a list of objects (or {{'data': [...]}})")
         for row, record in enumerate(items, start=1):
@@ -99,9 +93,7 @@ def find_data_files(location: str | Path, split: str) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise MoeSteerInputError(f"{root}: input data not found (expected a file or a directory)")
-    split_files = sorted(
-        p for suffix in DATA_SUFFIXES for p in root.rglob(f"*_{split}{suffix}") if p.is_file()
-    )
+    split_files = sorted(p for suffix in DATA_SUFFIXES for p in root.rglob(f"*_{split}{suffix}") if p.is_file())
     if split_files:
         return split_files
     every = sorted(
@@ -185,8 +177,7 @@ def load_prompts(
                 report.records += 1
                 if params.prompt_field not in record:
                     raise MoeSteerInputError(
-                        f"{where}: record has no {params.prompt_field!r} "
-                        f"(fields: {sorted(record)}); set prompt_field"
+                        f"{where}: record has no {params.prompt_field!r} (fields: {sorted(record)}); set prompt_field"
                     )
                 add(record[params.prompt_field], label, where, record)  # type: ignore[arg-type]
 
@@ -264,9 +255,7 @@ def read_batches(path: str | Path) -> list[list[BatchRecord]]:
     """Read `batches.jsonl` back, checking that batches are whole, contiguous and in order."""
     source = Path(path)
     if not source.is_file():
-        raise MoeSteerInputError(
-            f"{source}: batches file not found; run `datasweep worker moe-steer analyze` first"
-        )
+        raise MoeSteerInputError(f"{source}: batches file not found; run `datasweep worker moe-steer analyze` first")
     grouped: dict[int, list[BatchRecord]] = {}
     for where, row in _read_records(source):
         try:

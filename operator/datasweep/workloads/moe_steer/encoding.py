@@ -24,8 +24,7 @@ def _prompt_ids(tokenizer: Any, text: str, params: MoeSteerParams) -> list[int]:
     if params.use_chat_template:
         if not getattr(tokenizer, "chat_template", None):
             raise MoeSteerInputError(
-                "use_chat_template is true but the base model's tokenizer has no chat template; "
-                "set it to false"
+                "use_chat_template is true but the base model's tokenizer has no chat template; set it to false"
             )
         rendered = tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False

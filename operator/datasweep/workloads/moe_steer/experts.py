@@ -45,9 +45,7 @@ def _decoder_layers(model: Any) -> list[Any]:
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     layers = getattr(decoder, "layers", None)
     if layers is None:
-        raise MoeSteerInputError(
-            f"{type(model).__name__}: cannot find the decoder layers (model.model.layers)"
-        )
+        raise MoeSteerInputError(f"{type(model).__name__}: cannot find the decoder layers (model.model.layers)")
     return list(layers)
 
 

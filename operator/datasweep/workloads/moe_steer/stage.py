@@ -46,9 +46,7 @@ def parse_params(raw: Mapping[str, Any], where: str = "params") -> MoeSteerParam
     try:
         return MoeSteerParams.model_validate(dict(raw))
     except ValidationError as exc:
-        raise MoeSteerInputError(
-            f"invalid moe-steer params: {describe_validation_error(exc, prefix=where)}"
-        ) from exc
+        raise MoeSteerInputError(f"invalid moe-steer params: {describe_validation_error(exc, prefix=where)}") from exc
 
 
 def load_model(model_path: str | Path, params: MoeSteerParams) -> tuple[Any, Any, MoeLayout, Any]:
@@ -58,9 +56,7 @@ def load_model(model_path: str | Path, params: MoeSteerParams) -> tuple[Any, Any
 
     source = Path(model_path)
     if not (source / "config.json").is_file():
-        raise MoeSteerInputError(
-            f"{source}: base model directory has no config.json (expected a save_pretrained dir)"
-        )
+        raise MoeSteerInputError(f"{source}: base model directory has no config.json (expected a save_pretrained dir)")
     device = resolve_device(params.device)
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     try:
@@ -206,21 +202,15 @@ def run_stage(spec: WorkerSpec, log: Log = _quiet) -> Manifest:
     analysis = analyze_stage(model, tokenizer, layout, device, out_dir, params, data, safe, unsafe, log)
     training = train_stage(model, tokenizer, layout, device, out_dir, out_dir, params, spec.base_model, log)
     wall = time.perf_counter() - start
-    usage = Usage(
-        wall_seconds=round(wall, 3), gpu_seconds=round(wall, 3) if str(device).startswith("cuda") else 0.0
-    )
+    usage = Usage(wall_seconds=round(wall, 3), gpu_seconds=round(wall, 3) if str(device).startswith("cuda") else 0.0)
     extra = {
         "numBatches": analysis["num_batches"],
         "selectedExperts": analysis["selected"],
         "finalLoss": training["final_loss"],
         "steps": training["steps"],
-        "loadReport": {
-            k: analysis[k] for k in ("records", "skipped_empty", "duplicates_dropped", "unused_prompts")
-        },
+        "loadReport": {k: analysis[k] for k in ("records", "skipped_empty", "duplicates_dropped", "unused_prompts")},
     }
-    return finalize_artifact(
-        out_dir, fingerprint=spec.fingerprint, stage=spec.stage, usage=usage, extra=extra
-    )
+    return finalize_artifact(out_dir, fingerprint=spec.fingerprint, stage=spec.stage, usage=usage, extra=extra)
 
 
 __all__ = ["analyze_stage", "load_model", "parse_params", "run_stage", "train_stage"]

@@ -68,8 +68,7 @@ def check_mask(mask: BoolArray, layout: MoeLayout) -> None:
         raise MoeSteerInputError(f"expert mask selects experts in dense (non-MoE) layers {dense}")
     if not mask.any():
         raise MoeSteerInputError(
-            "no expert is selected (empty expert mask); lower the threshold or raise top_n, "
-            "then analyze again"
+            "no expert is selected (empty expert mask); lower the threshold or raise top_n, then analyze again"
         )
 
 
@@ -207,9 +206,7 @@ def masked_step(
         with torch.no_grad():
             for item in masked:
                 keep = torch.tensor(1.0, dtype=item.param.dtype, device=item.param.device)
-                decay = torch.tensor(
-                    1.0 - lr * params.weight_decay, dtype=item.param.dtype, device=item.param.device
-                )
+                decay = torch.tensor(1.0 - lr * params.weight_decay, dtype=item.param.dtype, device=item.param.device)
                 item.param.mul_(torch.where(item.selected, decay, keep))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

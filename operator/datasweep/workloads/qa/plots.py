@@ -44,8 +44,8 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
     ax.legend(loc="upper right")
 
     ax = axes[0][1]
-    if train:
-        ax.plot([r["step"] for r in train], [r["lr"] for r in train], color="tab:green", label="learning rate")
+    if steps:
+        ax.plot([s[0] for s in steps], [s[2] for s in steps], color="tab:green", label="learning rate")
     ax.set_title("Learning rate (linear warmup, then decay)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
@@ -66,7 +66,7 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("score (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best", fontsize="small")
 
     ax = axes[1][1]
     if evals:
@@ -81,7 +81,7 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right")
+        ax.legend(loc="best", fontsize="small")
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

@@ -71,9 +71,9 @@ def loss_weights(params: QaParams) -> LossWeights:
 
 def params_digest(params: QaParams, base_model: str) -> str:
     """What a checkpoint must match to be resumed: the result-affecting params and the base model."""
-    from datasweep.api.stages.qa import QA_NON_RESULT_FIELDS
+    from datasweep.api.stages.qa import OPERATIONAL_FIELDS
 
-    effective = {k: v for k, v in params.model_dump(mode="json").items() if k not in QA_NON_RESULT_FIELDS}
+    effective = {k: v for k, v in params.model_dump(mode="json").items() if k not in OPERATIONAL_FIELDS}
     payload = json.dumps({"params": effective, "base_model": str(base_model)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
