@@ -16,7 +16,11 @@ SplitStrategy = Literal["random", "stratified", "temporal"]
 DType = Literal["float32", "bfloat16", "float16", "float64"]
 
 # Fields that never change the trained model or the prepared data (the lead leaves them out of fingerprints).
-NOT_RESULT_AFFECTING: tuple[str, ...] = ("save_freq", "keep_checkpoints", "log_freq")
+# Never change the trained model (checkpointing recomputes the same gradient, FSDP is parallelism):
+# left out of fingerprints.
+OPERATIONAL_FIELDS: frozenset[str] = frozenset(
+    {"save_freq", "keep_checkpoints", "log_freq", "enable_gradient_checkpointing", "use_fsdp"}
+)
 
 
 class FomamlParams(ParamsModel):
@@ -41,26 +45,18 @@ class FomamlParams(ParamsModel):
     )
     split_strategy: SplitStrategy = Field(
         default="random",
-        description="random: shuffle then cut; stratified: same level mix in every split; "
-        "temporal: keep input order",
+        description="random: shuffle then cut; stratified: same level mix in every split; temporal: keep input order",
     )
-    level_key: str = Field(
-        default="level", description="Record field holding the difficulty level (stratified)"
-    )
+    level_key: str = Field(default="level", description="Record field holding the difficulty level (stratified)")
     time_key: str | None = Field(
         default=None, description="Record field to sort by for the temporal split (None: input file order)"
     )
-    support_ratio: float = Field(
-        default=0.30, gt=0.0, lt=1.0, description="Share of each task for the support set"
-    )
-    query_ratio: float = Field(
-        default=0.40, gt=0.0, lt=1.0, description="Share of each task for the query set"
-    )
+    support_ratio: float = Field(default=0.30, gt=0.0, lt=1.0, description="Share of each task for the support set")
+    query_ratio: float = Field(default=0.40, gt=0.0, lt=1.0, description="Share of each task for the query set")
     seed: int = Field(default=42, ge=0, description="Seed for splits, task sampling and batch sampling")
     k_shots: list[int] = Field(
         default_factory=lambda: [5, 10],
-        description="Write few_shot_eval/<task>_<k>shot.parquet (k examples drawn from the task's "
-        "support set)",
+        description="Write few_shot_eval/<task>_<k>shot.parquet (k examples drawn from the task's support set)",
     )
     mixed_baseline: bool = Field(
         default=True,
@@ -69,33 +65,23 @@ class FomamlParams(ParamsModel):
     deduplicate: bool = Field(
         default=True, description="Drop records whose prompt+response repeat within a task before splitting"
     )
-    min_support_samples: int = Field(
-        default=1, ge=1, description="Validation fails below this many support rows"
-    )
+    min_support_samples: int = Field(default=1, ge=1, description="Validation fails below this many support rows")
     min_query_samples: int = Field(default=1, ge=1, description="Validation fails below this many query rows")
     min_test_samples: int = Field(default=1, ge=0, description="Validation fails below this many test rows")
 
     # --- data (seed 003 `data:`) ---
     prompt_key: str = Field(default="prompt", description="Parquet column holding the prompt")
     response_key: str = Field(default="response", description="Parquet column holding the response")
-    max_length: int = Field(
-        default=2048, ge=8, description="Token limit per example; longer ones are cut on the right"
-    )
+    max_length: int = Field(default=2048, ge=8, description="Token limit per example; longer ones are cut on the right")
     apply_chat_template: bool = Field(
         default=False, description="Wrap the prompt as a user turn with the tokenizer's chat template"
     )
 
     # --- meta-learning (seed 003 `meta:`) ---
-    inner_lr: float = Field(
-        default=1e-4, gt=0.0, description="SGD learning rate of the inner (adaptation) loop"
-    )
-    num_inner_steps: int = Field(
-        default=5, ge=0, description="K: inner SGD steps on support batches per task"
-    )
+    inner_lr: float = Field(default=1e-4, gt=0.0, description="SGD learning rate of the inner (adaptation) loop")
+    num_inner_steps: int = Field(default=5, ge=0, description="K: inner SGD steps on support batches per task")
     inner_batch_size: int = Field(default=4, ge=1, description="Support examples per inner step")
-    outer_lr: float = Field(
-        default=3e-5, gt=0.0, description="AdamW learning rate of the outer (meta) update"
-    )
+    outer_lr: float = Field(default=3e-5, gt=0.0, description="AdamW learning rate of the outer (meta) update")
     meta_batch_size: int = Field(default=4, ge=1, description="Tasks per meta-step (global, across all GPUs)")
     query_batch_size: int = Field(default=4, ge=1, description="Query examples per task per meta-step")
     support_max_samples: int | None = Field(
@@ -107,25 +93,19 @@ class FomamlParams(ParamsModel):
         default=None, ge=1, description="Use at most this many query rows per task (seed: query_max_samples)"
     )
     weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay of the outer optimizer")
-    warmup_steps: int = Field(
-        default=0, ge=0, description="Linear warm-up of outer_lr over this many meta-steps"
-    )
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up of outer_lr over this many meta-steps")
     max_grad_norm: float | None = Field(
         default=1.0, gt=0.0, description="Clip the meta-gradient to this global norm (None: no clipping)"
     )
 
     # --- trainer (seed 003 `trainer:`) ---
     total_steps: int = Field(default=5000, ge=1, description="Meta-steps to train")
-    save_freq: int = Field(
-        default=500, ge=1, description="Save a resumable checkpoint every this many meta-steps"
-    )
+    save_freq: int = Field(default=500, ge=1, description="Save a resumable checkpoint every this many meta-steps")
     test_freq: int = Field(
         default=100, ge=0, description="Few-shot evaluation every this many meta-steps (0: only at the end)"
     )
     log_freq: int = Field(default=1, ge=1, description="Write a metrics line every this many meta-steps")
-    keep_checkpoints: int = Field(
-        default=1, ge=1, description="Checkpoints kept on disk (oldest removed first)"
-    )
+    keep_checkpoints: int = Field(default=1, ge=1, description="Checkpoints kept on disk (oldest removed first)")
 
     # --- evaluation ---
     eval_inner_steps: int | None = Field(
@@ -142,9 +122,7 @@ class FomamlParams(ParamsModel):
     eval_batch_size: int = Field(default=8, ge=1, description="Examples per forward pass during evaluation")
 
     # --- model (seed 003 `model:`) ---
-    enable_gradient_checkpointing: bool = Field(
-        default=False, description="Recompute activations in backward"
-    )
+    enable_gradient_checkpointing: bool = Field(default=False, description="Recompute activations in backward")
     use_fsdp: bool = Field(
         default=False,
         description="Under torchrun with several GPUs: shard parameters with FSDP instead of replicas",

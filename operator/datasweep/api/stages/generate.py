@@ -184,7 +184,3 @@ class GenerateParams(ParamsModel):
         if self.max_poll_interval < self.poll_interval:
             raise ValueError("max_poll_interval must be >= poll_interval")
         return self
-
-    def result_affecting(self) -> dict[str, object]:
-        """The effective values that change the output (what the planner fingerprints)."""
-        return self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))

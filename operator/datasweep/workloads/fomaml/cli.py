@@ -109,9 +109,7 @@ def _run_spec(spec_file: Path) -> None:
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @_params_options
 @_exit_codes
-def prepare_command(
-    input_dir: Path, output_dir: Path, params_file: Path | None, overrides: tuple[str, ...]
-) -> None:
+def prepare_command(input_dir: Path, output_dir: Path, params_file: Path | None, overrides: tuple[str, ...]) -> None:
     """Group records by task, format them and split each task into support/query/test parquet files."""
     from datasweep.workloads.fomaml.data import prepare
 

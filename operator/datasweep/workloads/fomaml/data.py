@@ -103,11 +103,7 @@ def find_input_files(input_dir: Path) -> list[Path]:
         relative = path.relative_to(input_dir)
         if any(part in SKIPPED_INPUT_DIRS or part.startswith(".") for part in relative.parts[:-1]):
             continue
-        if (
-            path.is_file()
-            and not path.name.startswith(".")
-            and path.suffix in (".jsonl", ".json", ".parquet")
-        ):
+        if path.is_file() and not path.name.startswith(".") and path.suffix in (".jsonl", ".json", ".parquet"):
             if path.name in ("manifest.json", "experiment_metadata.json", "prepare_report.json"):
                 continue
             found.append(path)
@@ -186,9 +182,7 @@ def format_example(record: RawRecord, task: str, params: FomamlParams) -> Exampl
         value = record.get(name)
         if value is not None:
             meta[name] = value
-    return Example(
-        prompt, response, json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str), record.source
-    )
+    return Example(prompt, response, json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str), record.source)
 
 
 # ---------------------------------------------------------------- splitting
@@ -228,9 +222,7 @@ def split_task(
             try:
                 ordered.sort(key=lambda r: r.get(params.time_key or ""))
             except TypeError as exc:
-                raise DataError(
-                    f"time_key {params.time_key!r} has values that cannot be compared: {exc}"
-                ) from exc
+                raise DataError(f"time_key {params.time_key!r} has values that cannot be compared: {exc}") from exc
         return ordered[:n_support], ordered[n_support : n_support + n_query], ordered[n_support + n_query :]
     if params.split_strategy == "random":
         shuffled = list(records)
@@ -414,9 +406,7 @@ def load_tasks(data_dir: Path, params: FomamlParams, with_test: bool = True) -> 
     for name in list_tasks(data_dir):
         task = TaskData(
             name=name,
-            support=_pairs(
-                data_dir / META_TRAIN / f"{name}_support.parquet", params, params.support_max_samples
-            ),
+            support=_pairs(data_dir / META_TRAIN / f"{name}_support.parquet", params, params.support_max_samples),
             query=_pairs(data_dir / META_TRAIN / f"{name}_query.parquet", params, params.query_max_samples),
         )
         test_path = data_dir / FEW_SHOT_EVAL / f"{name}_test.parquet"

@@ -89,9 +89,7 @@ def collate(examples: Sequence[Encoded], pad_id: int, device: torch.device) -> d
     }
 
 
-def token_losses(
-    model: Any, batch: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def token_losses(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-position cross-entropy of next-token prediction, its weight mask, and the argmax hits."""
     import torch
     import torch.nn.functional as F

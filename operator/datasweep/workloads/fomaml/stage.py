@@ -46,9 +46,7 @@ def parse_params(raw: Mapping[str, Any], where: str = "params") -> FomamlParams:
     try:
         return FomamlParams.model_validate(dict(raw))
     except ValidationError as exc:
-        raise ParamsError(
-            f"invalid fomaml parameters: {describe_validation_error(exc, prefix=where)}"
-        ) from exc
+        raise ParamsError(f"invalid fomaml parameters: {describe_validation_error(exc, prefix=where)}") from exc
 
 
 def load_params(params_file: Path | None = None, overrides: Sequence[str] = ()) -> FomamlParams:
@@ -143,9 +141,7 @@ def run_train(
     return results
 
 
-def run_eval(
-    data_dir: Path, model_dir: str, params: FomamlParams, dist: DistContext | None = None
-) -> dict[str, Any]:
+def run_eval(data_dir: Path, model_dir: str, params: FomamlParams, dist: DistContext | None = None) -> dict[str, Any]:
     """Few-shot evaluation of a model on a prepared directory (before/after K adaptation steps)."""
     dist = dist or init_distributed(params.use_fsdp)
     trainer, _ = _build_trainer(data_dir, model_dir, params, dist)
@@ -200,9 +196,7 @@ def run_stage(spec: WorkerSpec) -> Manifest | None:
                 "validation_warnings": report.warnings,
             },
         )
-        usage = Usage(
-            wall_seconds=round(wall, 3), gpu_seconds=round(wall * dist.world_size, 3) if dist.on_gpu else 0.0
-        )
+        usage = Usage(wall_seconds=round(wall, 3), gpu_seconds=round(wall * dist.world_size, 3) if dist.on_gpu else 0.0)
         extra = {
             "mean_before_loss": results.get("mean_before_loss"),
             "mean_after_loss": results.get("mean_after_loss"),
@@ -210,8 +204,6 @@ def run_stage(spec: WorkerSpec) -> Manifest | None:
             "total_steps": params.total_steps,
             "world_size": dist.world_size,
         }
-        return finalize_artifact(
-            output_dir, fingerprint=spec.fingerprint, stage=STAGE, usage=usage, extra=extra
-        )
+        return finalize_artifact(output_dir, fingerprint=spec.fingerprint, stage=STAGE, usage=usage, extra=extra)
     finally:
         dist.shutdown()

@@ -80,9 +80,7 @@ class MetaTrainer:
                 ("query_batch_size", params.query_batch_size),
             ):
                 if size % dist.world_size:
-                    raise ValueError(
-                        f"{name}={size} must be a multiple of the {dist.world_size} ranks with use_fsdp"
-                    )
+                    raise ValueError(f"{name}={size} must be a multiple of the {dist.world_size} ranks with use_fsdp")
         self.model = model
         self.params = params
         self.dist = dist
@@ -93,9 +91,7 @@ class MetaTrainer:
         self.query = [self.encoder.encode_all(task.query) for task in self.tasks]
         self._test: dict[int, list[Encoded]] = {}
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=params.outer_lr, weight_decay=params.weight_decay
-        )
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=params.outer_lr, weight_decay=params.weight_decay)
         warmup = params.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda done: min(1.0, (done + 1) / warmup) if warmup else 1.0
@@ -134,9 +130,7 @@ class MetaTrainer:
             return losses.sum() / mask.sum().clamp(min=1)
         rows = list(examples[self.dist.rank :: self.dist.world_size])
         active = bool(rows)
-        losses, mask, _ = token_losses(
-            self.model, collate(rows or list(examples[:1]), self.pad_id, self.dist.device)
-        )
+        losses, mask, _ = token_losses(self.model, collate(rows or list(examples[:1]), self.pad_id, self.dist.device))
         count = (mask.sum() if active else mask.sum() * 0).to(torch.float64)
         self.dist.all_reduce_sum([count])
         scale = self.dist.world_size / max(float(count), 1.0)
@@ -255,9 +249,7 @@ class MetaTrainer:
                 batch = list(examples[start : start + size])
                 rows = batch[self.dist.rank :: self.dist.world_size] if self.dist.fsdp else batch
                 active = bool(rows)
-                losses, mask, hits = token_losses(
-                    self.model, collate(rows or batch[:1], self.pad_id, self.dist.device)
-                )
+                losses, mask, hits = token_losses(self.model, collate(rows or batch[:1], self.pad_id, self.dist.device))
                 if not active:
                     continue
                 per_row_targets = mask.sum(dim=1)
@@ -321,9 +313,7 @@ class MetaTrainer:
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
         model_state = self.full_model_state()
-        optimizer_state = get_optimizer_state_dict(
-            self.model, self.optimizer, options=self._state_dict_options()
-        )
+        optimizer_state = get_optimizer_state_dict(self.model, self.optimizer, options=self._state_dict_options())
         if self.dist.is_main:
             name = f"step_{self.step:08d}"
             tmp, final = root / f".{name}.tmp", root / name
@@ -363,9 +353,7 @@ class MetaTrainer:
         path = root / pointer.read_text(encoding="utf-8").strip() / "state.pt"
         state = torch.load(path, map_location="cpu", weights_only=False)
         set_model_state_dict(self.model, state["model"], options=self._state_dict_options())
-        set_optimizer_state_dict(
-            self.model, self.optimizer, state["optimizer"], options=self._state_dict_options()
-        )
+        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=self._state_dict_options())
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])

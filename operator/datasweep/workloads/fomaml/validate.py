@@ -49,8 +49,7 @@ class ValidationReport:
             support, query = counts.get("support", 0), counts.get("query", 0)
             ratio = f"{query / support:.2f}" if support else "n/a"
             lines.append(
-                f"  {task}: support={support} query={query} test={counts.get('test', 0)} "
-                f"(query/support={ratio})"
+                f"  {task}: support={support} query={query} test={counts.get('test', 0)} (query/support={ratio})"
             )
         for name, stats in sorted(self.files.items()):
             if "prompt_chars" in stats:
@@ -100,9 +99,7 @@ def _check_file(path: Path, params: FomamlParams, report: ValidationReport) -> l
             usable = False
         if col.null_count:
             rows = [i for i, v in enumerate(col.to_pylist()) if v is None][:5]
-            report.errors.append(
-                f"{name}: column {column!r} has {col.null_count} null value(s) (rows {rows}...)"
-            )
+            report.errors.append(f"{name}: column {column!r} has {col.null_count} null value(s) (rows {rows}...)")
             usable = False
     if not usable:
         return None
@@ -110,13 +107,9 @@ def _check_file(path: Path, params: FomamlParams, report: ValidationReport) -> l
     responses = [str(v) for v in table.column(params.response_key).to_pylist()]
     stats["prompt_chars"] = _length_stats(prompts)
     stats["response_chars"] = _length_stats(responses)
-    empty = [
-        i for i, (p, r) in enumerate(zip(prompts, responses, strict=True)) if not p.strip() or not r.strip()
-    ]
+    empty = [i for i, (p, r) in enumerate(zip(prompts, responses, strict=True)) if not p.strip() or not r.strip()]
     if empty:
-        report.warnings.append(
-            f"{name}: {len(empty)} row(s) with an empty prompt or response (rows {empty[:5]})"
-        )
+        report.warnings.append(f"{name}: {len(empty)} row(s) with an empty prompt or response (rows {empty[:5]})")
     if "metadata" in table.column_names:
         bad_rows = []
         for index, meta in enumerate(table.column("metadata").to_pylist()):
@@ -141,9 +134,7 @@ def validate_prepared(data_dir: Path, params: FomamlParams) -> ValidationReport:
     report = ValidationReport()
     meta_train = data_dir / META_TRAIN
     if not meta_train.is_dir():
-        report.errors.append(
-            f"{data_dir}: no {META_TRAIN}/ folder; run `datasweep worker fomaml prepare` first"
-        )
+        report.errors.append(f"{data_dir}: no {META_TRAIN}/ folder; run `datasweep worker fomaml prepare` first")
         return report
     support_files = sorted(meta_train.glob("*_support.parquet"))
     query_files = sorted(meta_train.glob("*_query.parquet"))
@@ -175,9 +166,7 @@ def validate_prepared(data_dir: Path, params: FomamlParams) -> ValidationReport:
             if pairs is not None:
                 test_pairs[task] = pairs
         elif params.min_test_samples > 0:
-            report.errors.append(
-                f"{FEW_SHOT_EVAL}/{task}_test.parquet: missing (needed for few-shot evaluation)"
-            )
+            report.errors.append(f"{FEW_SHOT_EVAL}/{task}_test.parquet: missing (needed for few-shot evaluation)")
         report.tasks[task] = counts
 
         support, query = counts.get("support", 0), counts.get("query", 0)

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from datasweep import __version__
 from datasweep.api._base import describe_validation_error
+from datasweep.api.stage_params import result_params
 from datasweep.api.stages.generate import GenerateParams, PriceEntry
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text
@@ -327,7 +328,7 @@ def compile_outputs(
         "experiment": spec.experiment,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "params": canonical,
-        "result_params": params.result_affecting(),
+        "result_params": result_params("generate", params),
         "usage": {
             **total.model_dump(mode="json"),
             "by_split": usage_by_split,

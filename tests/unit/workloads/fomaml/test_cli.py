@@ -55,12 +55,16 @@ def test_worker_spec_runs_the_whole_stage(tiny_model: Path, tmp_path: Path, monk
     assert result.exit_code == 0, result.output
     out = Path(yaml.safe_load(spec.read_text())["outputDir"])
     manifest = read_manifest(out)
-    assert manifest is not None and manifest.stage == "fomaml" and manifest.fingerprint == "ab" * 32
+    assert manifest is not None
+    assert manifest.stage == "fomaml"
+    assert manifest.fingerprint == "ab" * 32
     paths = {entry.path for entry in manifest.files}
     assert {"data/meta_train/task0_support.parquet", "data/few_shot_eval/task1_test.parquet"} <= paths
     assert {"validation_report.json", "eval_results.json", "metrics.jsonl", "training_metadata.json"} <= paths
-    assert "final_model/config.json" in paths and "checkpoints/latest" in paths
-    assert manifest.usage.wall_seconds > 0 and manifest.usage.gpu_seconds == 0.0
+    assert "final_model/config.json" in paths
+    assert "checkpoints/latest" in paths
+    assert manifest.usage.wall_seconds > 0
+    assert manifest.usage.gpu_seconds == 0.0
     results = json.loads((out / "eval_results.json").read_text())
     assert set(results["tasks"]) == {"task0", "task1"}
     assert {"before", "after"} <= set(results["tasks"]["task0"])
@@ -89,7 +93,9 @@ def test_manual_prepare_validate_train_eval(tiny_model: Path, tmp_path: Path) ->
     params.write_text(yaml.safe_dump(TRAIN_PARAMS))
     data = tmp_path / "data"
     base = ["worker", "fomaml"]
-    result = runner.invoke(cli, [*base, "prepare", "--input", str(source), "--output", str(data), "--params", str(params)])
+    result = runner.invoke(
+        cli, [*base, "prepare", "--input", str(source), "--output", str(data), "--params", str(params)]
+    )
     assert result.exit_code == 0, result.output
     assert "task0: support=6, query=8, test=6" in result.output
 
@@ -100,16 +106,40 @@ def test_manual_prepare_validate_train_eval(tiny_model: Path, tmp_path: Path) ->
     out = tmp_path / "run"
     result = runner.invoke(
         cli,
-        [*base, "train", "--data", str(data), "--model", str(tiny_model), "--output", str(out)]
-        + ["--params", str(params), "--set", "total_steps=1", "--set", "test_freq=0"],
+        [
+            *base,
+            "train",
+            "--data",
+            str(data),
+            "--model",
+            str(tiny_model),
+            "--output",
+            str(out),
+            "--params",
+            str(params),
+            "--set",
+            "total_steps=1",
+            "--set",
+            "test_freq=0",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert (out / "final_model" / "config.json").exists()
 
     result = runner.invoke(
         cli,
-        [*base, "eval", "--data", str(data), "--model", str(out / "final_model"), "--params", str(params)]
-        + ["--output", str(tmp_path / "eval.json")],
+        [
+            *base,
+            "eval",
+            "--data",
+            str(data),
+            "--model",
+            str(out / "final_model"),
+            "--params",
+            str(params),
+            "--output",
+            str(tmp_path / "eval.json"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "eval.json").read_text())["mean_after_loss"] > 0

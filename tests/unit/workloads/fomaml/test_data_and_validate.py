@@ -50,7 +50,8 @@ def test_preparation_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     second, _ = _prepare(tmp_path, "b")
     other, _ = _prepare(tmp_path, "c", seed=7)
     files = sorted(p.relative_to(first) for p in first.rglob("*.parquet"))
-    assert files and all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+    assert files
+    assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
     assert any((first / f).read_bytes() != (other / f).read_bytes() for f in files)
 
 
@@ -66,7 +67,8 @@ def test_stratified_and_temporal_strategies(tmp_path: Path) -> None:
         for folder, split in (("meta_train", "support"), ("meta_train", "query"), ("few_shot_eval", "test"))
     }
     assert times["support"] == sorted(times["support"])
-    assert max(times["support"]) < min(times["query"]) and max(times["query"]) < min(times["test"])
+    assert max(times["support"]) < min(times["query"])
+    assert max(times["query"]) < min(times["test"])
 
 
 def test_bad_records_name_the_file_and_line(tmp_path: Path) -> None:
@@ -121,7 +123,10 @@ def test_cross_task_leakage(tmp_path: Path) -> None:
     out, params = _prepare(tmp_path)
     task1_support = _rows(out / "meta_train" / "task1_support.parquet")
     rows = [*_rows(out / "few_shot_eval" / "task0_test.parquet"), task1_support[0]]
-    _write(out / "few_shot_eval" / "task0_test.parquet", {k: [r[k] for r in rows] for k in ("prompt", "response", "metadata")})
+    _write(
+        out / "few_shot_eval" / "task0_test.parquet",
+        {k: [r[k] for r in rows] for k in ("prompt", "response", "metadata")},
+    )
     report = validate_prepared(out, params)
     assert report.errors == ["leakage across tasks: 1 example(s) of task0 test <- task1/support"]
 

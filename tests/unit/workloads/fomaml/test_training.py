@@ -84,7 +84,8 @@ def test_truncation_keeps_prompt_mask(tiny_model: Path) -> None:
     trainer = make_trainer(tiny_model)
     encoder = ExampleEncoder(trainer.encoder.tokenizer, max_length=8)
     encoded = encoder.encode("a long prompt with many words", " and a long response too")
-    assert len(encoded.input_ids) == 8 and encoder.truncated == 1
+    assert len(encoded.input_ids) == 8
+    assert encoder.truncated == 1
     assert encoded.target_count == sum(1 for label in encoded.labels if label != IGNORE_INDEX)
 
 
@@ -113,8 +114,12 @@ def reference_meta_gradient(trainer: MetaTrainer, plans: list[Any]) -> list[Any]
         theta = dict(theta0)
         for batch in plan.support_batches:
             leaves = {name: theta[name].detach().requires_grad_(True) for name in names}
-            grads = torch.autograd.grad(loss_at(leaves, [trainer.support[plan.task][i] for i in batch]), list(leaves.values()))
-            theta = {name: leaves[name].detach() - trainer.params.inner_lr * g for name, g in zip(names, grads, strict=True)}
+            grads = torch.autograd.grad(
+                loss_at(leaves, [trainer.support[plan.task][i] for i in batch]), list(leaves.values())
+            )
+            theta = {
+                name: leaves[name].detach() - trainer.params.inner_lr * g for name, g in zip(names, grads, strict=True)
+            }
         leaves = {name: theta[name].detach().requires_grad_(True) for name in names}
         grads = torch.autograd.grad(
             loss_at(leaves, [trainer.query[plan.task][i] for i in plan.query_batch]), list(leaves.values())
@@ -130,7 +135,8 @@ def test_meta_gradient_matches_functional_reference(tiny_model: Path, checkpoint
     trainer = make_trainer(tiny_model, dtype="float64", enable_gradient_checkpointing=checkpointing, num_inner_steps=3)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     plans = trainer.plan(0)
-    assert len(plans) == 2 and all(len(p.support_batches) == 3 for p in plans)
+    assert len(plans) == 2
+    assert all(len(p.support_batches) == 3 for p in plans)
     meta, summary = trainer.meta_gradient(plans)
     # functional_call cannot see checkpointed recomputation, so the reference runs on a plain model.
     plain = make_trainer(tiny_model, dtype="float64", num_inner_steps=3) if checkpointing else trainer
@@ -140,7 +146,8 @@ def test_meta_gradient_matches_functional_reference(tiny_model: Path, checkpoint
     assert max(float(r.abs().max()) for r in reference) > 1e-3  # a real gradient, not zeros
     # θ is restored after the inner loops.
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
-    assert summary["query_loss"] > 0 and summary["support_loss"] > 0
+    assert summary["query_loss"] > 0
+    assert summary["support_loss"] > 0
 
 
 def test_zero_inner_steps_equals_plain_sft_on_query(tiny_model: Path) -> None:
@@ -157,9 +164,7 @@ def test_zero_inner_steps_equals_plain_sft_on_query(tiny_model: Path) -> None:
     (sum(losses) / len(losses)).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
     optimizer.step()
-    worst = max(
-        float((a - b).abs().max()) for a, b in zip(trainer.model.parameters(), model.parameters(), strict=True)
-    )
+    worst = max(float((a - b).abs().max()) for a, b in zip(trainer.model.parameters(), model.parameters(), strict=True))
     assert worst < 1e-10
 
 
@@ -191,7 +196,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_model: Path, t
 def test_cyclic_batches_cover_items_without_repeats_within_a_batch() -> None:
     batches = cyclic_batches(5, 2, 5, random.Random(0))
     assert all(len(set(b)) == 2 for b in batches)
-    assert set(sum(batches[:2], [])) | set(batches[2][:1]) == {0, 1, 2, 3, 4}  # one pass before repeating
+    assert set(batches[0] + batches[1] + batches[2][:1]) == {0, 1, 2, 3, 4}  # one pass before repeating
     assert cyclic_batches(2, 4, 1, random.Random(0))[0] in ([0, 1], [1, 0])
 
 
