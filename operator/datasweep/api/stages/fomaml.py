@@ -15,7 +15,6 @@ from datasweep.api._base import ParamsModel
 SplitStrategy = Literal["random", "stratified", "temporal"]
 DType = Literal["float32", "bfloat16", "float16", "float64"]
 
-# Fields that never change the trained model or the prepared data (the lead leaves them out of fingerprints).
 # Never change the trained model (checkpointing recomputes the same gradient, FSDP is parallelism):
 # left out of fingerprints.
 OPERATIONAL_FIELDS: frozenset[str] = frozenset(
