@@ -56,12 +56,25 @@ KCM_CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
     "pod-garbage-collector-controller",
+    "clusterrole-aggregation-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
 )
+# Not here on purpose: node-lifecycle-controller (nothing should evict pods or taint the fake nodes when kwok's
+# heartbeats lag on a busy machine).
 LOG_TAIL_LINES = 30
 
 
 class ControlPlaneError(RuntimeError):
     """A failure with a message that says what went wrong and what to do."""
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call; its message includes kubectl's stderr."""
+
+    def __str__(self) -> str:
+        return f"{' '.join(map(str, self.cmd[3:]))} failed (exit {self.returncode}): {str(self.stderr).strip()}"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -443,10 +456,12 @@ import os, signal, sys, time
 parent, pid_file, marker = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-def ours(pid):
+def ours(pid):  # alive (not a zombie) and one of the cluster's processes
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return pid != os.getpid() and marker in f.read()
+            mine = pid != os.getpid() and marker in f.read()
+        with open(f"/proc/{pid}/stat") as f:
+            return mine and f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
 while os.getppid() == parent:
@@ -455,16 +470,17 @@ try:
     pids = [int(p) for p in open(pid_file).read().split()]
 except OSError:
     pids = []
-for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 2.0)):
-    alive = [p for p in pids if ours(p)]
-    for p in alive:
+for p in reversed(pids):  # newest first, one at a time, as ControlPlane.stop() does
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 2.0)):
+        if not ours(p):
+            break
         try:
             os.killpg(p, sig)
         except OSError:
             pass
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and any(ours(p) for p in alive):
-        time.sleep(0.2)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and ours(p):
+            time.sleep(0.1)
 """
 
 
@@ -599,6 +615,8 @@ class ControlPlane:
             "--service-cluster-ip-range", SERVICE_CLUSTER_IP_RANGE,
             "--authorization-mode", "Node,RBAC",
             "--enable-admission-plugins", "NodeRestriction,ExtendedResourceToleration",
+            # Its not-ready taint is lifted by the node-lifecycle controller, which is off (see KCM_CONTROLLERS).
+            "--disable-admission-plugins", "TaintNodesByCondition",
             "--allow-privileged=true",
             "--profiling=false",
         ])  # fmt: skip
@@ -640,7 +658,7 @@ class ControlPlane:
         )  # fmt: skip
         for what, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", scheduler_port)):
             self._wait(f"https://127.0.0.1:{port}/healthz", deadline, tls=True, what=what, verify=False)
-        self.kubectl("apply", "-f", str(KWOK_DIR / "nodes.yaml"))
+        self.kubectl("apply", "-f", str(KWOK_DIR / "nodes.yaml"), "-f", str(KWOK_DIR / "storage-class.yaml"))
         self._wait_until(deadline, "3 Ready kwok nodes", self._nodes_ready)
         self._wait_until(
             deadline,
@@ -695,16 +713,16 @@ class ControlPlane:
                 raise process.failure()
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM every process (newest first), SIGKILL what is left after `grace` seconds, reap them all."""
+        """Stop the processes newest first (kwok ... etcd): SIGTERM, SIGKILL after `grace` seconds, reap.
+
+        One at a time: a kube-apiserver told to stop while etcd is already gone waits for etcd until killed."""
         if not self.owns_processes:
             return
         for process in reversed(self.processes):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for process in reversed(self.processes):
             try:
-                process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.popen.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
@@ -748,12 +766,7 @@ class ControlPlane:
         command = [str(binary_path("kubectl")), "--kubeconfig", str(self.kubeconfig), *args]
         result = subprocess.run(command, input=input, capture_output=True, text=True, env=self.env, timeout=120)
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(
-                result.returncode,
-                command,
-                result.stdout,
-                f"kubectl {' '.join(args)}: {result.stderr.strip()}",
-            )
+            raise KubectlError(result.returncode, command, result.stdout, result.stderr)
         return result
 
     # -- health

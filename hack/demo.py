@@ -62,7 +62,9 @@ def main() -> int:
         for plural in ("experiments", "artifacts", "batches"):
             plane.kubectl("wait", "--for=condition=Established", f"crd/{plural}.datasweep.io", "--timeout=60s")
         plane.kubectl("create", "namespace", NAMESPACE)
-        wait_for("default service account", lambda: plane.kubectl("get", "sa", "default", "-n", NAMESPACE).returncode == 0)
+        wait_for(
+            "default service account", lambda: plane.kubectl("get", "sa", "default", "-n", NAMESPACE).returncode == 0
+        )
         cluster_fixtures(plane, NAMESPACE, data_root)
         with running_operator(NAMESPACE, data_root, work):
             say("experiment A: Copa, temperature 0.5/0.7/0.9, top_p 1.0 (batch_20241229_temperature)")

@@ -110,6 +110,25 @@ def test_termination_message_annotation_arrives_in_pod_status(control_plane: Con
     assert json.loads(terminated["message"])["usage"] == {"requests": 3}
 
 
+def test_pvc_is_provisioned_and_a_job_mounting_it_completes(control_plane: ControlPlane, namespace: str) -> None:
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "artifacts"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pvc))
+    job = json.loads(job_manifest("mounts-pvc"))
+    pod_spec = job["spec"]["template"]["spec"]
+    pod_spec["volumes"] = [{"name": "artifacts", "persistentVolumeClaim": {"claimName": "artifacts"}}]
+    pod_spec["containers"][0]["volumeMounts"] = [{"name": "artifacts", "mountPath": "/artifacts"}]
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(job))
+    wait_job_condition(control_plane, namespace, "mounts-pvc", "Complete")
+    claim = json.loads(control_plane.kubectl("get", "pvc", "artifacts", "-n", namespace, "-o", "json").stdout)
+    assert claim["status"]["phase"] == "Bound"
+    assert claim["spec"]["storageClassName"] == "kwok-volume"
+
+
 CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",

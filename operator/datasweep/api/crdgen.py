@@ -24,18 +24,6 @@ from datasweep.api.stage_params import params_model, training_kinds
 CATEGORY = "datasweep"
 MAX_PARAMS = 64
 
-# Grid axes: a value or a list of values. Structural schemas have no union types, so these fields keep
-# unknown values and a CEL rule checks the shape.
-NUMBER_AXIS_RULE = (
-    "type(self) == list ? (size(self) > 0 && self.all(x, type(x) == double || type(x) == int)) "
-    ": (type(self) == double || type(self) == int)"
-)
-STRING_AXIS_RULE = (
-    "type(self) == list ? (size(self) > 0 && self.all(x, type(x) == string && size(x) > 0)) "
-    ": (type(self) == string && size(self) > 0)"
-)
-
-
 def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in schema:
         name = schema["$ref"].split("/")[-1]
@@ -46,20 +34,17 @@ def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _axis(schema: dict[str, Any]) -> dict[str, Any] | None:
-    """A `T | list[T]` union becomes an untyped field checked by CEL."""
+    """A grid axis (`T | list[T]`) has no structural type: it keeps any value, and the operator checks it.
+
+    CEL cannot see untyped fields, so a wrong value is answered by a Failed condition naming the field.
+    """
     options = schema.get("anyOf", [])
-    kinds = {o.get("type") for o in options}
-    if len(options) == 2 and "array" in kinds:
+    if len(options) == 2 and "array" in {o.get("type") for o in options}:
         scalar = next(o for o in options if o.get("type") != "array")["type"]
-        rule = STRING_AXIS_RULE if scalar == "string" else NUMBER_AXIS_RULE
-        what = "a string" if scalar == "string" else "a number"
-        out: dict[str, Any] = {
+        return {
             "x-kubernetes-preserve-unknown-fields": True,
-            "x-kubernetes-validations": [{"rule": rule, "message": f"must be {what} or a non-empty list of them"}],
+            "description": f"A {scalar} or a list of them (a grid axis). {schema.get('description', '')}".strip(),
         }
-        if "description" in schema:
-            out["description"] = schema["description"]
-        return out
     return None
 
 
@@ -132,28 +117,48 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     return structural(raw, raw.get("$defs", {}))
 
 
+def _merge_param(first: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Two kinds share a key with different bounds: keep the type (each kind's worker checks its bounds)."""
+    if first.get("type") != other.get("type"):
+        kinds = {first.get("type"), other.get("type")}
+        if kinds != {"integer", "number"}:
+            raise ValueError(f"stage params share a key with different types: {first} / {other}")
+        merged: dict[str, Any] = {"type": "number"}
+    else:
+        merged = {"type": first["type"]}
+        if "items" in first:
+            merged["items"] = first["items"]
+    if first.get("nullable") or other.get("nullable"):
+        merged["nullable"] = True
+    return merged
+
+
 def training_params_schema() -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """Union of the params of every training kind, plus a CEL rule per kind listing its allowed keys."""
+    """Union of the params of every training kind, plus a CEL rule per kind rejecting the other kinds' keys.
+
+    Keys no kind knows are rejected by strict field validation (kubectl's default).
+    """
     merged: dict[str, Any] = {}
-    rules = []
+    per_kind: dict[str, set[str]] = {}
     for kind in training_kinds():
-        schema = model_schema(params_model(kind))
-        props = schema.get("properties", {})
+        props = model_schema(params_model(kind)).get("properties", {})
+        per_kind[kind] = set(props)
         for name, sub in props.items():
-            if name in merged and merged[name] != sub:
-                merged[name] = {"x-kubernetes-preserve-unknown-fields": True}
-            else:
-                merged.setdefault(name, sub)
-        allowed = ", ".join(f"'{name}'" for name in sorted(props))
+            sub = {k: v for k, v in sub.items() if k != "default"}  # defaults belong to each kind's worker
+            merged[name] = _merge_param(merged[name], sub) if name in merged and merged[name] != sub else sub
+    rules = []
+    for kind, keys in per_kind.items():
+        foreign = sorted(set(merged) - keys)
+        if not foreign:
+            continue
+        present = " || ".join(f"has(self.params.{name})" for name in foreign)
         rules.append(
             {
-                "rule": f"self.kind != '{kind}' || !has(self.params) || self.params.all(k, k in [{allowed}])",
-                "message": f"params of a {kind} stage accept only: {', '.join(sorted(props))}",
+                "rule": f"self.kind != '{kind}' || !has(self.params) || !({present})",
+                "message": f"params of a {kind} stage accept only: {', '.join(sorted(keys))}",
                 "fieldPath": ".params",
             }
         )
-    for sub in merged.values():
-        sub.pop("default", None)  # defaults belong to each kind; the worker fills them in
     return {"type": "object", "properties": merged, "maxProperties": MAX_PARAMS}, rules
 
 

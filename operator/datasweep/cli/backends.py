@@ -270,20 +270,13 @@ class ClusterBackend:
 
     @classmethod
     def connect(cls, namespace: str | None, context: str | None) -> ClusterBackend:
-        from kubernetes import client, config
+        from datasweep.k8s import client as k8s_client
 
         try:
-            config.load_kube_config(context=context)  # type: ignore[no-untyped-call]
-            contexts, active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-            current = next((c for c in contexts if c["name"] == context), active) if context else active
-            default_ns = (current or {}).get("context", {}).get("namespace") or "default"
-        except (config.ConfigException, FileNotFoundError, TypeError) as exc:
-            try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
-                default_ns = "default"
-            except config.ConfigException:
-                raise BadInput(f"no usable kubeconfig ({exc}); pass --root DIR to use a local store instead") from exc
-        return cls(client.CustomObjectsApi(), namespace or default_ns, context)
+            api = k8s_client.custom(context)
+        except k8s_client.KubeConfigError as exc:
+            raise BadInput(f"{exc}; pass --root DIR to use a local store instead") from exc
+        return cls(api, namespace or k8s_client.default_namespace(context), context)
 
     @property
     def location(self) -> str:

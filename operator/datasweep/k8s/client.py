@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,22 +15,53 @@ from datasweep import GROUP, VERSION
 PLURALS = {"Experiment": "experiments", "Artifact": "artifacts", "Batch": "batches"}
 
 
+class KubeConfigError(RuntimeError):
+    """Neither in a pod nor a usable kubeconfig."""
+
+
+def _kubeconfig() -> str | None:
+    # Read $KUBECONFIG now: the library reads it once at import, before tests or the demo set it.
+    return os.environ.get("KUBECONFIG")
+
+
 @functools.cache
-def api_client() -> Any:
+def api_client(context: str | None = None) -> Any:
+    """In a pod: the service account; elsewhere: $KUBECONFIG (or ~/.kube/config) and its `context`."""
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+        try:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=_kubeconfig(), context=context, client_configuration=configuration
+            )
+        except (config.ConfigException, FileNotFoundError, TypeError) as exc:
+            raise KubeConfigError(f"no usable kubeconfig or in-cluster credentials: {exc}") from exc
+    return client.ApiClient(configuration)
+
+
+def default_namespace(context: str | None = None) -> str:
+    """The namespace of the kubeconfig context (or of the pod), else `default`."""
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=_kubeconfig())  # type: ignore[no-untyped-call]
+    except (config.ConfigException, FileNotFoundError, TypeError):
+        try:
+            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace", encoding="utf-8") as handle:
+                return handle.read().strip() or "default"
+        except OSError:
+            return "default"
+    current = next((c for c in contexts if c["name"] == context), active) if context else active
+    namespace = (current or {}).get("context", {}).get("namespace")
+    return str(namespace) if namespace else "default"
 
 
 def reset() -> None:
-    """Forget the cached client (tests switch clusters)."""
+    """Forget the cached clients (tests switch clusters)."""
     api_client.cache_clear()
 
 
-def custom() -> Any:
-    return client.CustomObjectsApi(api_client())
+def custom(context: str | None = None) -> Any:
+    return client.CustomObjectsApi(api_client(context))
 
 
 def core() -> Any:
