@@ -16,19 +16,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
 sys.path.insert(0, str(REPO))
 
-from controlplane import ControlPlane, build  # noqa: E402
-
 from tests.e2e.operator_harness import (  # noqa: E402
-    CRDS,
     apply,
     cluster_fixtures,
     condition,
     experiment,
     get,
+    install_crds,
     running_operator,
     wait_for,
     write_dataset,
 )
+
+from controlplane import ControlPlane, build  # noqa: E402
 
 NAMESPACE = "research"
 
@@ -58,9 +58,7 @@ def main() -> int:
 
         os.environ["KUBECONFIG"] = str(plane.kubeconfig)
         say("installing the CRDs and a namespace with an API-key Secret and the data volume")
-        plane.kubectl("apply", "--server-side", "-f", str(CRDS))
-        for plural in ("experiments", "artifacts", "batches"):
-            plane.kubectl("wait", "--for=condition=Established", f"crd/{plural}.datasweep.io", "--timeout=60s")
+        install_crds(plane)
         plane.kubectl("create", "namespace", NAMESPACE)
         wait_for(
             "default service account", lambda: plane.kubectl("get", "sa", "default", "-n", NAMESPACE).returncode == 0

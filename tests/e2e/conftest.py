@@ -21,7 +21,7 @@ if str(HACK_DIR) not in sys.path:
     sys.path.insert(0, str(HACK_DIR))
 
 from controlplane import ControlPlane, build  # noqa: E402
-from tests.e2e.operator_harness import CRDS, cluster_fixtures, write_dataset  # noqa: E402
+from tests.e2e.operator_harness import cluster_fixtures, install_crds, write_dataset  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -73,9 +73,7 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def crds(control_plane: ControlPlane) -> None:
     """The CRDs generated from the models, installed once."""
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    for plural in ("experiments", "artifacts", "batches"):
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{plural}.datasweep.io", "--timeout=60s")
+    install_crds(control_plane)
 
 
 @pytest.fixture
@@ -87,6 +85,7 @@ def data_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ready_namespace(control_plane: ControlPlane, namespace: str, data_root: Path, crds: None) -> str:
+def ready_namespace(control_plane: ControlPlane, namespace: str, data_root: Path, crds: None) -> Iterator[str]:
     cluster_fixtures(control_plane, namespace, data_root)
-    return namespace
+    yield namespace
+    control_plane.kubectl("delete", "pv", f"data-{namespace}", "--wait=false", "--ignore-not-found", check=False)

@@ -19,6 +19,26 @@ REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
 
 
+def install_crds(control_plane: Any) -> None:
+    """Apply the generated CRDs and wait until the API server serves them."""
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    for plural in ("experiments", "artifacts", "batches"):
+        wait_for(
+            f"{plural} CRD established",
+            lambda plural=plural: (
+                "True"
+                in control_plane.kubectl(
+                    "get",
+                    "crd",
+                    f"{plural}.datasweep.io",
+                    "-o",
+                    'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+                ).stdout
+            ),
+            timeout=60,
+        )
+
+
 def apply(control_plane: Any, namespace: str, *objects: dict[str, Any], check: bool = True) -> Any:
     return control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects), check=check)
 
@@ -72,7 +92,9 @@ def write_dataset(root: Path, name: str = "Copa", path: str = "superglue/copa", 
 
 
 def cluster_fixtures(control_plane: Any, namespace: str, data_root: Path) -> None:
-    """What a namespace needs before Experiments: the API-key Secret and a bound data PVC."""
+    """What a namespace needs before Experiments (the chart provides the same): the worker ServiceAccount,
+    the API-key Secret and a bound data PVC."""
+    control_plane.kubectl("create", "serviceaccount", "datasweep-worker", "-n", namespace)
     control_plane.kubectl("create", "secret", "generic", "openai", "-n", namespace, "--from-literal=api-key=sk-test")
     pv = {
         "apiVersion": "v1",
