@@ -190,8 +190,12 @@ def missing_binaries() -> list[str]:
 
 
 def find_go() -> Path:
+    chosen = os.environ.get("GO")
+    if chosen:
+        if not (Path(chosen).is_file() and os.access(chosen, os.X_OK)):
+            raise ControlPlaneError(f"GO={chosen} is not an executable Go binary; unset GO or point it at Go >= 1.26")
+        return Path(chosen)
     candidates = [
-        os.environ.get("GO"),
         shutil.which("go"),
         "/usr/local/go/bin/go",
         str(Path.home() / "go/bin/go"),

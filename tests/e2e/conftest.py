@@ -27,7 +27,7 @@ from tests.e2e.operator_harness import cluster_fixtures, install_crds, write_dat
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).resolve().parent
     for item in items:
-        if here in Path(str(item.fspath)).resolve().parents:
+        if here in item.path.resolve().parents:
             item.add_marker(pytest.mark.e2e)
 
 
@@ -85,7 +85,6 @@ def data_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ready_namespace(control_plane: ControlPlane, namespace: str, data_root: Path, crds: None) -> Iterator[str]:
+def ready_namespace(control_plane: ControlPlane, namespace: str, data_root: Path, crds: None) -> str:
     cluster_fixtures(control_plane, namespace, data_root)
-    yield namespace
-    control_plane.kubectl("delete", "pv", f"data-{namespace}", "--wait=false", "--ignore-not-found", check=False)
+    return namespace

@@ -93,33 +93,15 @@ def write_dataset(root: Path, name: str = "Copa", path: str = "superglue/copa", 
 
 def cluster_fixtures(control_plane: Any, namespace: str, data_root: Path) -> None:
     """What a namespace needs before Experiments (the chart provides the same): the worker ServiceAccount,
-    the API-key Secret and a bound data PVC."""
+    the API-key Secret and the data PVC (the harness's default StorageClass binds it at once)."""
     control_plane.kubectl("create", "serviceaccount", "datasweep-worker", "-n", namespace)
     control_plane.kubectl("create", "secret", "generic", "openai", "-n", namespace, "--from-literal=api-key=sk-test")
-    pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": f"data-{namespace}"},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteMany"],
-            "storageClassName": "manual",
-            "hostPath": {"path": str(data_root)},
-            "claimRef": {"namespace": namespace, "name": "datasweep-data"},
-        },
-    }
     pvc = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": "datasweep-data"},
-        "spec": {
-            "accessModes": ["ReadWriteMany"],
-            "storageClassName": "manual",
-            "resources": {"requests": {"storage": "1Gi"}},
-            "volumeName": f"data-{namespace}",
-        },
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
     }
-    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(pv))
     apply(control_plane, namespace, pvc)
 
 

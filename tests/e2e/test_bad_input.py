@@ -59,9 +59,14 @@ REJECTED_AT_APPLY = [
     ),
     ("bad stage name", edit("spec.training", [{**TRAINING, "name": "Meta_Stage"}]), "spec.training[0].name"),
     (
-        "unknown fomaml param",
-        edit("spec.training", [{**TRAINING, "params": {"learning_rate_typo": 1}}]),
+        "a qa param on a fomaml stage",
+        edit("spec.training", [{**TRAINING, "params": {"null_margin": 0.2}}]),
         "params of a fomaml stage accept only",
+    ),
+    (
+        "a param no stage knows",
+        edit("spec.training", [{**TRAINING, "params": {"learning_rate_typo": 1}}]),
+        'unknown field "spec.training[0].params.learning_rate_typo"',
     ),
     (
         "two model sources",

@@ -31,7 +31,7 @@ class ArtifactSpec(CamelModel):
     worker: dict[str, Any] = Field(default_factory=dict, description="Job details: source dir, base model, secrets")
 
 
-Phase = Literal["Pending", "Waiting", "Running", "Ready", "Failed"]
+Phase = Literal["Pending", "Waiting", "Running", "Retrying", "Ready", "Failed"]
 
 
 class ArtifactStatus(CamelModel):

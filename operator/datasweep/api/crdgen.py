@@ -24,6 +24,7 @@ from datasweep.api.stage_params import params_model, training_kinds
 CATEGORY = "datasweep"
 MAX_PARAMS = 64
 
+
 def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in schema:
         name = schema["$ref"].split("/")[-1]

@@ -24,9 +24,10 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
-    # Progress lives in annotations: status belongs to our own schema.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="datasweep.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="datasweep.io")
+    # Progress lives in annotations (status belongs to our own schema) under a prefix of its own: Kopf leaves
+    # its own annotations out of change detection, and ours (retry, nudged, ...) must trigger handlers.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.datasweep.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kopf.datasweep.io")
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8

@@ -50,11 +50,15 @@ def build_wordpiece_tokenizer(
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    )
     tokenizer.train_from_iterator(list(corpus), trainer=trainer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tokenizer,
@@ -68,7 +72,9 @@ def build_wordpiece_tokenizer(
     return fast
 
 
-def build_tiny_llama(out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS, seed: int = 0, **overrides: Any) -> Path:
+def build_tiny_llama(
+    out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS, seed: int = 0, **overrides: Any
+) -> Path:
     """A ~100k-parameter Llama with its own tokenizer, saved to `out_dir`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -94,7 +100,9 @@ def build_tiny_llama(out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS
     return out
 
 
-def build_tiny_olmoe(out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS, seed: int = 0, **overrides: Any) -> Path:
+def build_tiny_olmoe(
+    out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS, seed: int = 0, **overrides: Any
+) -> Path:
     """A tiny OLMoE (mixture of experts: 8 experts, top-2) with its own tokenizer, saved to `out_dir`."""
     import torch
     from transformers import OlmoeConfig, OlmoeForCausalLM
@@ -121,7 +129,9 @@ def build_tiny_olmoe(out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS
     return out
 
 
-def build_tiny_bert(out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS, seed: int = 0, **overrides: Any) -> Path:
+def build_tiny_bert(
+    out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS, seed: int = 0, **overrides: Any
+) -> Path:
     """A tiny BERT encoder with a WordPiece tokenizer (for extractive QA), saved to `out_dir`."""
     import torch
     from transformers import BertConfig, BertForQuestionAnswering
