@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from pathlib import Path
 from typing import Any
 
@@ -225,11 +226,15 @@ def test_operator_restart_mid_sweep_creates_no_duplicate_job(
 ) -> None:
     ns = ready_namespace
     sweep = experiment("restart", purpose="restart", parallelism=1, generation={"temperature": [0.2, 0.4, 0.6, 0.8]})
-    with running_operator(ns, data_root, tmp_path):
+    slow_pods = {"jobDefaults": {"podAnnotations": {"datasweep.io/kwok-duration": "4s"}}}
+    with running_operator(ns, data_root, tmp_path, **slow_pods):
         apply(control_plane, ns, sweep)
         wait_for("a first Job", lambda: get(control_plane, ns, "jobs", selector="datasweep.io/artifact")["items"])
+        time.sleep(1)  # the other three handlers have run by now, and must have waited
+    jobs = get(control_plane, ns, "jobs", selector="datasweep.io/artifact")["items"]
+    assert len(jobs) == 1, "parallelism 1 allows one Job at a time"
     # The operator is gone mid-sweep; a new process picks up where it stopped.
-    with running_operator(ns, data_root, tmp_path):
+    with running_operator(ns, data_root, tmp_path, **slow_pods):
         done = wait_for("sweep done", lambda: succeeded(control_plane, ns, "restart", 4), timeout=240)
     jobs = get(control_plane, ns, "jobs", selector="datasweep.io/artifact")["items"]
     assert len(jobs) == 4

@@ -28,7 +28,8 @@ def test_each_crd_is_structural_with_status_columns_short_names_and_category(nam
     assert {c["name"] for c in version["additionalPrinterColumns"]} >= {"Age"}
 
     def check(schema: dict[str, object], where: str) -> None:
-        assert "$ref" not in schema and "anyOf" not in schema, where
+        assert "$ref" not in schema, where
+        assert "anyOf" not in schema, where
         assert "type" in schema or schema.get("x-kubernetes-preserve-unknown-fields"), where
         for key, sub in (schema.get("properties") or {}).items():  # type: ignore[attr-defined]
             check(sub, f"{where}.{key}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import kopf
@@ -143,6 +144,16 @@ def reconcile(namespace: str, name: str, body: kopf.Body, retry: int, logger: ko
     if phase == "Retrying" and retry == 0:
         delay = min(settings().retry_backoff_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
         raise kopf.TemporaryError(f"attempt {attempts} failed; retrying in {delay:.0f}s", delay=delay)
+    with _launch_lock(namespace, annotations.get(labels.FIRST_EXPERIMENT)):
+        _start_when_unblocked(namespace, name, body, phase, status, attempts, logger)
+
+
+def _start_when_unblocked(
+    namespace: str, name: str, body: kopf.Body, phase: str, status: dict[str, Any], attempts: int, logger: kopf.Logger
+) -> None:
+    if client.job_exists(namespace, naming.job_name(name, attempts)):
+        _launch(namespace, name, body, attempts, logger)  # created before a crash: adopt it, whatever the limit
+        return
     blocked = _blocked(namespace, body)
     if blocked:
         reason, message = blocked
@@ -169,6 +180,16 @@ def reconcile(namespace: str, name: str, body: kopf.Body, retry: int, logger: ko
             )
         return  # nudged when an input or a running Job of its experiment finishes (see `nudge`)
     _launch(namespace, name, body, attempts, logger)
+
+
+_LAUNCH_LOCKS: dict[tuple[str, str | None], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _launch_lock(namespace: str, experiment: str | None) -> threading.Lock:
+    """Count-then-launch is atomic per experiment: handlers run in parallel threads of one replica."""
+    with _LOCKS_GUARD:
+        return _LAUNCH_LOCKS.setdefault((namespace, experiment), threading.Lock())
 
 
 # Kopf's change detection ignores status, so everything that must wake an Artifact touches an annotation:
@@ -223,8 +244,14 @@ def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Lo
     if artifact is None:
         return
     status = dict(artifact.get("status") or {})
-    if status.get("job") != name or status.get("phase") != "Running":
+    phase, attempts = status.get("phase", "Pending"), int(status.get("attempts", 0))
+    recorded = status.get("job") == name and phase == "Running"
+    # The operator stopped between creating this Job and recording it: the Job is the current attempt.
+    lost_launch = phase in ("Pending", "Waiting") and name == naming.job_name(artifact_name, attempts)
+    if not (recorded or lost_launch):
         return  # an older attempt, or already recorded
+    if lost_launch:
+        attempts += 1
     if "Complete" in finished:
         summary = _termination_summary(namespace, name)
         root = settings().volume_root(None)
@@ -233,6 +260,8 @@ def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Lo
             summary = manifest.summary(path=artifact["spec"]["storage"]["path"])
         changes: dict[str, Any] = {
             "phase": "Ready",
+            "job": name,
+            "attempts": attempts,
             "completedAt": now(),
             "conditions": _ready_condition(status, True, "Produced", f"Job {name} completed"),
         }
@@ -246,7 +275,6 @@ def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Lo
     failure = finished["Failed"]
     message = f"Job {name} failed: {failure.get('reason', '')} {failure.get('message', '')}".strip()
     kopf.warn(artifact, reason="JobFailed", message=message)  # type: ignore[arg-type]
-    attempts = int(status.get("attempts", 1))
     retries = int(artifact["spec"].get("retries", settings().retries))
     if attempts <= retries:
         _patch(
@@ -254,6 +282,8 @@ def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Lo
             artifact_name,
             status,
             phase="Retrying",
+            job=name,
+            attempts=attempts,
             conditions=_ready_condition(status, False, "JobFailed", message),
         )
         # Wakes the Artifact's handler, which waits out the backoff and starts the next attempt.
@@ -267,6 +297,8 @@ def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Lo
             artifact_name,
             status,
             phase="Failed",
+            job=name,
+            attempts=attempts,
             conditions=_ready_condition(status, False, "JobFailed", final),
         )
         nudge(namespace, artifact_name, _first_experiment(artifact), kwargs["artifact_phases"])

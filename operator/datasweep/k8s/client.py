@@ -172,6 +172,16 @@ def create_job(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bo
     )
 
 
+def job_exists(namespace: str, name: str) -> bool:
+    try:
+        batch_api().read_namespaced_job(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def create_service(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     name = body["metadata"]["name"]
     return _create_or_get(

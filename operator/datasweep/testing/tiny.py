@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CORPUS = (
-    "The man broke his toe. What was the cause? He dropped a hammer on his foot. "
-    "I tipped the bottle, so the liquid in the bottle froze. The paper is about the alias of a title. "
-    "Rephrase the sentence while keeping its meaning. Answer the question with a span from the context. "
-    "How do I stay safe online? Write a short story about a cat. Explain photosynthesis simply. "
-    "0 1 2 3 4 5 6 7 8 9 yes no true false question answer context title alias"
-).split(". ")
+    "The man broke his toe. What was the cause? He dropped a hammer on his foot.",
+    "I tipped the bottle, so the liquid in the bottle froze. The paper is about the alias of a title.",
+    "Rephrase the sentence while keeping its meaning. Answer the question with a span from the context.",
+    "How do I stay safe online? Write a short story about a cat. Explain photosynthesis simply.",
+    "0 1 2 3 4 5 6 7 8 9 yes no true false question answer context title alias",
+)
 
 
 def build_bpe_tokenizer(out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 256) -> Any:
