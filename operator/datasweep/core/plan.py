@@ -201,6 +201,12 @@ def _plan_generate(
 
 def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan) -> StagePlan:
     entry = spec.training[index]
+    if entry.launcher != "job":
+        raise PlanError(
+            f"spec.training[{index}].launcher: {entry.launcher!r} is not supported by this version; use 'job' "
+            "(an Indexed Job with torchrun when nodes > 1)",
+            "UnsupportedLauncher",
+        )
     where = f"spec.training[{index}].params"
     try:
         model = validate_params(entry.kind, entry.params, where)

@@ -72,45 +72,60 @@ def build_wordpiece_tokenizer(
     return fast
 
 
+def _save_tiny(
+    out_dir: str | Path,
+    config_class: Any,
+    model_class: Any,
+    settings: dict[str, Any],
+    seed: int,
+    overrides: dict[str, Any],
+) -> Path:
+    """Build `model_class(config_class(**settings, **overrides))` with a fixed seed; save it beside its tokenizer."""
+    import torch
+
+    torch.manual_seed(seed)
+    model_class(config_class(**{**settings, **overrides})).save_pretrained(str(out_dir))
+    return Path(out_dir)
+
+
+def _causal_lm_ids(tokenizer: Any) -> dict[str, Any]:
+    return {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "max_position_embeddings": 256,
+    }
+
+
 def build_tiny_llama(
     out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS, seed: int = 0, **overrides: Any
 ) -> Path:
-    """A ~100k-parameter Llama with its own tokenizer, saved to `out_dir`."""
-    import torch
+    """A ~35k-parameter Llama with its own tokenizer, saved to `out_dir`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    out = Path(out_dir)
-    tokenizer = build_bpe_tokenizer(out, corpus)
-    settings: dict[str, Any] = {
-        "vocab_size": len(tokenizer),
+    tokenizer = build_bpe_tokenizer(out_dir, corpus)
+    settings = {
+        **_causal_lm_ids(tokenizer),
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "max_position_embeddings": 256,
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
         "tie_word_embeddings": False,
     }
-    settings.update(overrides)
-    torch.manual_seed(seed)
-    LlamaForCausalLM(LlamaConfig(**settings)).save_pretrained(str(out))
-    return out
+    return _save_tiny(out_dir, LlamaConfig, LlamaForCausalLM, settings, seed, overrides)
 
 
 def build_tiny_olmoe(
     out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS, seed: int = 0, **overrides: Any
 ) -> Path:
     """A tiny OLMoE (mixture of experts: 8 experts, top-2) with its own tokenizer, saved to `out_dir`."""
-    import torch
     from transformers import OlmoeConfig, OlmoeForCausalLM
 
-    out = Path(out_dir)
-    tokenizer = build_bpe_tokenizer(out, corpus)
-    settings: dict[str, Any] = {
-        "vocab_size": len(tokenizer),
+    tokenizer = build_bpe_tokenizer(out_dir, corpus)
+    settings = {
+        **_causal_lm_ids(tokenizer),
         "hidden_size": 32,
         "intermediate_size": 32,
         "num_hidden_layers": 2,
@@ -118,27 +133,18 @@ def build_tiny_olmoe(
         "num_key_value_heads": 4,
         "num_experts": 8,
         "num_experts_per_tok": 2,
-        "max_position_embeddings": 256,
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
     }
-    settings.update(overrides)
-    torch.manual_seed(seed)
-    OlmoeForCausalLM(OlmoeConfig(**settings)).save_pretrained(str(out))
-    return out
+    return _save_tiny(out_dir, OlmoeConfig, OlmoeForCausalLM, settings, seed, overrides)
 
 
 def build_tiny_bert(
     out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS, seed: int = 0, **overrides: Any
 ) -> Path:
     """A tiny BERT encoder with a WordPiece tokenizer (for extractive QA), saved to `out_dir`."""
-    import torch
     from transformers import BertConfig, BertForQuestionAnswering
 
-    out = Path(out_dir)
-    tokenizer = build_wordpiece_tokenizer(out, corpus)
-    settings: dict[str, Any] = {
+    tokenizer = build_wordpiece_tokenizer(out_dir, corpus)
+    settings = {
         "vocab_size": len(tokenizer),
         "hidden_size": 32,
         "intermediate_size": 64,
@@ -147,7 +153,4 @@ def build_tiny_bert(
         "max_position_embeddings": 512,
         "pad_token_id": tokenizer.pad_token_id,
     }
-    settings.update(overrides)
-    torch.manual_seed(seed)
-    BertForQuestionAnswering(BertConfig(**settings)).save_pretrained(str(out))
-    return out
+    return _save_tiny(out_dir, BertConfig, BertForQuestionAnswering, settings, seed, overrides)

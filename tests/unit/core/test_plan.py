@@ -94,3 +94,10 @@ def test_duplicate_values_in_a_list_are_one_point() -> None:
         experiment(generation={"apiKeySecret": {"name": "o"}, "temperature": [0.7, 0.70, 7e-1]}), INPUTS
     )
     assert len(plan.points) == 1
+
+
+def test_the_trainjob_launcher_is_refused_clearly() -> None:
+    stage = {"name": "meta", "kind": "fomaml", "baseModel": {"path": "m"}, "launcher": "trainjob"}
+    with pytest.raises(PlanError, match=r"spec.training\[0\].launcher: 'trainjob' is not supported") as info:
+        plan_experiment(experiment(training=[stage]), INPUTS)
+    assert info.value.reason == "UnsupportedLauncher"
