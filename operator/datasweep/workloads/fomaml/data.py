@@ -16,13 +16,14 @@ import json
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasweep.api.stages.fomaml import FomamlParams
 from datasweep.store.atomic import atomic_write_bytes, atomic_write_json
+from datasweep.store.records import Record, RecordFileError, iter_records
 
 META_TRAIN = "meta_train"
 FEW_SHOT_EVAL = "few_shot_eval"
@@ -39,7 +40,7 @@ class DataError(ValueError):
 @dataclass
 class RawRecord:
     fields: dict[str, Any]
-    source: str  # "path:line" for messages
+    source: str  # "path:line" (or "path:item N" / "path:row N") for messages
 
     def get(self, dotted: str) -> Any:
         value: Any = self.fields
@@ -115,43 +116,16 @@ def find_input_files(input_dir: Path) -> list[Path]:
     return sorted(found, key=_split_rank)
 
 
-def read_records(path: Path) -> list[RawRecord]:
-    records: list[RawRecord] = []
-    split = SPLIT_ORDER[_split_rank(path)[0]] if _split_rank(path)[0] < len(SPLIT_ORDER) else path.stem
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+def _iter_records(path: Path) -> Iterator[Record]:
+    try:
+        yield from iter_records(path)
+    except RecordFileError as exc:
+        raise DataError(str(exc)) from exc
 
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except Exception as exc:  # pyarrow raises several types for a corrupt file
-            raise DataError(f"{path}: cannot read parquet: {exc}") from exc
-        for index, row in enumerate(rows):
-            records.append(RawRecord({**row, "_split": split}, f"{path}:row {index}"))
-        return records
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        try:
-            payload = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-        if not isinstance(payload, list):
-            raise DataError(f"{path}: a .json record file holds a list of objects")
-        for index, row in enumerate(payload):
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: item {index} is not an object")
-            records.append(RawRecord({**row, "_split": split}, f"{path}:item {index}"))
-        return records
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{line_number}: invalid JSON line: {exc.msg}") from exc
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{line_number}: each line must be a JSON object")
-        records.append(RawRecord({**row, "_split": split}, f"{path}:{line_number}"))
-    return records
+
+def read_records(path: Path) -> list[RawRecord]:
+    split = SPLIT_ORDER[_split_rank(path)[0]] if _split_rank(path)[0] < len(SPLIT_ORDER) else path.stem
+    return [RawRecord({**record.data, "_split": split}, record.location) for record in _iter_records(path)]
 
 
 # ---------------------------------------------------------------- formatting
@@ -355,15 +329,7 @@ def prepare(input_dir: Path, output_dir: Path, params: FomamlParams) -> PrepareR
 
 
 def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    try:
-        rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found") from exc
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read parquet: {exc}") from exc
-    return rows
+    return [record.data for record in _iter_records(path)]
 
 
 @dataclass

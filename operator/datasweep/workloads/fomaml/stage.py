@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import ValidationError
 
 from datasweep.api._base import describe_validation_error
+from datasweep.api.params_file import ParamsFileError, load_params_mapping
 from datasweep.api.stages.fomaml import FomamlParams
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
@@ -51,22 +51,10 @@ def parse_params(raw: Mapping[str, Any], where: str = "params") -> FomamlParams:
 
 def load_params(params_file: Path | None = None, overrides: Sequence[str] = ()) -> FomamlParams:
     """Parameters from a flat YAML mapping plus `key=value` overrides (values parsed as YAML)."""
-    raw: dict[str, Any] = {}
-    if params_file is not None:
-        try:
-            loaded = yaml.safe_load(params_file.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ParamsError(f"{params_file}: params file not found") from exc
-        except yaml.YAMLError as exc:
-            raise ParamsError(f"{params_file}: not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ParamsError(f"{params_file}: expected a mapping of fomaml parameters (e.g. inner_lr: 1e-4)")
-        raw.update(loaded or {})
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set inner_lr=1e-4")
-        raw[key.strip()] = yaml.safe_load(value)
+    try:
+        raw = load_params_mapping(params_file, overrides, "--set", "inner_lr=1e-4")
+    except ParamsFileError as exc:
+        raise ParamsError(str(exc)) from exc
     return parse_params(raw, where=str(params_file) if params_file else "params")
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from datasweep.store.records import iter_records
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 MAX_REPORTED_PROBLEMS = 20
@@ -72,19 +73,12 @@ def read_splits(source_dir: Path, dataset: str, id_field: str | None = None) -> 
     splits: dict[str, SplitData] = {}
     for split, path in found.items():
         raw = path.read_bytes()
-        rows: list[tuple[int, dict[str, Any]]] = []
-        for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            if not isinstance(value, dict):
-                problems.append(f"{path}:{number}: a record must be a JSON object, got {type(value).__name__}")
-                continue
-            rows.append((number, value))
+        rows = [
+            (record.number, record.data)
+            for record in iter_records(
+                path, content=raw, encoding_errors="replace", on_bad_record=lambda error: problems.append(str(error))
+            )
+        ]
         if not rows and not any(p.startswith(f"{path}:") for p in problems):
             problems.append(f"{path}: the split is empty (no records); fill it or remove the file")
             continue

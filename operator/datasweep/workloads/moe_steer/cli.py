@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import yaml
 
+from datasweep.api.params_file import ParamsFileError, load_params_mapping
 from datasweep.api.worker import WorkerSpecError, load_worker_spec
 from datasweep.workloads.moe_steer.errors import MoeSteerInputError
 
@@ -30,20 +30,10 @@ def _fail_bad_input(exc: Exception) -> None:
 
 def _params_from_flags(params_file: str | None, settings: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
     """params file (YAML/JSON mapping) < -p key=value (YAML value) < explicit flags."""
-    raw: dict[str, Any] = {}
-    if params_file:
-        try:
-            loaded = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise MoeSteerInputError(f"{params_file}: cannot read params: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise MoeSteerInputError(f"{params_file}: params must be a mapping of name: value")
-        raw.update(loaded or {})
-    for setting in settings:
-        key, sep, value = setting.partition("=")
-        if not sep or not key.strip():
-            raise MoeSteerInputError(f"-p {setting!r}: use -p name=value, e.g. -p top_n=20")
-        raw[key.strip()] = yaml.safe_load(value)
+    try:
+        raw = load_params_mapping(params_file or None, settings, "-p", "top_n=20")
+    except ParamsFileError as exc:
+        raise MoeSteerInputError(str(exc)) from exc
     raw.update({key: value for key, value in flags.items() if value is not None})
     return raw
 

@@ -16,19 +16,20 @@ from typing import Any, Literal
 
 from datasweep.api.stages.moe_steer import MoeSteerParams
 from datasweep.store.atomic import atomic_open
+from datasweep.store.records import RECORD_SUFFIXES, RecordFileError, iter_records
 from datasweep.workloads.moe_steer.errors import MoeSteerInputError
 
 Label = Literal["safe", "unsafe"]
 LABEL_IDS: dict[str, int] = {"safe": 0, "unsafe": 1}
 BATCHES_FILE = "batches.jsonl"
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+DATA_SUFFIXES = RECORD_SUFFIXES
 
 
 @dataclass(frozen=True)
 class Prompt:
     text: str
     label: Label
-    source: str  # file:line (or file:row) it came from
+    source: str  # file:line (or file:item N / file:row N) it came from
     response: str | None = None
 
 
@@ -52,36 +53,11 @@ class LoadReport:
 
 def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(location, record) for every record of a jsonl/json/parquet file; a bad line names file:line."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for row, record in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield f"{path}:row{row}", record
-        return
-    if path.suffix == ".json":
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise MoeSteerInputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
-        items = payload if isinstance(payload, list) else payload.get("data") if isinstance(payload, dict) else None
-        if not isinstance(items, list):
-            raise MoeSteerInputError(f"{path}: a .json input is a list of objects (or {{'data': [...]}})")
-        for row, record in enumerate(items, start=1):
-            if not isinstance(record, dict):
-                raise MoeSteerInputError(f"{path}: item {row} is not an object")
-            yield f"{path}:item{row}", record
-        return
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MoeSteerInputError(f"{path}:{line_no}: not valid JSON: {exc.msg}") from exc
-            if not isinstance(record, dict):
-                raise MoeSteerInputError(f"{path}:{line_no}: each line must be a JSON object")
-            yield f"{path}:{line_no}", record
+    try:
+        for record in iter_records(path, json_list_key="data"):
+            yield record.location, record.data
+    except RecordFileError as exc:
+        raise MoeSteerInputError(str(exc)) from exc
 
 
 def find_data_files(location: str | Path, split: str) -> list[Path]:

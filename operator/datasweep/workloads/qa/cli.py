@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import yaml
 
+from datasweep.api.params_file import ParamsFileError, load_params_mapping
 from datasweep.api.worker import WorkerSpecError, load_worker_spec
 from datasweep.workloads.qa.data import QaDataError, find_split_files, gold_answers, load_split
 from datasweep.workloads.qa.stage import QaParamsError, field_names, parse_params
@@ -47,18 +47,10 @@ def reports_bad_input(func: F) -> F:
 
 
 def _parse_overrides(params_file: Path | None, overrides: tuple[str, ...]) -> dict[str, Any]:
-    raw: dict[str, Any] = {}
-    if params_file is not None:
-        loaded = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise QaParamsError(f"{params_file}: a params file is a mapping of qa parameters")
-        raw.update(loaded)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise QaParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set num_train_epochs=3")
-        raw[key.strip()] = yaml.safe_load(value)
-    return raw
+    try:
+        return load_params_mapping(params_file, overrides, "--set", "num_train_epochs=3")
+    except ParamsFileError as exc:
+        raise QaParamsError(str(exc)) from exc
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from datasweep.store.records import RecordFileError, iter_records
 
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "train": ("train",),
@@ -54,23 +55,6 @@ class LoadReport:
         if len(self.problems) > limit:
             lines.append(f"... and {len(self.problems) - limit} more")
         return "\n".join(lines)
-
-
-def _iter_raw(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number or row number, raw record) pairs; undecodable lines are yielded as exceptions."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        yield from enumerate(pq.read_table(path).to_pylist(), start=1)
-        return
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_number, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield line_number, exc
 
 
 def _parse_answers(raw: Any) -> tuple[list[str], list[int]]:
@@ -150,19 +134,22 @@ def load_records(path: str | Path, fields: FieldNames = FieldNames()) -> LoadRep
         raise QaDataError(f"{source_path}: data file not found")
     report = LoadReport()
     seen: set[str] = set()
-    for number, raw in _iter_raw(source_path):
-        source = f"{source_path}:{number}"
-        if isinstance(raw, Exception):
-            report.problems.append({"source": source, "id": "?", "problem": f"not valid JSON: {raw}"})
-            continue
-        record, problem, record_id = validate_record(raw, fields, source)
-        if record is not None and record.id in seen:
-            record, problem = None, "duplicate id"
-        if problem is not None:
-            report.problems.append({"source": source, "id": record_id, "problem": problem})
-        elif record is not None:
-            seen.add(record.id)
-            report.records.append(record)
+
+    def bad_record(error: RecordFileError) -> None:
+        report.problems.append({"source": error.location, "id": "?", "problem": error.problem})
+
+    try:
+        for source, raw, _ in iter_records(source_path, on_bad_record=bad_record):
+            record, problem, record_id = validate_record(raw, fields, source)
+            if record is not None and record.id in seen:
+                record, problem = None, "duplicate id"
+            if problem is not None:
+                report.problems.append({"source": source, "id": record_id, "problem": problem})
+            elif record is not None:
+                seen.add(record.id)
+                report.records.append(record)
+    except RecordFileError as exc:
+        raise QaDataError(str(exc)) from exc
     return report
 
 

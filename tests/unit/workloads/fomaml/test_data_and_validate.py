@@ -78,7 +78,7 @@ def test_bad_records_name_the_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"copa_train\.jsonl:1: prompt_template uses field 'problem'"):
         prepare(source, tmp_path / "o2", FomamlParams(**{**PREP_PARAMS, "prompt_template": "{problem}"}))
     (source / "Copa" / "copa_test.jsonl").write_text('{"task": "x"}\nnot json\n')
-    with pytest.raises(DataError, match=r"copa_test\.jsonl:2: invalid JSON"):
+    with pytest.raises(DataError, match=r"copa_test\.jsonl:2: not valid JSON"):
         prepare(source, tmp_path / "o3", FomamlParams(**PREP_PARAMS))
 
 
