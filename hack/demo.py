@@ -31,10 +31,16 @@ from tests.e2e.operator_harness import (  # noqa: E402
 from controlplane import ControlPlane, build  # noqa: E402
 
 NAMESPACE = "research"
+# KopfRunner (click's CliRunner) swaps sys.stdout while the operator runs: write to the terminal itself.
+OUT = sys.__stdout__
+
+
+def show(text: str) -> None:
+    print(text, file=OUT, flush=True)
 
 
 def say(message: str) -> None:
-    print(f"\n\033[1m== {message}\033[0m", flush=True)
+    show(f"\n\033[1m== {message}\033[0m")
 
 
 def done(plane: ControlPlane, name: str, points: int) -> bool:
@@ -92,12 +98,21 @@ def main() -> int:
             wait_for("experiment B", lambda: done(plane, "copa-topp", 3), timeout=180)
             time.sleep(1)
             say("kubectl get exp,bat,art")
-            print(plane.kubectl("get", "exp,bat,art", "-n", NAMESPACE).stdout)
+            show(plane.kubectl("get", "exp,bat,art", "-n", NAMESPACE).stdout)
+            points = sum(len(e["status"]["points"]) for e in get(plane, NAMESPACE, "experiments")["items"])
+            artifacts = len(get(plane, NAMESPACE, "artifacts")["items"])
+            jobs = len(get(plane, NAMESPACE, "jobs", selector="datasweep.io/artifact")["items"])
+            reused = [
+                p["semanticName"]
+                for e in get(plane, NAMESPACE, "experiments")["items"]
+                for p in e["status"]["points"]
+                if p["reused"]
+            ]
             say("the shared volume: one directory per fingerprint, batch views as relative symlinks")
             for path in sorted(data_root.glob("batch_*/*/*")):
-                print(f"{path.relative_to(data_root)} -> {path.readlink()}")
+                show(f"{path.relative_to(data_root)} -> {path.readlink()}")
         say("stopping")
-    print("demo finished: 6 points, 5 artifacts, 5 Jobs; B's temp07_topp10 point reused A's data")
+    print(f"demo finished: {points} points, {artifacts} artifacts, {jobs} Jobs; reused: {', '.join(reused) or 'none'}")
     return 0
 
 
