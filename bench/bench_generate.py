@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -75,7 +76,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 32])
-    parser.add_argument("--rounds", type=int, default=20, help="requests = rounds x concurrency (capped at 400)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        nargs="+",
+        default=[12, 50],
+        help="run lengths: requests = rounds x concurrency; the short run shows the worker's fixed start-up "
+        "cost (~0.2 s), the long one its sustained throughput, which the C/latency bound is about",
+    )
     parser.add_argument(
         "--in-process", action="store_true", help="run the server in a thread of this process (shares the GIL)"
     )
@@ -91,9 +99,9 @@ def main() -> None:
             url = stack.enter_context(serve_openai(ServerBehavior(latency_s=args.latency))).url
         else:
             url = stack.enter_context(server_process(args.latency))
-        for concurrency in args.concurrency:
-            requests = min(args.rounds * concurrency, 400)
-            elapsed, cpu = bench_once(Path(tmp), url, concurrency, requests)
+        for concurrency, rounds in itertools.product(args.concurrency, args.rounds):
+            requests = rounds * concurrency
+            elapsed, cpu = bench_once(Path(tmp) / f"c{concurrency}-r{rounds}", url, concurrency, requests)
             rate = requests / elapsed
             bound = concurrency / args.latency
             print(

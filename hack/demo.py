@@ -20,10 +20,10 @@ from tests.e2e.operator_harness import (  # noqa: E402
     apply,
     cluster_fixtures,
     condition,
-    experiment,
     get,
     install_crds,
     running_operator,
+    seed_experiments,
     wait_for,
     write_dataset,
 )
@@ -70,31 +70,13 @@ def main() -> int:
             "default service account", lambda: plane.kubectl("get", "sa", "default", "-n", NAMESPACE).returncode == 0
         )
         cluster_fixtures(plane, NAMESPACE, data_root)
+        experiment_a, experiment_b = seed_experiments()
         with running_operator(NAMESPACE, data_root, work):
             say("experiment A: Copa, temperature 0.5/0.7/0.9, top_p 1.0 (batch_20241229_temperature)")
-            apply(
-                plane,
-                NAMESPACE,
-                experiment(
-                    "copa-temperature",
-                    batch="batch_20241229_temperature",
-                    purpose="temperature",
-                    description="Effect of temperature on rephrase quality",
-                    generation={"temperature": [0.5, 0.7, 0.9], "topP": 1.0},
-                ),
-            )
+            apply(plane, NAMESPACE, experiment_a)
             wait_for("experiment A", lambda: done(plane, "copa-temperature", 3), timeout=180)
             say("experiment B: Copa, temperature 0.7, top_p 0.8/0.9/1.0 (batch_20241230_topp)")
-            apply(
-                plane,
-                NAMESPACE,
-                experiment(
-                    "copa-topp",
-                    batch="batch_20241230_topp",
-                    purpose="topp",
-                    generation={"temperature": 0.7, "topP": [0.8, 0.9, 1.0]},
-                ),
-            )
+            apply(plane, NAMESPACE, experiment_b)
             wait_for("experiment B", lambda: done(plane, "copa-topp", 3), timeout=180)
             time.sleep(1)
             say("kubectl get exp,bat,art")

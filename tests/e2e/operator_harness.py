@@ -82,6 +82,24 @@ def experiment(name: str, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "datasweep.io/v1alpha1", "kind": "Experiment", "metadata": {"name": name}, "spec": body}
 
 
+def seed_experiments() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Seed 000's scenario: A sweeps temperature, B sweeps top_p; they share temp07_topp10_gpt4o."""
+    a = experiment(
+        "copa-temperature",
+        batch="batch_20241229_temperature",
+        purpose="temperature",
+        description="Effect of temperature on rephrase quality",
+        generation={"temperature": [0.5, 0.7, 0.9], "topP": 1.0},
+    )
+    b = experiment(
+        "copa-topp",
+        batch="batch_20241230_topp",
+        purpose="topp",
+        generation={"temperature": 0.7, "topP": [0.8, 0.9, 1.0]},
+    )
+    return a, b
+
+
 def write_dataset(root: Path, name: str = "Copa", path: str = "superglue/copa", rows: int = 3) -> Path:
     directory = root / path
     directory.mkdir(parents=True, exist_ok=True)

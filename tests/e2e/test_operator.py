@@ -13,6 +13,7 @@ from tests.e2e.operator_harness import (
     experiment,
     get,
     running_operator,
+    seed_experiments,
     wait_for,
 )
 
@@ -27,28 +28,11 @@ def test_seed_scenario_reuses_the_shared_point(
     control_plane: Any, ready_namespace: str, data_root: Path, tmp_path: Path
 ) -> None:
     ns = ready_namespace
+    experiment_a, experiment_b = seed_experiments()
     with running_operator(ns, data_root, tmp_path):
-        apply(
-            control_plane,
-            ns,
-            experiment(
-                "copa-temperature",
-                batch="batch_20241229_temperature",
-                purpose="temperature",
-                generation={"temperature": [0.5, 0.7, 0.9], "topP": 1.0},
-            ),
-        )
+        apply(control_plane, ns, experiment_a)
         wait_for("experiment A done", lambda: succeeded(control_plane, ns, "copa-temperature", 3))
-        apply(
-            control_plane,
-            ns,
-            experiment(
-                "copa-topp",
-                batch="batch_20241230_topp",
-                purpose="topp",
-                generation={"temperature": 0.7, "topP": [0.8, 0.9, 1.0]},
-            ),
-        )
+        apply(control_plane, ns, experiment_b)
         b = wait_for("experiment B done", lambda: succeeded(control_plane, ns, "copa-topp", 3))
         batches = wait_for(
             "both batches counted",

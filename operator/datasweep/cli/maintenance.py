@@ -70,12 +70,7 @@ def local_gc_candidates(backend: LocalBackend) -> tuple[list[GcCandidate], list[
     # inputs of a protected artifact are protected too (a training stage's data)
     keep = {a.name for a in artifacts if any(_under(a.path, p) for p in protected)}
     keep |= {a.name for a in artifacts if a.phase == "Running"}
-    frontier = list(keep)
-    while frontier:
-        for name in by_name[frontier.pop()].inputs:
-            if name in by_name and name not in keep:
-                keep.add(name)
-                frontier.append(name)
+    keep = _with_inputs(keep, by_name)
     candidates: list[GcCandidate] = []
     for a in artifacts:
         if a.name in keep or a.stage != "generate":
@@ -98,6 +93,17 @@ def local_gc_candidates(backend: LocalBackend) -> tuple[list[GcCandidate], list[
     return candidates, warnings
 
 
+def _with_inputs(keep: set[str], by_name: dict[str, Any]) -> set[str]:
+    """What is kept keeps its inputs too (a training stage's data), transitively."""
+    kept, frontier = set(keep), list(keep)
+    while frontier:
+        for name in by_name[frontier.pop()].inputs:
+            if name in by_name and name not in kept:
+                kept.add(name)
+                frontier.append(name)
+    return kept
+
+
 def cluster_gc_candidates(backend: ClusterBackend) -> list[GcCandidate]:
     artifacts = backend.artifacts()
     referenced = {p.artifact for b in backend.batches() for p in b.points if p.artifact}
@@ -105,12 +111,7 @@ def cluster_gc_candidates(backend: ClusterBackend) -> list[GcCandidate]:
     by_name = {a.name: a for a in artifacts}
     keep = {a.name for a in artifacts if a.name in referenced or set(a.consumers) & experiments}
     keep |= {a.name for a in artifacts if a.phase in ("Running", "Waiting")}
-    frontier = list(keep)
-    while frontier:
-        for name in by_name[frontier.pop()].inputs:
-            if name in by_name and name not in keep:
-                keep.add(name)
-                frontier.append(name)
+    keep = _with_inputs(keep, by_name)
     return [
         GcCandidate(a.path, "no batch or experiment references it", [a.name], (a.manifest.bytes if a.manifest else 0))
         for a in artifacts
