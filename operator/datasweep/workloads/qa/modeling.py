@@ -109,7 +109,13 @@ def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.
 def compute_loss(
     model: Any, batch: dict[str, torch.Tensor], weights: LossWeights
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    outputs = model(**model_inputs(model, batch))
+    return loss_of_outputs(model(**model_inputs(model, batch)), batch, weights)
+
+
+def loss_of_outputs(
+    outputs: Any, batch: dict[str, torch.Tensor], weights: LossWeights
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The seed 002 loss of a forward pass's start/end logits against the batch's labels."""
     return qa_loss(
         outputs.start_logits,
         outputs.end_logits,
@@ -154,16 +160,7 @@ def run_inference(
         starts[begin : begin + len(batch["input_ids"]), :width] = outputs.start_logits.float().cpu()
         ends[begin : begin + len(batch["input_ids"]), :width] = outputs.end_logits.float().cpu()
         if weights is not None:
-            loss, _ = qa_loss(
-                outputs.start_logits,
-                outputs.end_logits,
-                context_mask=batch["context_mask"],
-                cls_index=batch["cls_index"],
-                start_positions=batch["start_positions"],
-                end_positions=batch["end_positions"],
-                is_short=batch["is_short"],
-                weights=weights,
-            )
+            loss, _ = loss_of_outputs(outputs, batch, weights)
             total_loss += float(loss)
             batches += 1
     return starts, ends, (total_loss / batches if batches else None)
