@@ -59,7 +59,6 @@ def refresh_experiment(namespace: str, name: str) -> None:
                     (c for c in art_status.get("conditions", []) if c.get("type") == "Ready"), {}
                 )
                 failures.append(f"{stage['artifact']}: {ready.get('reason', 'Failed')}: {ready.get('message', '')}")
-        point["stages"] = dict(point.get("stages", {}))
         counts["reused" if point.get("reused") else "created"] += 1
         if "Failed" in phases:
             counts["failed"] += 1

@@ -191,13 +191,10 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
     generate_paths: dict[str, str] = {}
     points = []
     data_root = settings().volume_root(None)
-    hits = misses = 0
     for point in plan.points:
         stage_status: dict[str, Any] = {}
         for stage in point.stages:
             path = _storage_path(stage, generate_paths)
-            if stage.stage == "generate":
-                generate_paths[stage.artifact] = path
             body_ = builders.artifact_body(
                 stage,
                 storage_path=path,
@@ -209,11 +206,11 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
                 queue_name=queue,
                 worker=_worker_details(spec, stage, path, generate_paths),
             )
-            artifact, created_now = client.create_custom(namespace, body_)
+            artifact, _ = client.create_custom(namespace, body_)
             path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
             if stage.stage == "generate":
                 generate_paths[stage.artifact] = path
-            _add_consumer(namespace, stage.artifact, name, plan.batch, created_now)
+            _add_consumer(namespace, stage.artifact, name, plan.batch)
             if (
                 regenerate_token
                 and artifact["metadata"].get("annotations", {}).get(labels.REGENERATE) != regenerate_token
@@ -225,8 +222,6 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
                     {"metadata": {"annotations": {labels.REGENERATE: regenerate_token}}},
                 )
             stage_status[stage.name] = _point_status(stage, artifact, path, name)
-            if stage.stage == "generate":
-                hits, misses = (hits + 1, misses) if stage_status["generate"]["reused"] else (hits, misses + 1)
         generate = stage_status["generate"]
         if data_root is not None:
             layout.link_into_batch(data_root, plan.batch, point.dataset, generate["path"])
@@ -245,6 +240,8 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
                 },
             }
         )
+    hits = sum(1 for point in points if point["reused"])
+    misses = len(points) - hits
     if hits:
         kopf.info(body, reason="CacheHit", message=f"{hits} point(s) reuse data an identical configuration produced")
     if misses:
@@ -265,7 +262,7 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
     refresh_experiment(namespace, name)
 
 
-def _add_consumer(namespace: str, artifact: str, experiment: str, batch: str, created_now: bool) -> None:
+def _add_consumer(namespace: str, artifact: str, experiment: str, batch: str) -> None:
     def mutate(current: dict[str, Any]) -> dict[str, Any] | None:
         status = dict(current.get("status") or {})
         consumers = list(status.get("consumers", []))

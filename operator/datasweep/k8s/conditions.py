@@ -21,13 +21,13 @@ def set_condition(
     value = status if isinstance(status, str) else ("True" if status else "False")
     result = [dict(c) for c in conditions if c.get("type") != type_]
     previous = next((c for c in conditions if c.get("type") == type_), None)
-    moved = previous is None or previous.get("status") != value
+    unchanged = previous is not None and previous.get("status") == value
     condition: dict[str, Any] = {
         "type": type_,
         "status": value,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": now() if moved or previous is None else previous.get("lastTransitionTime", now()),
+        "lastTransitionTime": previous.get("lastTransitionTime", now()) if previous and unchanged else now(),
     }
     if observed_generation is not None:
         condition["observedGeneration"] = observed_generation

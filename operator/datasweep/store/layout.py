@@ -38,12 +38,17 @@ def _read_fingerprint(directory: Path) -> str | None:
         return None
 
 
+def _directory_names(semantic: str, fingerprint: str) -> tuple[str, ...]:
+    """Where a generate fingerprint may live, in order: its semantic name, then with the fingerprint appended."""
+    return (semantic, f"{semantic}_{short(fingerprint)}", f"{semantic}_{fingerprint}")
+
+
 def claim_generate_dir(root: Path, dataset: str, semantic: str, fingerprint: str) -> str:
     """The directory of a generate fingerprint, claimed atomically; on a clash the short fingerprint is appended.
 
     Idempotent: the same fingerprint always gets the same directory. Returns the path relative to `root`.
     """
-    for name in (semantic, f"{semantic}_{short(fingerprint)}", f"{semantic}_{fingerprint}"):
+    for name in _directory_names(semantic, fingerprint):
         directory = root / SHARED / dataset / name
         directory.mkdir(parents=True, exist_ok=True)
         try:
@@ -62,7 +67,7 @@ def claim_generate_dir(root: Path, dataset: str, semantic: str, fingerprint: str
 
 def find_generate_dir(root: Path, dataset: str, semantic: str, fingerprint: str) -> str | None:
     """Where a fingerprint already lives, without claiming anything (for `datasweep plan`)."""
-    for name in (semantic, f"{semantic}_{short(fingerprint)}", f"{semantic}_{fingerprint}"):
+    for name in _directory_names(semantic, fingerprint):
         if _read_fingerprint(root / SHARED / dataset / name) == fingerprint:
             return shared_relpath(dataset, name)
     return None
