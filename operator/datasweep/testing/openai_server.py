@@ -305,6 +305,11 @@ class OpenAITestServer:
     async def _auth_and_count(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         route = request.match_info.route.resource
         template = route.canonical if route is not None else request.path
+        # Count a request once it has fully arrived: one cut off mid-body (its client killed) is never served,
+        # as the real API would not serve or bill it. aiohttp keeps the body for the handler; multipart uploads
+        # are streamed by their handler, so they are counted on arrival.
+        if not request.content_type.startswith("multipart/"):
+            await request.read()
         with self.state.lock:
             self.state.counts[f"{request.method} {template}"] += 1
         if not request.headers.get("Authorization", "").startswith("Bearer "):
