@@ -30,7 +30,8 @@ def test_each_crd_is_structural_with_status_columns_short_names_and_category(nam
     def check(schema: dict[str, object], where: str) -> None:
         assert "$ref" not in schema, where
         assert "anyOf" not in schema, where
-        assert "type" in schema or schema.get("x-kubernetes-preserve-unknown-fields"), where
+        untyped = ("x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string")
+        assert "type" in schema or any(schema.get(key) for key in untyped), where
         for key, sub in (schema.get("properties") or {}).items():  # type: ignore[attr-defined]
             check(sub, f"{where}.{key}")
         if isinstance(schema.get("items"), dict):

@@ -7,14 +7,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from datasweep.api._base import CamelModel
-from datasweep.api.common import Condition, Resources
+from datasweep.api.common import Condition, Resources, VolumeRelPath
 from datasweep.api.worker import StageKind
 from datasweep.store.manifest import ManifestSummary, Usage
 
 
 class ArtifactStorage(CamelModel):
     claim_name: str | None = Field(default=None, description="PVC of the data volume")
-    path: str = Field(description="Directory relative to the data volume root, e.g. _shared/Copa/temp07_topp10_gpt4o")
+    path: VolumeRelPath = Field(max_length=1024, description="Directory relative to the data volume root, e.g. _shared/Copa/temp07_topp10_gpt4o")
 
 
 class ArtifactSpec(CamelModel):

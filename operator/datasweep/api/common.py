@@ -2,13 +2,85 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from datasweep.api._base import CamelModel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A Kubernetes label value (Kueue copies queueName into the kueue.x-k8s.io/queue-name label of every Job).
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A resource quantity as the API server parses it (k8s.io/apimachinery resource.Quantity), never negative.
+QUANTITY = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+
+# The same rule for the API server (CEL on the string) and for the operator and the CLI (below).
+_PATH_RULE = "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')"
+_PATH_MESSAGE = "must be a relative path inside the volume: no leading / and no .. component"
+
+
+def check_volume_path(value: str) -> str:
+    """A path from a spec stays inside its volume: relative, no `..` component (symlinks are checked on use)."""
+    if value.startswith("/") or ".." in value.split("/"):
+        raise ValueError(f"{value!r} {_PATH_MESSAGE}")
+    return value
+
+
+def check_label_value(value: str) -> str:
+    if len(value) > 63 or not re.fullmatch(LABEL_VALUE, value):
+        raise ValueError(
+            f"{value!r} is not a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', "
+            "beginning and ending with a letter or digit"
+        )
+    return value
+
+
+def check_quantity(value: int | str) -> int | str:
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value} is negative; a resource request is a quantity such as 8, 500m or 64Gi")
+        return value
+    if not re.fullmatch(QUANTITY, value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity; write e.g. 8, 500m, 64Gi or 1.5")
+    return value
+
+
+def check_url(value: str) -> str:
+    """An absolute http(s) URL with a host, as the generate worker's HTTP client needs it."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not an http(s) URL with a host; write e.g. http://vllm:8000/v1")
+    return value
+
+
+VolumeRelPath = Annotated[
+    str,
+    AfterValidator(check_volume_path),
+    Field(json_schema_extra={"x-kubernetes-validations": [{"rule": _PATH_RULE, "message": _PATH_MESSAGE}]}),
+]
+# int-or-string with the quantity pattern, as controller-gen writes resource.Quantity.
+Quantity = Annotated[
+    int | str,
+    AfterValidator(check_quantity),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY}),
+]
+LabelValue = Annotated[
+    str, AfterValidator(check_label_value), Field(max_length=63, json_schema_extra={"pattern": LABEL_VALUE})
+]
+HttpURL = Annotated[
+    str,
+    AfterValidator(check_url),
+    Field(
+        json_schema_extra={
+            "pattern": r"^https?://[^\s/?#]+[^\s]*$",
+            "x-kubernetes-validations": [
+                {"rule": "isURL(self) && url(self).getHostname() != ''", "message": "must be an http(s) URL with a host"}
+            ],
+        }
+    ),
+]
 
 
 class SecretKeyRef(CamelModel):
@@ -32,20 +104,20 @@ class VolumePath(CamelModel):
     """A path on a PersistentVolumeClaim; no claim means the datasweep data volume."""
 
     pvc: str | None = Field(default=None, max_length=253, description="PVC name; default: the data volume")
-    path: str = Field(min_length=1, max_length=1024, description="Path inside the volume")
+    path: VolumeRelPath = Field(min_length=1, max_length=1024, description="Path inside the volume")
 
 
 class ModelRef(CamelModel):
     pvc: str | None = Field(default=None, max_length=253, description="PVC holding the model; default: data volume")
-    path: str | None = Field(default=None, max_length=1024, description="Model directory inside the volume")
+    path: VolumeRelPath | None = Field(default=None, max_length=1024, description="Model directory inside the volume")
     hub_id: str | None = Field(default=None, max_length=256, description="Hub id, for clusters with internet access")
 
 
 class Resources(CamelModel):
     gpus: int = Field(default=0, ge=0, le=64, description="GPUs per node (nvidia.com/gpu)")
     nodes: int = Field(default=1, ge=1, le=64, description="Nodes; above 1 an Indexed Job with torchrun is used")
-    cpu: str | None = Field(default=None, max_length=32, description="CPU request per pod, e.g. '8'")
-    memory: str | None = Field(default=None, max_length=32, description="Memory request per pod, e.g. 64Gi")
+    cpu: Quantity | None = Field(default=None, description="CPU request per pod, e.g. 8 or 500m")
+    memory: Quantity | None = Field(default=None, description="Memory request per pod, e.g. 64Gi")
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

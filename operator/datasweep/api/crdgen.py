@@ -52,6 +52,9 @@ def _axis(schema: dict[str, Any]) -> dict[str, Any] | None:
 def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     """Turn a Pydantic JSON schema into a Kubernetes structural OpenAPI v3 schema."""
     schema = _resolve(schema, defs)
+    if schema.get("x-kubernetes-int-or-string"):
+        # e.g. a resource quantity: 8 or "500m"; the pattern applies to the string form
+        return {key: schema[key] for key in ("x-kubernetes-int-or-string", "pattern", "description") if key in schema}
     axis = _axis(schema)
     if axis is not None:
         return axis
@@ -101,6 +104,8 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         "maxItems",
         "minimum",
         "maximum",
+        "format",
+        "x-kubernetes-validations",  # CEL rules a model field declares (json_schema_extra)
     ):
         if key in schema:
             out[key] = schema[key]

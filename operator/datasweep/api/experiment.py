@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -10,6 +11,8 @@ from datasweep.api._base import CamelModel
 from datasweep.api.common import (
     DNS_LABEL,
     Condition,
+    HttpURL,
+    LabelValue,
     ModelRef,
     PromptSource,
     Resources,
@@ -26,6 +29,11 @@ TrainingKind = Literal["fomaml", "moe-steer", "qa"]
 FloatAxis = float | list[float]
 IntAxis = int | list[int]
 StrAxis = str | list[str]
+
+NO_GENERATION = (
+    "spec.generation is missing: say what generates the data, e.g. generation: {backend: openai, model: gpt-4o, "
+    "apiKeySecret: {name: openai, key: api-key}}; datasweep does not choose a (paid) model for you"
+)
 
 # Grid axes of spec.generation, in the order they appear in semantic names.
 GRID_AXES = ("model", "temperature", "top_p", "max_tokens", "frequency_penalty", "presence_penalty")
@@ -49,7 +57,7 @@ class DatasetSpec(CamelModel):
 class GenerationSpec(CamelModel):
     task: TaskKind = "rephrase"
     backend: Backend = "openai"
-    base_url: str | None = Field(default=None, alias="baseURL", max_length=2048)
+    base_url: HttpURL | None = Field(default=None, alias="baseURL", max_length=2048)
     api_key_secret: SecretKeyRef | None = None
     model: StrAxis = "gpt-4o"
     temperature: FloatAxis = 0.7
@@ -66,7 +74,7 @@ class GenerationSpec(CamelModel):
 
 
 class ValidationSpec(CamelModel):
-    model: str = "gpt-4o"
+    model: str = Field(default="gpt-4o", min_length=1, max_length=256)
     temperature: float = 0.0
     prompt: PromptSource = Field(default_factory=PromptSource)
 
@@ -90,15 +98,28 @@ class ExperimentSpec(CamelModel):
     purpose: str | None = Field(default=None, max_length=40, pattern=r"^[A-Za-z0-9_]+$")
     description: str = Field(default="", max_length=4096)
     datasets: list[DatasetSpec] = Field(min_length=1, max_length=64)
-    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    generation: GenerationSpec = Field(
+        description="The generation grid; required: datasweep never picks a (paid) model for you"
+    )
     validation: ValidationSpec | None = None
     training: list[TrainingStage] = Field(default_factory=list, max_length=8)
     cache_version: str = Field(default="1", max_length=64)
     force_regenerate: bool = False
     parallelism: int = Field(default=16, ge=1, le=1024, description="Max Jobs of this Experiment running at once")
-    queue_name: str | None = Field(default=None, max_length=63, description="Kueue LocalQueue for every Job")
+    queue_name: LabelValue | None = Field(
+        default=None,
+        description="Kueue LocalQueue for every Job (a label value: letters, digits, -, _, .)",
+    )
     max_points: int = Field(default=256, ge=1, le=10000, description="Refuse grids larger than this")
     retries: int = Field(default=2, ge=0, le=20, description="Retries per Artifact before it is Failed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _generation_required(cls, data: Any) -> Any:
+        # Say why instead of "Field required": a default here used to launch paid gpt-4o requests nobody asked for.
+        if isinstance(data, Mapping) and data.get("generation") is None:
+            raise ValueError(NO_GENERATION)
+        return data
 
     @model_validator(mode="after")
     def _cross_field(self) -> ExperimentSpec:
@@ -111,6 +132,16 @@ class ExperimentSpec(CamelModel):
         if len(set(stages)) != len(stages):
             raise ValueError("spec.training: stage names must be unique")
         return self
+
+
+def parse_spec(raw: Mapping[str, Any]) -> ExperimentSpec:
+    """The one validation of an Experiment spec, for the operator, `datasweep plan` and `datasweep run`.
+
+    Strict, as the API server's schema is for typed fields: `temperature: "0.7"`, `temperature: true` and
+    `maxTokens: "256"` are refused, never coerced (grid axes are untyped in the CRD, so this is their check).
+    Raises pydantic's ValidationError; `describe_validation_error(exc, "spec")` names the fields.
+    """
+    return ExperimentSpec.model_validate(dict(raw), strict=True)
 
 
 class StageStatus(CamelModel):

@@ -33,11 +33,11 @@ def params_model(kind: str) -> type[BaseModel]:
 
 
 def validate_params(kind: str, params: dict[str, Any], where: str) -> BaseModel:
-    """Validate a stage's params; the error names the field as `where.<field>`."""
+    """Validate a stage's params strictly (no "256" for 256, no true for 1.0); errors name `where.<field>`."""
     if kind not in _PARAMS_MODELS:
         raise StageParamsError(f"{where}: unknown stage kind {kind!r}; use one of {sorted(_PARAMS_MODELS)}")
     try:
-        return params_model(kind).model_validate(params)
+        return params_model(kind).model_validate(params, strict=True)
     except ValidationError as exc:
         raise StageParamsError(describe_validation_error(exc, where)) from exc
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from datasweep.api._base import describe_validation_error
-from datasweep.api.experiment import ExperimentSpec
+from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.api.worker import dump_worker_spec
 from datasweep.controller.setup import settings
 from datasweep.core import naming
@@ -18,6 +21,7 @@ from datasweep.core.worker_spec import worker_spec_for
 from datasweep.k8s import builders, client, labels
 from datasweep.k8s.conditions import set_condition
 from datasweep.store import layout
+from datasweep.workloads.generate import preflight
 
 EXPERIMENTS = ("datasweep.io", "v1alpha1", "experiments")
 
@@ -63,16 +67,47 @@ def _dataset_hashes(spec: ExperimentSpec) -> dict[str, str]:
                 f"{where}: the operator cannot read PVC {dataset.source.pvc or 'data'}; mount it (chart value "
                 f"operator.volumes) or set spec.datasets[{index}].sha256",
             )
+        directory = _inside_volume(root, dataset.source.path, f"{where}.path")
         try:
-            hashes[dataset.name] = layout.dataset_files(root / dataset.source.path, dataset.name).sha256
+            hashes[dataset.name] = layout.dataset_files(directory, dataset.name).sha256
         except layout.LayoutError as exc:
             raise InputError("DatasetNotFound", f"{where}: {exc}") from exc
     return hashes
 
 
+def _inside_volume(root: Path, relpath: str, where: str) -> Path:
+    directory = layout.resolve_inside(root, relpath)
+    if directory is None:  # the schema refuses `..`; this catches a symlink that points out of the volume
+        raise InputError("PathOutsideVolume", f"{where}: {relpath} leads out of its volume; give a path inside it")
+    return directory
+
+
+def _check_templates(spec: ExperimentSpec, plan: Plan) -> None:
+    """Render every prompt template against each readable dataset's first records (SPEC 4: answer early)."""
+    problems = []
+    for point in {point.dataset: point for point in plan.points}.values():
+        dataset = next(d for d in spec.datasets if d.name == point.dataset)
+        root = settings().volume_root(dataset.source.pvc)
+        if root is None:  # the operator cannot read this volume (spec.datasets[].sha256): the worker checks
+            continue
+        try:
+            files = layout.dataset_files(_inside_volume(root, dataset.source.path, ""), dataset.name).files
+        except (InputError, layout.LayoutError):  # answered by plan_for already
+            continue
+        problems += preflight.template_problems(point.generate.params, preflight.sample_records(files))
+    if problems:
+        raise PlanError("; ".join(dict.fromkeys(problems)), "InvalidTemplate")
+
+
 def _check_secret(namespace: str, spec: ExperimentSpec) -> None:
     secret = spec.generation.api_key_secret
     if secret is None:
+        if spec.generation.backend in ("openai", "openai-batch"):  # the schema says so too; a Job would fail
+            raise PlanError(
+                "spec.generation.apiKeySecret: backend openai needs an API key: apiKeySecret: {name: <Secret>, "
+                "key: api-key}",
+                "MissingSecret",
+            )
         return
     present = client.secret_has_key(namespace, secret.name, secret.key)
     if present is None:
@@ -166,13 +201,14 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
     meta, status = body["metadata"], dict(body.get("status") or {})
     generation = int(meta.get("generation", 1))
     try:
-        spec = ExperimentSpec.model_validate(dict(body.get("spec") or {}))
+        spec = parse_spec(body.get("spec") or {})
     except ValidationError as exc:
         _fail(namespace, name, status, generation, "InvalidSpec", describe_validation_error(exc, "spec"))
         raise kopf.PermanentError(f"invalid spec: {describe_validation_error(exc, 'spec')}") from exc
     created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00")).astimezone(UTC)
     try:
         plan = plan_for(namespace, spec, created)
+        _check_templates(spec, plan)
     except PlanError as exc:
         _fail(namespace, name, status, generation, exc.reason, str(exc))
         raise kopf.PermanentError(str(exc)) from exc
@@ -206,7 +242,17 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
                 queue_name=queue,
                 worker=_worker_details(spec, stage, path, generate_paths),
             )
-            artifact, _ = client.create_custom(namespace, body_)
+            try:
+                artifact, created_now = client.create_custom(namespace, body_)
+            except ApiException as exc:
+                if exc.status not in (400, 413, 422):  # others are transient: Kopf retries
+                    raise
+                # a value the planner let through but the API server refuses: answer, do not retry forever
+                message = f"the API server refused Artifact {stage.artifact}: {_api_message(exc)}"
+                _fail(namespace, name, status, generation, "ArtifactRejected", message)
+                raise kopf.PermanentError(message) from exc
+            if not created_now:
+                _refuse_name_clash(body, namespace, name, status, generation, stage, artifact)
             path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
             if stage.stage == "generate":
                 generate_paths[stage.artifact] = path
@@ -260,6 +306,41 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
     from datasweep.controller.aggregate import refresh_experiment
 
     refresh_experiment(namespace, name)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{exc.status} {exc.reason}"
+
+
+def _refuse_name_clash(
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    status: dict[str, Any],
+    generation: int,
+    stage: StagePlan,
+    existing: dict[str, Any],
+) -> None:
+    """409 means reuse only when the existing Artifact is the planned one: same fingerprint and stage.
+
+    Anyone allowed to create Artifacts could otherwise make one under a planned name pointing at other data
+    and have this Experiment report it Succeeded (cache poisoning); docs/deploy.md says who may create them.
+    """
+    spec = existing.get("spec") or {}
+    if spec.get("fingerprint") == stage.fingerprint and spec.get("stage") == stage.stage:
+        return
+    message = (
+        f"Artifact {stage.artifact} exists with fingerprint {spec.get('fingerprint')} (stage {spec.get('stage')}), "
+        f"but this Experiment plans fingerprint {stage.fingerprint} (stage {stage.stage}) under that name; it is "
+        "not reused. Delete that Artifact if it was made by hand (kubectl delete artifact "
+        f"{stage.artifact}); this Experiment retries"
+    )
+    _fail(namespace, name, status, generation, "NameClash", message)
+    kopf.warn(body, reason="NameClash", message=message)
+    raise kopf.TemporaryError(message, delay=60)
 
 
 def _add_consumer(namespace: str, artifact: str, experiment: str, batch: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -97,6 +98,32 @@ def grid(spec: ExperimentSpec) -> list[dict[str, Any]]:
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
 
+def grid_size(spec: ExperimentSpec) -> int:
+    """The number of combinations, from the axis lengths alone: a huge grid is refused before it is expanded."""
+    return math.prod(len(_axis_values(spec, axis)) for axis in GRID_AXES)
+
+
+# Longest file name on common filesystems (ext4, xfs, NFS), in bytes.
+MAX_NAME_BYTES = 255
+# A generate directory may be `<semantic>_<64-hex fingerprint>` on a name clash (store.layout).
+_CLASH_SUFFIX = 65
+
+
+def _check_directory_name(semantic: str, model: str) -> None:
+    size = len(semantic.encode()) + _CLASH_SUFFIX
+    if size > MAX_NAME_BYTES:
+        raise PlanError(
+            f"spec.generation.model: {model[:60]!r}... makes the directory name {semantic[:40]}... "
+            f"{size} bytes long (with its fingerprint suffix), over the {MAX_NAME_BYTES}-byte file name limit; "
+            "use a shorter model name (a local model's directory goes in spec.generation.modelPath)",
+            "NameTooLong",
+        )
+
+
+# Generate params that spec.generation's own fields set, over spec.generation.options.
+_SET_BY_SPEC = ("task", "backend", "base_url", "prompt", "validation", *GRID_AXES)
+
+
 def _generate_params(spec: ExperimentSpec, values: dict[str, Any], inputs: PlanInputs) -> dict[str, Any]:
     generation = spec.generation
     params: dict[str, Any] = {
@@ -135,15 +162,16 @@ def plan_experiment(spec: ExperimentSpec, inputs: PlanInputs, max_points: int | 
         if inputs.created is None or spec.purpose is None:
             raise PlanError("spec.batch: no batch given and no purpose/creation time to derive it from")
         batch = naming.default_batch(spec.purpose, inputs.created)
-    combos = grid(spec)
     limit = max_points if max_points is not None else spec.max_points
-    total = len(combos) * len(spec.datasets)
+    combinations = grid_size(spec)
+    total = combinations * len(spec.datasets)
     if total > limit:
         raise PlanError(
-            f"spec.maxPoints: the grid has {total} points ({len(spec.datasets)} datasets x {len(combos)} "
+            f"spec.maxPoints: the grid has {total} points ({len(spec.datasets)} datasets x {combinations} "
             f"combinations), more than maxPoints={limit}; shrink the grid or raise spec.maxPoints",
             "TooManyPoints",
         )
+    combos = grid(spec)
     points = []
     for dataset in spec.datasets:
         dataset_hash = inputs.dataset_sha256.get(dataset.name)
@@ -159,10 +187,14 @@ def plan_experiment(spec: ExperimentSpec, inputs: PlanInputs, max_points: int | 
 def _plan_generate(
     spec: ExperimentSpec, dataset: str, dataset_hash: str, values: dict[str, Any], inputs: PlanInputs
 ) -> StagePlan:
+    params = _generate_params(spec, values, inputs)
     try:
-        model = validate_params("generate", _generate_params(spec, values, inputs), "spec.generation")
+        model = validate_params("generate", params, "spec.generation")
     except StageParamsError as exc:
-        raise PlanError(str(exc)) from exc
+        message = str(exc)
+        for key in set(spec.generation.options) - set(_SET_BY_SPEC):  # name the field where it was written
+            message = message.replace(f"spec.generation.{key}:", f"spec.generation.options.{key}:")
+        raise PlanError(message) from exc
     effective = model.model_dump(mode="json")
     canonical = result_params("generate", model)
     canonical["prompt"] = text_sha256(canonical.get("prompt"))
@@ -186,6 +218,7 @@ def _plan_generate(
         frequency_penalty=effective["frequency_penalty"],
         presence_penalty=effective["presence_penalty"],
     )
+    _check_directory_name(semantic, effective["model"])
     return StagePlan(
         stage="generate",
         name="generate",

@@ -157,10 +157,10 @@ def worker_job(
     defaults = settings.job_defaults
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
-    if resources.get("cpu"):
-        requests["cpu"] = resources["cpu"]
-    if resources.get("memory"):
-        requests["memory"] = limits["memory"] = resources["memory"]
+    if resources.get("cpu") is not None:  # a quantity may be written as a number (cpu: 8)
+        requests["cpu"] = str(resources["cpu"])
+    if resources.get("memory") is not None:
+        requests["memory"] = limits["memory"] = str(resources["memory"])
     if gpus:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus)
     env: list[dict[str, Any]] = [

@@ -13,9 +13,10 @@ from pydantic import ValidationError
 from datasweep import API_VERSION
 from datasweep.api._base import describe_validation_error
 from datasweep.api.common import ModelRef, PromptSource
-from datasweep.api.experiment import ExperimentSpec
+from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.core.plan import Plan, PlanError, PlanInputs, plan_experiment
-from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files
+from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files, resolve_inside
+from datasweep.workloads.generate import preflight
 
 
 class ExperimentFileError(ValueError):
@@ -42,16 +43,29 @@ class LocalExperiment:
             created=self.created,
         )
         try:
-            return plan_experiment(self.spec, inputs, max_points=max_points)
+            plan = plan_experiment(self.spec, inputs, max_points=max_points)
         except PlanError as exc:
             raise ExperimentFileError(f"{self.path}: {exc}") from exc
+        # Every prompt template against each dataset's first records, as the operator does before any Job.
+        problems: list[str] = []
+        for point in {point.dataset: point for point in plan.points}.values():
+            samples = preflight.sample_records(self.datasets[point.dataset].files)
+            problems += preflight.template_problems(point.generate.params, samples)
+        if problems:
+            raise ExperimentFileError(f"{self.path}: " + "; ".join(dict.fromkeys(problems)))
+        return plan
 
     def model_dir(self, ref: ModelRef | None, where: str) -> str | None:
         """A model reference as a local directory (relative to --data-dir), or its hub id."""
         if ref is None:
             return None
         if ref.path:
-            directory = (self.data_dir / ref.path).resolve()
+            directory = resolve_inside(self.data_dir, ref.path)
+            if directory is None:
+                raise ExperimentFileError(
+                    f"{self.path}: {where}.path: {ref.path} leads out of --data-dir ({self.data_dir}); "
+                    "give a path inside it"
+                )
             if not directory.is_dir():
                 raise ExperimentFileError(
                     f"{self.path}: {where}.path: {directory} is not a directory; "
@@ -135,7 +149,7 @@ def load_experiment(
     """Validate the Experiment and read everything the planner needs from the local disk."""
     name, raw_spec = read_experiment_object(path)
     try:
-        spec = ExperimentSpec.model_validate(raw_spec)
+        spec = parse_spec(raw_spec)
     except ValidationError as exc:
         raise ExperimentFileError(f"{path}: {describe_validation_error(exc, 'spec')}") from exc
     base = (data_dir if data_dir is not None else path.parent).resolve()
@@ -148,8 +162,14 @@ def load_experiment(
                 f"spec.datasets[{index}].source.pvc ({dataset.source.pvc}) is ignored locally: "
                 f"reading {dataset.source.path} under {base}"
             )
+        directory = resolve_inside(base, dataset.source.path)
+        if directory is None:
+            raise ExperimentFileError(
+                f"{path}: spec.datasets[{index}].source.path: {dataset.source.path} leads out of --data-dir "
+                f"({base}); give a path inside it"
+            )
         try:
-            datasets[dataset.name] = dataset_files(base / dataset.source.path, dataset.name)
+            datasets[dataset.name] = dataset_files(directory, dataset.name)
         except LayoutError as exc:
             raise ExperimentFileError(
                 f"{path}: spec.datasets[{index}].source.path: {exc} (paths are relative to --data-dir {base})"

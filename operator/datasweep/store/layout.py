@@ -111,6 +111,13 @@ def supersede(root: Path, relpath: str, stamp: str) -> Path | None:
     return aside
 
 
+def resolve_inside(root: Path, relpath: str) -> Path | None:
+    """`root/relpath` with symlinks resolved, or None when it leads out of `root` (`..`, absolute, a link out)."""
+    base = root.resolve()
+    target = (base / relpath).resolve()
+    return target if target.is_relative_to(base) else None
+
+
 @dataclass(frozen=True)
 class DatasetFiles:
     directory: Path

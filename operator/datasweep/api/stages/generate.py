@@ -32,6 +32,10 @@ DEFAULT_SCENARIO2_PROMPT = (
     "Write a realistic usage scenario (a user request and the expected behaviour) for the following class.\n\n{code}"
 )
 
+# Longest prompt template, in characters (as spec.generation.prompt.text): every Job carries its worker spec in
+# the Artifact object, and an object over the API server's ~1.5 MB request limit could never be created.
+MAX_PROMPT_CHARS = 65536
+
 # Fields that never change the produced data: excluded from the fingerprint by the planner.
 OPERATIONAL_FIELDS: frozenset[str] = frozenset(
     {
@@ -71,6 +75,7 @@ class ValidationParams(ParamsModel):
     prompt: str = Field(
         default=DEFAULT_VALIDATION_PROMPT,
         min_length=1,
+        max_length=MAX_PROMPT_CHARS,
         description="Validation template; fields: every record field plus {original}, {rephrased}, {field}",
     )
 
@@ -104,10 +109,13 @@ class GenerateParams(ParamsModel):
     seed: int | None = Field(
         default=None, description="Sampling seed sent to the API (best effort) and used by transformers"
     )
-    system_prompt: str | None = Field(default=None, description="Optional system message before every prompt")
+    system_prompt: str | None = Field(
+        default=None, max_length=MAX_PROMPT_CHARS, description="Optional system message before every prompt"
+    )
     prompt: str = Field(
         default=DEFAULT_REPHRASE_PROMPT,
         min_length=1,
+        max_length=MAX_PROMPT_CHARS,
         description="Generation template (str.format style, literal braces doubled); rephrase fields: every "
         "record field plus {text} (the value being rephrased) and {field} (its name); code-scenarios: every "
         "slice field plus {code} and {scenario}",
@@ -131,6 +139,7 @@ class GenerateParams(ParamsModel):
     scenario2_prompt: str = Field(
         default=DEFAULT_SCENARIO2_PROMPT,
         min_length=1,
+        max_length=MAX_PROMPT_CHARS,
         description="code-scenarios: template for class slices (scenario2); `prompt` is used for functions",
     )
     max_scenario1: int | None = Field(
