@@ -14,7 +14,9 @@ from datasweep.store.manifest import ManifestSummary, Usage
 
 class ArtifactStorage(CamelModel):
     claim_name: str | None = Field(default=None, description="PVC of the data volume")
-    path: VolumeRelPath = Field(max_length=1024, description="Directory relative to the data volume root, e.g. _shared/Copa/temp07_topp10_gpt4o")
+    path: VolumeRelPath = Field(
+        max_length=1024, description="Directory relative to the data volume root, e.g. _shared/Copa/temp07_topp10"
+    )
 
 
 class ArtifactSpec(CamelModel):

@@ -76,7 +76,10 @@ HttpURL = Annotated[
         json_schema_extra={
             "pattern": r"^https?://[^\s/?#]+[^\s]*$",
             "x-kubernetes-validations": [
-                {"rule": "isURL(self) && url(self).getHostname() != ''", "message": "must be an http(s) URL with a host"}
+                {
+                    "rule": "isURL(self) && url(self).getHostname() != ''",
+                    "message": "must be an http(s) URL with a host",
+                }
             ],
         }
     ),

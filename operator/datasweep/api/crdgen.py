@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from datasweep import GROUP, VERSION
 from datasweep.api.artifact import ArtifactSpec, ArtifactStatus
 from datasweep.api.batch import BatchSpec, BatchStatus
-from datasweep.api.experiment import ExperimentSpec, ExperimentStatus
+from datasweep.api.experiment import SET_BY_SPEC, ExperimentSpec, ExperimentStatus
 from datasweep.api.stage_params import params_model, training_kinds
 
 CATEGORY = "datasweep"
@@ -209,6 +209,18 @@ def experiment_spec_schema() -> dict[str, Any]:
             "backend transformers needs generation.modelPath",
         ),
     ]
+    # Typed options (the generate params the spec does not set itself): `concurrency: "8"` or an 800 KB
+    # system_prompt is refused at apply instead of by the operator.
+    options = model_schema(params_model("generate"))["properties"]
+    generation["properties"]["options"] = {
+        "type": "object",
+        "description": generation["properties"]["options"].get("description", ""),
+        "properties": {
+            name: {k: v for k, v in sub.items() if k != "default"}  # defaults belong to the worker
+            for name, sub in options.items()
+            if name not in SET_BY_SPEC
+        },
+    }
     prompt_rule = _rule(
         "!(has(self.text) && has(self.configMapKeyRef))",
         "set prompt.text or prompt.configMapKeyRef, not both",

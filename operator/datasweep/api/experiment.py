@@ -37,6 +37,8 @@ NO_GENERATION = (
 
 # Grid axes of spec.generation, in the order they appear in semantic names.
 GRID_AXES = ("model", "temperature", "top_p", "max_tokens", "frequency_penalty", "presence_penalty")
+# Generate params that spec.generation's own fields (and spec.validation) set: not accepted in options.
+SET_BY_SPEC = ("task", "backend", "base_url", "prompt", "validation", *GRID_AXES)
 
 
 class DatasetSpec(CamelModel):
@@ -71,6 +73,15 @@ class GenerationSpec(CamelModel):
         default_factory=dict,
         description="Further generate-worker parameters (concurrency, caps, prices, ...)",
     )
+
+    @model_validator(mode="after")
+    def _options_not_set_twice(self) -> GenerationSpec:
+        twice = sorted(set(self.options) & set(SET_BY_SPEC))
+        if twice:
+            raise ValueError(
+                f"options {', '.join(twice)}: set by spec.generation / spec.validation themselves, not in options"
+            )
+        return self
 
 
 class ValidationSpec(CamelModel):

@@ -120,10 +120,6 @@ def _check_directory_name(semantic: str, model: str) -> None:
         )
 
 
-# Generate params that spec.generation's own fields set, over spec.generation.options.
-_SET_BY_SPEC = ("task", "backend", "base_url", "prompt", "validation", *GRID_AXES)
-
-
 def _generate_params(spec: ExperimentSpec, values: dict[str, Any], inputs: PlanInputs) -> dict[str, Any]:
     generation = spec.generation
     params: dict[str, Any] = {
@@ -192,7 +188,7 @@ def _plan_generate(
         model = validate_params("generate", params, "spec.generation")
     except StageParamsError as exc:
         message = str(exc)
-        for key in set(spec.generation.options) - set(_SET_BY_SPEC):  # name the field where it was written
+        for key in spec.generation.options:  # name the field where it was written
             message = message.replace(f"spec.generation.{key}:", f"spec.generation.options.{key}:")
         raise PlanError(message) from exc
     effective = model.model_dump(mode="json")

@@ -108,8 +108,8 @@ def test_cpu_and_memory_must_be_quantities(value: str) -> None:
 
 
 def test_quantities_may_be_numbers_and_reach_the_pod_as_strings() -> None:
-    from datasweep.k8s.builders import worker_job
     from datasweep.api.settings import OperatorSettings
+    from datasweep.k8s.builders import worker_job
 
     resources = Resources.model_validate({"cpu": 8, "memory": "64Gi"}, strict=True)
     assert resources.cpu == 8
@@ -146,8 +146,13 @@ def test_volume_paths_stay_inside_their_volume(path: str) -> None:
     assert "spec.training.0.baseModel.path" in message
     with pytest.raises(ValidationError, match="relative path inside the volume"):
         ArtifactSpec.model_validate(
-            {"stage": "generate", "dataset": "Copa", "fingerprint": "a" * 64, "semanticName": "s",
-             "storage": {"path": path}}
+            {
+                "stage": "generate",
+                "dataset": "Copa",
+                "fingerprint": "a" * 64,
+                "semanticName": "s",
+                "storage": {"path": path},
+            }
         )
     assert parse_spec(raw(datasets=[{"name": "Copa", "source": {"path": "a/..b/c.."}}]))
 
@@ -188,8 +193,13 @@ def test_a_million_combinations_are_refused_before_expansion(monkeypatch: pytest
     monkeypatch.setattr(plan_module, "grid", expand)
     axis = [round(0.01 * i, 2) for i in range(100)]
     spec = parse_spec(
-        raw(generation={"temperature": axis, "topP": [round(0.01 * i, 2) for i in range(1, 101)],
-                        "maxTokens": list(range(1, 101))})
+        raw(
+            generation={
+                "temperature": axis,
+                "topP": [round(0.01 * i, 2) for i in range(1, 101)],
+                "maxTokens": list(range(1, 101)),
+            }
+        )
     )
     assert plan_module.grid_size(spec) == 1_000_000
     with pytest.raises(PlanError, match="1000000 points") as info:
@@ -222,7 +232,8 @@ def test_templates_are_rendered_against_the_first_records(params: dict[str, Any]
     if expected is None:
         assert problems == []
     else:
-        assert len(problems) == 1 and expected in problems[0], problems
+        assert len(problems) == 1, problems
+        assert expected in problems[0], problems
 
 
 def test_sample_records_reads_the_first_records_of_each_split(tmp_path: Path) -> None:
@@ -238,8 +249,11 @@ def test_the_crd_mirrors_what_the_schema_can_say() -> None:
     spec = crdgen.experiment_spec_schema()
     props = spec["properties"]
     cpu = props["training"]["items"]["properties"]["resources"]["properties"]["cpu"]
-    assert cpu["x-kubernetes-int-or-string"] is True and "pattern" in cpu and "type" not in cpu
-    assert props["queueName"]["pattern"] and props["queueName"]["maxLength"] == 63
+    assert cpu["x-kubernetes-int-or-string"] is True
+    assert "pattern" in cpu
+    assert "type" not in cpu
+    assert props["queueName"]["pattern"]
+    assert props["queueName"]["maxLength"] == 63
     base_url = props["generation"]["properties"]["baseURL"]
     assert base_url["pattern"].startswith("^https?://")
     assert "isURL(self)" in base_url["x-kubernetes-validations"][0]["rule"]
