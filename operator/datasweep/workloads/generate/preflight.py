@@ -23,8 +23,8 @@ SAMPLE_RECORDS = 3
 
 # Values the worker adds to a record's fields before rendering (workloads/generate/tasks.py); the texts are
 # not known before the requests are made, so placeholders stand in for them.
-_GENERATION_EXTRAS = {"rephrase": ("text", "field"), "code-scenarios": ("code", "scenario")}
-_VALIDATION_EXTRAS = (*VALIDATION_EXTRA_FIELDS, "code", "scenario")
+_GENERATION_EXTRAS: dict[str, tuple[str, ...]] = {"rephrase": ("text", "field"), "code-scenarios": ("code", "scenario")}
+_VALIDATION_EXTRAS: tuple[str, ...] = (*VALIDATION_EXTRA_FIELDS, "code", "scenario")
 
 # Where each template of the generate params is written in an Experiment.
 SPEC_FIELDS = {
@@ -47,7 +47,7 @@ def sample_records(files: Iterable[Path], limit: int = SAMPLE_RECORDS) -> list[R
 
 def _templates(params: GenerateParams) -> list[tuple[str, str, tuple[str, ...]]]:
     extras = _GENERATION_EXTRAS[params.task]
-    found = [("prompt", params.prompt, extras)]
+    found: list[tuple[str, str, tuple[str, ...]]] = [("prompt", params.prompt, extras)]
     if params.task == "code-scenarios":
         found.append(("scenario2_prompt", params.scenario2_prompt, extras))
     if params.validation is not None:
