@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import generation
+from cli_helpers import generation, write_copa
 
 from conftest import Invoke
 
@@ -91,9 +91,8 @@ def test_a_dataset_symlink_out_of_the_data_dir_is_refused(
     workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     data_dir = workspace / "raw"
-    outside = tmp_path_factory.mktemp("outside")
-    os.symlink(data_dir / "superglue" / "copa", outside / "copa")
-    os.symlink(outside / "copa", data_dir / "escape")
+    outside = write_copa(tmp_path_factory.mktemp("outside") / "copa")
+    os.symlink(outside, data_dir / "escape")
     path = write_experiment("escape", spec(datasets=[{"name": "Copa", "source": {"path": "escape"}}]))
     result = invoke("plan", path, "--data-dir", data_dir, "--root", workspace / "root", expect=2)
     assert "spec.datasets[0].source.path: escape leads out of --data-dir" in result.output
