@@ -196,7 +196,12 @@ def test_invalid_spec_fields_are_named(workspace: Path, write_experiment: Callab
     bad = write_experiment("bad", {"batch": BATCH_A, "datasets": copa_dataset(), "generation": {"temperature": "hot"}})
     assert "spec.generation.temperature" in invoke("run", bad, "--root", workspace / "r", expect=2).output
     no_data = write_experiment(
-        "nodata", {"batch": BATCH_A, "datasets": [{"name": "Copa", "source": {"path": "nowhere"}}]}
+        "nodata",
+        {
+            "batch": BATCH_A,
+            "datasets": [{"name": "Copa", "source": {"path": "nowhere"}}],
+            "generation": generation(None),
+        },
     )
     output = invoke("plan", no_data, "--root", workspace / "r", expect=2).output
     assert "spec.datasets[0].source.path" in output
