@@ -111,6 +111,26 @@ REJECTED_AT_APPLY: list[tuple[str, dict[str, Any], str]] = [
         "spec.generation.options.system_prompt: Too long",
     ),
     ("judge model of 300 characters", edit("spec.validation.model", "m" * 300)(valid()), "spec.validation.model"),
+    (
+        "secret name not an object name",
+        edit("spec.generation.apiKeySecret", {"name": "OpenAI Key", "key": "api-key"})(valid()),
+        "spec.generation.apiKeySecret.name",
+    ),
+    (
+        "secret key with a slash",
+        edit("spec.generation.apiKeySecret", {"name": "openai", "key": "api/key"})(valid()),
+        "spec.generation.apiKeySecret.key",
+    ),
+    (
+        "dataset pvc not an object name",
+        edit("spec.datasets", [{"name": "Copa", "source": {"pvc": "Raw_Data", "path": "copa"}}])(valid()),
+        "spec.datasets[0].source.pvc",
+    ),
+    (
+        "api key variable with a space",
+        edit("spec.generation.options", {"api_key_env": "OPENAI KEY"})(valid()),
+        "spec.generation.options.api_key_env",
+    ),
     # escapes
     (
         "dataset path with ..",

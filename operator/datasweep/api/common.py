@@ -11,6 +11,10 @@ from pydantic import AfterValidator, Field
 from datasweep.api._base import CamelModel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Object names the Jobs refer to (Secret, ConfigMap, PersistentVolumeClaim): DNS-1123 subdomains.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A key of a Secret or ConfigMap.
+DATA_KEY = r"^[-._a-zA-Z0-9]+$"
 # A Kubernetes label value (Kueue copies queueName into the kueue.x-k8s.io/queue-name label of every Job).
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # A resource quantity as the API server parses it (k8s.io/apimachinery resource.Quantity), never negative.
@@ -87,13 +91,15 @@ HttpURL = Annotated[
 
 
 class SecretKeyRef(CamelModel):
-    name: str = Field(min_length=1, max_length=253, description="Secret name in the Experiment's namespace")
-    key: str = Field(default="api-key", min_length=1, max_length=253, description="Key in the Secret")
+    name: str = Field(
+        min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="Secret name in the Experiment's namespace"
+    )
+    key: str = Field(default="api-key", min_length=1, max_length=253, pattern=DATA_KEY, description="Key in the Secret")
 
 
 class ConfigMapKeyRef(CamelModel):
-    name: str = Field(min_length=1, max_length=253)
-    key: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    key: str = Field(min_length=1, max_length=253, pattern=DATA_KEY)
 
 
 class PromptSource(CamelModel):
@@ -106,12 +112,16 @@ class PromptSource(CamelModel):
 class VolumePath(CamelModel):
     """A path on a PersistentVolumeClaim; no claim means the datasweep data volume."""
 
-    pvc: str | None = Field(default=None, max_length=253, description="PVC name; default: the data volume")
+    pvc: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN, description="PVC name; default: the data volume"
+    )
     path: VolumeRelPath = Field(min_length=1, max_length=1024, description="Path inside the volume")
 
 
 class ModelRef(CamelModel):
-    pvc: str | None = Field(default=None, max_length=253, description="PVC holding the model; default: data volume")
+    pvc: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN, description="PVC holding the model; default: data volume"
+    )
     path: VolumeRelPath | None = Field(default=None, max_length=1024, description="Model directory inside the volume")
     hub_id: str | None = Field(default=None, max_length=256, description="Hub id, for clusters with internet access")
 

@@ -139,6 +139,23 @@ def test_base_url_must_be_an_http_url_with_a_host(url: str) -> None:
     assert "spec.generation.baseURL" in message
 
 
+def test_names_the_job_refers_to_are_object_names() -> None:
+    assert "spec.generation.apiKeySecret.name" in refused(raw(generation={"apiKeySecret": {"name": "Open AI"}}))
+    assert "spec.generation.apiKeySecret.key" in refused(
+        raw(generation={"apiKeySecret": {"name": "openai", "key": "a/b"}})
+    )
+    assert "spec.datasets.0.source.pvc" in refused(
+        raw(datasets=[{"name": "Copa", "source": {"pvc": "Raw_Data", "path": "copa"}}])
+    )
+    spec = parse_spec(raw(generation={"options": {"api_key_env": "OPENAI KEY"}}))
+    with pytest.raises(PlanError, match=r"spec\.generation\.options\.api_key_env"):
+        plan_experiment(spec, INPUTS)
+
+
+def test_options_may_not_repeat_what_the_spec_sets() -> None:
+    assert "options model" in refused(raw(generation={"options": {"model": "gpt-4o-mini"}}))
+
+
 @pytest.mark.parametrize("path", ["../outside", "a/../../b", "/etc", "a/.."])
 def test_volume_paths_stay_inside_their_volume(path: str) -> None:
     assert "spec.datasets.0.source.path" in refused(raw(datasets=[{"name": "Copa", "source": {"path": path}}]))

@@ -93,6 +93,8 @@ class GenerateParams(ParamsModel):
     api_key_env: str = Field(
         default="OPENAI_API_KEY",
         min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",  # an environment variable name the Job can set
         description="Environment variable holding the API key (set by the Job from a Secret)",
     )
     model: str = Field(default="gpt-4o", min_length=1, description="Generation model name")
