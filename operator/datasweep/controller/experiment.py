@@ -310,7 +310,7 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
 
 def _api_message(exc: ApiException) -> str:
     try:
-        return str(json.loads(exc.body)["message"])
+        return str(json.loads(exc.body or "")["message"])
     except (TypeError, ValueError, KeyError):
         return f"{exc.status} {exc.reason}"
 
