@@ -143,6 +143,8 @@ def plan(
         for stage in point.stages:
             if backend.kind == "cluster":
                 found = existing.get(stage.artifact)
+                if found is not None and found.fingerprint != stage.fingerprint:
+                    found = None  # another fingerprint under the planned name: the operator never reuses it
                 hit, where = found is not None, (f"{found.path} ({found.phase})" if found else None)
             else:
                 hit, where = local_hits(backend.root, stage, generate_rel)
