@@ -67,7 +67,7 @@ REJECTED_AT_APPLY: list[tuple[str, dict[str, Any], str]] = [
     ("option unknown", edit("spec.generation.options", {"concurency": 8})(valid()), "options.concurency"),
     (
         "training param a string",
-        with_training(params={"learning_rate": "2e-5"})(valid()),
+        with_training(params={"learning_rate": "0.00002"})(valid()),
         "spec.training[0].params.learning_rate",
     ),
     (
