@@ -190,7 +190,8 @@ def experiment_spec_schema() -> dict[str, Any]:
             ".training",
         ),
         _rule(
-            "!self.datasets.exists(d, has(d.prepared) && d.prepared) || (has(self.training) && size(self.training) > 0)",
+            "!self.datasets.exists(d, has(d.prepared) && d.prepared) || "
+            "(has(self.training) && size(self.training) > 0)",
             "a prepared dataset is only trained on: add spec.training",
             ".datasets",
         ),
