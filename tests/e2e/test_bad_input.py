@@ -128,6 +128,18 @@ ANSWERED_BY_THE_OPERATOR = [
         "spec.maxPoints",
     ),
     (
+        "rephrase field not in the records",
+        {"generation": {"options": {"rephrase_fields": ["text"]}}},
+        "FieldMismatch",
+        "spec.generation.options.rephrase_fields",
+    ),
+    (
+        "training field not in the records",
+        {"training": [{**TRAINING, "params": {"task_key": "category", "prompt_template": "{premise}"}}]},
+        "FieldMismatch",
+        "spec.training[0].params.task_key",
+    ),
+    (
         "missing prompt",
         {"generation": {"prompt": {"configMapKeyRef": {"name": "prompts", "key": "rephrase"}}}},
         "PromptNotFound",
