@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,13 @@ def test_example_trains_on_its_dataset_without_generation(
     (trained,) = (snapshot / "train").iterdir()
     assert trained.name.startswith(f"{kind}-")
     assert read_manifest(trained) is not None
+
+    # the batch tools see the point like any generated one
+    rows = json.loads(_run("paths", "--root", root, "--dataset", dataset, "--format", "json").output)
+    assert [(r["semanticName"], r["ready"]) for r in rows] == [("prepared", True)]
+    assert Path(rows[0]["data"]["path"]).resolve() == (snapshot / dataset).resolve()
+    (batch,) = json.loads(_run("batches", "--root", root, "-o", "json").output)
+    assert batch["points"] == 1
 
     second = _run("run", experiment, "--root", root, "--data-dir", tmp_path)
     assert second.exit_code == 0, second.output
