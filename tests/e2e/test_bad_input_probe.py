@@ -76,8 +76,8 @@ REJECTED_AT_APPLY: list[tuple[str, dict[str, Any], str]] = [
         "spec.training[0].params.num_train_epochs",
     ),
     # paid defaults nobody asked for
-    ("training without generation", without_generation(with_training()(valid())), "spec.generation: Required value"),
-    ("no generation at all", without_generation(valid()), "spec.generation: Required value"),
+    ("training without generation", without_generation(with_training()(valid())), "spec.generation is missing"),
+    ("no generation at all", without_generation(valid()), "spec.generation is missing"),
     # values the API server would refuse later (Job creation) or that make no sense
     ("cpu not a quantity", with_training(resources={"cpu": "eight"})(valid()), "spec.training[0].resources.cpu"),
     ("memory not a quantity", with_training(resources={"memory": "64 GB"})(valid()), "resources.memory"),
@@ -245,8 +245,8 @@ ANSWERED_BY_THE_OPERATOR = [
     (
         "unknown record field",
         {"generation": {"prompt": {"text": "Rephrase {sentence}"}}},
-        "InvalidTemplate",
-        "spec.generation.prompt: {sentence} is not a field",
+        "FieldMismatch",  # core/shape.py answers first (issue 13); preflight renders the rest
+        "spec.generation.prompt: template field 'sentence'",
     ),
     (
         "bad format spec",
@@ -263,8 +263,8 @@ ANSWERED_BY_THE_OPERATOR = [
     (
         "unknown field in a ConfigMap prompt",
         {"generation": {"prompt": {"configMapKeyRef": {"name": "prompts", "key": "bad"}}}},
-        "InvalidTemplate",
-        "spec.generation.prompt: {sentence} is not a field",
+        "FieldMismatch",
+        "spec.generation.prompt: template field 'sentence'",
     ),
     (
         "dataset symlink out of the volume",

@@ -24,6 +24,8 @@ from datasweep.store.manifest import Usage
 TaskKind = Literal["rephrase", "code-scenarios"]
 Backend = Literal["openai", "openai-batch", "openai-compatible", "transformers"]
 TrainingKind = Literal["fomaml", "moe-steer", "qa"]
+# Training kinds that are not rank-aware: one process on one GPU (fomaml runs under torchrun, FSDP optional).
+SINGLE_GPU_KINDS = ("moe-steer", "qa")
 
 # A grid axis: one value or a list of values (the grid is the cross product of all lists).
 FloatAxis = float | list[float]
@@ -32,7 +34,8 @@ StrAxis = str | list[str]
 
 NO_GENERATION = (
     "spec.generation is missing: say what generates the data, e.g. generation: {backend: openai, model: gpt-4o, "
-    "apiKeySecret: {name: openai, key: api-key}}; datasweep does not choose a (paid) model for you"
+    "apiKeySecret: {name: openai, key: api-key}}, or mark each dataset prepared: true to train on its records "
+    "as they are; datasweep does not choose a (paid) model for you"
 )
 
 # Grid axes of spec.generation, in the order they appear in semantic names.
@@ -49,6 +52,11 @@ class DatasetSpec(CamelModel):
         description="Dataset name, e.g. Copa",
     )
     source: VolumePath = Field(description="Directory with <name>_{train,validation,test}.jsonl")
+    prepared: bool = Field(
+        default=False,
+        description="Train on the records as they are, with no generation (the generation grid does not apply): "
+        "one point per dataset; files may also be .json or .parquet",
+    )
     sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
@@ -110,7 +118,9 @@ class ExperimentSpec(CamelModel):
     description: str = Field(default="", max_length=4096)
     datasets: list[DatasetSpec] = Field(min_length=1, max_length=64)
     generation: GenerationSpec = Field(
-        description="The generation grid; required: datasweep never picks a (paid) model for you"
+        default_factory=GenerationSpec,
+        description="The generation grid; required unless every dataset is prepared: datasweep never picks a "
+        "(paid) model for you",
     )
     validation: ValidationSpec | None = None
     training: list[TrainingStage] = Field(default_factory=list, max_length=8)
@@ -128,7 +138,7 @@ class ExperimentSpec(CamelModel):
     @classmethod
     def _generation_required(cls, data: Any) -> Any:
         # Say why instead of "Field required": a default here used to launch paid gpt-4o requests nobody asked for.
-        if isinstance(data, Mapping) and data.get("generation") is None:
+        if isinstance(data, Mapping) and data.get("generation") is None and not _all_prepared(data):
             raise ValueError(NO_GENERATION)
         return data
 
@@ -142,7 +152,17 @@ class ExperimentSpec(CamelModel):
         stages = [t.name for t in self.training]
         if len(set(stages)) != len(stages):
             raise ValueError("spec.training: stage names must be unique")
+        prepared = [i for i, d in enumerate(self.datasets) if d.prepared]
+        if prepared and not self.training:
+            raise ValueError(
+                f"spec.datasets[{prepared[0]}].prepared: a prepared dataset is only trained on; add spec.training"
+            )
         return self
+
+
+def _all_prepared(data: Mapping[str, Any]) -> bool:
+    datasets = data.get("datasets")
+    return isinstance(datasets, list) and all(isinstance(d, Mapping) and d.get("prepared") is True for d in datasets)
 
 
 def parse_spec(raw: Mapping[str, Any]) -> ExperimentSpec:

@@ -15,7 +15,9 @@ from datasweep.api._base import describe_validation_error
 from datasweep.api.common import ModelRef, PromptSource
 from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.core.plan import Plan, PlanError, PlanInputs, plan_experiment
-from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files, resolve_inside
+from datasweep.core.shape import check_shapes
+from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files, resolve_inside, sample_records
+from datasweep.store.records import RECORD_SUFFIXES
 from datasweep.workloads.generate import preflight
 
 
@@ -46,13 +48,20 @@ class LocalExperiment:
             plan = plan_experiment(self.spec, inputs, max_points=max_points)
         except PlanError as exc:
             raise ExperimentFileError(f"{self.path}: {exc}") from exc
-        # Every prompt template against each dataset's first records, as the operator does before any Job.
-        problems: list[str] = []
-        for point in {point.dataset: point for point in plan.points}.values():
-            samples = preflight.sample_records(self.datasets[point.dataset].files)
-            problems += preflight.template_problems(point.generate.params, samples)
+        samples = {name: sample_records(files) for name, files in self.datasets.items()}
+        problems = check_shapes(plan, samples)
         if problems:
-            raise ExperimentFileError(f"{self.path}: " + "; ".join(dict.fromkeys(problems)))
+            raise ExperimentFileError(
+                f"{self.path}: the records lack fields the stages need (nothing was run):\n  " + "\n  ".join(problems)
+            )
+        # Every prompt template against each dataset's first records, as the operator does before any Job.
+        templates: list[str] = []
+        for point in {point.dataset: point for point in plan.points}.values():
+            if point.generate.stage == "generate":
+                records = preflight.sample_records(self.datasets[point.dataset].files)
+                templates += preflight.template_problems(point.generate.params, records)
+        if templates:
+            raise ExperimentFileError(f"{self.path}: " + "; ".join(dict.fromkeys(templates)))
         return plan
 
     def model_dir(self, ref: ModelRef | None, where: str) -> str | None:
@@ -169,7 +178,8 @@ def load_experiment(
                 f"({base}); give a path inside it"
             )
         try:
-            datasets[dataset.name] = dataset_files(directory, dataset.name)
+            suffixes = RECORD_SUFFIXES if dataset.prepared else (".jsonl",)
+            datasets[dataset.name] = dataset_files(directory, dataset.name, suffixes)
         except LayoutError as exc:
             raise ExperimentFileError(
                 f"{path}: spec.datasets[{index}].source.path: {exc} (paths are relative to --data-dir {base})"

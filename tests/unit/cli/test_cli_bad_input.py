@@ -47,7 +47,7 @@ CASES = [
     (
         "unknown record field",
         spec(generation={"prompt": {"text": "Rephrase {sentence}"}}),
-        "spec.generation.prompt: {sentence} is not a field",
+        "spec.generation.prompt: template field 'sentence'",
     ),
     (
         "unknown field in the judge's template",

@@ -96,7 +96,11 @@ def test_no_generation_section_is_refused_instead_of_a_paid_default() -> None:
     message = refused(spec)
     assert "spec.generation is missing" in message
     assert "does not choose a (paid) model" in message
-    assert "generation" in crdgen.experiment_spec_schema()["required"]
+    rules = [r["rule"] for r in crdgen.experiment_spec_schema()["x-kubernetes-validations"]]
+    assert any(r.startswith("has(self.generation) ||") for r in rules)
+    prepared = raw(training=[TRAINING], datasets=[{"name": "Copa", "source": {"path": "copa"}, "prepared": True}])
+    del prepared["generation"]
+    assert parse_spec(prepared).datasets[0].prepared
 
 
 @pytest.mark.parametrize("value", ["eight", "-1", "8 cores", "1.5.2", ""])
