@@ -16,7 +16,7 @@ from datasweep.api.common import ModelRef, PromptSource
 from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.core.plan import Plan, PlanError, PlanInputs, plan_experiment
 from datasweep.core.shape import check_shapes
-from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files, resolve_inside, sample_records
+from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files, sample_records
 from datasweep.store.records import RECORD_SUFFIXES
 from datasweep.workloads.generate import preflight
 
@@ -69,12 +69,9 @@ class LocalExperiment:
         if ref is None:
             return None
         if ref.path:
-            directory = resolve_inside(self.data_dir, ref.path)
-            if directory is None:
-                raise ExperimentFileError(
-                    f"{self.path}: {where}.path: {ref.path} leads out of --data-dir ({self.data_dir}); "
-                    "give a path inside it"
-                )
+            # `..` and absolute paths are refused by the schema; a symlinked model directory is fine on one's
+            # own machine (tiny or shared models often live elsewhere), unlike on the cluster's volume.
+            directory = (self.data_dir / ref.path).resolve()
             if not directory.is_dir():
                 raise ExperimentFileError(
                     f"{self.path}: {where}.path: {directory} is not a directory; "
@@ -171,12 +168,9 @@ def load_experiment(
                 f"spec.datasets[{index}].source.pvc ({dataset.source.pvc}) is ignored locally: "
                 f"reading {dataset.source.path} under {base}"
             )
-        directory = resolve_inside(base, dataset.source.path)
-        if directory is None:
-            raise ExperimentFileError(
-                f"{path}: spec.datasets[{index}].source.path: {dataset.source.path} leads out of --data-dir "
-                f"({base}); give a path inside it"
-            )
+        # `..` and absolute paths are refused by the schema; locally a symlinked dataset directory is the
+        # user's own choice (the operator refuses one that leads out of its volume).
+        directory = base / dataset.source.path
         try:
             suffixes = RECORD_SUFFIXES if dataset.prepared else (".jsonl",)
             datasets[dataset.name] = dataset_files(directory, dataset.name, suffixes)

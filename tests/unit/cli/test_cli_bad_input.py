@@ -3,13 +3,12 @@ named, nothing created under the store root."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import generation, write_copa
+from cli_helpers import generation
 
 from conftest import Invoke
 
@@ -85,16 +84,3 @@ def test_refused_with_exit_2_naming_the_field(
     result = invoke(command, path, "--root", root, expect=2)
     assert words in result.output, f"{case}: {result.output}"
     assert not root.exists() or not any(root.iterdir()), f"{case}: something was created"
-
-
-def test_a_dataset_symlink_out_of_the_data_dir_is_refused(
-    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    data_dir = workspace / "raw"
-    outside = write_copa(tmp_path_factory.mktemp("outside") / "copa")
-    os.symlink(outside, data_dir / "escape")
-    path = write_experiment("escape", spec(datasets=[{"name": "Copa", "source": {"path": "escape"}}]))
-    result = invoke("plan", path, "--data-dir", data_dir, "--root", workspace / "root", expect=2)
-    assert "spec.datasets[0].source.path: escape leads out of --data-dir" in result.output
-    good = write_experiment("good", spec(datasets=[{"name": "Copa", "source": {"path": "superglue/copa"}}]))
-    invoke("plan", good, "--data-dir", data_dir, "--root", workspace / "root")
