@@ -18,8 +18,12 @@ TargetTokens = Literal["all", "last"]
 Direction = Literal["unsafe", "safe"]
 DType = Literal["float32", "bfloat16", "float16"]
 
-# Fields that never change the batches, the analysis or the trained model (left out of fingerprints).
-OPERATIONAL_FIELDS: frozenset[str] = frozenset({"device", "log_every"})
+# Fields that never change the batches, the analysis or the trained model, each with the reason (left out of
+# fingerprints).
+OPERATIONAL_FIELDS: dict[str, str] = {
+    "device": "where the model runs (auto picks cuda when present)",
+    "log_every": "how often the loss is logged",
+}
 
 
 class MoeSteerParams(ParamsModel):

@@ -11,10 +11,13 @@ from pydantic import Field, model_validator
 
 from datasweep.api._base import ParamsModel
 
-# Fields that do not change the trained model or its metrics: left out of the fingerprint.
-OPERATIONAL_FIELDS: frozenset[str] = frozenset(
-    {"num_workers", "plot_update_every", "per_device_eval_batch_size", "keep_last_checkpoints"}
-)
+# Fields that do not change the trained model or its metrics, each with the reason: left out of the fingerprint.
+OPERATIONAL_FIELDS: dict[str, str] = {
+    "num_workers": "DataLoader processes feeding the same batches",
+    "plot_update_every": "how often the loss is logged and the curves redrawn",
+    "per_device_eval_batch_size": "features per evaluation forward pass; each feature is scored on its own",
+    "keep_last_checkpoints": "how many checkpoint-epoch-* directories stay on disk; best/ is kept",
+}
 
 
 class QaParams(ParamsModel):
