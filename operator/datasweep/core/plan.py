@@ -11,7 +11,7 @@ from datasweep.api.common import ModelRef, Resources
 from datasweep.api.experiment import GRID_AXES, ExperimentSpec
 from datasweep.api.stage_params import StageParamsError, result_params, validate_params
 from datasweep.core import naming
-from datasweep.core.fingerprint import fingerprint, short, text_sha256
+from datasweep.core.fingerprint import canonicalize, fingerprint, short, text_sha256
 
 # Experiment fields (dotted paths in spec) that never reach a fingerprint, each with the reason (SPEC 2: "never
 # in a fingerprint"). Every other field does; `generation.options` and `training.params` are stage params,
@@ -188,7 +188,8 @@ def _plan_generate(
         model = validate_params("generate", _generate_params(spec, values, inputs), "spec.generation")
     except StageParamsError as exc:
         raise PlanError(str(exc)) from exc
-    effective = model.model_dump(mode="json")
+    # the worker gets the strings the fingerprint hashed (NFC): an NFD prompt is sent as its NFC form
+    effective = canonicalize(model.model_dump(mode="json"))
     canonical = result_params("generate", model)
     canonical["prompt"] = text_sha256(canonical.get("prompt"))
     for key in ("scenario2_prompt", "system_prompt"):
@@ -256,7 +257,7 @@ def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan) -> Sta
         semantic_name=generate.semantic_name,
         fingerprint=full,
         artifact=naming.artifact_name(generate.dataset, generate.semantic_name, short(full), stage=entry.kind),
-        params=model.model_dump(mode="json"),
+        params=canonicalize(model.model_dump(mode="json")),
         canonical=canonical,
         inputs=(generate.artifact,),
         resources=entry.resources,

@@ -27,6 +27,7 @@ from datasweep.api._base import describe_validation_error
 from datasweep.api.stage_params import result_params
 from datasweep.api.stages.generate import GenerateParams, PriceEntry
 from datasweep.api.worker import WorkerSpec
+from datasweep.core.fingerprint import FingerprintError, canonicalize
 from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text
 from datasweep.store.manifest import Manifest, Usage, finalize_artifact, read_manifest
 from datasweep.workloads.generate import pricing
@@ -56,9 +57,13 @@ WORK_DIR = ".work"
 
 def load_params(spec: WorkerSpec) -> GenerateParams:
     try:
-        return GenerateParams.model_validate(spec.params)
+        # strings as the fingerprint hashes them (NFC), also for a hand-written spec: what is sent is
+        # what was fingerprinted (records are sent as written; the dataset hash covers their bytes)
+        return GenerateParams.model_validate(canonicalize(spec.params))
     except ValidationError as exc:
         raise GenerateInputError(f"invalid generate params: {describe_validation_error(exc, 'params')}") from exc
+    except FingerprintError as exc:
+        raise GenerateInputError(f"invalid generate params: {exc}") from exc
 
 
 def resolve_api_key(params: GenerateParams) -> str:
