@@ -166,7 +166,9 @@ def evaluate(
         missing = [r.id for r in records if r.id not in preds]
         if missing:
             raise QaDataError(f"{predictions_file}: no prediction for {len(missing)} id(s), e.g. {missing[:5]}")
-        metrics = squad_v2_evaluate(gold_answers(records), preds, odds, na_prob_thresh=threshold or 1.0)
+        metrics = squad_v2_evaluate(
+            gold_answers(records), preds, odds, na_prob_thresh=1.0 if threshold is None else threshold
+        )
     else:
         if model_dir is None:
             raise click.UsageError("give --model (a trained model) or --predictions (a predictions.json)")

@@ -147,6 +147,35 @@ def find_best_thresh(
     return 100.0 * best_score / len(scores), best_thresh
 
 
+def find_reproducible_best_thresh(
+    scores: Mapping[str, float], na_probs: Mapping[str, float], qid_to_has_ans: Mapping[str, bool]
+) -> tuple[float, float]:
+    """Best score over thresholds, with a threshold that gives exactly that score when applied.
+
+    The official search above starts at threshold 0.0 with every question predicted "no answer", which
+    assumes na_probs are probabilities (>= 0), and it moves past one question at a time, so questions with
+    tied na_probs are split in a way no threshold can reproduce. Our null odds can be negative and tie, so
+    here "all no answer" is a threshold below every na_prob and tied questions move together. Used to
+    choose the null threshold we store and the early-stopping score; the official numbers stay for reporting.
+    """
+    if not scores:
+        return 0.0, 0.0
+    ordered = sorted((qid for qid in scores), key=lambda k: na_probs[k])
+    cur_score = float(sum(1 for qid in ordered if not qid_to_has_ans[qid]))  # every question "no answer"
+    best_score, best_thresh = cur_score, na_probs[ordered[0]] - 1.0
+    index = 0
+    while index < len(ordered):
+        value = na_probs[ordered[index]]
+        while index < len(ordered) and na_probs[ordered[index]] == value:
+            qid = ordered[index]
+            # answered from here on (na_prob <= threshold): its raw score replaces the no-answer score
+            cur_score += scores[qid] - float(not qid_to_has_ans[qid])
+            index += 1
+        if cur_score > best_score:
+            best_score, best_thresh = cur_score, value
+    return 100.0 * best_score / len(scores), best_thresh
+
+
 def find_all_best_thresh(
     main_eval: dict[str, float],
     preds: Mapping[str, str],
@@ -161,6 +190,10 @@ def find_all_best_thresh(
     main_eval["best_exact_thresh"] = exact_thresh
     main_eval["best_f1"] = best_f1
     main_eval["best_f1_thresh"] = f1_thresh
+    for name, raw in (("exact", exact_raw), ("f1", f1_raw)):
+        score, thresh = find_reproducible_best_thresh(raw, na_probs, qid_to_has_ans)
+        main_eval[f"tuned_{name}"] = score
+        main_eval[f"tuned_{name}_thresh"] = thresh
 
 
 def squad_v2_evaluate(
@@ -172,7 +205,8 @@ def squad_v2_evaluate(
     """The official script's main(): overall, HasAns and NoAns EM/F1, best thresholds when na_probs are given.
 
     To tune a null threshold, pass every question's best non-null span as `preds` and the null odds as
-    `na_probs`: `exact`/`f1` are then the scores at `na_prob_thresh`, `best_*` the best over thresholds.
+    `na_probs`: `exact`/`f1` are then the scores at `na_prob_thresh`, `best_*` the best over thresholds
+    (the official numbers) and `tuned_*` the best over thresholds that reproduce their score when applied.
     """
     probs = dict(na_probs) if na_probs is not None else dict.fromkeys(preds, 0.0)
     qid_to_has_ans = make_qid_to_has_ans(gold)

@@ -177,11 +177,13 @@ class EvalResult:
 def score_predictions(
     records: Sequence[QaRecord], predictions: Predictions, threshold: float | None
 ) -> tuple[dict[str, float], dict[str, str], float]:
-    """Official SQuAD-v2 metrics. threshold None: tune it (best_f1_thresh) and report the scores at it."""
+    """Official SQuAD-v2 metrics. threshold None: tune it (tuned_f1_thresh, which reproduces its score) and
+    report the scores at it."""
     gold = gold_answers(records)
-    metrics = squad_v2_evaluate(gold, predictions.span_texts, predictions.null_odds, na_prob_thresh=threshold or 0.0)
+    given = 0.0 if threshold is None else threshold
+    metrics = squad_v2_evaluate(gold, predictions.span_texts, predictions.null_odds, na_prob_thresh=given)
     if threshold is None:
-        threshold = metrics["best_f1_thresh"]
+        threshold = metrics["tuned_f1_thresh"]
         metrics = squad_v2_evaluate(gold, predictions.span_texts, predictions.null_odds, na_prob_thresh=threshold)
     metrics["null_threshold"] = threshold
     return metrics, apply_threshold(predictions.span_texts, predictions.null_odds, threshold), threshold

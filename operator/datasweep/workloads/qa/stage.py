@@ -173,7 +173,11 @@ def run_stage(spec: WorkerSpec) -> Manifest:
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
         "null_threshold": dev.threshold,
-        "dev": {k: dev_metrics[k] for k in ("exact", "f1", "best_exact", "best_f1", "total") if k in dev_metrics},
+        "dev": {
+            k: dev_metrics[k]
+            for k in ("exact", "f1", "best_exact", "best_f1", "tuned_f1", "tuned_f1_thresh", "total")
+            if k in dev_metrics
+        },
         "train_features": result.train_features,
         "skipped_records": skipped,
         "data_files": {split: str(path) for split, path in files.items()},

@@ -106,3 +106,54 @@ def test_all_no_answer_baseline_equals_no_answer_share() -> None:
     assert result["f1"] == pytest.approx(50.0)
     assert result["HasAns_f1"] == 0
     assert result["NoAns_f1"] == 100
+
+
+# --- issue 15, defect 3: a stored threshold reproduces its score, also with negative null odds ---------------
+
+# Null odds (null score minus best span score) are negative whenever a span beats the null answer.
+NEG_GOLD = {"q1": [], "q2": [], "q3": ["Paris"]}
+NEG_SPANS = {"q1": "Rome", "q2": "Oslo", "q3": "London"}  # every span is wrong: all-null is best
+NEG_ODDS = {"q1": -2.0, "q2": -1.5, "q3": -0.5}
+
+
+def test_tuned_threshold_reproduces_its_score_with_negative_odds() -> None:
+    result = squad_v2_evaluate(NEG_GOLD, NEG_SPANS, NEG_ODDS)
+    # the official search reports the all-null score at threshold 0.0, which scoring at 0.0 does not give
+    assert result["best_f1"] == pytest.approx(200 / 3)
+    assert result["best_f1_thresh"] == 0.0
+    assert squad_v2_evaluate(NEG_GOLD, NEG_SPANS, NEG_ODDS, na_prob_thresh=0.0)["f1"] == 0.0
+    # ours: a threshold below every odds value, which gives exactly that score
+    threshold = result["tuned_f1_thresh"]
+    assert threshold < min(NEG_ODDS.values())
+    assert result["tuned_f1"] == pytest.approx(200 / 3)
+    assert squad_v2_evaluate(NEG_GOLD, NEG_SPANS, NEG_ODDS, na_prob_thresh=threshold)["f1"] == pytest.approx(200 / 3)
+    assert result["tuned_exact"] == pytest.approx(200 / 3)
+
+
+def test_tuned_threshold_counts_tied_odds_together() -> None:
+    # q1 (right) and q2 (wrong, unanswerable) share odds 0.3: no threshold answers one without the other
+    gold = {"q1": ["Paris"], "q2": [], "q3": []}
+    spans = {"q1": "Paris", "q2": "Rome", "q3": "Oslo"}
+    odds = {"q1": 0.3, "q2": 0.3, "q3": 0.9}
+    result = squad_v2_evaluate(gold, spans, odds)
+    for metric in ("f1", "exact"):
+        score, threshold = result[f"tuned_{metric}"], result[f"tuned_{metric}_thresh"]
+        assert squad_v2_evaluate(gold, spans, odds, na_prob_thresh=threshold)[metric] == pytest.approx(score)
+    assert result["best_f1"] == pytest.approx(100.0)  # the official search counts q1 alone: not reachable
+    assert result["tuned_f1"] == pytest.approx(200 / 3)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_tuned_threshold_is_the_best_reproducible_score(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    gold = {f"q{i}": ([] if rng.random() < 0.4 else ["alpha beta"]) for i in range(12)}
+    spans = {qid: rng.choice(["alpha beta", "alpha", "gamma", ""]) for qid in gold}
+    odds = {qid: rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0]) for qid in gold}  # many ties, many negative
+    result = squad_v2_evaluate(gold, spans, odds)
+    candidates = sorted({*odds.values(), min(odds.values()) - 1.0})
+    best = max(squad_v2_evaluate(gold, spans, odds, na_prob_thresh=t)["f1"] for t in candidates)
+    assert result["tuned_f1"] == pytest.approx(best)
+    at_threshold = squad_v2_evaluate(gold, spans, odds, na_prob_thresh=result["tuned_f1_thresh"])
+    assert at_threshold["f1"] == pytest.approx(result["tuned_f1"])
