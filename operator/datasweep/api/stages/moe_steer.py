@@ -16,6 +16,7 @@ from datasweep.api._base import ParamsModel
 InputFormat = Literal["paired", "labeled"]
 TargetTokens = Literal["all", "last"]
 Direction = Literal["unsafe", "safe"]
+Aggregation = Literal["per-batch-mean", "pooled"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 # Fields that never change the batches, the analysis or the trained model, each with the reason (left out of
@@ -81,12 +82,23 @@ class MoeSteerParams(ParamsModel):
         default="unsafe",
         description="unsafe: select experts with the highest risk difference (p_unsafe - p_safe); safe: the lowest",
     )
+    aggregation: Aggregation = Field(
+        default="per-batch-mean",
+        description="How batches are combined into one risk difference per expert: per-batch-mean (seed 004: "
+        "mean of each batch's p_unsafe - p_safe) or pooled (the SteerMoE paper: activation counts pooled over "
+        "all tokens of every batch, then p_unsafe - p_safe); both are reported",
+    )
     top_n: int | None = Field(default=10, ge=1, description="Select at most this many experts in total")
     threshold: float | None = Field(
         default=None,
         ge=0.0,
         le=1.0,
-        description="Select only experts whose mean risk difference (signed by direction) is at least this",
+        description="Select only experts whose risk difference (signed by direction) is above this (>, as seed 004)",
+    )
+    positive_only: bool = Field(
+        default=True,
+        description="Select only experts whose risk difference (signed by direction) is > 0, i.e. that lean "
+        "towards the direction; false lets top_n fill up with experts that do not",
     )
     max_per_layer: int | None = Field(default=None, ge=1, description="Select at most this many experts per layer")
 
