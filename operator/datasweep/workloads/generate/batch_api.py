@@ -5,6 +5,9 @@ carries, the uploaded input file, and the batch id. The batch id is persisted ri
 `batches.create` and before any polling, so a restarted worker resumes polling the same batch. A crash
 in the instant between create and persist is covered too: every batch carries `metadata.datasweep_key`,
 and a submission with an input file but no batch id is looked up by that key before anything is resent.
+The key is unique per artifact: `<fingerprint>:<run>:<phase>:<n>`, where `run` is a random id kept in the
+state file, so datasets whose directories share a semantic name (Copa and CB) never adopt each other's
+batch, and neither does a forced regeneration of the same fingerprint.
 
 Terminal batches (completed, expired, cancelled, failed) are ingested: output lines are joined on
 custom_id into the journal, ids found in the error file (or nowhere) are resubmitted, and only those,
@@ -17,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -79,11 +83,14 @@ class BatchState:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.submissions: list[dict[str, Any]] = []
+        self.run = uuid.uuid4().hex[:12]
         if path.exists():
-            self.submissions = list(json.loads(path.read_text(encoding="utf-8")).get("submissions", []))
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            self.submissions = list(saved.get("submissions", []))
+            self.run = str(saved.get("run") or self.run)
 
     def save(self) -> None:
-        atomic_write_json(self.path, {"submissions": self.submissions})
+        atomic_write_json(self.path, {"run": self.run, "submissions": self.submissions})
 
     def attempts(self) -> Counter[str]:
         counts: Counter[str] = Counter()
@@ -99,6 +106,7 @@ class BatchBackend:
         state_path: Path,
         phase: str,
         *,
+        fingerprint: str,
         poll_interval: float,
         max_poll_interval: float,
         max_attempts: int,
@@ -110,6 +118,7 @@ class BatchBackend:
         self.client = client
         self.state = BatchState(state_path)
         self.phase = phase
+        self.fingerprint = fingerprint
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.max_attempts = max_attempts
@@ -127,7 +136,7 @@ class BatchBackend:
 
     async def _submit(self, chunk: list[tuple[ChatRequest, str]]) -> dict[str, Any]:
         number = len(self.state.submissions) + 1
-        key = f"{self.state.path.parent.parent.name}/{self.phase}/{number}"
+        key = f"{self.fingerprint}:{self.state.run}:{self.phase}:{number}"
         submission: dict[str, Any] = {
             "key": key,
             "custom_ids": [request.custom_id for request, _ in chunk],

@@ -116,6 +116,7 @@ def build_backend(params: GenerateParams, spec: WorkerSpec, phase: str, api_key:
             client,
             work / f"batches-{phase}.json",
             phase,
+            fingerprint=spec.fingerprint,
             poll_interval=params.poll_interval,
             max_poll_interval=params.max_poll_interval,
             max_attempts=params.max_batch_attempts,
