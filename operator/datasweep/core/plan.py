@@ -191,6 +191,11 @@ def _plan_generate(
     # the worker gets the strings the fingerprint hashed (NFC): an NFD prompt is sent as its NFC form
     effective = canonicalize(model.model_dump(mode="json"))
     canonical = result_params("generate", model)
+    if effective["task"] != "code-scenarios" or (
+        effective["max_scenario1"] is None and effective["max_scenario2"] is None
+    ):
+        # it cannot change the data here; left out so that fingerprints from before it existed stay valid
+        del canonical["caps_per_split"]
     canonical["prompt"] = text_sha256(canonical.get("prompt"))
     for key in ("scenario2_prompt", "system_prompt"):
         if key in canonical:

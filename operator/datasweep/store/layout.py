@@ -128,8 +128,11 @@ def dataset_files(directory: Path, name: str) -> DatasetFiles:
         if (directory / f"{name.lower()}_{split}.jsonl").is_file()
     )
     if not files:
+        # no split files: every *.jsonl is the data (code-scenarios reads them all, as seed 001 does)
+        files = tuple(sorted(path for path in directory.glob("*.jsonl") if path.is_file()))
+    if not files:
         expected = ", ".join(f"{name.lower()}_{split}.jsonl" for split in SPLITS)
-        raise LayoutError(f"dataset {name}: no split files in {directory}; expected one of {expected}")
+        raise LayoutError(f"dataset {name}: no split files in {directory}; expected one of {expected} (or *.jsonl)")
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0")

@@ -195,7 +195,9 @@ PARAM_OVERRIDES: dict[tuple[str, str], Any] = {
 
 
 # Fields that change the result only together with others: both sides of the comparison get these.
-PARAM_CONTEXT: dict[tuple[str, str], dict[str, Any]] = {}
+PARAM_CONTEXT: dict[tuple[str, str], dict[str, Any]] = {
+    ("generate", "caps_per_split"): {"task": "code-scenarios", "max_scenario1": 2},
+}
 
 
 def _non_none(annotation: Any) -> Any:
@@ -295,3 +297,9 @@ def test_every_param_is_fingerprinted_unless_operational(kind: str, field: str, 
             f"{kind}.{field} changes the result but not the fingerprint: fingerprint it, or list it in "
             f"api/stages OPERATIONAL_FIELDS with the reason it never changes the result"
         )
+
+
+def test_caps_per_split_is_left_out_where_it_cannot_matter() -> None:
+    # fingerprints made before the field existed stay valid for rephrase and uncapped code-scenarios
+    plain = fingerprints(param_spec("generate", {}))[0]
+    assert fingerprints(param_spec("generate", {"caps_per_split": True}))[0] == plain

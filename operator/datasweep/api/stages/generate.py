@@ -133,10 +133,19 @@ class GenerateParams(ParamsModel):
         description="code-scenarios: template for class slices (scenario2); `prompt` is used for functions",
     )
     max_scenario1: int | None = Field(
-        default=None, ge=0, description="code-scenarios: cap on function slices (scenario1) per split"
+        default=None,
+        ge=0,
+        description="code-scenarios: cap on function slices (scenario1), over all files (seed 001) or per split",
     )
     max_scenario2: int | None = Field(
-        default=None, ge=0, description="code-scenarios: cap on class slices (scenario2) per split"
+        default=None,
+        ge=0,
+        description="code-scenarios: cap on class slices (scenario2), over all files (seed 001) or per split",
+    )
+    caps_per_split: bool = Field(
+        default=False,
+        description="code-scenarios: apply max_scenario1 / max_scenario2 to each split separately instead of "
+        "overall (in file order: train, validation, test)",
     )
     # operational (never in the fingerprint, see OPERATIONAL_FIELDS)
     concurrency: int = Field(default=16, ge=1, le=1024, description="Requests in flight (sync backends)")

@@ -38,7 +38,7 @@ from datasweep.workloads.generate.backends import (
     TransformersBackend,
     make_async_client,
 )
-from datasweep.workloads.generate.batch_api import BatchBackend
+from datasweep.workloads.generate.batch_api import RAW_DIR, BatchBackend
 from datasweep.workloads.generate.inputs import GenerateFailed, GenerateInputError, SplitData, read_splits
 from datasweep.workloads.generate.journal import Journal
 from datasweep.workloads.generate.prompts import parse_verdict
@@ -117,6 +117,7 @@ def build_backend(params: GenerateParams, spec: WorkerSpec, phase: str, api_key:
             work / f"batches-{phase}.json",
             phase,
             fingerprint=spec.fingerprint,
+            raw_dir=spec.output_path / RAW_DIR,
             poll_interval=params.poll_interval,
             max_poll_interval=params.max_poll_interval,
             max_attempts=params.max_batch_attempts,
@@ -423,7 +424,9 @@ def run_generate(spec: WorkerSpec) -> Manifest:
         )
     if not spec.source_dir:
         raise GenerateInputError("the worker spec has no sourceDir: the generate stage reads the dataset from there")
-    splits = read_splits(Path(spec.source_dir), spec.dataset, params.id_field)
+    splits = read_splits(
+        Path(spec.source_dir), spec.dataset, params.id_field, any_jsonl=params.task == "code-scenarios"
+    )
     plan = plan_task(splits, params)
     api_key = resolve_api_key(params)
     work = out / WORK_DIR
