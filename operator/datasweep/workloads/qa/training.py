@@ -47,6 +47,7 @@ INFERENCE_FIELDS = (
     "n_best_size",
     "max_answer_length",
     "per_device_eval_batch_size",
+    "f1_tokenization",
 )
 
 
@@ -297,6 +298,7 @@ class QaTrainer:
             max_answer_length=self.params.max_answer_length,
             threshold=threshold,
             weights=self.weights,
+            f1_tokenization=self.params.f1_tokenization,
         )
 
     # --- checkpoints ---
@@ -466,7 +468,7 @@ class QaTrainer:
         metrics = result.metrics
         row = {"epoch": epoch, "step": self.state.global_step, **metrics}
         # the threshold-0 scores too, for the plot (the tuned ones are tuned_f1/tuned_exact)
-        zero = evaluate_zero(result, self.dev_records)
+        zero = evaluate_zero(result, self.dev_records, self.params.f1_tokenization)
         row.update(zero)
         self.state.history["eval"].append(row)
         value = _monitor_value(p.early_stopping_metric, metrics)
@@ -517,10 +519,10 @@ class QaTrainer:
         }
 
 
-def evaluate_zero(result: EvalResult, records: Sequence[QaRecord]) -> dict[str, float]:
+def evaluate_zero(result: EvalResult, records: Sequence[QaRecord], f1_tokenization: str = "auto") -> dict[str, float]:
     """Scores at null threshold 0 (the default decision rule) from an evaluation's raw predictions."""
     from datasweep.workloads.qa.modeling import score_predictions
 
-    metrics, _, _ = score_predictions(records, result.predictions, 0.0)
+    metrics, _, _ = score_predictions(records, result.predictions, 0.0, f1_tokenization)
     keep = ("exact", "f1", "HasAns_f1", "NoAns_f1", "HasAns_exact", "NoAns_exact")
     return {k: metrics[k] for k in keep if k in metrics}

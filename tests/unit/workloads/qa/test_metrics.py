@@ -157,3 +157,32 @@ def test_tuned_threshold_is_the_best_reproducible_score(seed: int) -> None:
     assert result["tuned_f1"] == pytest.approx(best)
     at_threshold = squad_v2_evaluate(gold, spans, odds, na_prob_thresh=result["tuned_f1_thresh"])
     assert at_threshold["f1"] == pytest.approx(result["tuned_f1"])
+
+
+# --- seed 002: character-level F1 for Chinese answers (CMRC 2018) ------------------------------------------------
+
+
+def test_whitespace_f1_on_chinese_is_exact_match_and_char_f1_is_not() -> None:
+    from datasweep.workloads.qa.metrics import compute_f1_char, mixed_segmentation
+
+    assert compute_f1("北京大学", "北京") == 0  # one "token" each: F1 degenerates to EM
+    assert mixed_segmentation("北京大学，Peking University!") == ["北", "京", "大", "学", "peking", "university"]
+    assert compute_f1_char("北京大学", "北京") == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+    # longest common substring, as CMRC: 北京 and 大学 both match but not contiguously in the prediction
+    assert compute_f1_char("北京大学", "北京的大学") == pytest.approx(2 * (2 / 5) * (2 / 4) / (2 / 5 + 2 / 4))
+    assert compute_f1_char("", "") == 1
+    assert compute_f1_char("", "北京") == 0
+
+
+def test_auto_picks_char_f1_for_chinese_gold_only() -> None:
+    gold = {"zh": ["北京大学"], "en": ["New York City"], "none": []}
+    preds = {"zh": "北京", "en": "New York", "none": ""}
+    auto = squad_v2_evaluate(gold, preds, f1_tokenization="auto")
+    official = squad_v2_evaluate(gold, preds)
+    char = squad_v2_evaluate(gold, preds, f1_tokenization="char")
+    zh_char = 2 * 1.0 * 0.5 / 1.5
+    en_tokens = 2 * 1.0 * (2 / 3) / (1 + 2 / 3)
+    assert official["f1"] == pytest.approx(100 * (0 + en_tokens + 1) / 3)
+    assert auto["f1"] == pytest.approx(100 * (zh_char + en_tokens + 1) / 3)
+    assert char["f1"] == pytest.approx(auto["f1"])  # English words are whole tokens in CMRC's segmentation too
+    assert auto["exact"] == official["exact"]
