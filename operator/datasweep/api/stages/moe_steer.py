@@ -54,7 +54,17 @@ class MoeSteerParams(ParamsModel):
         "paired records use '<response_field>' for both prompts. None: language-model loss on the prompt",
     )
     split: str = Field(default="train", description="Which split file of a generate artifact to read")
-    deduplicate: bool = Field(default=True, description="Drop repeated prompts within each label before batching")
+    deduplicate: bool = Field(
+        default=True,
+        description="Drop repeated prompts within each label before batching (with pair_batches: repeated "
+        "goal/jailbreak pairs)",
+    )
+    pair_batches: bool = Field(
+        default=True,
+        description="paired input: a record's safe prompt (goal) and unsafe prompt (its jailbreak) land in the "
+        "same mixed batch, as seed 004 pairs them (records missing one side are unused). It needs as many safe "
+        "as unsafe prompts per batch: with another safe_ratio, or false, the two labels are shuffled separately",
+    )
 
     # --- batches ---
     batch_size: int = Field(default=16, ge=2, description="Prompts per mixed batch (analysis and training)")

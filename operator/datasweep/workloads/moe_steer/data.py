@@ -31,6 +31,7 @@ class Prompt:
     label: Label
     source: str  # file:line (or file:item N / file:row N) it came from
     response: str | None = None
+    pair: int | None = None  # paired input: the record it came from (goal and jailbreak share it)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class BatchRecord:
     prompt: str
     source: str
     response: str | None = None
+    pair: int | None = None
 
 
 @dataclass
@@ -102,13 +104,13 @@ def load_prompts(
     report = LoadReport(files=[])
     response_field = params.response_field
 
-    def add(text: Any, label: Label, source: str, record: dict[str, Any]) -> None:
+    def add(text: Any, label: Label, source: str, record: dict[str, Any], pair: int | None = None) -> None:
         cleaned = _text(text)
         if not cleaned:
             report.skipped_empty += 1
             return
         response = _text(record.get(response_field)) or None if response_field else None
-        prompts.append(Prompt(text=cleaned, label=label, source=source, response=response))
+        prompts.append(Prompt(text=cleaned, label=label, source=source, response=response, pair=pair))
 
     if data is not None:
         safe_values = {v.strip().lower() for v in params.safe_labels}
@@ -124,8 +126,8 @@ def load_prompts(
                             f"(fields: {sorted(record)}); set safe_field/unsafe_field, "
                             "or input_format: labeled"
                         )
-                    add(record.get(params.safe_field), "safe", where, record)
-                    add(record.get(params.unsafe_field), "unsafe", where, record)
+                    add(record.get(params.safe_field), "safe", where, record, report.records)
+                    add(record.get(params.unsafe_field), "unsafe", where, record, report.records)
                 else:
                     if params.prompt_field not in record or params.label_field not in record:
                         raise MoeSteerInputError(
@@ -157,7 +159,9 @@ def load_prompts(
                     )
                 add(record[params.prompt_field], label, where, record)  # type: ignore[arg-type]
 
-    if params.deduplicate:
+    if params.deduplicate and paired_batches(params) and data is not None:
+        prompts = _dedupe_pairs(prompts, report)
+    elif params.deduplicate:
         seen: set[tuple[str, str]] = set()
         unique: list[Prompt] = []
         for prompt in prompts:
@@ -169,6 +173,31 @@ def load_prompts(
             unique.append(prompt)
         prompts = unique
     return prompts, report
+
+
+def paired_batches(params: MoeSteerParams) -> bool:
+    """Batches are made of whole goal/jailbreak pairs: pair_batches and as many safe as unsafe per batch."""
+    return params.input_format == "paired" and params.pair_batches and params.safe_per_batch == params.unsafe_per_batch
+
+
+def complete_pairs(prompts: Sequence[Prompt]) -> dict[int, tuple[Prompt, Prompt]]:
+    """pair id -> (safe, unsafe) for records that gave both prompts, in input order."""
+    sides: dict[int, dict[str, Prompt]] = {}
+    for prompt in prompts:
+        if prompt.pair is not None:
+            sides.setdefault(prompt.pair, {})[prompt.label] = prompt
+    return {pair: (both["safe"], both["unsafe"]) for pair, both in sides.items() if len(both) == 2}
+
+
+def _dedupe_pairs(prompts: list[Prompt], report: LoadReport) -> list[Prompt]:
+    seen: set[tuple[str, str]] = set()
+    dropped: set[int] = set()
+    for pair, (safe, unsafe) in complete_pairs(prompts).items():
+        if (safe.text, unsafe.text) in seen:
+            dropped.add(pair)
+        seen.add((safe.text, unsafe.text))
+    report.duplicates_dropped += 2 * len(dropped)
+    return [prompt for prompt in prompts if prompt.pair not in dropped]
 
 
 def build_batches(prompts: Sequence[Prompt], params: MoeSteerParams) -> list[list[BatchRecord]]:
@@ -188,8 +217,16 @@ def build_batches(prompts: Sequence[Prompt], params: MoeSteerParams) -> list[lis
             "(safe_field/unsafe_field, or prompt_field/label_field with safe_labels/unsafe_labels)"
         )
     rng = random.Random(params.seed)
-    rng.shuffle(safe)
-    rng.shuffle(unsafe)
+    pairs = complete_pairs(prompts) if paired_batches(params) else {}
+    if pairs:
+        # seed 004: a goal and its jailbreak in the same batch, in the same positions of the two halves
+        order = list(pairs)
+        rng.shuffle(order)
+        safe = [pairs[pair][0] for pair in order]
+        unsafe = [pairs[pair][1] for pair in order]
+    else:
+        rng.shuffle(safe)
+        rng.shuffle(unsafe)
     count = min(len(safe) // n_safe, len(unsafe) // n_unsafe)
     if params.max_batches is not None:
         count = min(count, params.max_batches)
@@ -213,6 +250,7 @@ def build_batches(prompts: Sequence[Prompt], params: MoeSteerParams) -> list[lis
                     prompt=prompt.text,
                     source=prompt.source,
                     response=prompt.response,
+                    pair=prompt.pair,
                 )
                 for position, prompt in enumerate(members)
             ]
@@ -242,6 +280,7 @@ def read_batches(path: str | Path) -> list[list[BatchRecord]]:
                 prompt=str(row["prompt"]),
                 source=str(row.get("source", "")),
                 response=row.get("response"),
+                pair=row.get("pair"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MoeSteerInputError(

@@ -143,3 +143,29 @@ def test_read_batches_rejects_broken_structure(tmp_path: Path) -> None:
     )
     with pytest.raises(MoeSteerInputError, match="batch 0 has in_batch_idx gaps"):
         read_batches(path)
+
+
+def test_a_goal_and_its_jailbreak_land_in_the_same_batch(tmp_path) -> None:
+    """Seed 004 pairs them (issue 15): batch b holds goals g_1..g_k and exactly their jailbreaks, in order."""
+    import json
+
+    from datasweep.workloads.moe_steer.data import build_batches, load_prompts
+
+    rows = [{"goal": f"goal {i % 10}", "all_prompt": f"jailbreak {i} of goal {i % 10}"} for i in range(40)]
+    rows.append({"goal": "goal 3", "all_prompt": "jailbreak 3 of goal 3"})  # a repeated pair
+    rows.append({"goal": "lonely goal"})  # no jailbreak: unused when pairing
+    path = tmp_path / "OLMOE-FWO.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    params = MoeSteerParams(batch_size=8)
+    prompts, report = load_prompts(params, data=path)
+    assert report.duplicates_dropped == 2
+    batches = build_batches(prompts, params)
+    assert len(batches) == 10  # 40 complete pairs, 4 per batch
+    for batch in batches:
+        safe = [r for r in batch if r.label == "safe"]
+        unsafe = [r for r in batch if r.label == "unsafe"]
+        assert [r.pair for r in safe] == [r.pair for r in unsafe]
+        assert all(u.prompt.endswith(f"of {s.prompt}") for s, u in zip(safe, unsafe, strict=True))
+    # separately shuffled halves (the old behaviour) almost never pair up
+    apart = build_batches(prompts, MoeSteerParams(batch_size=8, pair_batches=False))
+    assert any([r.pair for r in b if r.label == "safe"] != [r.pair for r in b if r.label == "unsafe"] for b in apart)
