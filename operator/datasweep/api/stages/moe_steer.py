@@ -124,6 +124,12 @@ class MoeSteerParams(ParamsModel):
         default="linear", description="Learning rate after warm-up: constant, or linear decay to zero"
     )
     max_grad_norm: float | None = Field(default=1.0, gt=0.0, description="Gradient clipping norm (None: off)")
+    mask_router_logits: bool = Field(
+        default=False,
+        description="Also mask the router during training, as seed 004's ExpertMaskingTrainer: in layers with a "
+        "chosen expert, tokens are routed among the chosen experts only (the other experts' router logits are "
+        "masked). Off: routing is the model's own and only the gradients are restricted",
+    )
     shuffle_batches: bool = Field(
         default=False, description="Shuffle the order of batches each epoch (their members never change)"
     )
