@@ -32,6 +32,7 @@ class Prompt:
     source: str  # file:line (or file:item N / file:row N) it came from
     response: str | None = None
     pair: int | None = None  # paired input: the record it came from (goal and jailbreak share it)
+    messages: list[dict[str, str]] | None = None  # a multi-turn prompt; `text` is its readable form
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class BatchRecord:
     source: str
     response: str | None = None
     pair: int | None = None
+    messages: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -89,6 +91,24 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
+def parse_messages(value: Any, where: str) -> list[dict[str, str]] | None:
+    """A multi-turn prompt: a list of {role, content} messages (chat format). None for a plain value."""
+    if not isinstance(value, list):
+        return None
+    messages = []
+    for index, message in enumerate(value):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str) or "role" not in message:
+            raise MoeSteerInputError(
+                f"{where}: message {index} is not {{role, content}}; a prompt is a string or a list of chat messages"
+            )
+        messages.append({"role": str(message["role"]), "content": message["content"]})
+    return messages
+
+
+def messages_text(messages: list[dict[str, str]]) -> str:
+    return "\n".join(f"{m['role']}: {m['content'].strip()}" for m in messages if m["content"].strip())
+
+
 def load_prompts(
     params: MoeSteerParams,
     data: str | Path | None = None,
@@ -105,12 +125,15 @@ def load_prompts(
     response_field = params.response_field
 
     def add(text: Any, label: Label, source: str, record: dict[str, Any], pair: int | None = None) -> None:
-        cleaned = _text(text)
+        messages = parse_messages(text, source)
+        cleaned = messages_text(messages) if messages is not None else _text(text)
         if not cleaned:
             report.skipped_empty += 1
             return
         response = _text(record.get(response_field)) or None if response_field else None
-        prompts.append(Prompt(text=cleaned, label=label, source=source, response=response, pair=pair))
+        prompts.append(
+            Prompt(text=cleaned, label=label, source=source, response=response, pair=pair, messages=messages)
+        )
 
     if data is not None:
         safe_values = {v.strip().lower() for v in params.safe_labels}
@@ -251,6 +274,7 @@ def build_batches(prompts: Sequence[Prompt], params: MoeSteerParams) -> list[lis
                     source=prompt.source,
                     response=prompt.response,
                     pair=prompt.pair,
+                    messages=prompt.messages,
                 )
                 for position, prompt in enumerate(members)
             ]
@@ -281,6 +305,7 @@ def read_batches(path: str | Path) -> list[list[BatchRecord]]:
                 source=str(row.get("source", "")),
                 response=row.get("response"),
                 pair=row.get("pair"),
+                messages=row.get("messages"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MoeSteerInputError(
