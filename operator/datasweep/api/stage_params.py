@@ -45,12 +45,17 @@ def validate_params(kind: str, params: dict[str, Any], where: str) -> BaseModel:
 def operational_fields(kind: str) -> frozenset[str]:
     """Fields that change how a stage works, never what it produces (logging, workers, retries, ...).
 
-    Each stage module lists them in `OPERATIONAL_FIELDS`, beside the fields themselves.
+    Each stage module maps them to the reason in `OPERATIONAL_FIELDS`, beside the fields themselves.
     """
+    return frozenset(operational_reasons(kind))
+
+
+def operational_reasons(kind: str) -> dict[str, str]:
+    """`OPERATIONAL_FIELDS` of a stage kind: field -> why it never changes the result."""
     module = importlib.import_module(_PARAMS_MODELS[kind][0])
-    fields: frozenset[str] = getattr(module, "OPERATIONAL_FIELDS", frozenset())
-    assert isinstance(fields, frozenset)
-    return fields
+    reasons: dict[str, str] = getattr(module, "OPERATIONAL_FIELDS", {})
+    assert isinstance(reasons, dict)
+    return reasons
 
 
 def result_params(kind: str, params: BaseModel) -> dict[str, Any]:

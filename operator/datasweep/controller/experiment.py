@@ -129,7 +129,13 @@ def _storage_path(stage: StagePlan, generate_paths: dict[str, str]) -> str:
 
 
 def _worker_details(
-    spec: ExperimentSpec, stage: StagePlan, path: str, generate_paths: dict[str, str]
+    spec: ExperimentSpec,
+    stage: StagePlan,
+    path: str,
+    generate_paths: dict[str, str],
+    *,
+    batch: str,
+    experiment: str,
 ) -> dict[str, Any]:
     dataset = next(d for d in spec.datasets if d.name == stage.dataset)
     volumes = []
@@ -156,6 +162,8 @@ def _worker_details(
         input_relpaths=inputs,
         source_dir=source_dir,
         base_model=base_model,
+        batch=batch,
+        experiment=experiment,
     )
     details: dict[str, Any] = {"workerSpec": dump_worker_spec(worker_spec), "volumes": volumes}
     secret = spec.generation.api_key_secret
@@ -220,7 +228,7 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
                 retries=spec.retries,
                 parallelism=spec.parallelism,
                 queue_name=queue,
-                worker=_worker_details(spec, stage, path, generate_paths),
+                worker=_worker_details(spec, stage, path, generate_paths, batch=plan.batch, experiment=name),
             )
             artifact, _ = client.create_custom(namespace, body_)
             path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path

@@ -27,6 +27,7 @@ from datasweep.api._base import describe_validation_error
 from datasweep.api.stage_params import result_params
 from datasweep.api.stages.generate import GenerateParams, PriceEntry
 from datasweep.api.worker import WorkerSpec
+from datasweep.core.fingerprint import FingerprintError, canonicalize
 from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
 from datasweep.workloads.generate import pricing
@@ -37,7 +38,7 @@ from datasweep.workloads.generate.backends import (
     TransformersBackend,
     make_async_client,
 )
-from datasweep.workloads.generate.batch_api import BatchBackend
+from datasweep.workloads.generate.batch_api import RAW_DIR, BatchBackend
 from datasweep.workloads.generate.inputs import GenerateFailed, GenerateInputError, SplitData, read_splits
 from datasweep.workloads.generate.journal import Journal
 from datasweep.workloads.generate.prompts import parse_verdict
@@ -56,9 +57,13 @@ WORK_DIR = ".work"
 
 def load_params(spec: WorkerSpec) -> GenerateParams:
     try:
-        return GenerateParams.model_validate(spec.params)
+        # strings as the fingerprint hashes them (NFC), also for a hand-written spec: what is sent is
+        # what was fingerprinted (records are sent as written; the dataset hash covers their bytes)
+        return GenerateParams.model_validate(canonicalize(spec.params))
     except ValidationError as exc:
         raise GenerateInputError(f"invalid generate params: {describe_validation_error(exc, 'params')}") from exc
+    except FingerprintError as exc:
+        raise GenerateInputError(f"invalid generate params: {exc}") from exc
 
 
 def resolve_api_key(params: GenerateParams) -> str:
@@ -111,6 +116,8 @@ def build_backend(params: GenerateParams, spec: WorkerSpec, phase: str, api_key:
             client,
             work / f"batches-{phase}.json",
             phase,
+            fingerprint=spec.fingerprint,
+            raw_dir=spec.output_path / RAW_DIR,
             poll_interval=params.poll_interval,
             max_poll_interval=params.max_poll_interval,
             max_attempts=params.max_batch_attempts,
@@ -428,7 +435,9 @@ def run_generate(spec: WorkerSpec) -> Manifest:
         )
     if not spec.source_dir:
         raise GenerateInputError("the worker spec has no sourceDir: the generate stage reads the dataset from there")
-    splits = read_splits(Path(spec.source_dir), spec.dataset, params.id_field)
+    splits = read_splits(
+        Path(spec.source_dir), spec.dataset, params.id_field, any_jsonl=params.task == "code-scenarios"
+    )
     plan = plan_task(splits, params)
     api_key = resolve_api_key(params)
     work = out / WORK_DIR
