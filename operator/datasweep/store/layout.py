@@ -141,9 +141,7 @@ def dataset_files(directory: Path, name: str, suffixes: tuple[str, ...] = (".jso
         files = tuple(sorted(path for path in directory.glob("*.jsonl") if path.is_file()))
     if not files:
         expected = ", ".join(f"{name.lower()}_{split}{'|'.join(suffixes)}" for split in SPLITS)
-        raise LayoutError(
-            f"dataset {name}: no split files in {directory}; expected one of {expected} (or *.jsonl)"
-        )
+        raise LayoutError(f"dataset {name}: no split files in {directory}; expected one of {expected} (or *.jsonl)")
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0")
