@@ -121,9 +121,37 @@ def backend_options(func: F) -> F:
     return func
 
 
-def choose_backend(root: Path | None, cluster: bool, namespace: str | None, kube_context: str | None) -> Any:
+def experiment_root(experiment_file: Path) -> tuple[Path, str]:
+    """The local store of an experiment when --root is not given, and why it was chosen.
+
+    `--data-dir` defaults to the experiment file's folder, so the store beside the file counts as much as
+    the one in the current directory: whichever of the two exists is used; both existing (and different)
+    is ambiguous and refused, since planning against the wrong one would pay again for what exists.
+    """
+    here = DEFAULT_ROOT
+    beside = experiment_file.parent / DEFAULT_ROOT
+    found = [p for p in (here, beside) if p.is_dir()]
+    if len(found) == 2 and here.resolve() != beside.resolve():
+        raise BadInput(
+            f"two local stores could be meant: ./{here} (current directory) and {beside} (beside "
+            f"{experiment_file}); pass --root to choose one"
+        )
+    if found and found[0] is beside and here.resolve() != beside.resolve():
+        return beside, f"found beside {experiment_file}"
+    if found:
+        return here, "found in the current directory"
+    return here, "new, in the current directory"
+
+
+def choose_backend(
+    root: Path | None,
+    cluster: bool,
+    namespace: str | None,
+    kube_context: str | None,
+    default_root: Path = DEFAULT_ROOT,
+) -> Any:
     """The rule: --cluster forces the cluster; --root (or $DATASWEEP_ROOT) means local; otherwise the cluster
-    when a kubeconfig exists, else the local root ./Data_v2/synthetic."""
+    when a kubeconfig exists, else the local root `default_root` (./Data_v2/synthetic)."""
     from datasweep.cli.backends import ClusterBackend, LocalBackend
 
     if cluster:
@@ -132,4 +160,4 @@ def choose_backend(root: Path | None, cluster: bool, namespace: str | None, kube
         return LocalBackend(root)
     if namespace is not None or kube_context is not None or kubeconfig_available():
         return ClusterBackend.connect(namespace, kube_context)
-    return LocalBackend(DEFAULT_ROOT)
+    return LocalBackend(default_root)

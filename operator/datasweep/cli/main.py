@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "publish": "datasweep.cli.tools:publish",
     "gc": "datasweep.cli.maintenance:gc",
     "import": "datasweep.cli.maintenance:import_tree",
+    "unlink": "datasweep.cli.maintenance:unlink",
+    "results": "datasweep.cli.results:results",
 }
 
 

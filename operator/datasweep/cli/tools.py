@@ -76,9 +76,16 @@ def find_artifacts(artifacts: list[ArtifactView], ident: str) -> list[ArtifactVi
 
 
 def one_artifact(artifacts: list[ArtifactView], ident: str) -> ArtifactView:
+    """The artifact `ident` names; among several matches a single Ready one wins (a failed claim beside
+    its fixed rerun is not what anyone means), with a note naming the others."""
     found = find_artifacts(artifacts, ident)
     if not found:
         raise BadInput(f"no artifact matches {ident!r}; list them with `datasweep artifacts`")
+    ready = [a for a in found if a.ready]
+    if len(found) > 1 and len(ready) == 1:
+        others = ", ".join(f"{a.name} ({a.phase})" for a in found if not a.ready)
+        click.echo(f"note: {ident!r} also matches {others}; using the Ready {ready[0].name}", err=True)
+        return ready[0]
     if len(found) > 1:
         names = "\n  ".join(f"{a.name}  ({a.stage}, {a.path})" for a in found)
         raise BadInput(f"{ident!r} is ambiguous, it matches {len(found)} artifacts:\n  {names}\nname one of them")
@@ -296,6 +303,7 @@ def _point_paths(backend: Backend, dataset: str | None, batch_id: str | None) ->
     show_default=True,
     help="yaml: `data: {path: ...}` blocks to paste into a training config",
 )
+@click.option("--all", "show_all", is_flag=True, help="also points that are not ready (failed, running, pending)")
 def paths(
     root: Path | None,
     cluster: bool,
@@ -304,10 +312,14 @@ def paths(
     dataset: str | None,
     batch_id: str | None,
     fmt: str,
+    show_all: bool,
 ) -> None:
-    """Data paths for training configs, one per batch point (seed: list_data_paths.py)."""
+    """Data paths for training configs, one per ready batch point (seed: list_data_paths.py)."""
     backend = _backend(root, cluster, namespace, kube_context)
-    rows = _point_paths(backend, dataset, batch_id)
+    every = _point_paths(backend, dataset, batch_id)
+    rows = every if show_all else [r for r in every if r["ready"]]
+    if len(rows) < len(every):
+        click.echo(f"note: {len(every) - len(rows)} point(s) not ready are left out (--all lists them)", err=True)
     if not rows:
         where = " ".join(
             x for x in (f"dataset {dataset}" if dataset else "", f"batch {batch_id}" if batch_id else "") if x
@@ -432,7 +444,13 @@ def publish(
         raise BadInput(f"{target} already has {', '.join(clashes)}; pass --overwrite to replace them")
     from datasweep.store.atomic import atomic_open
 
-    for file in files:
-        with file.open("rb") as src, atomic_open(target / file.name, "wb", encoding=None) as out:
-            shutil.copyfileobj(src, out)
+    try:
+        for file in files:
+            with file.open("rb") as src, atomic_open(target / file.name, "wb", encoding=None) as out:
+                shutil.copyfileobj(src, out)
+    except OSError as exc:
+        raise BadInput(
+            f"--dest {dest}: cannot write {exc.filename or target} ({exc.strerror or exc}); "
+            f"choose a directory you can write to"
+        ) from exc
     click.echo(f"published {len(files)} files of {artifact.name} to {target}")
