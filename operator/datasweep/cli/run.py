@@ -73,6 +73,7 @@ def run(
     why = "--root" if root is not None else ""
     if root is None:
         root, why = experiment_root(experiment_file)
+    console.print(f"store: {root.resolve()} ({why})", markup=False)
     try:
         experiment = load_experiment(experiment_file, data_dir, parse_prompt_files(prompt_files))
         plan = experiment.plan()
@@ -86,7 +87,11 @@ def run(
         result = runner.prepare(experiment, plan)
     except (ExperimentFileError, RegistryError) as exc:
         raise BadInput(str(exc)) from exc
-    console.print(f"store: {runner.root} ({why})", markup=False)
+    except OSError as exc:
+        raise BadInput(
+            f"{root}: cannot write the local store ({exc.strerror or exc}: {exc.filename or root}); "
+            f"pass --root DIR naming a writable directory"
+        ) from exc
     for note in result.notes:
         console.print(f"note: {note}")
     todo = sum(task.state == "pending" for task in result.tasks)
