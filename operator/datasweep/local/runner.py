@@ -317,7 +317,7 @@ class LocalRunner:
         self._record_batch(experiment, result)
         return result
 
-    def _schedule(self, todo: list[StageTask], advance: Callable[[StageTask], None]) -> None:
+    def _schedule(self, todo: list[StageTask], advance: Callable[[StageTask | None], None]) -> None:
         running: list[StageTask] = []
         while True:
             for task in todo:
@@ -333,6 +333,7 @@ class LocalRunner:
             if not running:
                 return
             time.sleep(self.poll_interval_s)
+            advance(None)  # the running workers' latest progress lines
             for task in list(running):
                 assert task.process is not None
                 code = task.process.poll()
@@ -407,14 +408,34 @@ class LocalRunner:
                 self.registry.update_artifact(task.plan.artifact, phase="Pending")
 
     @contextmanager
-    def _progress(self, result: RunResult) -> Iterator[Callable[[StageTask], None]]:
-        """One bar per stage kind on a terminal; one line per finished stage otherwise."""
+    def _progress(self, result: RunResult) -> Iterator[Callable[[StageTask | None], None]]:
+        """One bar per stage kind on a terminal, with the latest progress line of a running worker of that kind
+        (requests, tokens, cost; steps, loss, ETA); elsewhere one line per finished stage and each new progress
+        line of a worker (the workers write one every $DATASWEEP_PROGRESS_INTERVAL seconds)."""
         kinds: dict[str, list[StageTask]] = {}
         for task in result.tasks:
             kinds.setdefault(task.plan.stage, []).append(task)
+        seen: dict[str, str] = {}
+        last_read = [0.0]
+
+        def new_progress_lines() -> list[tuple[StageTask, str]]:
+            if time.monotonic() - last_read[0] < 1.0:
+                return []
+            last_read[0] = time.monotonic()
+            found = []
+            for task in result.tasks:
+                if task.state == "running" and (line := last_progress_line(task.log)) and seen.get(task.label) != line:
+                    seen[task.label] = line
+                    found.append((task, line))
+            return found
+
         if not self.console.is_terminal:
 
-            def report(task: StageTask) -> None:
+            def report(task: StageTask | None) -> None:
+                if task is None:
+                    for running, line in new_progress_lines():
+                        self.console.print(f"  {running.plan.artifact}: {line}", highlight=False, markup=False)
+                    return
                 word = "done" if task.state == "done" else "FAILED"
                 self.console.print(f"{word}: {task.label}", highlight=False)
 
@@ -425,18 +446,42 @@ class LocalRunner:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
             console=self.console,
         )
         bars: dict[str, TaskID] = {}
         with progress:
             for kind, tasks in kinds.items():
                 reused = sum(task.reused for task in tasks)
-                bars[kind] = progress.add_task(f"{kind} ({reused} reused)", total=len(tasks), completed=reused)
+                bars[kind] = progress.add_task(
+                    f"{kind} ({reused} reused)", total=len(tasks), completed=reused, status=""
+                )
 
-            def advance(task: StageTask) -> None:
+            def advance(task: StageTask | None) -> None:
+                if task is None:
+                    for running, line in new_progress_lines():
+                        progress.update(bars[running.plan.stage], status=line)
+                    return
                 progress.advance(bars[task.plan.stage])
 
             yield advance
+
+
+PROGRESS_LINE = re.compile(r"^[a-z-]+: \d+/\d+ \w+ \(")
+
+
+def last_progress_line(log: Path | None) -> str | None:
+    """The latest progress line (`generate: 120/1440 requests (...)`) in a worker's log, read from its end."""
+    if log is None:
+        return None
+    try:
+        with log.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 8192))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line for line in reversed(lines) if PROGRESS_LINE.match(line)), None)
 
 
 def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:

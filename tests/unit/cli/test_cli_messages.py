@@ -75,3 +75,17 @@ def test_the_same_data_error_is_printed_once_with_its_head(
     assert result.output.count("field 'text' to rephrase is missing") == 1
     assert "set params.rephrase_fields" in result.output
     assert "(the same output ended 1 more failed stage(s) above)" in result.output
+
+
+def test_an_unreachable_base_url_fails_every_point_at_once_named_once(
+    write_experiment: Callable[..., Path], invoke: Invoke, workspace: Path
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    experiment = write_experiment("msg", spec(backend="openai-compatible", baseURL=url))
+    result = invoke("run", experiment, "--root", workspace / "root", expect=1)
+    assert result.output.count(f"cannot reach the endpoint {url}") == 1
+    assert result.output.count("FAILED generate") == 2
