@@ -174,6 +174,7 @@ def gc(
             f"{len(candidates)} unreferenced ({backend.location})",
             ("PATH", "WHY", "SIZE", "ARTIFACTS"),
             [(c.path, c.reason, human_bytes(c.size), ", ".join(c.artifacts)) for c in candidates],
+            name_column="PATH",
         )
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -341,7 +342,9 @@ def scan_seed_tree(tree: Path) -> tuple[list[ImportedDir], list[str]]:
         rel = f"{SHARED}/{dataset}/{name}"
         fp_file = directory / FINGERPRINT_NAME
         if not fp_file.is_file():
-            problems.append(f"{directory}: no {FINGERPRINT_NAME}; skipped (not a seed experiment directory)")
+            problems.append(
+                f"{directory}: no {FINGERPRINT_NAME}; skipped (not an experiment directory of a Data_v2 tree)"
+            )
             continue
         legacy = fp_file.read_text(encoding="utf-8").strip()
         meta: dict[str, Any] = {}
@@ -401,7 +404,7 @@ def scan_seed_tree(tree: Path) -> tuple[list[ImportedDir], list[str]]:
 def import_tree(
     tree: Path, root: Path | None, cluster: bool, namespace: str | None, kube_context: str | None, output: str
 ) -> None:
-    """Register an existing seed-format TREE (Data_v2/synthetic) as artifacts, without moving any data.
+    """Register an existing Data_v2/synthetic-style TREE as artifacts, without moving any data.
 
     Locally the registry is written inside TREE (`TREE/.datasweep/`); with --cluster, Artifact objects are
     created whose storage path is relative to TREE (TREE must be the data volume's root as mounted here).

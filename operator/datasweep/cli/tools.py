@@ -18,6 +18,7 @@ from datasweep.cli.common import (
     dump,
     output_option,
     print_table,
+    wide_requested,
 )
 from datasweep.store.layout import SHARED
 
@@ -115,8 +116,9 @@ def batches(
     output: str,
     verbose: bool,
 ) -> None:
-    """List batches (seed: list_batches.py)."""
+    """List batches (was batch_tools/list_batches.py); `-o wide` adds the datasets, `-o name` prints batch ids."""
     backend = _backend(root, cluster, namespace, kube_context)
+    verbose = verbose or wide_requested()
     found = backend.batches()
     if output != "table":
         click.echo(dump([b.to_dict(verbose=verbose) for b in found], output))
@@ -128,7 +130,7 @@ def batches(
         row += [sum(p.reused for p in b.points), sum(p.ready for p in b.points)]
         rows.append([*row, datasets] if verbose else row)
     columns = ["BATCH", "PURPOSE", "EXPERIMENTS", "POINTS", "REUSED", "READY"] + (["DATASETS"] if verbose else [])
-    print_table(f"{len(found)} batches ({backend.location})", columns, rows)
+    print_table(f"{len(found)} batches ({backend.location})", columns, rows, name_column="BATCH")
 
 
 @click.command("batch")
@@ -145,8 +147,12 @@ def batch(
     output: str,
     verbose: bool,
 ) -> None:
-    """The points of BATCH_ID: reused or new, and where reused data came from (seed: list_batch_experiments.py)."""
+    """The points of BATCH_ID: reused or new, and where reused data came from.
+
+    Was batch_tools/list_batch_experiments.py; `-o wide` adds experiment, artifact and path.
+    """
     backend = _backend(root, cluster, namespace, kube_context)
+    verbose = verbose or wide_requested()
     view = one_batch(backend, batch_id)
     if output != "table":
         click.echo(dump(view.to_dict(verbose=True), output))
@@ -154,17 +160,16 @@ def batch(
     rows = []
     for p in view.points:
         reused = f"yes (first batch: {p.first_batch})" if p.reused else "no (new)"
-        row = [p.dataset, p.name, reused, _yes_no(p.ready)]
+        row = [f"{p.dataset}/{p.name}", reused, _yes_no(p.ready)]
         if verbose:
             row += [p.experiment or "", p.artifact or "", p.shared_path or ""]
         rows.append(row)
-    columns = ["DATASET", "SEMANTIC", "REUSED", "READY"] + (
-        ["EXPERIMENT", "ARTIFACT", "SHARED PATH"] if verbose else []
-    )
+    columns = ["POINT", "REUSED", "READY"] + (["EXPERIMENT", "ARTIFACT", "SHARED PATH"] if verbose else [])
     print_table(
         f"{view.batch_id}: {len(view.points)} points ({', '.join(view.experiments) or 'no experiments recorded'})",
         columns,
         rows,
+        name_column="POINT",
     )
     for p in view.points:
         if p.broken:
@@ -188,7 +193,7 @@ def artifacts(
     dataset: str | None,
     stage: str | None,
 ) -> None:
-    """Physical data, one row per artifact: first batch and consumers (seed: list_shared_experiments.py)."""
+    """Physical data, one row per artifact: first batch and consumers (was batch_tools/list_shared_experiments.py)."""
     backend = _backend(root, cluster, namespace, kube_context)
     found = [
         a
@@ -201,14 +206,18 @@ def artifacts(
     if output != "table":
         click.echo(dump([a.to_dict() for a in found], output))
         return
+    wide = wide_requested()
     rows = [
         (a.dataset, a.semantic_name, a.stage, a.phase, a.first_batch or "", ", ".join(a.consumers), a.name)
+        + ((a.fingerprint[:12], a.path) if wide else ())
         for a in found
     ]
     print_table(
         f"{len(found)} artifacts ({backend.location})",
-        ("DATASET", "SEMANTIC", "STAGE", "PHASE", "FIRST BATCH", "CONSUMERS", "ARTIFACT"),
+        ("DATASET", "SEMANTIC", "STAGE", "PHASE", "FIRST BATCH", "CONSUMERS", "ARTIFACT")
+        + (("FINGERPRINT", "PATH") if wide else ()),
         rows,
+        name_column="ARTIFACT",
     )
 
 
@@ -235,7 +244,7 @@ def compare(
     kube_context: str | None,
     output: str,
 ) -> None:
-    """Same and different canonical parameters of two artifacts (seed: compare_experiments.py).
+    """Same and different canonical parameters of two artifacts (was batch_tools/compare_experiments.py).
 
     FIRST/SECOND: an artifact name, a fingerprint prefix, Dataset/semantic or a shared/batch path.
     """
@@ -314,7 +323,7 @@ def paths(
     fmt: str,
     show_all: bool,
 ) -> None:
-    """Data paths for training configs, one per ready batch point (seed: list_data_paths.py)."""
+    """Data paths for training configs, one per ready batch point (was batch_tools/list_data_paths.py)."""
     backend = _backend(root, cluster, namespace, kube_context)
     every = _point_paths(backend, dataset, batch_id)
     rows = every if show_all else [r for r in every if r["ready"]]
@@ -351,7 +360,7 @@ def paths(
 def resolve(
     path: str, root: Path | None, cluster: bool, namespace: str | None, kube_context: str | None, output: str
 ) -> None:
-    """PATH (batch path, shared path, fingerprint or artifact) -> the others (seed: resolve_data_path.py)."""
+    """PATH (batch path, shared path, fingerprint or artifact) -> the others (was batch_tools/resolve_data_path.py)."""
     backend = _backend(root, cluster, namespace, kube_context)
     batch_part, dataset, name, rest = split_store_path(path)
     if isinstance(backend, LocalBackend) and batch_part and dataset and name:
@@ -421,7 +430,7 @@ def publish(
     namespace: str | None,
     kube_context: str | None,
 ) -> None:
-    """Copy ARTIFACT's dataset files to the flat legacy layout DEST/<Dataset>/ (seed: publish_dataset.py)."""
+    """Copy ARTIFACT's dataset files to the flat legacy layout DEST/<Dataset>/ (was batch_tools/publish_dataset.py)."""
     backend = _backend(root, cluster, namespace, kube_context)
     artifact = one_artifact(backend.artifacts(), artifact_ident)
     if isinstance(backend, LocalBackend):

@@ -52,7 +52,7 @@ class LocalArtifact(CamelModel):
     completed_at: str | None = None
     attempts: int = 0
     imported: bool = False
-    legacy_fingerprint: str | None = Field(default=None, description="import: the seed's own .fingerprint")
+    legacy_fingerprint: str | None = Field(default=None, description="import: the imported tree's own .fingerprint")
 
 
 class LocalBatch(CamelModel):
