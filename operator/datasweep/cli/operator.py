@@ -13,7 +13,7 @@ import click
 @click.option("-A", "--all-namespaces", "clusterwide", is_flag=True, help="Watch every namespace")
 @click.option("--liveness", default=None, help="Health endpoint, e.g. http://0.0.0.0:8080/healthz")
 @click.option("--config", "config_path", default=None, help="Operator config YAML (default: $DATASWEEP_CONFIG)")
-@click.option("-v", "--verbose", is_flag=True, help="INFO lines: every handler run and object change")
+@click.option("-v", "--verbose", is_flag=True, help="more lines: every handler run and object change (DEBUG)")
 @click.option("-d", "--debug", is_flag=True, help="DEBUG lines (Kubernetes API calls included)")
 @click.option("-q", "--quiet", is_flag=True, help="warnings and errors only")
 @click.option(

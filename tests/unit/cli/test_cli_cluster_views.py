@@ -124,3 +124,22 @@ def test_default_backend_is_the_cluster_when_a_kubeconfig_exists(
     assert isinstance(common.choose_backend(None, False, None, None), ClusterBackend)
     result = CliRunner().invoke(cli, ["batches", "-o", "json"], catch_exceptions=False)
     assert [b["batchId"] for b in json.loads(result.stdout)] == [BATCH_B]
+
+
+def test_cluster_results_by_experiment_and_batch(fake_api: FakeCustomObjects) -> None:
+    fake_api.objects["artifacts"][0]["status"]["manifest"] = {
+        "files": 3,
+        "rows": 9,
+        "bytes": 100,
+        "sha256": "0" * 64,
+        "usage": {"promptTokens": 120, "completionTokens": 30, "costUsd": 0.0012},
+    }
+    rows = as_json("results", "copa-temperature")
+    assert [(r["semanticName"], r["temperature"], r["stage"]) for r in rows] == [
+        ("temp05_topp10_gpt4o", 0.5, "generate"),
+        ("temp07_topp10_gpt4o", 0.7, "generate"),
+    ]
+    assert (rows[0]["tokens"], rows[0]["costUsd"]) == (150, 0.0012)
+    assert [r["semanticName"] for r in as_json("results", BATCH_B)] == ["temp07_topp10_gpt4o"]
+    result = CliRunner().invoke(cli, ["results", "copa-temperature", "--cluster"], catch_exceptions=False)
+    assert "pass --data-root where it is mounted" in result.output
