@@ -94,16 +94,17 @@ def headline_metrics(stage: str, manifest: Manifest, directory: Path) -> dict[st
             "steps": extra.get("total_steps"),
         }
     if stage == "moe-steer":
-        analysis = _read_json(directory / "analysis_metadata.json")
-        risk = analysis.get("risk_diff") or analysis.get("riskDiff") or {}
-        metrics: dict[str, Any] = {
+        # risk_diff.json: every expert ranked by P(routed | unsafe) - P(routed | safe), the selected ones marked
+        ranking = _read_json(directory / "risk_diff.json").get("ranking") or []
+        chosen = [float(r["risk_diff_mean"]) for r in ranking if r.get("selected") and "risk_diff_mean" in r]
+        return {
             "experts": len(extra.get("selectedExperts") or []),
+            "riskDiffTop": _num(float(ranking[0]["risk_diff_mean"])) if ranking else None,
+            "riskDiffSelectedMean": _num(sum(chosen) / len(chosen)) if chosen else None,
+            "riskDiffSelectedMin": _num(min(chosen)) if chosen else None,
             "finalLoss": _num(extra.get("finalLoss")),
             "steps": extra.get("steps"),
         }
-        if isinstance(risk, dict):
-            metrics.update({f"riskDiff.{k}": _num(v) for k, v in risk.items() if isinstance(v, int | float)})
-        return metrics
     return {}
 
 
