@@ -141,11 +141,20 @@ def cluster_gc_candidates(backend: ClusterBackend) -> list[GcCandidate]:
     referenced = {p.artifact for b in backend.batches() for p in b.points if p.artifact}
     experiments = {o["metadata"]["name"] for o in backend._list("experiments")}
     by_name = {a.name: a for a in artifacts}
-    keep = {a.name for a in artifacts if a.name in referenced or set(a.consumers) & experiments}
+    # a Failed Artifact (retries exhausted) protects nothing: a fixed Experiment makes a new fingerprint
+    failed = {a.name for a in artifacts if a.phase == "Failed"}
+    keep = {
+        a.name for a in artifacts if a.name not in failed and (a.name in referenced or set(a.consumers) & experiments)
+    }
     keep |= {a.name for a in artifacts if a.phase in ("Running", "Waiting")}
     keep = _with_inputs(keep, by_name)
     return [
-        GcCandidate(a.path, "no batch or experiment references it", [a.name], (a.manifest.bytes if a.manifest else 0))
+        GcCandidate(
+            a.path,
+            "failed, never completed" if a.name in failed else "no batch or experiment references it",
+            [a.name],
+            (a.manifest.bytes if a.manifest else 0),
+        )
         for a in artifacts
         if a.name not in keep
     ]

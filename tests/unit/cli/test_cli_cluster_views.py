@@ -143,3 +143,10 @@ def test_cluster_results_by_experiment_and_batch(fake_api: FakeCustomObjects) ->
     assert [r["semanticName"] for r in as_json("results", BATCH_B)] == ["temp07_topp10_gpt4o"]
     result = CliRunner().invoke(cli, ["results", "copa-temperature", "--cluster"], catch_exceptions=False)
     assert "pass --data-root where it is mounted" in result.output
+
+
+def test_cluster_gc_offers_a_failed_artifact_a_batch_lists(fake_api: FakeCustomObjects) -> None:
+    fake_api.objects["artifacts"][1]["status"]["phase"] = "Failed"  # temp07, listed by the batch
+    gc = as_json("gc")
+    reasons = {c["artifacts"][0]: c["reason"] for c in gc["candidates"]}
+    assert reasons["copa-temp07-topp10-gpt4o-bbbbbbbbbbbb"] == "failed, never completed"
