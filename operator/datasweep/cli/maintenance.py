@@ -28,6 +28,7 @@ from datasweep.core.fingerprint import fingerprint as sha256_fingerprint
 from datasweep.core.fingerprint import short
 from datasweep.k8s import labels as k8s_labels
 from datasweep.local.registry import LocalArtifact, Registry, now_iso
+from datasweep.local.runner import claim_is_dead
 from datasweep.store.layout import SHARED
 from datasweep.store.manifest import FINGERPRINT_NAME, ManifestSummary, read_manifest, scan_files
 
@@ -60,12 +61,15 @@ class GcCandidate:
         return data
 
 
-def _dead_reason(artifact: ArtifactView, attempts: int) -> str | None:
-    if artifact.phase == "Failed":
-        return "failed, never completed (a rerun would start it over)"
-    if artifact.phase == "Pending" and attempts == 0:
-        return "claimed, never started"
-    return None
+def _dead_reason(record: LocalArtifact) -> str | None:
+    """Why a claim protects nothing (the runner's `claim_is_dead`); imported directories were never ours to run."""
+    if record.imported or not claim_is_dead(record):
+        return None
+    return (
+        "failed, never completed (a rerun would start it over)"
+        if record.phase == "Failed"
+        else ("claimed, never started")
+    )
 
 
 def protected_paths(backend: LocalBackend, dead: set[str] | None = None) -> set[str]:
@@ -81,8 +85,7 @@ def _under(path: str, parent: str) -> bool:
 
 def local_gc_candidates(backend: LocalBackend) -> tuple[list[GcCandidate], list[str]]:
     artifacts = backend.artifacts()
-    attempts = {a.name: a.attempts for a in backend.registry.artifacts()}
-    dead = {a.name: why for a in artifacts if (why := _dead_reason(a, attempts.get(a.name, 0)))}
+    dead = {record.name: why for record in backend.registry.artifacts() if (why := _dead_reason(record))}
     dead_paths = {a.path for a in artifacts if a.name in dead and a.stage == "generate"}
     protected = protected_paths(backend, dead_paths)
     by_name = {a.name: a for a in artifacts}

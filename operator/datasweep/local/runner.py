@@ -215,7 +215,7 @@ class LocalRunner:
             aside = set_aside(self.root, relpath)
             for record in records:
                 self.registry.put_artifact(record.model_copy(update={"path": aside + record.path[len(relpath) :]}))
-        notes.append(f"{relpath} held {owner.name}, which {owner.phase.lower()} without data: moved to {aside}")
+        notes.append(f"{relpath} held {owner.name} ({owner.phase}, never completed): moved to {aside}")
         return True
 
     def _task(
