@@ -159,7 +159,19 @@ def test_rendered_manifests_pass_server_side_dry_run(control_plane: Any, namespa
             "queueName=team-a",
         ],
     ):
-        rendered = helm(control_plane, "template", "datasweep", str(CHART), "--namespace", namespace, *values).stdout
+        # the control plane's Kubernetes (the chart's kubeVersion is checked against it; a from-source helm
+        # assumes v1.20 when it does not ask a cluster)
+        rendered = helm(
+            control_plane,
+            "template",
+            "datasweep",
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            "1.35.4",
+            *values,
+        ).stdout
         kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(rendered) if doc)
         assert "Deployment" in kinds
         result = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered)
