@@ -71,7 +71,11 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
 def experiment(name: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "datasets": [{"name": "Copa", "source": {"path": "superglue/copa"}}],
-        "generation": {"apiKeySecret": {"name": "openai", "key": "api-key"}, "model": "gpt-4o"},
+        "generation": {
+            "apiKeySecret": {"name": "openai", "key": "api-key"},
+            "model": "gpt-4o",
+            "options": {"rephrase_fields": ["premise"]},  # Copa's text field (checked before anything runs)
+        },
         "validation": {"model": "gpt-4o", "temperature": 0.0},
     }
     for key, value in spec.items():

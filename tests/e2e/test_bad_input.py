@@ -69,9 +69,14 @@ REJECTED_AT_APPLY = [
         'unknown field "spec.training[0].params.learning_rate_typo"',
     ),
     (
-        "two model sources",
-        edit("spec.training", [{**TRAINING, "baseModel": {"path": "m", "hubId": "org/m"}}]),
-        "baseModel needs exactly one of path or hubId",
+        "a hub id (Jobs run offline)",
+        edit("spec.training", [{**TRAINING, "baseModel": {"hubId": "org/m"}}]),
+        "baseModel.hubId is not supported: every Job runs offline",
+    ),
+    (
+        "qa on two GPUs (not rank-aware)",
+        edit("spec.training", [{"name": "squad", "kind": "qa", "baseModel": {"path": "m"}, "resources": {"gpus": 2}}]),
+        "moe-steer and qa run as one process on one GPU",
     ),
     ("parallelism zero", edit("spec.parallelism", 0), "spec.parallelism"),
     ("malformed batch", edit("spec.batch", "my-batch"), "spec.batch"),
@@ -121,6 +126,18 @@ ANSWERED_BY_THE_OPERATOR = [
         {"generation": {"temperature": [0.1, 0.2, 0.3]}, "maxPoints": 2},
         "TooManyPoints",
         "spec.maxPoints",
+    ),
+    (
+        "rephrase field not in the records",
+        {"generation": {"options": {"rephrase_fields": ["text"]}}},
+        "FieldMismatch",
+        "spec.generation.options.rephrase_fields",
+    ),
+    (
+        "training field not in the records",
+        {"training": [{**TRAINING, "params": {"task_key": "category", "prompt_template": "{premise}"}}]},
+        "FieldMismatch",
+        "spec.training[0].params.task_key",
     ),
     (
         "missing prompt",

@@ -104,7 +104,11 @@ def test_training_stage_requests_gpus_and_completes(
                         "name": "meta",
                         "kind": "fomaml",
                         "baseModel": {"path": "models/tiny"},
-                        "params": {},
+                        "params": {
+                            "task_key": "label",
+                            "prompt_template": "{premise}",
+                            "response_template": " {label}",
+                        },
                         "resources": {"gpus": 4, "cpu": "8", "memory": "64Gi"},
                     }
                 ],

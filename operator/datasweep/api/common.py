@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from datasweep.api._base import CamelModel
 
@@ -35,10 +35,29 @@ class VolumePath(CamelModel):
     path: str = Field(min_length=1, max_length=1024, description="Path inside the volume")
 
 
+HUB_ID_UNSUPPORTED = (
+    "hubId is not supported: every Job runs offline (HF_HUB_OFFLINE=1) so that a fingerprint always means "
+    "the same weights; download the model once (huggingface-cli download REPO --revision REV --local-dir DIR), "
+    "copy it onto a volume and set pvc and path instead"
+)
+
+
 class ModelRef(CamelModel):
     pvc: str | None = Field(default=None, max_length=253, description="PVC holding the model; default: data volume")
     path: str | None = Field(default=None, max_length=1024, description="Model directory inside the volume")
-    hub_id: str | None = Field(default=None, max_length=256, description="Hub id, for clusters with internet access")
+    hub_id: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Not supported (Jobs run offline): rejected with a message; put the model on a volume",
+    )
+
+    @model_validator(mode="after")
+    def _path_only(self) -> ModelRef:
+        if self.hub_id is not None:
+            raise ValueError(HUB_ID_UNSUPPORTED)
+        if not self.path:
+            raise ValueError("path is required: the model directory inside the volume (pvc: default data volume)")
+        return self
 
 
 class Resources(CamelModel):

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from datasweep import GROUP, VERSION
 from datasweep.api.artifact import ArtifactSpec, ArtifactStatus
 from datasweep.api.batch import BatchSpec, BatchStatus
+from datasweep.api.common import HUB_ID_UNSUPPORTED
 from datasweep.api.experiment import ExperimentSpec, ExperimentStatus
 from datasweep.api.stage_params import params_model, training_kinds
 
@@ -188,6 +189,12 @@ def experiment_spec_schema() -> dict[str, Any]:
             "training stage names must be unique",
             ".training",
         ),
+        _rule(
+            "!self.datasets.exists(d, has(d.prepared) && d.prepared) || "
+            "(has(self.training) && size(self.training) > 0)",
+            "a prepared dataset is only trained on: add spec.training",
+            ".datasets",
+        ),
     ]
     generation = props["generation"]
     generation["x-kubernetes-validations"] = [
@@ -216,10 +223,19 @@ def experiment_spec_schema() -> dict[str, Any]:
     stage["x-kubernetes-validations"] = [
         *rules,
         _rule(
-            "!has(self.baseModel) || (has(self.baseModel.path) != has(self.baseModel.hubId))",
-            "baseModel needs exactly one of path or hubId",
-            ".baseModel",
+            "!(self.kind in ['moe-steer', 'qa']) || !has(self.resources) || "
+            "((!has(self.resources.gpus) || self.resources.gpus <= 1) && "
+            "(!has(self.resources.nodes) || self.resources.nodes <= 1))",
+            "moe-steer and qa run as one process on one GPU: set resources.gpus <= 1 and nodes: 1 "
+            "(only fomaml trains on several GPUs or nodes)",
+            ".resources",
         ),
+        _rule("has(self.baseModel.path)", "baseModel.path is required (the model directory on a volume)", ".baseModel"),
+        _rule("!has(self.baseModel.hubId)", f"baseModel.{HUB_ID_UNSUPPORTED}", ".baseModel"),
+    ]
+    generation["properties"]["modelPath"]["x-kubernetes-validations"] = [
+        _rule("has(self.path)", "modelPath.path is required (the model directory on a volume)"),
+        _rule("!has(self.hubId)", f"modelPath.{HUB_ID_UNSUPPORTED}"),
     ]
     return spec
 

@@ -21,6 +21,8 @@ from datasweep.store.manifest import Usage
 TaskKind = Literal["rephrase", "code-scenarios"]
 Backend = Literal["openai", "openai-batch", "openai-compatible", "transformers"]
 TrainingKind = Literal["fomaml", "moe-steer", "qa"]
+# Training kinds that are not rank-aware: one process on one GPU (fomaml runs under torchrun, FSDP optional).
+SINGLE_GPU_KINDS = ("moe-steer", "qa")
 
 # A grid axis: one value or a list of values (the grid is the cross product of all lists).
 FloatAxis = float | list[float]
@@ -39,6 +41,11 @@ class DatasetSpec(CamelModel):
         description="Dataset name, e.g. Copa",
     )
     source: VolumePath = Field(description="Directory with <name>_{train,validation,test}.jsonl")
+    prepared: bool = Field(
+        default=False,
+        description="Train on the records as they are, with no generation (the generation grid does not apply): "
+        "one point per dataset; files may also be .json or .parquet",
+    )
     sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
@@ -110,6 +117,11 @@ class ExperimentSpec(CamelModel):
         stages = [t.name for t in self.training]
         if len(set(stages)) != len(stages):
             raise ValueError("spec.training: stage names must be unique")
+        prepared = [i for i, d in enumerate(self.datasets) if d.prepared]
+        if prepared and not self.training:
+            raise ValueError(
+                f"spec.datasets[{prepared[0]}].prepared: a prepared dataset is only trained on; add spec.training"
+            )
         return self
 
 

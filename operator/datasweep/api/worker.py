@@ -14,8 +14,11 @@ from pydantic import Field, ValidationError
 
 from datasweep.api._base import CamelModel, describe_validation_error
 
-StageKind = Literal["generate", "fomaml", "moe-steer", "qa"]
+StageKind = Literal["generate", "dataset", "fomaml", "moe-steer", "qa"]
 TRAINING_STAGES: tuple[StageKind, ...] = ("fomaml", "moe-steer", "qa")
+# The first stage of a point, whose directory holds the data and the training stages: generate, or dataset
+# (a prepared dataset snapshotted without generation).
+DATA_STAGES: tuple[StageKind, ...] = ("generate", "dataset")
 
 
 class WorkerSpecError(ValueError):
@@ -31,7 +34,7 @@ class WorkerSpec(CamelModel):
     dataset: str
     semantic_name: str
     output_dir: str = Field(description="Absolute directory this stage writes; complete once manifest.json exists")
-    source_dir: str | None = Field(default=None, description="generate: the dataset's source directory")
+    source_dir: str | None = Field(default=None, description="generate, dataset: the dataset's source directory")
     inputs: dict[str, str] = Field(
         default_factory=dict, description="Input artifact directories by role, e.g. {'data': <generate dir>}"
     )

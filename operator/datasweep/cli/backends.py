@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from datasweep import GROUP, VERSION
+from datasweep.api.worker import DATA_STAGES
 from datasweep.cli.common import BadInput
 from datasweep.k8s import labels as k8s_labels
 from datasweep.local.registry import LocalArtifact, Registry, RegistryError
@@ -190,7 +191,7 @@ class LocalBackend:
     def _batch(self, batch_id: str, artifacts: list[ArtifactView]) -> BatchView:
         """The batch directory is the view (seed 000); the registry adds experiments and reuse."""
         record = self.registry.get_batch(batch_id)
-        by_path = {a.path: a for a in artifacts if a.stage == "generate"}
+        by_path = {a.path: a for a in artifacts if a.stage in DATA_STAGES}
         recorded = {(p.dataset, Path(p.path or "").name): p for p in (record.points if record else [])}
         points = []
         directory = self.root / batch_id

@@ -12,6 +12,7 @@ from datasweep.cli._lazy import LazyGroup
 
 WORKERS = {
     "generate": "datasweep.workloads.generate.cli:main",
+    "dataset": "datasweep.workloads.dataset.cli:main",
     "fomaml": "datasweep.workloads.fomaml.cli:main",
     "moe-steer": "datasweep.workloads.moe_steer.cli:main",
     "qa": "datasweep.workloads.qa.cli:main",

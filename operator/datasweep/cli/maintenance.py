@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from datasweep import GROUP, VERSION
+from datasweep.api.worker import DATA_STAGES
 from datasweep.cli.backends import ArtifactView, ClusterBackend, LocalBackend
 from datasweep.cli.common import (
     BadInput,
@@ -29,8 +30,16 @@ from datasweep.core.fingerprint import short
 from datasweep.k8s import labels as k8s_labels
 from datasweep.local.registry import LocalArtifact, Registry, now_iso
 from datasweep.local.runner import claim_is_dead
+from datasweep.store.inputs import seed_generate_roles
 from datasweep.store.layout import SHARED
-from datasweep.store.manifest import FINGERPRINT_NAME, ManifestSummary, read_manifest, scan_files
+from datasweep.store.manifest import (
+    FINGERPRINT_NAME,
+    MANIFEST_NAME,
+    ManifestSummary,
+    read_manifest,
+    scan_files,
+    write_manifest,
+)
 
 SUPERSEDED_MARK = ".superseded-"
 
@@ -101,7 +110,7 @@ def local_gc_candidates(backend: LocalBackend) -> tuple[list[GcCandidate], list[
     candidates: list[GcCandidate] = []
     offered: set[str] = set()
     for a in artifacts:
-        if a.name in keep or a.stage != "generate":
+        if a.name in keep or a.stage not in DATA_STAGES:
             continue
         nested = [b.name for b in artifacts if _under(b.path, a.path)]
         if any(name in keep for name in nested):
@@ -373,21 +382,28 @@ def scan_seed_tree(tree: Path) -> tuple[list[ImportedDir], list[str]]:
         batches = sorted(links.get(rel, []))
         first_batch = _metadata_batch(meta) or (batches[0] if batches else None)
         manifest = read_manifest(directory)
+        roles = seed_generate_roles(directory, dataset) if manifest is None else None
+        has_data = manifest is not None or (roles is not None and bool(roles.data))
+        if manifest is None and roles is not None and roles.data:
+            try:  # the manifest is what training stages read their inputs from
+                manifest = write_manifest(directory, fingerprint=full, stage="generate", roles=roles)
+            except OSError as exc:
+                problems.append(f"{directory}: cannot write {MANIFEST_NAME} ({exc}); training cannot read it")
         if manifest is not None:
             summary = manifest.summary()
         else:
             files = scan_files(directory)
             data_files = [f for f in files if f.path.endswith(".jsonl")]
-            listing = ManifestSummary(
+            summary = ManifestSummary(
                 files=len(files),
                 rows=sum(f.rows or 0 for f in data_files),
                 bytes=sum(f.bytes for f in files),
                 sha256=sha256_fingerprint(sorted((f.path, f.sha256) for f in files)),
             )
-            summary = listing
-        has_data = any((directory / dataset).glob("*.jsonl")) or manifest is not None
         if not has_data:
-            problems.append(f"{directory}: no data files under {dataset}/; registered as Pending")
+            problems.append(
+                f"{directory}: no data files {dataset}/{dataset.lower()}_<split>.jsonl; registered as Pending"
+            )
         artifact = LocalArtifact(
             name=str(meta.get("artifact") or naming.artifact_name(dataset, semantic, short(full))),
             stage="generate",

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from datasweep.api.stages.generate import PriceEntry
+from datasweep.api.worker import TRAINING_STAGES
 from datasweep.cli.common import (
     BadInput,
     backend_options,
@@ -109,7 +110,7 @@ def estimate_training(stage: StagePlan, hours: float) -> StageEstimate:
 
 
 def local_hits(root: Path, stage: StagePlan, generate_rel: str | None) -> tuple[bool, str | None]:
-    if stage.stage == "generate":
+    if stage.stage not in TRAINING_STAGES:  # the point's data stage: generate, or dataset (prepared data)
         rel = find_generate_dir(root, stage.dataset, stage.semantic_name, stage.fingerprint)
     else:
         rel = training_relpath(generate_rel, stage.stage, stage.fingerprint) if generate_rel else None
@@ -159,12 +160,14 @@ def plan(
                 hit, where = found is not None, (f"{found.path} ({found.phase})" if found else None)
             else:
                 hit, where = local_hits(backend.root, stage, generate_rel)
-                if stage.stage == "generate":
+                if stage.stage not in TRAINING_STAGES:
                     generate_rel = where
             if hit:
                 estimates.append(StageEstimate(stage, True, where))
             elif stage.stage == "generate":
                 estimates.append(estimate_generate(experiment, stage))
+            elif stage.stage == "dataset":
+                estimates.append(StageEstimate(stage, False, None))  # a copy of the records: free
             else:
                 estimates.append(estimate_training(stage, hours_per_training))
     misses = [e for e in estimates if not e.hit]
@@ -202,6 +205,8 @@ def plan(
     for e in estimates:
         if e.hit:
             cost = "-"
+        elif e.stage.stage == "dataset":
+            cost = "copy, free"
         elif e.stage.stage == "generate":
             usd = "unpriced" if e.cost_usd is None else f"${e.cost_usd:.4f}"
             cost = f"{e.prompt_tokens + e.completion_tokens:,} tok, {usd}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,14 +11,16 @@ from pydantic import ValidationError
 
 from datasweep.api._base import describe_validation_error
 from datasweep.api.experiment import ExperimentSpec
-from datasweep.api.worker import dump_worker_spec
+from datasweep.api.worker import TRAINING_STAGES, dump_worker_spec
 from datasweep.controller.setup import settings
 from datasweep.core import naming
 from datasweep.core.plan import Plan, PlanError, PlanInputs, StagePlan, plan_experiment
+from datasweep.core.shape import check_shapes
 from datasweep.core.worker_spec import worker_spec_for
 from datasweep.k8s import builders, client, labels
 from datasweep.k8s.conditions import set_condition
 from datasweep.store import layout
+from datasweep.store.records import RECORD_SUFFIXES
 
 EXPERIMENTS = ("datasweep.io", "v1alpha1", "experiments")
 
@@ -49,12 +52,19 @@ def _prompt_text(namespace: str, prompt: Any, where: str) -> str | None:
     return text if isinstance(text, str) else None
 
 
-def _dataset_hashes(spec: ExperimentSpec) -> dict[str, str]:
+def _dataset_hashes(spec: ExperimentSpec, samples: dict[str, Any] | None = None) -> dict[str, str]:
+    """Content hash of every dataset; `samples` receives the first records of those the operator can read."""
     hashes = {}
     for index, dataset in enumerate(spec.datasets):
         where = f"spec.datasets[{index}].source"
         if dataset.sha256:
             hashes[dataset.name] = dataset.sha256
+            root = settings().volume_root(dataset.source.pvc)
+            if samples is not None and root is not None:  # read what can be read, for the shape checks
+                suffixes = RECORD_SUFFIXES if dataset.prepared else (".jsonl",)
+                with suppress(layout.LayoutError):
+                    files = layout.dataset_files(root / dataset.source.path, dataset.name, suffixes)
+                    samples[dataset.name] = layout.sample_records(files)
             continue
         root = settings().volume_root(dataset.source.pvc)
         if root is None:
@@ -63,10 +73,14 @@ def _dataset_hashes(spec: ExperimentSpec) -> dict[str, str]:
                 f"{where}: the operator cannot read PVC {dataset.source.pvc or 'data'}; mount it (chart value "
                 f"operator.volumes) or set spec.datasets[{index}].sha256",
             )
+        suffixes = RECORD_SUFFIXES if dataset.prepared else (".jsonl",)
         try:
-            hashes[dataset.name] = layout.dataset_files(root / dataset.source.path, dataset.name).sha256
+            files = layout.dataset_files(root / dataset.source.path, dataset.name, suffixes)
         except layout.LayoutError as exc:
             raise InputError("DatasetNotFound", f"{where}: {exc}") from exc
+        hashes[dataset.name] = files.sha256
+        if samples is not None:
+            samples[dataset.name] = layout.sample_records(files)
     return hashes
 
 
@@ -91,17 +105,22 @@ def plan_for(namespace: str, spec: ExperimentSpec, created: datetime) -> Plan:
     validation_prompt = (
         _prompt_text(namespace, spec.validation.prompt, "spec.validation.prompt") if spec.validation else None
     )
+    samples: dict[str, Any] = {}
     inputs = PlanInputs(
-        dataset_sha256=_dataset_hashes(spec),
+        dataset_sha256=_dataset_hashes(spec, samples),
         generation_prompt=generation_prompt,
         validation_prompt=validation_prompt,
         created=created,
     )
-    return plan_experiment(spec, inputs, max_points=min(spec.max_points, settings().max_points))
+    plan = plan_experiment(spec, inputs, max_points=min(spec.max_points, settings().max_points))
+    problems = check_shapes(plan, samples)
+    if problems:  # before any Artifact, Job or request
+        raise PlanError("the records lack fields the stages need: " + "; ".join(problems), "FieldMismatch")
+    return plan
 
 
 def _storage_path(stage: StagePlan, generate_paths: dict[str, str]) -> str:
-    if stage.stage != "generate":
+    if stage.stage in TRAINING_STAGES:
         return layout.training_relpath(generate_paths[stage.inputs[0]], stage.stage, stage.fingerprint)
     root = settings().volume_root(None)
     if root is None:  # no volume here: a name that can never clash
@@ -116,22 +135,19 @@ def _worker_details(
     volumes = []
     source_dir = None
     base_model = None
-    if stage.stage == "generate":
+    if stage.stage not in TRAINING_STAGES:  # generate, or the dataset stage of a prepared dataset
         source_root = builders.DATA_MOUNT
         if dataset.source.pvc and dataset.source.pvc != settings().data_claim_name:
             source_root = "/sources/0"
             volumes.append({"claimName": dataset.source.pvc, "mountPath": source_root})
         source_dir = f"{source_root}/{dataset.source.path}"
     ref = stage.base_model
-    if ref is not None:
-        if ref.hub_id:
-            base_model = ref.hub_id
-        elif ref.path:
-            model_root = builders.DATA_MOUNT
-            if ref.pvc and ref.pvc != settings().data_claim_name:
-                model_root = f"/models/{len(volumes)}"
-                volumes.append({"claimName": ref.pvc, "mountPath": model_root})
-            base_model = f"{model_root}/{ref.path}"
+    if ref is not None and ref.path:  # hubId is refused by the schema: Jobs run offline
+        model_root = builders.DATA_MOUNT
+        if ref.pvc and ref.pvc != settings().data_claim_name:
+            model_root = f"/models/{len(volumes)}"
+            volumes.append({"claimName": ref.pvc, "mountPath": model_root})
+        base_model = f"{model_root}/{ref.path}"
     inputs = {"data": generate_paths[stage.inputs[0]]} if stage.inputs else {}
     worker_spec = worker_spec_for(
         stage,
@@ -208,7 +224,7 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
             )
             artifact, _ = client.create_custom(namespace, body_)
             path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
-            if stage.stage == "generate":
+            if stage.stage not in TRAINING_STAGES:
                 generate_paths[stage.artifact] = path
             _add_consumer(namespace, stage.artifact, name, plan.batch)
             if (

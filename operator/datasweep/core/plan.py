@@ -12,7 +12,7 @@ from pydantic.alias_generators import to_camel
 
 from datasweep.api._base import format_location
 from datasweep.api.common import ModelRef, Resources
-from datasweep.api.experiment import GRID_AXES, ExperimentSpec
+from datasweep.api.experiment import GRID_AXES, SINGLE_GPU_KINDS, ExperimentSpec
 from datasweep.api.stage_params import StageParamsError, result_params, validate_params
 from datasweep.core import naming
 from datasweep.core.fingerprint import fingerprint, short, text_sha256
@@ -41,8 +41,8 @@ class PlanInputs:
 
 @dataclass(frozen=True)
 class StagePlan:
-    stage: str  # generate | fomaml | moe-steer | qa
-    name: str  # "generate" or the training entry's name
+    stage: str  # generate | dataset | fomaml | moe-steer | qa
+    name: str  # "generate" (the point's data stage, generate or dataset) or the training entry's name
     dataset: str
     semantic_name: str
     fingerprint: str
@@ -155,12 +155,13 @@ def plan_experiment(spec: ExperimentSpec, inputs: PlanInputs, max_points: int | 
         if inputs.created is None or spec.purpose is None:
             raise PlanError("spec.batch: no batch given and no purpose/creation time to derive it from")
         batch = naming.default_batch(spec.purpose, inputs.created)
-    combos = grid(spec)
+    generated = [d for d in spec.datasets if not d.prepared]
+    combos = grid(spec) if generated else []
     limit = max_points if max_points is not None else spec.max_points
-    total = len(combos) * len(spec.datasets)
+    total = len(combos) * len(generated) + len(spec.datasets) - len(generated)
     if total > limit:
         raise PlanError(
-            f"spec.maxPoints: the grid has {total} points ({len(spec.datasets)} datasets x {len(combos)} "
+            f"spec.maxPoints: the grid has {total} points ({len(generated)} datasets x {len(combos)} "
             f"combinations), more than maxPoints={limit}; shrink the grid or raise spec.maxPoints",
             "TooManyPoints",
         )
@@ -169,6 +170,11 @@ def plan_experiment(spec: ExperimentSpec, inputs: PlanInputs, max_points: int | 
         dataset_hash = inputs.dataset_sha256.get(dataset.name)
         if dataset_hash is None:
             raise PlanError(f"spec.datasets[{dataset.name}]: its content hash is unknown", "DatasetUnavailable")
+        if dataset.prepared:
+            data = _plan_dataset(spec, dataset.name, dataset_hash)
+            training = tuple(_plan_training(spec, index, data) for index in range(len(spec.training)))
+            points.append(Point(dataset=dataset.name, values={}, generate=data, training=training))
+            continue
         for values in combos:
             generate = _plan_generate(spec, dataset.name, dataset_hash, values, inputs)
             training = tuple(_plan_training(spec, index, generate) for index in range(len(spec.training)))
@@ -224,8 +230,41 @@ def _plan_generate(
     )
 
 
+PREPARED_SEMANTIC = "prepared"
+
+
+def _plan_dataset(spec: ExperimentSpec, dataset: str, dataset_hash: str) -> StagePlan:
+    """A prepared dataset's point: a `dataset` stage snapshots the records into the shared layout (no
+    generation), so training, reuse and batch views work exactly as after a generate stage."""
+    canonical = {
+        "stage": "dataset",
+        "dataset": {"name": dataset, "sha256": dataset_hash},
+        "cache_version": spec.cache_version,
+    }
+    full = fingerprint(canonical)
+    return StagePlan(
+        stage="dataset",
+        name="generate",  # the point's data stage, whichever kind: status and batch views key it so
+        dataset=dataset,
+        semantic_name=PREPARED_SEMANTIC,
+        fingerprint=full,
+        artifact=naming.artifact_name(dataset, PREPARED_SEMANTIC, short(full)),
+        params={},
+        canonical=canonical,
+    )
+
+
 def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan) -> StagePlan:
     entry = spec.training[index]
+    resources = entry.resources
+    if entry.kind in SINGLE_GPU_KINDS and (resources.gpus > 1 or resources.nodes > 1):
+        field = "gpus" if resources.gpus > 1 else "nodes"
+        raise PlanError(
+            f"spec.training[{index}].resources.{field}: {entry.kind} runs as one process on one GPU (it is not "
+            f"rank-aware, several ranks would write the same files); set gpus: 1 and nodes: 1. Only fomaml "
+            "trains on several GPUs or nodes",
+            "UnsupportedResources",
+        )
     if entry.launcher != "job":
         raise PlanError(
             f"spec.training[{index}].launcher: {entry.launcher!r} is not supported by this version; use 'job' "

@@ -15,7 +15,9 @@ from datasweep.api._base import describe_validation_error
 from datasweep.api.common import ModelRef, PromptSource
 from datasweep.api.experiment import ExperimentSpec
 from datasweep.core.plan import Plan, PlanError, PlanInputs, plan_experiment
-from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files
+from datasweep.core.shape import check_shapes
+from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files, sample_records
+from datasweep.store.records import RECORD_SUFFIXES
 
 
 class ExperimentFileError(ValueError):
@@ -42,9 +44,16 @@ class LocalExperiment:
             created=self.created,
         )
         try:
-            return plan_experiment(self.spec, inputs, max_points=max_points)
+            plan = plan_experiment(self.spec, inputs, max_points=max_points)
         except PlanError as exc:
             raise ExperimentFileError(f"{self.path}: {exc}") from exc
+        samples = {name: sample_records(files) for name, files in self.datasets.items()}
+        problems = check_shapes(plan, samples)
+        if problems:
+            raise ExperimentFileError(
+                f"{self.path}: the records lack fields the stages need (nothing was run):\n  " + "\n  ".join(problems)
+            )
+        return plan
 
     def model_dir(self, ref: ModelRef | None, where: str) -> str | None:
         """A model reference as a local directory (relative to --data-dir), or its hub id."""
@@ -152,7 +161,8 @@ def load_experiment(
                 f"reading {dataset.source.path} under {base}"
             )
         try:
-            datasets[dataset.name] = dataset_files(base / dataset.source.path, dataset.name)
+            suffixes = RECORD_SUFFIXES if dataset.prepared else (".jsonl",)
+            datasets[dataset.name] = dataset_files(base / dataset.source.path, dataset.name, suffixes)
         except LayoutError as exc:
             raise ExperimentFileError(
                 f"{path}: spec.datasets[{index}].source.path: {exc} (paths are relative to --data-dir {base})"

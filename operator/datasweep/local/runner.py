@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from datasweep.api.batch import BatchPoint
-from datasweep.api.worker import dump_worker_spec
+from datasweep.api.worker import TRAINING_STAGES, dump_worker_spec
 from datasweep.core.plan import Plan, StagePlan
 from datasweep.core.worker_spec import worker_spec_for
 from datasweep.local.experiment_file import ExperimentFileError, LocalExperiment
@@ -265,6 +265,8 @@ class LocalRunner:
     def _base_model(self, experiment: LocalExperiment, stage: StagePlan) -> str | None:
         if stage.stage == "generate":
             return experiment.model_dir(stage.base_model, "spec.generation.modelPath")
+        if stage.stage not in TRAINING_STAGES:
+            return None  # the dataset stage copies records, it has no model
         index = next(i for i, entry in enumerate(experiment.spec.training) if entry.name == stage.name)
         return experiment.model_dir(stage.base_model, f"spec.training[{index}].baseModel")
 

@@ -13,10 +13,12 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datasweep.core.fingerprint import short
 from datasweep.store.atomic import file_mode
 from datasweep.store.manifest import FINGERPRINT_NAME, MANIFEST_NAME
+from datasweep.store.records import RecordFileError, iter_records
 
 SHARED = "_shared"
 SPLITS = ("train", "validation", "test")
@@ -153,17 +155,24 @@ class DatasetFiles:
     sha256: str
 
 
-def dataset_files(directory: Path, name: str) -> DatasetFiles:
-    """The split files of a dataset source and their content hash (name + bytes of every split)."""
+def dataset_files(directory: Path, name: str, suffixes: tuple[str, ...] = (".jsonl",)) -> DatasetFiles:
+    """The split files of a dataset source and their content hash (name + bytes of every split).
+
+    Generation reads jsonl; a dataset trained on as it is (`prepared: true`) may also be .json or parquet.
+    """
     if not directory.is_dir():
         raise LayoutError(f"dataset {name}: source directory {directory} does not exist")
     files = tuple(
-        directory / f"{name.lower()}_{split}.jsonl"
+        next(
+            directory / f"{name.lower()}_{split}{suffix}"
+            for suffix in suffixes
+            if (directory / f"{name.lower()}_{split}{suffix}").is_file()
+        )
         for split in SPLITS
-        if (directory / f"{name.lower()}_{split}.jsonl").is_file()
+        if any((directory / f"{name.lower()}_{split}{suffix}").is_file() for suffix in suffixes)
     )
     if not files:
-        expected = ", ".join(f"{name.lower()}_{split}.jsonl" for split in SPLITS)
+        expected = ", ".join(f"{name.lower()}_{split}{'|'.join(suffixes)}" for split in SPLITS)
         raise LayoutError(f"dataset {name}: no split files in {directory}; expected one of {expected}")
     digest = hashlib.sha256()
     for path in files:
@@ -173,3 +182,20 @@ def dataset_files(directory: Path, name: str) -> DatasetFiles:
                 digest.update(block)
         digest.update(b"\0")
     return DatasetFiles(directory=directory, files=files, sha256=digest.hexdigest())
+
+
+def sample_records(files: DatasetFiles, limit: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """The first `limit` records of every split (for shape checks); a file that cannot be read gives none."""
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for path in files.files:
+        split = path.stem.rsplit("_", 1)[-1]
+        records: list[dict[str, Any]] = []
+        try:
+            for record in iter_records(path, on_bad_record=lambda _: None):
+                records.append(record.data)
+                if len(records) >= limit:
+                    break
+        except RecordFileError:
+            pass  # the worker names the file and line
+        samples[split] = records
+    return samples

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,36 @@ class FileEntry(CamelModel):
     rows: int | None = None
 
 
+class Outputs(CamelModel):
+    """A stage's outputs by role: what a consumer may read, and what it must not.
+
+    `data`: accepted record files per split (the only files a downstream stage trains on); `rejected`:
+    records validation refused, per split; `reports`: counts, metadata, configs; `model`: the directory of
+    the trained model; `metrics`: metrics and evaluation files. Paths are relative to the artifact.
+    """
+
+    data: dict[str, list[FileEntry]] = Field(default_factory=dict)
+    rejected: dict[str, list[FileEntry]] = Field(default_factory=dict)
+    reports: list[str] = Field(default_factory=list)
+    model: str | None = None
+    metrics: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Roles:
+    """What a worker declares when it finalizes: relative paths by role (see `Outputs`)."""
+
+    data: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    rejected: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    reports: Sequence[str] = ()
+    model: str | None = None
+    metrics: Sequence[str] = ()
+
+
+class ManifestError(RuntimeError):
+    """A worker declared an output that is not there (a bug in the worker, never bad user input)."""
+
+
 class ManifestSummary(CamelModel):
     """The part of a manifest that travels in a pod's termination message and in Artifact status."""
 
@@ -67,6 +99,7 @@ class Manifest(CamelModel):
     fingerprint: str
     stage: str
     files: list[FileEntry]
+    outputs: Outputs = Field(default_factory=Outputs)
     usage: Usage = Field(default_factory=Usage)
     completed_at: str
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -150,29 +183,75 @@ def read_manifest(directory: str | os.PathLike[str]) -> Manifest | None:
         return None
 
 
-def finalize_artifact(
+def _outputs(root: Path, files: list[FileEntry], roles: Roles) -> Outputs:
+    by_path = {entry.path: entry for entry in files}
+
+    def entries(role: str, splits: Mapping[str, Sequence[str]]) -> dict[str, list[FileEntry]]:
+        result: dict[str, list[FileEntry]] = {}
+        for split, paths in splits.items():
+            for path in paths:
+                if path not in by_path:
+                    raise ManifestError(f"{root}: {role} file {path} ({split}) is not among the artifact's files")
+                result.setdefault(split, []).append(by_path[path])
+        return result
+
+    for role, paths in (("report", roles.reports), ("metrics", roles.metrics)):
+        for path in paths:
+            if not (root / path).is_file():
+                raise ManifestError(f"{root}: {role} file {path} does not exist")
+    if roles.model is not None and not (root / roles.model).is_dir():
+        raise ManifestError(f"{root}: model directory {roles.model} does not exist")
+    return Outputs(
+        data=entries("data", roles.data),
+        rejected=entries("rejected", roles.rejected),
+        reports=list(roles.reports),
+        model=roles.model,
+        metrics=list(roles.metrics),
+    )
+
+
+def write_manifest(
     directory: str | os.PathLike[str],
     *,
     fingerprint: str,
     stage: str,
+    roles: Roles | None = None,
     usage: Usage | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Manifest:
-    """Mark a stage directory complete: write its fingerprint and manifest, report to Kubernetes.
-
-    Call it last, after every output file is in place.
-    """
+    """Scan the directory and write its manifest (last, atomically); the `.fingerprint` file is left alone."""
     root = Path(directory)
-    atomic_write_text(root / FINGERPRINT_NAME, fingerprint + "\n")
+    files = scan_files(root)
     manifest = Manifest(
         fingerprint=fingerprint,
         stage=stage,
-        files=scan_files(root),
+        files=files,
+        outputs=_outputs(root, files, roles or Roles()),
         usage=usage or Usage(),
         completed_at=datetime.now(UTC).isoformat(timespec="seconds"),
         extra=extra or {},
     )
     atomic_write_json(root / MANIFEST_NAME, manifest.model_dump(mode="json", by_alias=True))
+    return manifest
+
+
+def finalize_artifact(
+    directory: str | os.PathLike[str],
+    *,
+    fingerprint: str,
+    stage: str,
+    roles: Roles | None = None,
+    usage: Usage | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
+    """Mark a stage directory complete: write its fingerprint and manifest, report to Kubernetes.
+
+    Call it last, after every output file is in place. `roles` says which files are accepted data (per
+    split), rejected records, reports, the model and metrics: consumers read their inputs only from there.
+    """
+    root = Path(directory)
+    atomic_write_text(root / FINGERPRINT_NAME, fingerprint + "\n")
+    manifest = write_manifest(root, fingerprint=fingerprint, stage=stage, roles=roles, usage=usage, extra=extra)
     write_termination_message(manifest.summary(path=str(root)))
     return manifest
 

@@ -37,7 +37,16 @@ def spec(**overrides: Any) -> dict[str, Any]:
 def with_training(workspace: Path) -> dict[str, Any]:
     (workspace / "models" / "tiny").mkdir(parents=True)
     return spec(
-        training=[{"name": "meta", "kind": "fomaml", "baseModel": {"path": "models/tiny"}, "resources": {"gpus": 2}}]
+        training=[
+            {
+                "name": "meta",
+                "kind": "fomaml",
+                "baseModel": {"path": "models/tiny"},
+                # Copa records: id and text (checked before anything runs)
+                "params": {"task_key": "id", "prompt_template": "{text}", "response_template": " {id}"},
+                "resources": {"gpus": 2},
+            }
+        ]
     )
 
 

@@ -18,6 +18,8 @@ from conftest import Invoke
 from datasweep.cli import common
 from datasweep.cli.backends import LocalBackend
 from datasweep.cli.main import invoked_name
+from datasweep.store.inputs import read_input
+from datasweep.store.manifest import read_manifest
 
 BATCH_A = "batch_20241229_temperature"
 BATCH_B = "batch_20241230_topp"
@@ -91,7 +93,19 @@ def test_import_registers_a_seed_tree_without_moving_data(seed_tree: Path, invok
     before = snapshot(seed_tree)
     result = invoke("import", seed_tree)
     assert "7 directories, 7 newly registered" in result.stdout
-    assert snapshot(seed_tree) == before  # no data moved, nothing written beside the data
+    after = snapshot(seed_tree)
+    # no data moved or changed; each experiment directory gained only its manifest (what training reads)
+    files = {path: value for path, value in before.items() if not Path(seed_tree / path).is_dir()}
+    assert {path: after[path] for path in files} == files
+    added = sorted(set(after) - set(before))
+    assert added
+    assert all(path.endswith("/manifest.json") for path in added)
+    manifest = read_manifest(seed_tree / "_shared" / "Copa" / "temp07_topp10_gpt4o")
+    assert manifest is not None
+    assert manifest.outputs.data["train"][0].path == "Copa/copa_train.jsonl"
+    assert [p.name for p in read_input(seed_tree / "_shared" / "Copa" / "temp07_topp10_gpt4o").files()] == [
+        f"copa_{split}.jsonl" for split in ("train", "validation", "test") if split in manifest.outputs.data
+    ]
     again = invoke("import", seed_tree, "--root", seed_tree)
     assert "0 newly registered" in again.stdout
     artifacts = json.loads(invoke("artifacts", "--root", seed_tree, "--dataset", "Copa", "-o", "json").stdout)

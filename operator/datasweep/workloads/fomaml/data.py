@@ -23,14 +23,12 @@ from typing import Any
 
 from datasweep.api.stages.fomaml import FomamlParams
 from datasweep.store.atomic import atomic_write_bytes, atomic_write_json
+from datasweep.store.inputs import InputError, read_input, split_of
 from datasweep.store.records import Record, RecordFileError, iter_records
 
 META_TRAIN = "meta_train"
 FEW_SHOT_EVAL = "few_shot_eval"
 BASELINE_SFT = "baseline_sft"
-SPLIT_ORDER = ("train", "validation", "test")
-# Folders of an input directory that are outputs, never raw records (a generate artifact holds train/<stage>).
-SKIPPED_INPUT_DIRS = {"train", META_TRAIN, FEW_SHOT_EVAL, BASELINE_SFT, "checkpoints", "final_model"}
 
 
 class DataError(ValueError):
@@ -85,35 +83,17 @@ def safe_task_name(name: str) -> str:
 # ---------------------------------------------------------------- reading raw records
 
 
-def _split_rank(path: Path) -> tuple[int, str]:
-    stem = path.stem
-    for rank, split in enumerate(SPLIT_ORDER):
-        if stem.endswith(f"_{split}") or stem == split:
-            return rank, str(path)
-    return len(SPLIT_ORDER), str(path)
-
-
-def find_input_files(input_dir: Path) -> list[Path]:
-    """Raw record files under `input_dir` (jsonl/json/parquet), in train, validation, test order."""
-    if input_dir.is_file():
-        return [input_dir]
-    if not input_dir.is_dir():
-        raise DataError(f"{input_dir}: input data directory not found")
-    found: list[Path] = []
-    for path in sorted(input_dir.rglob("*")):
-        relative = path.relative_to(input_dir)
-        if any(part in SKIPPED_INPUT_DIRS or part.startswith(".") for part in relative.parts[:-1]):
-            continue
-        if path.is_file() and not path.name.startswith(".") and path.suffix in (".jsonl", ".json", ".parquet"):
-            if path.name in ("manifest.json", "experiment_metadata.json", "prepare_report.json"):
-                continue
-            found.append(path)
+def find_input_files(input_dir: Path, dataset: str | None = None) -> list[Path]:
+    """Raw record files of an input, in train, validation, test order: an upstream artifact's accepted data
+    (through its manifest), a raw dataset directory (`<name>_<split>.jsonl`, ...) or one file."""
+    try:
+        data = read_input(input_dir, dataset)
+    except InputError as exc:
+        raise DataError(str(exc)) from exc
+    found = data.files()
     if not found:
-        raise DataError(
-            f"{input_dir}: no .jsonl/.parquet record files found (expected <Dataset>/<dataset>_train.jsonl "
-            "from a generate artifact, or your own jsonl/parquet files)"
-        )
-    return sorted(found, key=_split_rank)
+        raise DataError(f"{data.describe()}: no record files to prepare")
+    return found
 
 
 def _iter_records(path: Path) -> Iterator[Record]:
@@ -124,7 +104,7 @@ def _iter_records(path: Path) -> Iterator[Record]:
 
 
 def read_records(path: Path) -> list[RawRecord]:
-    split = SPLIT_ORDER[_split_rank(path)[0]] if _split_rank(path)[0] < len(SPLIT_ORDER) else path.stem
+    split = split_of(path) or path.stem
     return [RawRecord({**record.data, "_split": split}, record.location) for record in _iter_records(path)]
 
 
@@ -252,9 +232,9 @@ def write_examples(path: Path, examples: Iterable[Example]) -> None:
     atomic_write_bytes(path, examples_to_parquet_bytes(examples))
 
 
-def prepare(input_dir: Path, output_dir: Path, params: FomamlParams) -> PrepareReport:
+def prepare(input_dir: Path, output_dir: Path, params: FomamlParams, dataset: str | None = None) -> PrepareReport:
     """Prepare the seed-003 layout from raw records; the same input and seed give the same bytes."""
-    files = find_input_files(input_dir)
+    files = find_input_files(input_dir, dataset)
     report = PrepareReport(input_files=[str(path) for path in files])
     by_task: dict[str, list[RawRecord]] = defaultdict(list)
     original_names: dict[str, str] = {}

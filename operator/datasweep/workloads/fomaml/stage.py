@@ -26,7 +26,7 @@ from datasweep.api.params_file import ParamsFileError, load_params_mapping
 from datasweep.api.stages.fomaml import FomamlParams
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
-from datasweep.store.manifest import Manifest, Usage, finalize_artifact
+from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact
 from datasweep.workloads.fomaml.data import META_TRAIN, DataError, load_tasks, prepare
 from datasweep.workloads.fomaml.distributed import DistContext, init_distributed
 from datasweep.workloads.fomaml.validate import ValidationReport, validate_prepared
@@ -157,7 +157,7 @@ def run_stage(spec: WorkerSpec) -> Manifest | None:
         else:
             data_dir = output_dir / "data"
             if dist.is_main:
-                prepare(input_dir, data_dir, params)
+                prepare(input_dir, data_dir, params, spec.dataset)
             dist.barrier()
         report = run_validate(data_dir, params, output_dir if dist.is_main else None)
         if not report.ok:
@@ -192,6 +192,13 @@ def run_stage(spec: WorkerSpec) -> Manifest | None:
             "total_steps": params.total_steps,
             "world_size": dist.world_size,
         }
-        return finalize_artifact(output_dir, fingerprint=spec.fingerprint, stage=STAGE, usage=usage, extra=extra)
+        reports = ["validation_report.json", "validation_report.txt", "training_metadata.json"]
+        if (output_dir / "data" / "prepare_report.json").is_file():
+            reports.append("data/prepare_report.json")
+        metrics = [name for name in ("metrics.jsonl", "eval_history.jsonl") if (output_dir / name).is_file()]
+        roles = Roles(reports=reports, model=FINAL_MODEL, metrics=[*metrics, "eval_results.json"])
+        return finalize_artifact(
+            output_dir, fingerprint=spec.fingerprint, stage=STAGE, roles=roles, usage=usage, extra=extra
+        )
     finally:
         dist.shutdown()

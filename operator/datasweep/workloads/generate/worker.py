@@ -30,7 +30,7 @@ from datasweep.api.stage_params import result_params
 from datasweep.api.stages.generate import GenerateParams, PriceEntry
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text
-from datasweep.store.manifest import Manifest, Usage, finalize_artifact, read_manifest
+from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
 from datasweep.workloads.generate import pricing
 from datasweep.workloads.generate.backends import (
     Backend,
@@ -298,6 +298,8 @@ def compile_outputs(
         }
 
     report: dict[str, Any] = {"splits": {}, "rejection_reasons": {}}
+    data_files: dict[str, list[str]] = {}
+    rejected_files: dict[str, list[str]] = {}
     usage_by_split: dict[str, Any] = {}
     total = Usage()
     for split, data in splits.items():
@@ -313,9 +315,13 @@ def compile_outputs(
             if not keep:
                 reason = str(record["validation"]["reason"])[:80]
                 report["rejection_reasons"][reason] = report["rejection_reasons"].get(reason, 0) + 1
-        _write_jsonl(out / spec.dataset / f"{spec.dataset.lower()}_{split}.jsonl", kept)
+        kept_path = f"{spec.dataset}/{spec.dataset.lower()}_{split}.jsonl"
+        _write_jsonl(out / kept_path, kept)
+        data_files[split] = [kept_path]
         if rejected:
-            _write_jsonl(out / "rejected" / f"{spec.dataset.lower()}_{split}.jsonl", rejected)
+            rejected_path = f"rejected/{spec.dataset.lower()}_{split}.jsonl"
+            _write_jsonl(out / rejected_path, rejected)
+            rejected_files[split] = [rejected_path]
         report["splits"][split] = {
             "records": len(data.records),
             "generated": len(grouped),
@@ -398,6 +404,11 @@ def compile_outputs(
         out,
         fingerprint=spec.fingerprint,
         stage="generate",
+        roles=Roles(
+            data=data_files,
+            rejected=rejected_files,
+            reports=["report.json", "experiment_metadata.json", "generation_config.yaml", "README.md"],
+        ),
         usage=total,
         extra={"counts": report["splits"], "usage_by_split": usage_by_split, "dataset": spec.dataset},
     )

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from datasweep.api.stages.moe_steer import MoeSteerParams
 from datasweep.store.atomic import atomic_open
+from datasweep.store.inputs import InputError, read_input
 from datasweep.store.records import RECORD_SUFFIXES, RecordFileError, iter_records
 from datasweep.workloads.moe_steer.errors import MoeSteerInputError
 
@@ -60,27 +61,21 @@ def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         raise MoeSteerInputError(str(exc)) from exc
 
 
-def find_data_files(location: str | Path, split: str) -> list[Path]:
-    """The data files of an input: the file, a generate artifact's `*_{split}.jsonl`, or every data file."""
-    root = Path(location)
-    if root.is_file():
-        if root.suffix not in DATA_SUFFIXES:
-            raise MoeSteerInputError(f"{root}: unsupported file type; use .jsonl, .json or .parquet")
-        return [root]
-    if not root.is_dir():
-        raise MoeSteerInputError(f"{root}: input data not found (expected a file or a directory)")
-    split_files = sorted(p for suffix in DATA_SUFFIXES for p in root.rglob(f"*_{split}{suffix}") if p.is_file())
-    if split_files:
-        return split_files
-    every = sorted(
-        p
-        for suffix in DATA_SUFFIXES
-        for p in root.rglob(f"*{suffix}")
-        if p.is_file() and not p.name.startswith(".") and p.name != "manifest.json"
-    )
-    if not every:
-        raise MoeSteerInputError(f"{root}: no *_{split}.jsonl (or any .jsonl/.json/.parquet) file found")
-    return every
+def find_data_files(location: str | Path, split: str, dataset: str | None = None) -> list[Path]:
+    """The record files of an input for `split`: an upstream artifact's accepted files of that split (through
+    its manifest), a raw directory's `*_{split}.jsonl` (else its files that name no split), or one file."""
+    try:
+        data = read_input(location, dataset)
+    except InputError as exc:
+        raise MoeSteerInputError(str(exc)) from exc
+    if Path(location).is_file():
+        return data.files()
+    files = data.files(split) or list(data.unsplit)
+    if not files:
+        raise MoeSteerInputError(
+            f"{data.describe()}: no {split} split (params.split); choose one of {sorted(data.splits)}"
+        )
+    return files
 
 
 def _text(value: Any) -> str:
@@ -92,6 +87,7 @@ def load_prompts(
     data: str | Path | None = None,
     safe: str | Path | None = None,
     unsafe: str | Path | None = None,
+    dataset: str | None = None,
 ) -> tuple[list[Prompt], LoadReport]:
     """Read safe and unsafe prompts from `data` (paired or labeled records) and/or separate inputs."""
     if data is None and safe is None and unsafe is None:
@@ -113,7 +109,7 @@ def load_prompts(
     if data is not None:
         safe_values = {v.strip().lower() for v in params.safe_labels}
         unsafe_values = {v.strip().lower() for v in params.unsafe_labels}
-        for path in find_data_files(data, params.split):
+        for path in find_data_files(data, params.split, dataset):
             report.files.append(str(path))
             for where, record in _read_records(path):
                 report.records += 1
@@ -147,7 +143,7 @@ def load_prompts(
     for location, label in ((safe, "safe"), (unsafe, "unsafe")):
         if location is None:
             continue
-        for path in find_data_files(location, params.split):
+        for path in find_data_files(location, params.split, dataset):
             report.files.append(str(path))
             for where, record in _read_records(path):
                 report.records += 1

@@ -14,7 +14,7 @@ from datasweep.api._base import describe_validation_error
 from datasweep.api.stages.moe_steer import MoeSteerParams
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_write_json
-from datasweep.store.manifest import Manifest, Usage, finalize_artifact
+from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact
 from datasweep.workloads.moe_steer.analysis import (
     EXPERT_MASK_FILE,
     analyze_batches,
@@ -86,9 +86,10 @@ def analyze_stage(
     safe: str | Path | None = None,
     unsafe: str | Path | None = None,
     log: Log = _quiet,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Build and save the batches, analyse them, select experts and save the tables and the mask."""
-    prompts, report = load_prompts(params, data=data, safe=safe, unsafe=unsafe)
+    prompts, report = load_prompts(params, data=data, safe=safe, unsafe=unsafe, dataset=dataset)
     batches = build_batches(prompts, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_batches(batches, out_dir / BATCHES_FILE)
@@ -199,7 +200,9 @@ def run_stage(spec: WorkerSpec, log: Log = _quiet) -> Manifest:
         )
     out_dir = spec.output_path
     model, tokenizer, layout, device = load_model(spec.base_model, params)
-    analysis = analyze_stage(model, tokenizer, layout, device, out_dir, params, data, safe, unsafe, log)
+    analysis = analyze_stage(
+        model, tokenizer, layout, device, out_dir, params, data, safe, unsafe, log, dataset=spec.dataset
+    )
     training = train_stage(model, tokenizer, layout, device, out_dir, out_dir, params, spec.base_model, log)
     wall = time.perf_counter() - start
     usage = Usage(wall_seconds=round(wall, 3), gpu_seconds=round(wall, 3) if str(device).startswith("cuda") else 0.0)
@@ -210,7 +213,12 @@ def run_stage(spec: WorkerSpec, log: Log = _quiet) -> Manifest:
         "steps": training["steps"],
         "loadReport": {k: analysis[k] for k in ("records", "skipped_empty", "duplicates_dropped", "unused_prompts")},
     }
-    return finalize_artifact(out_dir, fingerprint=spec.fingerprint, stage=spec.stage, usage=usage, extra=extra)
+    reports = [BATCHES_FILE, ANALYSIS_METADATA_FILE, EXPERT_MASK_FILE]
+    reports += sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name.startswith(("risk_", "selected_")))
+    roles = Roles(reports=reports, model=FINAL_MODEL_DIR, metrics=[TRAINING_METADATA_FILE])
+    return finalize_artifact(
+        out_dir, fingerprint=spec.fingerprint, stage=spec.stage, roles=roles, usage=usage, extra=extra
+    )
 
 
 __all__ = ["analyze_stage", "load_model", "parse_params", "run_stage", "train_stage"]

@@ -7,16 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datasweep.store.inputs import SPLIT_ALIASES, InputError, read_input, split_of
 from datasweep.store.records import RecordFileError, iter_records
-
-SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
-    "train": ("train",),
-    "validation": ("validation", "dev", "val", "valid"),
-    "test": ("test",),
-}
-DATA_SUFFIXES = (".jsonl", ".parquet")
-# Nested stage outputs live under <generate dir>/train/: never read them as data.
-SKIPPED_DIRS = frozenset({"train", "best", ".git"})
 
 
 class QaDataError(ValueError):
@@ -153,39 +145,20 @@ def load_records(path: str | Path, fields: FieldNames = FieldNames()) -> LoadRep
     return report
 
 
-def _split_of(path: Path) -> str | None:
-    stem = path.stem.lower()
-    for split, aliases in SPLIT_ALIASES.items():
-        for alias in aliases:
-            if stem == alias or stem.endswith((f"_{alias}", f"-{alias}")):
-                return split
-    return None
-
-
 def find_split_files(data: str | Path, dataset: str | None = None) -> dict[str, Path]:
-    """Split name -> file, in a generate artifact (`<Dataset>/<dataset>_{train,validation,test}.jsonl`)
-    or a user directory (`train.jsonl`, `dev.parquet`, ...). A file path is taken as the only split."""
-    root = Path(data)
-    if root.is_file():
-        return {_split_of(root) or "validation": root}
-    if not root.is_dir():
-        raise QaDataError(f"{root}: data directory not found")
-    candidates: list[Path] = []
-    for directory in [root, *sorted(p for p in root.iterdir() if p.is_dir() and p.name not in SKIPPED_DIRS)]:
-        candidates.extend(sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in DATA_SUFFIXES))
-    found: dict[str, list[Path]] = {}
-    for candidate in candidates:
-        split = _split_of(candidate)
-        if split is not None:
-            found.setdefault(split, []).append(candidate)
+    """Split name -> file: an upstream artifact's accepted data (through its manifest), a raw dataset directory
+    (`<dataset>_{train,validation,test}.jsonl`, `train.jsonl`, `dev.parquet`, ...). A file is the only split."""
+    try:
+        found = read_input(data, dataset)
+    except InputError as exc:
+        raise QaDataError(str(exc)) from exc
+    if Path(data).is_file():
+        return {split_of(Path(data)) or "validation": Path(data)}
     chosen: dict[str, Path] = {}
-    for split, paths in found.items():
-        if len(paths) > 1 and dataset:
-            preferred = [p for p in paths if p.stem.lower().startswith(dataset.lower())]
-            paths = preferred or paths
+    for split, paths in found.splits.items():
         if len(paths) > 1:
             listing = ", ".join(str(p) for p in paths)
-            raise QaDataError(f"{root}: several {split} files ({listing}); keep one or point --data at a file")
+            raise QaDataError(f"{data}: several {split} files ({listing}); keep one or point --data at a file")
         chosen[split] = paths[0]
     return chosen
 

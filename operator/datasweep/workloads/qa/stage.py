@@ -15,7 +15,7 @@ from datasweep.api._base import describe_validation_error
 from datasweep.api.stages.qa import QaParams
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
-from datasweep.store.manifest import Manifest, Usage, finalize_artifact, read_manifest
+from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
 from datasweep.workloads.qa.data import (
     FieldNames,
     LoadReport,
@@ -187,4 +187,23 @@ def run_stage(spec: WorkerSpec) -> Manifest:
     trainer.log(f"done: best epoch {result.best_epoch}, dev {extra['dev']}, null threshold {dev.threshold:.4f}")
     wall = time.monotonic() - started
     usage = Usage(wall_seconds=round(wall, 3), gpu_seconds=round(wall if torch.cuda.is_available() else 0.0, 3))
-    return finalize_artifact(output_dir, fingerprint=spec.fingerprint, stage="qa", usage=usage, extra=extra)
+    present = [
+        name
+        for name in (
+            "predictions.json",
+            "null_odds.json",
+            "nbest_predictions.json",
+            "test_predictions.json",
+            "test_null_odds.json",
+            "test_nbest_predictions.json",
+            "bad_records.jsonl",
+            "train.log",
+            "training_curves.png",
+        )
+        if (output_dir / name).is_file()
+    ]
+    metrics = [name for name in ("metrics_history.json", "test_results.json") if (output_dir / name).is_file()]
+    roles = Roles(reports=present, model=best.name, metrics=["eval_results.json", *metrics])
+    return finalize_artifact(
+        output_dir, fingerprint=spec.fingerprint, stage="qa", roles=roles, usage=usage, extra=extra
+    )

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from datasweep.testing.artifacts import finalize_as_generate
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DATASWEEP_DEVICE", "cpu")
 
@@ -58,7 +60,7 @@ def write_generate_artifact(root: Path, records: list[dict[str, Any]], dataset: 
         with (folder / f"{dataset.lower()}_{split}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row) + "\n")
-    return root
+    return finalize_as_generate(root, dataset)
 
 
 PREP_PARAMS: dict[str, Any] = {

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from datasweep.testing.artifacts import finalize_as_generate
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SAFE_PROMPTS = [
@@ -114,4 +116,4 @@ def paired_artifact(tmp_path: Path) -> Path:
     records = [{"goal": s, "all_prompt": u} for s, u in zip(SAFE_PROMPTS, UNSAFE_PROMPTS, strict=True)]
     write_jsonl(root / "SafetyPrompts" / "safetyprompts_train.jsonl", records)
     write_jsonl(root / "SafetyPrompts" / "safetyprompts_test.jsonl", records[:2])
-    return root
+    return finalize_as_generate(root, "SafetyPrompts")

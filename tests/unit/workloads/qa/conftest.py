@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from datasweep.testing.artifacts import finalize_as_generate
+
 SYLLABLES = ["ka", "lo", "mi", "ren", "tor", "vel", "sun", "dra", "pe", "qui", "zan", "bor", "fi", "gal", "hu"]
 CITIES = ["Paris", "Lima", "Oslo", "Cairo", "Quito", "Hanoi", "Dakar", "Bern"]
 
@@ -64,7 +66,7 @@ def generate_artifact(tmp_path: Path, qa_splits: dict[str, list[dict[str, Any]]]
     root = tmp_path / "generate"
     for split, records in qa_splits.items():
         write_jsonl(root / "AliasTitle" / f"aliastitle_{split}.jsonl", records)
-    return root
+    return finalize_as_generate(root, "AliasTitle")
 
 
 @pytest.fixture(scope="session")

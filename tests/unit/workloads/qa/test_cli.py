@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from datasweep.cli.main import cli
 from datasweep.store.manifest import read_manifest
+from datasweep.testing.artifacts import finalize_as_generate
 from datasweep.workloads.qa.metrics import squad_v2_evaluate
 
 from .conftest import FAST_PARAMS, make_alias_title_records, write_jsonl
@@ -53,6 +54,7 @@ def trained_stage(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> 
     }
     for split, records in splits.items():
         write_jsonl(data / "AliasTitle" / f"aliastitle_{split}.jsonl", records)
+    finalize_as_generate(data, "AliasTitle")
     params = {**FAST_PARAMS, "num_train_epochs": 4, "learning_rate": 2e-3, "plot_update_every": 1000}
     spec = _spec(root, data, tiny_bert, params)
     result = CliRunner().invoke(cli, ["worker", "qa", "--spec", str(spec)], catch_exceptions=False)

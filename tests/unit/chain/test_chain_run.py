@@ -1,0 +1,179 @@
+"""`datasweep run` end to end with the real workers: generate -> fomaml, moe-steer and qa on its output,
+reuse on a rerun, and a field mismatch answered before anything is paid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from click.testing import CliRunner, Result
+
+from datasweep.cli.main import cli
+from datasweep.store.manifest import read_manifest
+from datasweep.testing import datasets
+from datasweep.testing.openai_server import OpenAITestServer
+
+BATCH = "batch_20250101_chain"
+
+
+def mixed_records(count: int, seed: int) -> list[dict[str, Any]]:
+    """One dataset every training kind can use: QA records plus a task, a short answer and a safety label."""
+    records = datasets.alias_title_records(count, seed=seed, reject_every=4)
+    for index, record in enumerate(records):
+        texts = record["answers"]["text"]
+        record["task"] = "answerable" if texts else "unanswerable"
+        record["answer"] = texts[0] if texts else "none"
+        record["label"] = "safe" if index % 2 else "unsafe"
+    return records
+
+
+TRAINING = [
+    {
+        "name": "meta",
+        "kind": "fomaml",
+        "baseModel": {"path": "models/llama"},
+        "params": {
+            "task_key": "task",
+            "prompt_template": "Q: {question}\nA:",
+            "response_template": " {answer}",
+            "k_shots": [1],
+            "num_inner_steps": 1,
+            "inner_batch_size": 2,
+            "query_batch_size": 2,
+            "meta_batch_size": 2,
+            "total_steps": 1,
+            "test_freq": 0,
+            "eval_max_samples": 2,
+            "max_length": 48,
+        },
+    },
+    {
+        "name": "steer",
+        "kind": "moe-steer",
+        "baseModel": {"path": "models/olmoe"},
+        "params": {
+            "input_format": "labeled",
+            "prompt_field": "question",
+            "label_field": "label",
+            "batch_size": 4,
+            "max_batches": 2,
+            "num_epochs": 1,
+            "top_n": 2,
+            "device": "cpu",
+        },
+    },
+    {
+        "name": "squad",
+        "kind": "qa",
+        "baseModel": {"path": "models/bert"},
+        "params": {
+            "num_train_epochs": 1,
+            "per_device_batch_size": 16,
+            "num_workers": 0,
+            "max_length": 64,
+            "doc_stride": 16,
+            "plot_update_every": 100,
+            "early_stopping_patience": 0,
+        },
+    },
+]
+
+
+def _workspace(tmp_path: Path, tiny_llama: Path, tiny_olmoe: Path, tiny_bert: Path) -> Path:
+    datasets.write_splits(
+        tmp_path / "raw" / "mixed",
+        "Mixed",
+        {"train": mixed_records(24, 1), "validation": mixed_records(8, 2), "test": mixed_records(8, 3)},
+    )
+    models = tmp_path / "models"
+    models.mkdir()
+    for name, path in (("llama", tiny_llama), ("olmoe", tiny_olmoe), ("bert", tiny_bert)):
+        (models / name).symlink_to(path)
+    return tmp_path
+
+
+def _experiment(tmp_path: Path, server: OpenAITestServer, training: list[dict[str, Any]]) -> Path:
+    spec = {
+        "batch": BATCH,
+        "datasets": [{"name": "Mixed", "source": {"path": "raw/mixed"}}],
+        "generation": {
+            "backend": "openai-compatible",
+            "baseURL": server.url,
+            "model": "gpt-4o",
+            "options": {"concurrency": 4, "rephrase_fields": ["question"]},
+        },
+        "validation": {"model": "gpt-4o"},
+        "training": training,
+    }
+    path = tmp_path / "chain.yaml"
+    obj = {"apiVersion": "datasweep.io/v1alpha1", "kind": "Experiment", "metadata": {"name": "chain"}, "spec": spec}
+    path.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _run(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, ["run", *map(str, args)], catch_exceptions=False)
+
+
+def test_generate_then_every_training_kind_with_datasweep_run(
+    tmp_path: Path, openai_server: OpenAITestServer, tiny_llama: Path, tiny_olmoe: Path, tiny_bert: Path
+) -> None:
+    workspace = _workspace(tmp_path, tiny_llama, tiny_olmoe, tiny_bert)
+    experiment = _experiment(workspace, openai_server, TRAINING)
+    root = workspace / "root"
+    first = _run(experiment, "--root", root, "--data-dir", workspace)
+    assert first.exit_code == 0, first.output
+    assert "1 points: 0 reused, 1 created (4 stages: 0 reused, 4 created)" in first.output
+
+    generate = root / "_shared" / "Mixed" / "temp07_topp10_gpt4o"
+    assert (generate / "rejected" / "mixed_train.jsonl").is_file()
+    kept_train = read_manifest(generate).outputs.data["train"][0].rows  # type: ignore[union-attr]
+    assert kept_train == 18  # 24 records, every fourth rejected
+    stages = {p.name.split("-")[0]: p for p in (generate / "train").iterdir()}
+    assert set(stages) == {"fomaml", "moe", "qa"}
+    for directory in stages.values():
+        assert read_manifest(directory) is not None
+    prepare = json.loads((stages["fomaml"] / "data" / "prepare_report.json").read_text())
+    assert prepare["records"] == 18 + 6 + 6
+    analysis = json.loads((stages["moe"] / "analysis_metadata.json").read_text())
+    assert analysis["records"] == kept_train
+    qa = read_manifest(stages["qa"])
+    assert qa is not None
+    assert qa.extra["skipped_records"] == 0
+    assert (root / BATCH / "Mixed" / "temp07_topp10_gpt4o").is_symlink()
+
+    requests = openai_server.counts["POST /v1/chat/completions"]
+    second = _run(experiment, "--root", root, "--data-dir", workspace)
+    assert second.exit_code == 0, second.output
+    assert "1 points: 1 reused, 0 created (4 stages: 4 reused, 0 created)" in second.output
+    assert openai_server.counts["POST /v1/chat/completions"] == requests
+
+
+def test_a_field_the_stage_needs_is_missing_before_any_request(
+    tmp_path: Path, openai_server: OpenAITestServer, tiny_llama: Path, tiny_olmoe: Path, tiny_bert: Path
+) -> None:
+    workspace = _workspace(tmp_path, tiny_llama, tiny_olmoe, tiny_bert)
+    wrong = json.loads(json.dumps(TRAINING))
+    wrong[0]["params"]["task_key"] = "category"
+    wrong[2]["params"]["context_field"] = "passage"
+    experiment = _experiment(workspace, openai_server, wrong)
+    requests = openai_server.counts["POST /v1/chat/completions"]
+    result = _run(experiment, "--root", workspace / "root", "--data-dir", workspace)
+    assert result.exit_code == 2, result.output
+    assert "spec.training[0].params.task_key: field 'category' is not in the Mixed records" in result.output
+    assert "spec.training[2].params.context_field: field 'passage'" in result.output
+    assert "fields found: answer, answers, context, id, label, question, task" in result.output
+    assert "generation adds original_question, validation" in result.output
+    assert openai_server.counts["POST /v1/chat/completions"] == requests
+    assert not (workspace / "root" / "_shared").exists()
+
+    # a field that generation produces counts as present
+    produced = json.loads(json.dumps(TRAINING))
+    produced[0]["params"]["prompt_template"] = "Q: {original_question}\nA:"
+    experiment = _experiment(workspace, openai_server, produced[:1])
+    plan = CliRunner().invoke(
+        cli, ["plan", str(experiment), "--root", str(workspace / "root2"), "--data-dir", str(workspace)]
+    )
+    assert plan.exit_code == 0, plan.output
