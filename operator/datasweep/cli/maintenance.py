@@ -95,7 +95,7 @@ def _under(path: str, parent: str) -> bool:
 def local_gc_candidates(backend: LocalBackend) -> tuple[list[GcCandidate], list[str]]:
     artifacts = backend.artifacts()
     dead = {record.name: why for record in backend.registry.artifacts() if (why := _dead_reason(record))}
-    dead_paths = {a.path for a in artifacts if a.name in dead and a.stage == "generate"}
+    dead_paths = {a.path for a in artifacts if a.name in dead and a.stage in DATA_STAGES}
     protected = protected_paths(backend, dead_paths)
     by_name = {a.name: a for a in artifacts}
     # inputs of a protected artifact are protected too (a training stage's data)
@@ -125,7 +125,7 @@ def local_gc_candidates(backend: LocalBackend) -> tuple[list[GcCandidate], list[
             candidates.append(GcCandidate(a.path, reason, nested, dir_size(directory), links))
     # a failed or never-started training stage inside a kept directory: its own directory and record go
     for a in artifacts:
-        if a.stage != "generate" and a.name in dead and a.name not in offered and a.name not in keep:
+        if a.stage not in DATA_STAGES and a.name in dead and a.name not in offered and a.name not in keep:
             directory = backend.root / a.path
             size = dir_size(directory) if directory.exists() else 0
             candidates.append(GcCandidate(a.path, dead[a.name], [a.name], size))

@@ -17,13 +17,14 @@ from typing import Any
 
 import click
 
+from datasweep.api.worker import DATA_STAGES
 from datasweep.cli.backends import ArtifactView, ClusterBackend, LocalBackend
 from datasweep.cli.common import BadInput, backend_options, choose_backend, dump, print_table
 from datasweep.cli.tools import flatten
 from datasweep.store.atomic import atomic_write_bytes
 from datasweep.store.manifest import Manifest, read_manifest
 
-STAGE_ORDER = ("generate", "fomaml", "moe-steer", "qa")
+STAGE_ORDER = ("generate", "dataset", "fomaml", "moe-steer", "qa")
 # the grid axes shown beside the metrics (the generate parameters a sweep varies)
 AXES = ("model", "temperature", "top_p", "max_tokens", "frequency_penalty", "presence_penalty")
 
@@ -74,6 +75,8 @@ def headline_metrics(stage: str, manifest: Manifest, directory: Path) -> dict[st
             "tokens": usage.prompt_tokens + usage.completion_tokens,
             "costUsd": _num(usage.cost_usd, 6),
         }
+    if stage == "dataset":  # a prepared dataset: what was snapshotted
+        return {"rows": manifest.rows, "files": len(manifest.files)}
     if stage == "qa":
         dev = extra.get("dev") or {}
         evaluated = _read_json(directory / "eval_results.json")
@@ -120,14 +123,14 @@ def _axes(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _members(backend: LocalBackend | ClusterBackend, target: str) -> tuple[str, list[ArtifactView]]:
-    """The generate artifacts of TARGET (a batch id or an experiment name) and what TARGET turned out to be."""
+    """The data artifacts (generate or dataset) of TARGET (a batch id or an experiment name) and what TARGET turned out to be."""
     artifacts = backend.artifacts()
     by_name = {a.name: a for a in artifacts}
     batch = backend.batch(target)
     if batch is not None:
         names = [p.artifact for p in batch.points if p.artifact]
         return f"batch {target}", [by_name[n] for n in dict.fromkeys(names) if n in by_name]
-    consumed = [a for a in artifacts if a.stage == "generate" and target in a.consumers]
+    consumed = [a for a in artifacts if a.stage in DATA_STAGES and target in a.consumers]
     if consumed:
         return f"experiment {target}", consumed
     known = sorted({b.batch_id for b in backend.batches()} | {c for a in artifacts for c in a.consumers})
@@ -143,14 +146,16 @@ def collect_rows(
     chains: list[tuple[ArtifactView, list[ArtifactView]]] = []
     for gen in generates:
         chains.append((gen, [a for a in artifacts if gen.name in a.inputs]))
-    present = {a.stage for _, trained in chains for a in trained} | {"generate"}
+    present = {a.stage for _, trained in chains for a in trained} | {gen.stage for gen, _ in chains}
+    if not present:
+        raise BadInput(f"{what} has no points yet")
     if stage is None:
         stage = max(present, key=STAGE_ORDER.index)  # the deepest stage: what the sweep was for
     elif stage not in present:
         raise BadInput(f"--stage {stage}: {what} has no {stage} stage; it has {', '.join(sorted(present))}")
     rows = []
     for gen, trained in chains:
-        chosen = [gen] if stage == "generate" else [a for a in trained if a.stage == stage]
+        chosen = [gen] if stage == gen.stage else [a for a in trained if a.stage == stage]
         for artifact in chosen:
             metrics: dict[str, Any] = {}
             manifest = read_manifest(base / artifact.path) if base is not None else None

@@ -2,7 +2,7 @@
 the store is where the user expects it and says so; files are readable by the team.
 
 Workers are `fake_worker.py` (failure under the test's control); the fix changes a parameter outside the
-semantic name (the rephrased field), as fixing a Copa file's `premise`/`text` mix-up does.
+semantic name (the prompt), so the fixed rerun has another fingerprint under the same semantic name.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from conftest import Invoke
 BATCH = "batch_20250102_cleanup"
 
 
-def spec(field: str, temperatures: list[float] | None = None) -> dict[str, Any]:
+def spec(prompt: str, temperatures: list[float] | None = None) -> dict[str, Any]:
     gen = generation(None, temperature=temperatures or [0.5, 0.7])
-    gen["options"] = {"rephrase_fields": [field]}
+    gen["prompt"] = {"text": prompt}
     return {"batch": BATCH, "datasets": copa_dataset(), "generation": gen}
 
 
 def _fail_then_fix(workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke) -> Path:
     root = workspace / "root"
-    broken = write_experiment("copa", spec("text"))
+    broken = write_experiment("copa", spec("Rephrase: {text}"))
     invoke("run", broken, "--root", root, "--worker-command", fake_worker_command("fail"), expect=1)
-    fixed = write_experiment("copa", spec("premise"))
+    fixed = write_experiment("copa", spec("Rephrase, keeping the meaning: {text}"))
     result = invoke("run", fixed, "--root", root, "--worker-command", fake_worker_command())
     assert "moved to _shared/Copa/.temp05_topp10_gpt4o.abandoned-" in result.output
     return root
@@ -60,7 +60,7 @@ def test_gc_offers_a_failed_point_that_a_batch_view_links_and_removes_the_view(
     workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
 ) -> None:
     root = workspace / "root"
-    experiment = write_experiment("copa", spec("text", [0.5]))
+    experiment = write_experiment("copa", spec("Rephrase: {text}", [0.5]))
     invoke("run", experiment, "--root", root, "--worker-command", fake_worker_command("fail"), expect=1)
     paths = invoke("paths", "--root", root, "--batch", BATCH, expect=2)
     assert "1 point(s) not ready are left out" in paths.output
@@ -78,10 +78,10 @@ def test_a_bad_model_path_leaves_no_claim(
     workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
 ) -> None:
     root = workspace / "root"
-    broken = spec("text", [0.5])
-    broken["training"] = [{"name": "meta", "kind": "fomaml", "baseModel": {"path": "models/missing"}}]
+    broken = spec("Rephrase: {text}", [0.5])
+    broken["generation"].update(backend="transformers", modelPath={"path": "models/missing"})
     result = invoke("run", write_experiment("copa", broken), "--root", root, expect=2)
-    assert "spec.training[0].baseModel" in result.output
+    assert "spec.generation.modelPath.path" in result.output
     assert not (root / "_shared").exists()
     assert not (root / ".datasweep" / "artifacts").exists()
 
@@ -90,7 +90,14 @@ def test_unlink_removes_a_point_or_an_experiment_from_a_batch(
     workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
 ) -> None:
     root = workspace / "root"
-    invoke("run", write_experiment("copa", spec("text")), "--root", root, "--worker-command", fake_worker_command())
+    invoke(
+        "run",
+        write_experiment("copa", spec("Rephrase: {text}")),
+        "--root",
+        root,
+        "--worker-command",
+        fake_worker_command(),
+    )
     invoke("unlink", BATCH, "Copa/temp05_topp10_gpt4o", "--root", root)
     view = json.loads(invoke("batch", BATCH, "--root", root, "-o", "json").stdout)
     assert [p["semanticName"] for p in view["pointList"]] == ["temp07_topp10_gpt4o"]
@@ -107,7 +114,7 @@ def test_unlink_removes_a_point_or_an_experiment_from_a_batch(
 def test_the_store_beside_the_experiment_file_is_found_and_named(
     workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke, monkeypatch: Any
 ) -> None:
-    experiment = write_experiment("copa", spec("text", [0.5]))
+    experiment = write_experiment("copa", spec("Rephrase: {text}", [0.5]))
     monkeypatch.chdir(workspace)
     first = invoke("run", experiment, "--worker-command", fake_worker_command())
     store = (workspace / "Data_v2" / "synthetic").resolve()
@@ -132,7 +139,7 @@ def test_files_written_by_a_run_are_readable_by_the_team(
         root = workspace / "root"
         invoke(
             "run",
-            write_experiment("copa", spec("text", [0.5])),
+            write_experiment("copa", spec("Rephrase: {text}", [0.5])),
             "--root",
             root,
             "--worker-command",
