@@ -123,7 +123,7 @@ def _axes(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _members(backend: LocalBackend | ClusterBackend, target: str) -> tuple[str, list[ArtifactView]]:
-    """The data artifacts (generate or dataset) of TARGET (a batch id or an experiment name) and what TARGET turned out to be."""
+    """The data artifacts (generate or dataset) of TARGET (a batch id or an experiment name), and which it is."""
     artifacts = backend.artifacts()
     by_name = {a.name: a for a in artifacts}
     batch = backend.batch(target)
