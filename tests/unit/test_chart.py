@@ -135,8 +135,15 @@ needs_helm = pytest.mark.skipif(
 )
 
 
+# A helm built from source (hack/controlplane.py) assumes Kubernetes v1.20.0 when no cluster is asked, older
+# than the chart's kubeVersion: render for the Kubernetes the tests run (released helm binaries know theirs).
+KUBE_VERSION = "1.35.4"
+
+
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     assert HELM is not None
+    if args and args[0] in ("template", "lint") and "--kube-version" not in args:
+        args = (*args, "--kube-version", KUBE_VERSION)
     env = dict(
         os.environ,
         HELM_CACHE_HOME="/tmp/datasweep-helm/cache",
@@ -222,6 +229,8 @@ def test_default_render_matches_the_operator_contract(tmp_path: Path) -> None:
             "PersistentVolumeClaim",
             "Deployment",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "Role",
             "Role",
@@ -302,8 +311,7 @@ def test_default_render_matches_the_operator_contract(tmp_path: Path) -> None:
     assert set(accounts) == {"datasweep", "datasweep-worker"}
     assert accounts["datasweep-worker"]["automountServiceAccountToken"] is False
 
-    cluster_role = one(objects, "ClusterRole")
-    assert cluster_role["metadata"]["name"] == f"{NAMESPACE}-datasweep-framework"
+    cluster_role = one(objects, "ClusterRole", f"{NAMESPACE}-datasweep-framework")
     assert rules_of(cluster_role) == FRAMEWORK_CLUSTER_RULES
     roles = {o["metadata"]["name"]: o for o in by_kind(objects, "Role")}
     assert rules_of(roles["datasweep-framework"]) == FRAMEWORK_NAMESPACED_RULES
@@ -361,7 +369,9 @@ def test_customized_render_cluster_wide_existing_claim_custom_images(tmp_path: P
     assert config["retryBackoffSeconds"] == 30
 
     cluster_roles = {o["metadata"]["name"]: o for o in by_kind(objects, "ClusterRole")}
-    assert set(cluster_roles) == {f"{NAMESPACE}-datasweep-framework", f"{NAMESPACE}-datasweep-application"}
+    assert set(cluster_roles) == {
+        f"{NAMESPACE}-datasweep-{name}" for name in ("framework", "application", "edit", "view")
+    }
     framework = rules_of(cluster_roles[f"{NAMESPACE}-datasweep-framework"])
     assert framework == {**FRAMEWORK_CLUSTER_RULES, **FRAMEWORK_NAMESPACED_RULES}
     application = rules_of(cluster_roles[f"{NAMESPACE}-datasweep-application"])
@@ -595,3 +605,56 @@ def test_chart_ships_the_generated_crds() -> None:
     assert shipped == generated, "charts/datasweep/crds differs from crds/: run `make crds`"
     for name in generated:
         assert (chart_crds / name).read_text() == (REPO / "crds" / name).read_text(), f"{name} is stale: make crds"
+
+
+@needs_helm
+def test_users_with_edit_or_view_can_use_datasweep(tmp_path: Path) -> None:
+    """Aggregated ClusterRoles: `edit`/`admin` create Experiments, retry and delete Artifacts; `view` reads."""
+    objects = render(tmp_path)
+    roles = {o["metadata"]["name"]: o for o in by_kind(objects, "ClusterRole")}
+    edit, view = roles[f"{NAMESPACE}-datasweep-edit"], roles[f"{NAMESPACE}-datasweep-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert rules_of(edit)[("datasweep.io", "experiments")] >= {"create", "delete", "patch"}
+    assert rules_of(edit)[("datasweep.io", "artifacts")] >= {"patch", "delete"}
+    assert rules_of(view) == {
+        ("datasweep.io", r): {"get", "list", "watch"} for r in ("experiments", "artifacts", "batches")
+    }
+    off = render(tmp_path, {"rbac": {"aggregateToDefaultRoles": False}})
+    assert not [o for o in by_kind(off, "ClusterRole") if "aggregate-to-view" in str(o["metadata"]["labels"])]
+
+
+@needs_helm
+def test_kube_version_notes_and_readme(tmp_path: Path) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.29.0-0"
+    too_old = helm("template", "datasweep", str(CHART), "--kube-version", "1.28.0", check=False)
+    assert too_old.returncode != 0
+    assert "kubeVersion" in too_old.stdout + too_old.stderr or "incompatible" in too_old.stdout + too_old.stderr
+    # `helm template` does not render NOTES.txt: a copy of the chart renders it into a ConfigMap through `tpl`
+    copy = tmp_path / "datasweep"
+    shutil.copytree(CHART, copy)
+    (copy / "notes").mkdir()
+    shutil.copy(copy / "templates" / "NOTES.txt", copy / "notes" / "NOTES.txt")
+    (copy / "templates" / "notes-probe.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: |\n"
+        '{{ tpl (.Files.Get "notes/NOTES.txt") . | indent 4 }}\n'
+    )
+    rendered = helm(
+        "template", "datasweep", str(copy), "--namespace", NAMESPACE, "--show-only", "templates/notes-probe.yaml"
+    )
+    notes = yaml.safe_load(rendered.stdout)["data"]["notes"]
+    assert "kubectl create secret generic openai" in notes
+    assert "spec.generation.apiKeySecret" in notes
+    assert "kubectl get exp " in notes
+
+
+def test_chart_readme_and_experiments_plural_clash_documented() -> None:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    for key in ("rbac.aggregateToDefaultRoles", "extraArgs", "apiKeySecret", "kubectl get exp"):
+        assert key in readme, key
+    crd = yaml.safe_load((CHART / "crds" / "datasweep.io_experiments.yaml").read_text())
+    assert crd["spec"]["names"]["shortNames"] == ["exp"]
+    assert "datasweep" in crd["spec"]["names"]["categories"]
+    assert "Katib" in (REPO / "docs" / "cli.md").read_text(encoding="utf-8")

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from datasweep.api._base import describe_validation_error
+from datasweep.api._base import Locate, describe_validation_error
 
 # kind -> (module, class); modules import pydantic only, never torch.
 _PARAMS_MODELS = {
@@ -32,14 +32,14 @@ def params_model(kind: str) -> type[BaseModel]:
     return model
 
 
-def validate_params(kind: str, params: dict[str, Any], where: str) -> BaseModel:
-    """Validate a stage's params; the error names the field as `where.<field>`."""
+def validate_params(kind: str, params: dict[str, Any], where: str, locate: Locate | None = None) -> BaseModel:
+    """Validate a stage's params; the error names the field as `where.<field>` (or as `locate` says)."""
     if kind not in _PARAMS_MODELS:
         raise StageParamsError(f"{where}: unknown stage kind {kind!r}; use one of {sorted(_PARAMS_MODELS)}")
     try:
         return params_model(kind).model_validate(params)
     except ValidationError as exc:
-        raise StageParamsError(describe_validation_error(exc, where)) from exc
+        raise StageParamsError(describe_validation_error(exc, where, locate)) from exc
 
 
 def operational_fields(kind: str) -> frozenset[str]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
+from datasweep.api._base import format_location
 from datasweep.api.common import ModelRef, Resources
 from datasweep.api.experiment import GRID_AXES, SINGLE_GPU_KINDS, ExperimentSpec
 from datasweep.api.stage_params import StageParamsError, result_params, validate_params
@@ -148,6 +152,22 @@ def _generate_params(spec: ExperimentSpec, values: dict[str, Any], inputs: PlanI
     return params
 
 
+_SPEC_SPELLING = {"base_url": "baseURL"}
+
+
+def generation_location(spec: ExperimentSpec, loc: Sequence[int | str]) -> str:
+    """Where a generate-params error sits in the Experiment as written: `spec.generation.options.concurrency`
+    for a key from `options`, `spec.validation.temperature`, `spec.generation.topP` for a grid axis."""
+    if not loc:
+        return "spec.generation"
+    first, rest = str(loc[0]), loc[1:]
+    if first == "validation":
+        return format_location(rest, "spec.validation")
+    if first in spec.generation.options:
+        return format_location(rest, f"spec.generation.options.{first}")
+    return format_location(rest, f"spec.generation.{_SPEC_SPELLING.get(first, to_camel(first))}")
+
+
 def _model_identity(ref: ModelRef) -> dict[str, Any]:
     return {"pvc": ref.pvc, "path": ref.path, "hub_id": ref.hub_id}
 
@@ -191,7 +211,12 @@ def _plan_generate(
     spec: ExperimentSpec, dataset: str, dataset_hash: str, values: dict[str, Any], inputs: PlanInputs
 ) -> StagePlan:
     try:
-        model = validate_params("generate", _generate_params(spec, values, inputs), "spec.generation")
+        model = validate_params(
+            "generate",
+            _generate_params(spec, values, inputs),
+            "spec.generation",
+            locate=lambda loc: generation_location(spec, loc),
+        )
     except StageParamsError as exc:
         raise PlanError(str(exc)) from exc
     # the worker gets the strings the fingerprint hashed (NFC): an NFD prompt is sent as its NFC form

@@ -124,3 +124,29 @@ def test_default_backend_is_the_cluster_when_a_kubeconfig_exists(
     assert isinstance(common.choose_backend(None, False, None, None), ClusterBackend)
     result = CliRunner().invoke(cli, ["batches", "-o", "json"], catch_exceptions=False)
     assert [b["batchId"] for b in json.loads(result.stdout)] == [BATCH_B]
+
+
+def test_cluster_results_by_experiment_and_batch(fake_api: FakeCustomObjects) -> None:
+    fake_api.objects["artifacts"][0]["status"]["manifest"] = {
+        "files": 3,
+        "rows": 9,
+        "bytes": 100,
+        "sha256": "0" * 64,
+        "usage": {"promptTokens": 120, "completionTokens": 30, "costUsd": 0.0012},
+    }
+    rows = as_json("results", "copa-temperature")
+    assert [(r["semanticName"], r["temperature"], r["stage"]) for r in rows] == [
+        ("temp05_topp10_gpt4o", 0.5, "generate"),
+        ("temp07_topp10_gpt4o", 0.7, "generate"),
+    ]
+    assert (rows[0]["tokens"], rows[0]["costUsd"]) == (150, 0.0012)
+    assert [r["semanticName"] for r in as_json("results", BATCH_B)] == ["temp07_topp10_gpt4o"]
+    result = CliRunner().invoke(cli, ["results", "copa-temperature", "--cluster"], catch_exceptions=False)
+    assert "pass --data-root where it is mounted" in result.output
+
+
+def test_cluster_gc_offers_a_failed_artifact_a_batch_lists(fake_api: FakeCustomObjects) -> None:
+    fake_api.objects["artifacts"][1]["status"]["phase"] = "Failed"  # temp07, listed by the batch
+    gc = as_json("gc")
+    reasons = {c["artifacts"][0]: c["reason"] for c in gc["candidates"]}
+    assert reasons["copa-temp07-topp10-gpt4o-bbbbbbbbbbbb"] == "failed, never completed"

@@ -75,7 +75,7 @@ class ValidationParams(ParamsModel):
 
 
 class GenerateParams(ParamsModel):
-    task: GenerateTask = Field(default="rephrase", description="rephrase (+ validate) or code-scenarios (seed 001)")
+    task: GenerateTask = Field(default="rephrase", description="rephrase (+ validate) or code-scenarios")
     backend: GenerateBackend = Field(
         default="openai",
         description="openai (sync chat completions), openai-batch (Batch API), openai-compatible "

@@ -132,6 +132,6 @@ class QaParams(ParamsModel):
         if self.doc_stride >= self.max_length:
             raise ValueError(
                 f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length}); "
-                "the seed uses max_length 384 with doc_stride 128"
+                "the recommended setting is max_length 384 with doc_stride 128"
             )
         return self

@@ -9,17 +9,19 @@ Resume state lives in `<outputDir>/.work/`: the journals of answered requests an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from openai import AsyncOpenAI
 from pydantic import ValidationError
 
 from datasweep import __version__
@@ -36,6 +38,7 @@ from datasweep.workloads.generate.backends import (
     ChatCompletionsBackend,
     ChatRequest,
     TransformersBackend,
+    check_endpoint,
     make_async_client,
 )
 from datasweep.workloads.generate.batch_api import RAW_DIR, BatchBackend
@@ -49,6 +52,7 @@ from datasweep.workloads.generate.tasks import (
     plan_task,
     validation_prompt,
 )
+from datasweep.workloads.progress import Progress
 
 log = logging.getLogger("datasweep.generate")
 
@@ -161,7 +165,26 @@ def validation_request(item: WorkItem, generated: str, params: GenerateParams) -
     return ChatRequest(item.validation_id, body)
 
 
-async def run_phase(backend: Backend, requests: Sequence[ChatRequest], journal: Journal, phase: str) -> None:
+Meter = Callable[[int, int], float | None]  # (prompt tokens, completion tokens) -> USD, None when unpriced
+
+
+def _report(progress: Progress, journal: Journal, meter: Meter | None) -> None:
+    """Requests done, tokens and cost so far, from the journal."""
+    entries = list(journal.done.values())
+    prompt = sum(int(e.get("prompt_tokens") or 0) for e in entries)
+    completion = sum(int(e.get("completion_tokens") or 0) for e in entries)
+    progress.update(len(entries), tokens=prompt + completion, cost=meter(prompt, completion) if meter else None)
+
+
+async def _watch(progress: Progress, journal: Journal, meter: Meter | None) -> None:
+    while True:
+        _report(progress, journal, meter)
+        await asyncio.sleep(1.0)
+
+
+async def run_phase(
+    backend: Backend, requests: Sequence[ChatRequest], journal: Journal, phase: str, meter: Meter | None = None
+) -> None:
     todo = [request for request in requests if request.custom_id not in journal]
     log.info(
         "%s: %d requests, %d already answered, %d to send",
@@ -172,11 +195,21 @@ async def run_phase(backend: Backend, requests: Sequence[ChatRequest], journal: 
     )
     if not todo:
         return
+    client = getattr(backend, "client", None)
+    if isinstance(client, AsyncOpenAI):
+        await check_endpoint(client)  # one cheap request: a wrong baseURL fails now, not after the retries
+    progress = Progress(phase, len(requests), "requests", initial=len(requests) - len(todo))
+    watcher = asyncio.get_running_loop().create_task(_watch(progress, journal, meter))
     try:
         failures = await backend.run(todo, journal)
     finally:
+        watcher.cancel()
         await journal.drain()
         await backend.aclose()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        _report(progress, journal, meter)
+        progress.close()
     if failures:
         sample = "; ".join(f"{custom_id}: {error}" for custom_id, error in failures[:3])
         raise GenerateFailed(
@@ -394,7 +427,14 @@ async def _generate(
     gpu_seconds = 0.0
     generated = Journal(work / "generate.jsonl")
     backend = build_backend(params, spec, "generate", api_key, work)
-    await run_phase(backend, [generation_request(item, params) for item in plan.items], generated, "generate")
+    table = pricing.price_table(params.backend, params.prices)
+    batch = params.backend == "openai-batch"
+
+    def meter_for(model: str) -> Meter:
+        return lambda prompt, completion: pricing.estimate_cost(model, prompt, completion, table, batch)
+
+    requests = [generation_request(item, params) for item in plan.items]
+    await run_phase(backend, requests, generated, "generate", meter_for(params.model))
     if isinstance(backend, TransformersBackend):
         gpu_seconds += backend.gpu_seconds
     validated: Journal | None = None
@@ -403,7 +443,7 @@ async def _generate(
         texts = {custom_id: str(entry.get("text") or "") for custom_id, entry in generated.done.items()}
         requests = [validation_request(item, texts[item.custom_id], params) for item in plan.items]
         backend = build_backend(params, spec, "validate", api_key, work)
-        await run_phase(backend, requests, validated, "validate")
+        await run_phase(backend, requests, validated, "validate", meter_for(params.validation.model))
         if isinstance(backend, TransformersBackend):
             gpu_seconds += backend.gpu_seconds
     return generated, validated, gpu_seconds

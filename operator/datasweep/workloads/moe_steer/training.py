@@ -26,6 +26,7 @@ from datasweep.workloads.moe_steer.data import BatchPreservingSampler, BatchReco
 from datasweep.workloads.moe_steer.encoding import encode_batch
 from datasweep.workloads.moe_steer.errors import MoeSteerInputError
 from datasweep.workloads.moe_steer.experts import MoeLayout
+from datasweep.workloads.progress import Progress
 
 FINAL_MODEL_DIR = "final_model"
 
@@ -182,6 +183,7 @@ def train_experts(
     torch.manual_seed(params.seed)
     start = time.perf_counter()
     model.train()
+    progress = Progress("moe-steer", total_steps, "steps")
     try:
         for epoch in range(params.num_epochs):
             if result.steps >= total_steps:
@@ -197,11 +199,13 @@ def train_experts(
                 scheduler.step()
                 result.steps += 1
                 result.losses.append(loss)
+                progress.update(result.steps, loss=loss)
                 if log and (result.steps % params.log_every == 0 or result.steps == total_steps):
                     log(f"step {result.steps}/{total_steps} epoch {epoch} loss {loss:.4f}")
             result.batch_order.append(order)
             result.epochs_run += 1
     finally:
+        progress.close()
         for handle in handles:
             handle.remove()
         model.eval()

@@ -63,7 +63,7 @@ def _parse_overrides(params_file: Path | None, overrides: tuple[str, ...]) -> di
 @click.pass_context
 @reports_bad_input
 def main(ctx: click.Context, spec_path: Path | None) -> None:
-    """Extractive title/alias QA with unanswerable questions (SQuAD-v2 style, seed 002)."""
+    """Extractive title/alias QA with unanswerable questions (SQuAD-v2 style)."""
     if ctx.invoked_subcommand is not None:
         if spec_path is not None:
             raise click.UsageError("--spec runs the whole stage; do not combine it with a subcommand")

@@ -20,7 +20,7 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
     train = history.get("train", [])
     evals = history.get("eval", [])
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
-    fig.suptitle("Extractive QA training (seed 002 recipe)", fontsize=14)
+    fig.suptitle("Extractive QA training", fontsize=14)
 
     ax = axes[0][0]
     if steps:

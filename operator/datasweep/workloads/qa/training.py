@@ -22,6 +22,7 @@ import torch
 
 from datasweep.api.stages.qa import QaParams
 from datasweep.store.atomic import append_line_durably, atomic_write_json
+from datasweep.workloads.progress import Progress
 from datasweep.workloads.qa.data import QaRecord
 from datasweep.workloads.qa.features import Features, build_features, epoch_feature_indices
 from datasweep.workloads.qa.loss import LossWeights
@@ -395,6 +396,8 @@ class QaTrainer:
             )
         dataset = FeatureDataset(self.train_features)
         collate = Collator(self.pad_token_id)
+        # steps, loss, rate and ETA for people (a bar) and for `kubectl logs` (a line every few seconds)
+        progress = Progress("qa", self.total_steps, "steps", initial=self.state.global_step)
         while self.state.epoch < p.num_train_epochs and not self.state.stopped_early:
             epoch = self.state.epoch + 1
             indices = self._epoch_indices(epoch)
@@ -417,6 +420,7 @@ class QaTrainer:
                 running.append(float(parts["loss"]))
                 if apply:
                     self.state.global_step += 1
+                    progress.update(self.state.global_step, loss=running[-1])
                     # every optimizer step: [step, loss, lr] (the curves' raw series)
                     self.state.history["steps"].append(
                         [self.state.global_step, round(running[-1], 5), self.scheduler.get_last_lr()[0]]
@@ -430,6 +434,7 @@ class QaTrainer:
             self._end_of_epoch(epoch)
             if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < p.num_train_epochs:
                 raise TrainingInterrupted(f"stopped after epoch {epoch} on request")
+        progress.close()
         if self.state.best_epoch is None or self.state.best_metric is None:
             raise RuntimeError("training finished without a dev evaluation")
         return TrainResult(
