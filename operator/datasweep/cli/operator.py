@@ -13,8 +13,16 @@ import click
 @click.option("-A", "--all-namespaces", "clusterwide", is_flag=True, help="Watch every namespace")
 @click.option("--liveness", default=None, help="Health endpoint, e.g. http://0.0.0.0:8080/healthz")
 @click.option("--config", "config_path", default=None, help="Operator config YAML (default: $DATASWEEP_CONFIG)")
-def operator(namespaces: tuple[str, ...], clusterwide: bool, liveness: str | None, config_path: str | None) -> None:
-    """Reconcile Experiments, Artifacts and Batches (one replica: runs standalone, no peering)."""
+@click.option(
+    "--peering",
+    default=None,
+    help="Kopf peering object (KopfPeering) shared by the replicas: one is active, the others stand by. "
+    "Without it the operator runs standalone (one replica).",
+)
+def operator(
+    namespaces: tuple[str, ...], clusterwide: bool, liveness: str | None, config_path: str | None, peering: str | None
+) -> None:
+    """Reconcile Experiments, Artifacts and Batches (standalone, or one active replica of several with --peering)."""
     if not namespaces and not clusterwide:
         raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
     if config_path:
@@ -25,7 +33,8 @@ def operator(namespaces: tuple[str, ...], clusterwide: bool, liveness: str | Non
 
     asyncio.run(
         kopf.operator(
-            standalone=True,
+            standalone=peering is None,
+            peering_name=peering or "default",
             clusterwide=clusterwide,
             namespaces=list(namespaces),
             liveness_endpoint=liveness,
