@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -137,7 +137,8 @@ def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo],
 def summarize_batch(summaries: list[ExperimentSummary], max_failures: int) -> dict[str, Any]:
     """The Batch's status from its Experiments' statuses as indexed. Pure."""
     counts = {"experiments": len(summaries), "points": 0, "reused": 0, "created": 0, "ready": 0, "failed": 0}
-    usage, saved, items, total = Usage(), Usage(), [], 0
+    usage, saved, total = Usage(), Usage(), 0
+    items: list[dict[str, str]] = []
     for summary in sorted(summaries, key=lambda s: s.name):
         exp_counts = dict(summary.counts)
         for key, source in (
@@ -189,7 +190,7 @@ class Aggregator:
             self.planned.pop((namespace, name), None)
 
     def _flush(self, key: Hashable) -> None:
-        kind, namespace, name = key  # type: ignore[misc]
+        kind, namespace, name = cast(tuple[str, str, str], key)
         if kind == "Experiment":
             with self._lock:
                 planned = self.planned.get((namespace, name))
@@ -206,7 +207,7 @@ class Aggregator:
         if self._written.get(key) == status:
             return
         try:
-            client.patch_status(str(kind), namespace, name, status)
+            client.patch_status(kind, namespace, name, status)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -232,9 +233,10 @@ def mark_batch(namespace: str, batch_object: str) -> None:
 
 
 @kopf.on.startup()
-def start_aggregator(artifact_index: kopf.Index[Any, Any], experiment_index: kopf.Index[Any, Any], **_: Any) -> None:
+def start_aggregator(**kwargs: Any) -> None:
+    """The indices are safe to hand to a thread started here (Kopf fills them before any handler runs)."""
     global _AGGREGATOR
-    _AGGREGATOR = Aggregator(artifact_index, experiment_index, settings())
+    _AGGREGATOR = Aggregator(kwargs["artifact_index"], kwargs["experiment_index"], settings())
     _AGGREGATOR.coalescer.start()
 
 
@@ -246,8 +248,9 @@ def stop_aggregator(**_: Any) -> None:
         _AGGREGATOR = None
 
 
+# Async (on Kopf's loop, no thread hop): they only mark keys dirty, which takes a lock for a moment.
 @kopf.on.event(*ARTIFACTS)
-def artifact_event(namespace: str | None, body: kopf.Body, **_: Any) -> None:
+async def artifact_event(namespace: str | None, body: kopf.Body, **_: Any) -> None:
     """Any change of an Artifact: its consumers' status is due (written coalesced, not now)."""
     assert namespace is not None
     annotations = body["metadata"].get("annotations") or {}
@@ -261,7 +264,7 @@ def artifact_event(namespace: str | None, body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.event(*EXPERIMENTS)
-def experiment_event(namespace: str | None, meta: kopf.Meta, **_: Any) -> None:
+async def experiment_event(namespace: str | None, meta: kopf.Meta, **_: Any) -> None:
     """An Experiment's status (or existence) changed: its Batch's totals are due."""
     assert namespace is not None
     batch = (meta.get("labels") or {}).get(labels.BATCH)

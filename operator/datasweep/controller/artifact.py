@@ -25,10 +25,11 @@ _JOBS: kopf.Index[Any, Any] | None = None
 
 
 @kopf.on.startup()
-def start_admission(artifact_index: kopf.Index[Any, Any], job_index: kopf.Index[Any, Any], **_: Any) -> None:
+def start_admission(**kwargs: Any) -> None:
     """Fresh queues per operator run; Jobs in flight are counted from the index (Artifacts in phase Running)."""
     global _ADMISSION, _JOBS
-    _JOBS = job_index
+    artifact_index: kopf.Index[Any, Any] = kwargs["artifact_index"]  # Kopf passes indices by their names
+    _JOBS = kwargs["job_index"]
 
     def seed(namespace: str) -> list[tuple[str, str]]:
         running = []

@@ -328,13 +328,6 @@ def _add_consumer(namespace: str, artifact: str, experiment: str, batch: str, cu
 @kopf.on.resume(*EXPERIMENTS)
 @kopf.on.create(*EXPERIMENTS)
 @kopf.on.update(*EXPERIMENTS, field="spec")
-def experiment_changed(
-    namespace: str | None,
-    name: str,
-    body: kopf.Body,
-    logger: kopf.Logger,
-    artifact_index: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
+def experiment_changed(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     assert namespace is not None
-    reconcile(namespace, name, body, logger, artifact_index)
+    reconcile(namespace, name, body, logger, kwargs["artifact_index"])

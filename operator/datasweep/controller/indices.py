@@ -48,7 +48,7 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
     phase = status.get("phase") or "Pending"
     failure = None
     if phase == "Failed":
-        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
         failure = (str(ready.get("reason", "Failed")), str(ready.get("message", ""))[:512])
     usage = status.get("usage") or {}
     return ArtifactInfo(
