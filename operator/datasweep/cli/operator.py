@@ -31,10 +31,12 @@ def operator(
 
     import datasweep.controller  # noqa: F401  (registers the handlers)
 
+    kopf.configure(verbose=False)  # Kopf's log format and level, as `kopf run` sets them up
+
     asyncio.run(
         kopf.operator(
             standalone=peering is None,
-            peering_name=peering or "default",
+            peering_name=peering,
             clusterwide=clusterwide,
             namespaces=list(namespaces),
             liveness_endpoint=liveness,
