@@ -81,14 +81,18 @@ def main() -> int:
             time.sleep(1)
             say("kubectl get exp,bat,art")
             show(plane.kubectl("get", "exp,bat,art", "-n", NAMESPACE).stdout)
-            points = sum(len(e["status"]["points"]) for e in get(plane, NAMESPACE, "experiments")["items"])
+            experiments = get(plane, NAMESPACE, "experiments")["items"]
+            points = sum(e["status"]["counts"]["points"] for e in experiments)
             artifacts = len(get(plane, NAMESPACE, "artifacts")["items"])
             jobs = len(get(plane, NAMESPACE, "jobs", selector="datasweep.io/artifact")["items"])
+            # Status holds counts; an Experiment's points are the Artifacts labelled with its name.
             reused = [
-                p["semanticName"]
-                for e in get(plane, NAMESPACE, "experiments")["items"]
-                for p in e["status"]["points"]
-                if p["reused"]
+                a["spec"]["semanticName"]
+                for e in experiments
+                for a in get(plane, NAMESPACE, "artifacts", selector=f"exp.datasweep.io/{e['metadata']['name']}")[
+                    "items"
+                ]
+                if a["metadata"]["annotations"]["datasweep.io/first-experiment"] != e["metadata"]["name"]
             ]
             say("the shared volume: one directory per fingerprint, batch views as relative symlinks")
             for path in sorted(data_root.glob("batch_*/*/*")):

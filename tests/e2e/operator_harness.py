@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +25,12 @@ CRDS = REPO / "crds"
 def install_crds(control_plane: Any) -> None:
     """Apply the generated CRDs and wait until the API server serves them."""
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    for plural in ("experiments", "artifacts", "batches"):
+    for plural in (
+        "experiments.datasweep.io",
+        "artifacts.datasweep.io",
+        "batches.datasweep.io",
+        "kopfpeerings.zalando.org",
+    ):
         wait_for(
             f"{plural} CRD established",
             lambda plural=plural: (
@@ -30,7 +38,7 @@ def install_crds(control_plane: Any) -> None:
                 in control_plane.kubectl(
                     "get",
                     "crd",
-                    f"{plural}.datasweep.io",
+                    plural,
                     "-o",
                     'jsonpath={.status.conditions[?(@.type=="Established")].status}',
                 ).stdout
@@ -146,9 +154,35 @@ def running_operator(namespace: str, data_root: Path, tmp_path: Path, **config: 
 
 
 @contextlib.contextmanager
-def _environ(key: str, value: str) -> Iterator[None]:
-    import os
+def operator_process(
+    namespace: str, data_root: Path, tmp_path: Path, peering: str | None = None, priority: int = 0, **config: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The operator as the chart runs it (`datasweep operator`), in its own process: it can be SIGKILLed."""
+    settings_file = tmp_path / f"operator-{time.monotonic_ns()}.yaml"
+    settings_file.write_text(
+        yaml.safe_dump({"dataRoot": str(data_root), "retryBackoffSeconds": 1, **config}), encoding="utf-8"
+    )
+    args = [sys.executable, "-m", "datasweep", "operator", "--namespace", namespace, "--config", str(settings_file)]
+    if peering:
+        args += ["--peering", peering]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "operator"), DATASWEEP_PEERING_PRIORITY=str(priority))
+    log = tmp_path / f"{settings_file.stem}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
+
+@contextlib.contextmanager
+def _environ(key: str, value: str) -> Iterator[None]:
     previous = os.environ.get(key)
     os.environ[key] = value
     try:

@@ -42,6 +42,12 @@ CONFIG_KEYS = {
     "maxPoints",
     "retries",
     "retryBackoffSeconds",
+    "apiQps",
+    "apiBurst",
+    "createConcurrency",
+    "maxJobsPerNamespace",
+    "statusIntervalSeconds",
+    "peeringLifetimeSeconds",
 }
 
 # The operator's RBAC contract: (apiGroup, resource) -> verbs. Anything else rendered is a test failure.
@@ -394,6 +400,37 @@ def test_config_change_changes_the_checksum_annotation(tmp_path: Path) -> None:
 
 
 @needs_helm
+def test_replicas_peer_with_one_active_and_a_disruption_budget(tmp_path: Path) -> None:
+    single = render(tmp_path)
+    assert not by_kind(single, "PodDisruptionBudget")
+    assert not by_kind(single, "KopfPeering")
+    assert "--peering" not in operator_container(single)["args"]
+
+    objects = render(tmp_path, {"replicaCount": 2, "watch": {"namespaces": ["team-a", "team-b"]}})
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    args = operator_container(objects)["args"]
+    assert args[args.index("--peering") + 1] == "datasweep"
+    peerings = sorted((o["metadata"]["namespace"], o["metadata"]["name"]) for o in by_kind(objects, "KopfPeering"))
+    assert peerings == [("team-a", "datasweep"), ("team-b", "datasweep")]
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    for role in (o for o in by_kind(objects, "Role") if o["metadata"]["name"] == "datasweep-framework"):
+        rules = {
+            (g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+        }
+        assert rules[("zalando.org", "kopfpeerings")] == {"get", "list", "watch", "patch"}
+
+    cluster = render(tmp_path, {"replicaCount": 3, "watch": {"allNamespaces": True}})
+    assert [o["metadata"]["name"] for o in by_kind(cluster, "ClusterKopfPeering")] == ["datasweep"]
+    config = config_of(cluster)
+    assert (config["apiQps"], config["apiBurst"], config["maxJobsPerNamespace"]) == (50, 100, 512)
+    assert OperatorSettings.model_validate(config).create_concurrency == 8
+
+
+@needs_helm
 def test_namespace_mode_with_several_namespaces(tmp_path: Path) -> None:
     objects = render(tmp_path, {"watch": {"namespaces": ["team-a", "team-b"]}, "queueName": "gpu-queue"})
     container = operator_container(objects)
@@ -447,7 +484,8 @@ def test_storage_settings_and_gitops_values(tmp_path: Path) -> None:
 
 
 BAD_VALUES = [
-    (["--set", "replicaCount=2"], ["replicaCount is 2", "standalone"]),
+    (["--set", "scale.apiQps=0"], ["apiQps"]),
+    (["--set", "scale.createConcurrency=100"], ["createConcurrency"]),
     (["--set", "replicaCount=-1"], ["replicaCount"]),
     (["--set", "image.pullPolicy=Sometimes"], ["pullPolicy", "Always", "IfNotPresent", "Never"]),
     (["--set", "workerImages.pullPolicy=always"], ["workerImages", "pullPolicy"]),

@@ -125,25 +125,24 @@ class ExperimentSpec(CamelModel):
         return self
 
 
-class StageStatus(CamelModel):
+class Failure(CamelModel):
     artifact: str
-    fingerprint: str
-    phase: str
-    reused: bool = False
+    stage: str = ""
+    reason: str = ""
+    message: str = Field(default="", max_length=512)
 
 
-class PointStatus(CamelModel):
-    dataset: str
-    semantic_name: str
-    fingerprint: str
-    artifact: str
-    reused: bool = False
-    first_batch: str | None = None
-    path: str | None = None
-    stages: dict[str, StageStatus] = Field(default_factory=dict)
+class Failures(CamelModel):
+    """The first failures (at most `settings.maxFailuresListed`) and how many there are in all."""
+
+    total: int = 0
+    items: list[Failure] = Field(default_factory=list)
 
 
 class Counts(CamelModel):
+    """Points and Artifacts are planned numbers; the rest are points by their furthest state (bounded status:
+    the points themselves are the Artifacts labelled exp.datasweep.io/<name>)."""
+
     points: int = 0
     artifacts: int = 0
     reused: int = 0
@@ -159,6 +158,6 @@ class ExperimentStatus(CamelModel):
     batch: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
     counts: Counts = Field(default_factory=Counts)
-    points: list[PointStatus] = Field(default_factory=list)
+    failures: Failures = Field(default_factory=Failures)
     usage: Usage = Field(default_factory=Usage)
     saved_by_reuse: Usage = Field(default_factory=Usage)

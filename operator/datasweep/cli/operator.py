@@ -24,6 +24,12 @@ import click
     help="full: timestamp, logger, level; plain: the message; json: one JSON object per line",
 )
 @click.option("--log-prefix/--no-log-prefix", default=None, help="prefix messages with the object's namespace/name")
+@click.option(
+    "--peering",
+    default=None,
+    help="Kopf peering object (KopfPeering) shared by the replicas: one is active, the others stand by. "
+    "Without it the operator runs standalone (one replica).",
+)
 def operator(
     namespaces: tuple[str, ...],
     clusterwide: bool,
@@ -34,8 +40,9 @@ def operator(
     quiet: bool,
     log_format: str,
     log_prefix: bool | None,
+    peering: str | None,
 ) -> None:
-    """Reconcile Experiments, Artifacts and Batches (one replica: runs standalone, no peering)."""
+    """Reconcile Experiments, Artifacts and Batches (standalone, or one active replica of several with --peering)."""
     if not namespaces and not clusterwide:
         raise click.UsageError("give --namespace NS (repeatable) or --all-namespaces")
     if config_path:
@@ -55,7 +62,8 @@ def operator(
 
     asyncio.run(
         kopf.operator(
-            standalone=True,
+            standalone=peering is None,
+            peering_name=peering,
             clusterwide=clusterwide,
             namespaces=list(namespaces),
             liveness_endpoint=liveness,
