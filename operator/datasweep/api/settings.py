@@ -16,7 +16,7 @@ CONFIG_ENV = "DATASWEEP_CONFIG"
 
 class Images(CamelModel):
     worker: str = "ghcr.io/datasweep/worker:0.1.0"
-    trainer: str = "ghcr.io/datasweep/trainer-cuda:0.1.0"
+    trainer: str = "ghcr.io/datasweep/trainer:0.1.0"
     pull_policy: str = Field(default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
     pull_secrets: list[str] = Field(default_factory=list)
 
@@ -45,6 +45,11 @@ class OperatorSettings(CamelModel):
     max_points: int = Field(default=256, ge=1)
     retries: int = Field(default=2, ge=0)
     retry_backoff_seconds: float = Field(default=10.0, ge=0)
+    require_manifest: bool = Field(
+        default=True,
+        description="A completed Job makes its Artifact Ready only when the worker's manifest.json is on the data "
+        "volume (checked where the operator has the volume mounted). Off only where no worker runs (kwok).",
+    )
 
     def volume_root(self, pvc: str | None) -> Path | None:
         """Where this process sees a PVC (None: the data volume), or None when it is not mounted here."""
