@@ -104,7 +104,11 @@ def write_dataset(root: Path, name: str = "Copa", path: str = "superglue/copa", 
     directory = root / path
     directory.mkdir(parents=True, exist_ok=True)
     for split in ("train", "validation", "test"):
-        lines = [json.dumps({"idx": i, "premise": f"{split} premise {i}", "label": i % 2}) for i in range(rows)]
+        # `text` is the generate worker's default rephrase field: real workers (the real node) rephrase it.
+        lines = [
+            json.dumps({"idx": i, "premise": f"{split} premise {i}", "text": f"{split} text {i}", "label": i % 2})
+            for i in range(rows)
+        ]
         (directory / f"{name.lower()}_{split}.jsonl").write_text("\n".join(lines) + "\n")
     return directory
 

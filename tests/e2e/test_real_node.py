@@ -283,6 +283,53 @@ def test_the_operator_runs_as_a_pod_from_its_image_through_the_chart(
     assert all(link.is_symlink() for link in links), links
 
 
+def test_a_second_control_plane_gets_its_own_node_and_stops_it_cleanly(
+    control_plane: Any, real_images: dict[str, str]
+) -> None:
+    """Another slot (bridge, cgroups, containerd), a running pod, then stop(): nothing of the node is left."""
+    import realnode
+    from controlplane import ControlPlane
+
+    plane = ControlPlane.start(real_node=True)
+    try:
+        node = plane.node
+        assert node is not None
+        assert node.slot != control_plane.node.slot
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "sleeper"},
+            "spec": {
+                "nodeSelector": realnode.NODE_SELECTOR,
+                "tolerations": realnode.TOLERATIONS,
+                "containers": [{"name": "pause", "image": "datasweep.local/pause:3.10.1", "imagePullPolicy": "Never"}],
+            },
+        }
+        plane.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(pod))
+        wait_for(
+            "the pod Running",
+            lambda: get(plane, "default", "pod", "sleeper").get("status", {}).get("phase") == "Running",
+            POD_TIMEOUT,
+        )
+        assert node._pids_in_cgroups(), "the pod's processes are in the node's cgroups"
+    finally:
+        plane.stop()
+    assert node._pids_in_cgroups() == []
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert node.bridge not in links
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(node.dir) + "/" not in mounts
+    shims = [p for p in Path("/proc").iterdir() if p.name.isdigit() and node.socket.encode() in _cmdline(p)]
+    assert shims == []
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Training stages in the trainer image (torch): `make e2e-real`.
 
