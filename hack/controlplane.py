@@ -727,7 +727,7 @@ class ControlPlane:
         assert node is not None
         ensure_dockerd()
         pause = build_pause()
-        containerd_config, kubelet_config = node.prepare(pki, self.server, pause)
+        containerd_config, kubelet_config = node.prepare(pki, self.server, pause, self.workdir / "node")
         self._spawn(
             "containerd", ["--config", str(containerd_config), "--log-level", "warn"], binary=shutil.which("containerd")
         )

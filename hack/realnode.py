@@ -111,10 +111,12 @@ class RealNode:
 
     # -- set-up
 
-    def prepare(self, pki: Path, server: str, pause_image: str) -> tuple[Path, Path]:
-        """Clean what a previous run of this slot left, then write the configs. Returns (containerd, kubelet)
+    def prepare(self, pki: Path, server: str, pause_image: str, config_dir: Path) -> tuple[Path, Path]:
+        """Clean what a previous run of this slot left, then write the configs into `config_dir` (the control
+        plane's work dir: its watchdog recognises its processes by that path). Returns (containerd, kubelet)
         config paths."""
         self.cleanup()
+        config_dir.mkdir(parents=True, exist_ok=True)
         for directory in (self.dir, self.run_dir, self.containerd_root, self.dir / "cni"):
             directory.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.kubelet_root, ignore_errors=True)
@@ -147,7 +149,7 @@ class RealNode:
                 indent=2,
             )
         )
-        containerd_config = self.dir / "containerd.toml"
+        containerd_config = config_dir / "containerd.toml"
         containerd_config.write_text(
             f"""version = 2
 root = "{self.containerd_root}"
@@ -181,7 +183,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 """
         )
         self._node_certificate(pki)
-        kubeconfig = self.dir / "kubelet.kubeconfig"
+        kubeconfig = config_dir / "kubelet.kubeconfig"
         kubeconfig.write_text(
             json.dumps(
                 {
@@ -204,7 +206,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 }
             )
         )
-        kubelet_config = self.dir / "kubelet.yaml"
+        kubelet_config = config_dir / "kubelet.yaml"
         kubelet_config.write_text(
             json.dumps(
                 {
@@ -239,7 +241,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                     "maxPods": 30,
                     "serializeImagePulls": False,
                     "registerWithTaints": [{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
-                    "podLogsDir": str(self.dir / "pod-logs"),
                 }
             )
         )
@@ -248,7 +249,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def kubelet_args(self, config: Path) -> list[str]:
         return [
             "--config", str(config),
-            "--kubeconfig", str(self.dir / "kubelet.kubeconfig"),
+            "--kubeconfig", str(config.parent / "kubelet.kubeconfig"),
             "--root-dir", str(self.kubelet_root),
             "--cert-dir", str(self.dir / "kubelet-pki"),
             "--hostname-override", NODE_NAME,
