@@ -21,7 +21,9 @@ RUN mkdir -p operator/datasweep && touch README.md operator/datasweep/__init__.p
  && /opt/datasweep/bin/pip install --no-compile ".[train]" && /opt/datasweep/bin/pip uninstall -y datasweep
 COPY README.md ./
 COPY operator/ operator/
-RUN /opt/datasweep/bin/pip install --no-compile --no-deps . \
+# The stand-in package's setuptools build dir goes first: files there newer than the copied sources would win.
+RUN rm -rf build operator/datasweep.egg-info \
+ && /opt/datasweep/bin/pip install --no-compile --no-deps . \
  && find /opt/datasweep -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE}
