@@ -104,7 +104,8 @@ def test_seed_experiments_generate_real_rows_in_pods(
         manifest = read_manifest(path)
         assert manifest is not None, f"{path}: no manifest although the Artifact is {artifact['status']['phase']}"
         assert artifact["status"]["phase"] == "Ready"
-        assert artifact["status"]["manifest"]["fingerprint"] == artifact["spec"]["fingerprint"]
+        assert manifest.fingerprint == artifact["spec"]["fingerprint"]
+        assert artifact["status"]["manifest"]["sha256"] == manifest.summary().sha256
         rows = records(path)
         # write_dataset: 3 rows per split, 3 splits; each row rephrased by the test server.
         assert len(rows) >= 9, f"{path}: {len(rows)} records"
