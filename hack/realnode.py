@@ -369,7 +369,9 @@ class ApiProxy:
         import socket
         import threading
 
-        self._socket = socket.create_server((listen_host, 0))
+        # Port 443: Kopf's in-cluster login dials https://kubernetes.default.svc (no port), which a pod's
+        # hostAliases can point at this address.
+        self._socket = socket.create_server((listen_host, 443))
         self.host, self.port = listen_host, int(self._socket.getsockname()[1])
         self._target = ("127.0.0.1", target_port)
         self._threading = threading

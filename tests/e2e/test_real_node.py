@@ -254,7 +254,8 @@ def test_the_operator_runs_as_a_pod_from_its_image_through_the_chart(
         "tolerations": realnode.TOLERATIONS,
         "jobDefaults": {"nodeSelector": realnode.NODE_SELECTOR, "tolerations": realnode.TOLERATIONS},
         "retryBackoffSeconds": 1,
-        # No kube-proxy here: the in-cluster API address is the node's relay to the API server.
+        # No kube-proxy or cluster DNS here: the in-cluster API address is the node's relay to the API server.
+        "hostAliases": [{"ip": api_host, "hostnames": ["kubernetes.default.svc"]}],
         "extraEnv": [
             {"name": "KUBERNETES_SERVICE_HOST", "value": api_host},
             {"name": "KUBERNETES_SERVICE_PORT", "value": str(api_port)},
