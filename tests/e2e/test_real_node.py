@@ -136,6 +136,19 @@ def _drop_env(name: str) -> Any:
     return worker_job
 
 
+def _mount(volume: str, path: str) -> Any:
+    original = builders.worker_job
+
+    def worker_job(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        job = original(*args, **kwargs)
+        for mount in job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]:
+            if mount["name"] == volume:
+                mount["mountPath"] = path
+        return job
+
+    return worker_job
+
+
 def _command(command: list[str]) -> Any:
     original = builders.worker_job
 
@@ -164,7 +177,9 @@ def test_a_broken_worker_contract_fails_the_artifact_naming_the_pod(
     """What the operator's Job promises the worker (the volume at /data, the API key in the env, the command
     line) is what the worker needs: break any one and the pod fails, and the Artifact says which pod and why."""
     if break_ == "mount-path":
-        monkeypatch.setattr(builders, "DATA_MOUNT", "/mnt/data")
+        # Only the Job's mount moves: the worker spec still says /data (patching builders.DATA_MOUNT would move
+        # both, a consistent contract that works).
+        monkeypatch.setattr(builders, "worker_job", _mount("data", "/mnt/data"))
     elif break_ == "missing-api-key-env":
         monkeypatch.setattr(builders, "worker_job", _drop_env("OPENAI_API_KEY"))
     else:
