@@ -294,7 +294,7 @@ def test_default_render_matches_the_operator_contract(tmp_path: Path) -> None:
     assert config["volumes"] == {}
     assert config["images"] == {
         "worker": f"ghcr.io/datasweep/datasweep-worker:{datasweep.__version__}",
-        "trainer": f"ghcr.io/datasweep/datasweep-trainer-cuda:{datasweep.__version__}",
+        "trainer": f"ghcr.io/datasweep/datasweep-trainer:{datasweep.__version__}",
         "pullPolicy": "IfNotPresent",
         "pullSecrets": [],
     }
@@ -562,7 +562,7 @@ DOCKERFILES = sorted(IMAGES.glob("*.Dockerfile"))
 def test_the_three_images_exist() -> None:
     assert [p.name for p in DOCKERFILES] == [
         "operator.Dockerfile",
-        "trainer-cuda.Dockerfile",
+        "trainer.Dockerfile",
         "worker.Dockerfile",
     ]
 

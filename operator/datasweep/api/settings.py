@@ -16,7 +16,7 @@ CONFIG_ENV = "DATASWEEP_CONFIG"
 
 class Images(CamelModel):
     worker: str = "ghcr.io/datasweep/worker:0.1.0"
-    trainer: str = "ghcr.io/datasweep/trainer-cuda:0.1.0"
+    trainer: str = "ghcr.io/datasweep/trainer:0.1.0"
     pull_policy: str = Field(default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
     pull_secrets: list[str] = Field(default_factory=list)
 
@@ -59,6 +59,11 @@ class OperatorSettings(CamelModel):
         default=60, ge=5, description="With replicas > 1: how long a silent active replica blocks a standby"
     )
     max_failures_listed: int = Field(default=20, ge=0, le=100, description="Failures listed in a status")
+    require_manifest: bool = Field(
+        default=True,
+        description="A completed Job makes its Artifact Ready only when the worker's manifest.json is on the data "
+        "volume (checked where the operator has the volume mounted). Off only where no worker runs (kwok).",
+    )
 
     def volume_root(self, pvc: str | None) -> Path | None:
         """Where this process sees a PVC (None: the data volume), or None when it is not mounted here."""

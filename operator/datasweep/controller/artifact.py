@@ -274,6 +274,22 @@ def _termination_summary(namespace: str, job: str) -> ManifestSummary | None:
     return None
 
 
+def _pod_failure(namespace: str, job: str) -> str:
+    """Why the Job's pods failed, naming each pod: e.g. "pod x-abc: OOMKilled (exit code 137)"."""
+    found = []
+    for pod in client.job_pods(namespace, job):
+        name, status = pod["metadata"]["name"], pod.get("status") or {}
+        for container in status.get("containerStatuses") or []:
+            ended = (container.get("state") or {}).get("terminated") or {}
+            if ended and ended.get("exitCode", 0) != 0:
+                detail = f"pod {name}: {ended.get('reason') or 'Error'} (exit code {ended.get('exitCode')})"
+                last_line = str(ended.get("message") or "").strip().splitlines()[-1:]
+                found.append(detail + (f": {last_line[0][:300]}" if last_line else ""))
+        if not found and status.get("phase") == "Failed" and status.get("reason"):
+            found.append(f"pod {name}: {status['reason']} {status.get('message', '')}".strip())
+    return "; ".join(found)
+
+
 @kopf.on.event(*JOBS, labels={labels.ARTIFACT: kopf.PRESENT})
 def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     job_status = body.get("status") or {}
@@ -311,28 +327,42 @@ def _record_job(
     if lost_launch:
         attempts += 1
     experiment = _experiment_of(artifact)
+    reason = "JobFailed"
     if "Complete" in ended:
-        summary = _termination_summary(namespace, name)
         root = settings().volume_root(None)
         manifest = read_manifest(root / artifact["spec"]["storage"]["path"]) if root is not None else None
-        if manifest is not None:
-            summary = manifest.summary(path=artifact["spec"]["storage"]["path"])
-        changes: dict[str, Any] = {
-            "phase": "Ready",
-            "job": name,
-            "attempts": attempts,
-            "completedAt": now(),
-            "conditions": _ready_condition(status, True, "Produced", f"Job {name} completed"),
-        }
-        if summary is not None:
-            changes["manifest"] = summary.model_dump(by_alias=True)
-            changes["usage"] = summary.usage.model_dump(by_alias=True)
-        _patch(namespace, artifact_name, status, **changes)
-        logger.info("artifact %s ready", artifact_name)
-        return experiment, True
+        if manifest is None and root is not None and settings().require_manifest:
+            # Exit 0 is not enough: the worker may have written somewhere other than the data volume.
+            reason = "NoManifest"
+            ended["Failed"] = {
+                "reason": reason,
+                "message": f"the Job completed but {artifact['spec']['storage']['path']}/manifest.json is not on "
+                "the data volume: the worker wrote elsewhere (check its /data mount and the spec's outputDir)",
+            }
+        else:
+            summary = (
+                manifest.summary(path=artifact["spec"]["storage"]["path"])
+                if manifest is not None
+                else _termination_summary(namespace, name)
+            )
+            changes: dict[str, Any] = {
+                "phase": "Ready",
+                "job": name,
+                "attempts": attempts,
+                "completedAt": now(),
+                "conditions": _ready_condition(status, True, "Produced", f"Job {name} completed"),
+            }
+            if summary is not None:
+                changes["manifest"] = summary.model_dump(by_alias=True)
+                changes["usage"] = summary.usage.model_dump(by_alias=True)
+            _patch(namespace, artifact_name, status, **changes)
+            logger.info("artifact %s ready", artifact_name)
+            return experiment, True
     failure = ended["Failed"]
     message = f"Job {name} failed: {failure.get('reason', '')} {failure.get('message', '')}".strip()
-    kopf.warn(artifact, reason="JobFailed", message=message)  # type: ignore[arg-type]
+    if pods := _pod_failure(namespace, name):
+        message = f"{message}; {pods}"
+    kopf.warn(artifact, reason=reason, message=message)  # type: ignore[arg-type]
     retries = int(artifact["spec"].get("retries", settings().retries))
     if attempts <= retries:
         _patch(
@@ -342,7 +372,7 @@ def _record_job(
             phase="Retrying",
             job=name,
             attempts=attempts,
-            conditions=_ready_condition(status, False, "JobFailed", message),
+            conditions=_ready_condition(status, False, reason, message),
         )
         # Wakes the Artifact's handler, which waits out the backoff and asks for a slot again.
         client.patch_custom(
@@ -357,6 +387,6 @@ def _record_job(
         phase="Failed",
         job=name,
         attempts=attempts,
-        conditions=_ready_condition(status, False, "JobFailed", final),
+        conditions=_ready_condition(status, False, reason, final),
     )
     return experiment, True
