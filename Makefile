@@ -7,13 +7,23 @@ export PATH := $(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv controlplane test lint unit e2e demo cluster-up cluster-down crds bench clean-cache
+.PHONY: venv node-deps controlplane images test lint unit e2e e2e-real demo cluster-up cluster-down crds bench clean-cache
 
 venv:
 	@hack/ensure-venv.sh "$(VENV)"
 
-controlplane: venv
+## Debian packages for the real test node and the images (runc, containerd, docker.io, ...): root + apt only,
+## a no-op when installed; elsewhere one line, and the test cluster runs kwok nodes only.
+node-deps:
+	@hack/ensure-node-deps.sh
+
+controlplane: venv node-deps
 	@$(PY) hack/controlplane.py build
+
+## The images: operator and worker; WITH_TRAINER=1 adds the trainer (torch + CUDA libraries, ~6 GB, ~10 min).
+## Cached: an image whose content hash is current is not rebuilt. Without Docker (or root) it says so and skips.
+images: node-deps
+	@$(PY) hack/images.py build --if-possible operator worker $(if $(WITH_TRAINER),trainer)
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests hack bench
@@ -23,15 +33,21 @@ lint: venv
 unit: venv
 	$(PY) -m pytest tests/unit -q
 
-e2e: controlplane
-	$(PY) -m pytest tests/e2e -q
+e2e: controlplane images
+	$(PY) -m pytest tests/e2e -q -m "not trainer"
 
-## The test command: installs what is missing, builds (or reuses) the control plane, lints, runs every test.
-test: venv controlplane lint
-	$(PY) -m pytest tests -q -p no:cacheprovider
+## The training stages in real containers from the trainer image (not in `make test`: see README, CI budget).
+e2e-real: controlplane
+	@$(PY) hack/images.py build --if-possible operator worker trainer
+	$(PY) -m pytest tests/e2e/test_real_node.py -q -m trainer
+
+## The test command: installs what is missing, builds (or reuses) the control plane and the operator and worker
+## images, lints, runs every test but the trainer-image ones (`make e2e-real`).
+test: venv controlplane images lint
+	$(PY) -m pytest tests -q -p no:cacheprovider -m "not trainer"
 
 ## The demo: the embedded control plane with kwok GPU nodes, the operator, the seed 000 experiments.
-demo: controlplane
+demo: controlplane images
 	$(PY) hack/demo.py
 
 cluster-up: controlplane

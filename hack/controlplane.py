@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """A real Kubernetes control plane on loopback, built from the Go module proxy, with kwok GPU nodes.
 
+Beside the kwok nodes (2 GPU nodes, 1 CPU node: nothing runs there), a real node (containerd + kubelet, see
+hack/realnode.py) runs pods for real where the host allows it (root, runc, containerd: hack/ensure-node-deps.sh);
+elsewhere the cluster starts with kwok nodes only and says why in one line. DATASWEEP_REAL_NODE=0 turns it off.
+
 Commands (the Makefile calls them):
-  build    build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and helm into
+  build    build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kwok and helm into
            ${DATASWEEP_CACHE:-~/.cache/datasweep}/bin/<versions>/ (skips what is already there)
   up       start a cluster in the background; its kubeconfig is ${DATASWEEP_CACHE}/cluster/kubeconfig
   down     stop the cluster started by `up`
@@ -35,6 +39,10 @@ from typing import Any
 
 HACK_DIR = Path(__file__).resolve().parent
 KWOK_DIR = HACK_DIR / "kwok"
+if str(HACK_DIR) not in sys.path:
+    sys.path.insert(0, str(HACK_DIR))
+
+import realnode  # noqa: E402  (hack/ is not a package)
 
 KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
@@ -184,6 +192,8 @@ BUILD_TARGETS = (
     ),
 )
 ALL_BINARIES = tuple(b for t in BUILD_TARGETS for b in t.binaries)
+# What a kwok-only cluster needs (helm is for the chart tests, kubelet for the real node).
+REQUIRED_BINARIES = tuple(b for b in ALL_BINARIES if b not in ("helm", "kubelet"))
 
 
 def missing_binaries() -> list[str]:
@@ -417,7 +427,10 @@ def generate_pki(pki: Path) -> None:
     _openssl("req", "-x509", *ec, "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
              "-days", days, "-subj", "/CN=datasweep-test-ca", cwd=pki)  # fmt: skip
     (pki / "serving.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,"
+        # The real node's bridge addresses: pods reach the API server there (realnode.ApiProxy).
+        + "".join(f"IP:{realnode.bridge_ip(slot)}," for slot in range(realnode.SLOTS))
+        + "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
         "extendedKeyUsage=serverAuth\n"
     )
@@ -532,6 +545,12 @@ class ControlPlane:
     owns_workdir: bool = False
     owns_processes: bool = True
     _watchdog: subprocess.Popen[bytes] | None = None
+    node: realnode.RealNode | None = None
+    # Where pods on the real node reach the API server (host, port): set KUBERNETES_SERVICE_HOST/PORT to it.
+    api_for_pods: tuple[str, int] | None = None
+    _api_proxy: realnode.ApiProxy | None = None
+    # Why there is no real node (None when there is one, or when attached to someone else's cluster).
+    node_unavailable: str | None = None
 
     # -- construction
 
@@ -553,10 +572,12 @@ class ControlPlane:
         apiserver_port: int | None = None,
         timeout: float = 180.0,
         log: bool = False,
+        real_node: bool | None = None,
     ) -> ControlPlane:
-        """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, create the kwok nodes
-        and wait until the cluster is ready. Binaries must be built already (`make controlplane`)."""
-        missing = [b for b in ALL_BINARIES if b != "helm" and not binary_path(b).is_file()]
+        """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, create the kwok nodes,
+        start the real node (real_node None: where the host can run containers) and wait until the cluster is
+        ready. Binaries must be built already (`make controlplane`)."""
+        missing = [b for b in REQUIRED_BINARIES if not binary_path(b).is_file()]
         if missing:
             raise ControlPlaneError(
                 f"control-plane binaries missing in {bin_dir()}: {', '.join(missing)}. "
@@ -575,7 +596,7 @@ class ControlPlane:
             owns_workdir=owns,
         )
         try:
-            plane._boot(port, timeout, log)
+            plane._boot(port, timeout, log, real_node)
         except BaseException:
             plane.stop()
             raise
@@ -585,7 +606,7 @@ class ControlPlane:
         if enabled:
             print(f"[controlplane] {message}", flush=True)
 
-    def _boot(self, apiserver_port: int, timeout: float, log: bool) -> None:
+    def _boot(self, apiserver_port: int, timeout: float, log: bool, real_node: bool | None = None) -> None:
         started = time.monotonic()
         deadline = started + timeout
         root = self.workdir
@@ -624,6 +645,10 @@ class ControlPlane:
             "--disable-admission-plugins", "TaintNodesByCondition",
             "--allow-privileged=true",
             "--profiling=false",
+            # kubectl logs/exec on the real node: reach its kubelet by IP (its name does not resolve) as admin.
+            "--kubelet-preferred-address-types", "InternalIP",
+            "--kubelet-client-certificate", str(pki / "admin.crt"),
+            "--kubelet-client-key", str(pki / "admin.key"),
         ])  # fmt: skip
         self._wait(f"{self.server}/readyz", deadline, tls=True, what="kube-apiserver")
         write_kubeconfig(self.kubeconfig, self.server, pki)
@@ -671,6 +696,63 @@ class ControlPlane:
             lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
         )
         self._say(log, f"cluster ready: 3 kwok nodes ({time.monotonic() - started:.1f}s)")
+        if real_node is False:
+            self.node_unavailable = "not asked for (real_node=False)"
+            return
+        reason = realnode.unavailable_reason()
+        if reason is None and not binary_path("kubelet").is_file():
+            reason = f"kubelet is not built ({binary_path('kubelet')}); run `make controlplane`"
+        if reason is None:
+            self.node = realnode.RealNode.claim(cache_dir())
+            if self.node is None:
+                reason = f"all {realnode.SLOTS} real-node slots of this host are in use by other control planes"
+        if reason is not None:
+            self.node_unavailable = reason
+            if real_node:
+                raise ControlPlaneError(f"a real node was asked for but cannot run here: {reason}")
+            print(f"[controlplane] kwok nodes only, no real node: {reason}", file=sys.stderr, flush=True)
+            return
+        node_started = time.monotonic()
+        self._start_real_node(pki, max(deadline, time.monotonic() + 120))
+        self._say(
+            log,
+            f"real node {realnode.NODE_NAME} Ready at {self.node.ip} in {time.monotonic() - node_started:.1f}s "
+            f"(total {time.monotonic() - started:.1f}s)",
+        )
+
+    def _start_real_node(self, pki: Path, deadline: float) -> None:
+        from images import build_pause, ensure_dockerd
+
+        node = self.node
+        assert node is not None
+        ensure_dockerd()
+        pause = build_pause()
+        containerd_config, kubelet_config = node.prepare(pki, self.server, pause, self.workdir / "node")
+        self._spawn(
+            "containerd", ["--config", str(containerd_config), "--log-level", "warn"], binary=shutil.which("containerd")
+        )
+
+        def containerd_up() -> bool:
+            version = subprocess.run(["ctr", "--address", node.socket, "version"], capture_output=True, timeout=10)
+            return version.returncode == 0
+
+        self._wait_until(deadline, "containerd", containerd_up)
+        node.import_images([pause])
+        self._spawn("kubelet", node.kubelet_args(kubelet_config))
+        self._wait_until(deadline, f"the real node {realnode.NODE_NAME} Ready", self._real_node_ready)
+        self._api_proxy = realnode.ApiProxy(node.ip, int(self.server.rsplit(":", 1)[1]))
+        self.api_for_pods = (self._api_proxy.host, self._api_proxy.port)
+
+    def _real_node_ready(self) -> bool:
+        status, body = self._get(f"{self.server}/api/v1/nodes/{realnode.NODE_NAME}", tls=True)
+        if status != 200:
+            return False
+        conditions = json.loads(body).get("status", {}).get("conditions", [])
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+    def import_images(self, refs: list[str]) -> list[str]:
+        """Make these docker images runnable on the real node (no-op without one, or when already there)."""
+        return self.node.import_images(refs) if self.node is not None else []
 
     # -- processes
 
@@ -690,14 +772,16 @@ class ControlPlane:
             start_new_session=True,
         )
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None, binary: str | None = None
+    ) -> ManagedProcess:
         log_path = self.workdir / "logs" / f"{name}.log"
         log_file = log_path.open("ab")
         child_env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         child_env.update(env or {})
         try:
             popen = subprocess.Popen(
-                [str(binary_path(name)), *args],
+                [binary or str(binary_path(name)), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -723,6 +807,9 @@ class ControlPlane:
         One at a time: a kube-apiserver told to stop while etcd is already gone waits for etcd until killed."""
         if not self.owns_processes:
             return
+        if self.node is not None and any(p.name == "kubelet" and p.popen.poll() is None for p in self.processes):
+            with contextlib.suppress(Exception):
+                self.node.drain(lambda *a, **k: self.kubectl(*a, **k))
         for process in reversed(self.processes):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -735,6 +822,12 @@ class ControlPlane:
             # Anything left in its process group (none expected) goes too.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
+        if self._api_proxy is not None:
+            self._api_proxy.close()
+            self._api_proxy = None
+        if self.node is not None:
+            self.node.release()
+            self.node = None
         if self._watchdog is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._watchdog.terminate()
@@ -870,6 +963,9 @@ def serve(state_dir: Path, apiserver_port: int | None) -> int:
             "server": plane.server,
             "kubeconfig": str(state_dir / "kubeconfig"),
             "workdir": str(plane.workdir),
+            "realNode": (
+                f"{realnode.NODE_NAME} at {plane.node.ip}" if plane.node else f"none: {plane.node_unavailable}"
+            ),
         }
         tmp = _state_file(state_dir).with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
@@ -895,7 +991,7 @@ def up(state_dir: Path, apiserver_port: int | None, timeout: float = 240.0) -> i
         )
         return 0
     missing = missing_binaries()
-    if [b for b in missing if b != "helm"]:
+    if [b for b in missing if b in REQUIRED_BINARIES]:
         print(f"binaries missing: {', '.join(missing)}; run `make controlplane` first", file=sys.stderr)
         return 1
     shutil.rmtree(state_dir / "run", ignore_errors=True)
@@ -922,7 +1018,7 @@ def up(state_dir: Path, apiserver_port: int | None, timeout: float = 240.0) -> i
     state = _read_state(state_dir) or {}
     print(
         f"cluster up in {time.monotonic() - started:.1f}s: API server {state['server']}, 3 kwok nodes "
-        f"(2 x 8 nvidia.com/gpu, 1 CPU).\n"
+        f"(2 x 8 nvidia.com/gpu, 1 CPU); real node: {state.get('realNode')}.\n"
         f"  export KUBECONFIG={state['kubeconfig']}      # or: eval $(python hack/controlplane.py env)\n"
         f"  {binary_path('kubectl')} get nodes\n"
         f"  logs: {state['workdir']}/logs/    stop: make cluster-down"

@@ -4,10 +4,12 @@
 #
 #   hack/kind-up.sh                   # create/reuse the cluster, build, install, apply the examples
 #   hack/kind-up.sh --no-examples     # stop after the helm install
-#   hack/kind-up.sh --with-trainer    # also build the CUDA trainer image (large; not needed without GPUs)
+#   hack/kind-up.sh --with-trainer    # also build the trainer image (torch, ~6 GB): every training stage runs in it
 #   hack/kind-up.sh --down            # delete the cluster
 #
-# Needs: docker, kind, kubectl, helm (PATH, or helm from `make controlplane` in ~/.cache/datasweep/bin).
+# Needs: docker, kind, kubectl, helm (PATH, or helm from `make controlplane` in ~/.cache/datasweep/bin), and
+# registry access (kind's node image, python base image). Not exercised by the project's tests: they run a real
+# node in the embedded control plane instead (docs/controlplane.md).
 # The generation Jobs call the OpenAI API: export OPENAI_API_KEY first to run them for real; without it
 # the Secret is not created and the Experiments report the missing Secret in their Failed condition.
 set -euo pipefail
@@ -24,7 +26,7 @@ for arg in "$@"; do
     --no-examples) with_examples=0 ;;
     --with-trainer) with_trainer=1 ;;
     --down) kind delete cluster --name "$CLUSTER"; exit 0 ;;
-    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown argument '$arg' (see hack/kind-up.sh --help)" >&2; exit 2 ;;
   esac
 done
@@ -61,7 +63,7 @@ fi
 kubectl config use-context "kind-$CLUSTER" >/dev/null
 
 images=(operator worker)
-[ "$with_trainer" = 1 ] && images+=(trainer-cuda)
+[ "$with_trainer" = 1 ] && images+=(trainer)
 for image in "${images[@]}"; do
   log "building datasweep-$image:$TAG"
   DOCKER_BUILDKIT=1 docker build -f "$repo/images/$image.Dockerfile" -t "datasweep-$image:$TAG" "$repo"
@@ -76,7 +78,7 @@ kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -
   --set image.repository=datasweep-operator --set-string image.tag="$TAG" \
   --set image.pullPolicy=Never \
   --set workerImages.worker.repository=datasweep-worker --set-string workerImages.worker.tag="$TAG" \
-  --set workerImages.trainer.repository=datasweep-trainer-cuda --set-string workerImages.trainer.tag="$TAG" \
+  --set workerImages.trainer.repository=datasweep-trainer --set-string workerImages.trainer.tag="$TAG" \
   --set workerImages.pullPolicy=Never \
   --set data.accessModes='{ReadWriteOnce}' --set data.size=5Gi \
   --wait --timeout 5m
@@ -92,8 +94,8 @@ sample=$(mktemp -d)
 trap 'rm -rf "$sample"' EXIT
 for split in train validation test; do
   cat >"$sample/copa_$split.jsonl" <<'EOF'
-{"idx": 0, "premise": "My body cast a shadow over the grass.", "choice1": "The sun was rising.", "choice2": "The grass was cut.", "question": "cause", "label": 0}
-{"idx": 1, "premise": "The woman tolerated her friend's difficult behavior.", "choice1": "The woman knew her friend was going through a hard time.", "choice2": "The woman felt that her friend took advantage of her kindness.", "question": "cause", "label": 0}
+{"idx": 0, "premise": "My body cast a shadow over the grass.", "text": "My body cast a shadow over the grass.", "choice1": "The sun was rising.", "choice2": "The grass was cut.", "question": "cause", "label": 0}
+{"idx": 1, "premise": "The woman tolerated her friend's difficult behavior.", "text": "The woman tolerated her friend's difficult behavior.", "choice1": "The woman knew her friend was going through a hard time.", "choice2": "The woman felt that her friend took advantage of her kindness.", "question": "cause", "label": 0}
 EOF
 done
 kubectl -n "$NAMESPACE" delete pod datasweep-loader --ignore-not-found >/dev/null

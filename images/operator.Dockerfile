@@ -10,10 +10,17 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/datasweep
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY operator/ operator/
 # The operator needs no torch: the base install only (kopf, kubernetes, pydantic, click, openai).
-RUN /opt/datasweep/bin/pip install --no-compile . \
+# Dependencies first, from pyproject.toml alone (an empty package stands in for the code), so that a code
+# change rebuilds only the last layer.
+COPY pyproject.toml ./
+RUN mkdir -p operator/datasweep && touch README.md operator/datasweep/__init__.py \
+ && /opt/datasweep/bin/pip install --no-compile . && /opt/datasweep/bin/pip uninstall -y datasweep
+COPY README.md ./
+COPY operator/ operator/
+# The stand-in package's setuptools build dir goes first: files there newer than the copied sources would win.
+RUN rm -rf build operator/datasweep.egg-info \
+ && /opt/datasweep/bin/pip install --no-compile --no-deps . \
  && find /opt/datasweep -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE}

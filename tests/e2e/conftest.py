@@ -3,6 +3,10 @@
 `control_plane` (session): builds the binaries when missing, starts one cluster for the whole session and
 stops it at the end. With DATASWEEP_TEST_KUBECONFIG set, that cluster is used instead and left running.
 `namespace` (function): a fresh namespace with its default ServiceAccount, deleted after the test.
+`real_images` (session): the real node's images (operator, worker) built where stale and imported; skips,
+naming the reason, only where the host cannot run a real node (hack/realnode.py). `trainer_image` adds the
+trainer image (tests marked `trainer`: `make e2e-real`). `real_namespace`: a namespace whose data claim is a
+hostPath volume at `data_root`, writable by the images' user.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ if str(HACK_DIR) not in sys.path:
     sys.path.insert(0, str(HACK_DIR))
 
 from controlplane import ControlPlane, build  # noqa: E402
-from tests.e2e.operator_harness import cluster_fixtures, install_crds, write_dataset  # noqa: E402
+from tests.e2e.operator_harness import cluster_fixtures, install_crds, real_fixtures, write_dataset  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -88,3 +92,38 @@ def data_root(tmp_path: Path) -> Path:
 def ready_namespace(control_plane: ControlPlane, namespace: str, data_root: Path, crds: None) -> str:
     cluster_fixtures(control_plane, namespace, data_root)
     return namespace
+
+
+# The real node: pods that really run.
+
+
+@pytest.fixture(scope="session")
+def real_images(control_plane: ControlPlane) -> dict[str, str]:
+    """{"operator": tag, "worker": tag} built (cached) and imported into the real node's containerd."""
+    if control_plane.node is None:
+        pytest.skip(f"no real node: {control_plane.node_unavailable or 'attached to an external cluster'}")
+    from images import ensure_images
+
+    tags = ensure_images(["operator", "worker"], quiet=True)
+    control_plane.import_images(list(tags.values()))
+    return tags
+
+
+@pytest.fixture(scope="session")
+def trainer_image(control_plane: ControlPlane, real_images: dict[str, str]) -> str:
+    """The trainer image (torch): built once (~10 min cold) and imported (~3 min); `make e2e-real` only."""
+    from images import ensure_images
+
+    tag = ensure_images(["trainer"], quiet=True)["trainer"]
+    control_plane.import_images([tag])
+    return tag
+
+
+@pytest.fixture
+def real_namespace(control_plane: ControlPlane, namespace: str, data_root: Path, crds: None) -> Iterator[str]:
+    pv = real_fixtures(control_plane, namespace, data_root)
+    try:
+        yield namespace
+    finally:
+        control_plane.kubectl("delete", "pods", "--all", "-n", namespace, "--grace-period=0", "--force", check=False)
+        control_plane.kubectl("delete", "pv", pv, "--wait=false", "--ignore-not-found", check=False)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +25,12 @@ CRDS = REPO / "crds"
 def install_crds(control_plane: Any) -> None:
     """Apply the generated CRDs and wait until the API server serves them."""
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    for plural in ("experiments", "artifacts", "batches"):
+    for plural in (
+        "experiments.datasweep.io",
+        "artifacts.datasweep.io",
+        "batches.datasweep.io",
+        "kopfpeerings.zalando.org",
+    ):
         wait_for(
             f"{plural} CRD established",
             lambda plural=plural: (
@@ -30,7 +38,7 @@ def install_crds(control_plane: Any) -> None:
                 in control_plane.kubectl(
                     "get",
                     "crd",
-                    f"{plural}.datasweep.io",
+                    plural,
                     "-o",
                     'jsonpath={.status.conditions[?(@.type=="Established")].status}',
                 ).stdout
@@ -108,7 +116,11 @@ def write_dataset(root: Path, name: str = "Copa", path: str = "superglue/copa", 
     directory = root / path
     directory.mkdir(parents=True, exist_ok=True)
     for split in ("train", "validation", "test"):
-        lines = [json.dumps({"idx": i, "premise": f"{split} premise {i}", "label": i % 2}) for i in range(rows)]
+        # `text` is the generate worker's default rephrase field: real workers (the real node) rephrase it.
+        lines = [
+            json.dumps({"idx": i, "premise": f"{split} premise {i}", "text": f"{split} text {i}", "label": i % 2})
+            for i in range(rows)
+        ]
         (directory / f"{name.lower()}_{split}.jsonl").write_text("\n".join(lines) + "\n")
     return directory
 
@@ -132,7 +144,9 @@ def running_operator(namespace: str, data_root: Path, tmp_path: Path, **config: 
     """The real operator (datasweep.controller) in this process, watching one namespace."""
     settings_file = tmp_path / f"operator-{time.monotonic_ns()}.yaml"
     settings_file.write_text(
-        yaml.safe_dump({"dataRoot": str(data_root), "retryBackoffSeconds": 1, **config}), encoding="utf-8"
+        # kwok runs no worker, so no manifest appears: real-node tests pass requireManifest=True.
+        yaml.safe_dump({"dataRoot": str(data_root), "retryBackoffSeconds": 1, "requireManifest": False, **config}),
+        encoding="utf-8",
     )
     with contextlib.ExitStack() as stack:
         stack.enter_context(_environ("DATASWEEP_CONFIG", str(settings_file)))
@@ -146,9 +160,35 @@ def running_operator(namespace: str, data_root: Path, tmp_path: Path, **config: 
 
 
 @contextlib.contextmanager
-def _environ(key: str, value: str) -> Iterator[None]:
-    import os
+def operator_process(
+    namespace: str, data_root: Path, tmp_path: Path, peering: str | None = None, priority: int = 0, **config: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The operator as the chart runs it (`datasweep operator`), in its own process: it can be SIGKILLed."""
+    settings_file = tmp_path / f"operator-{time.monotonic_ns()}.yaml"
+    settings_file.write_text(
+        yaml.safe_dump({"dataRoot": str(data_root), "retryBackoffSeconds": 1, **config}), encoding="utf-8"
+    )
+    args = [sys.executable, "-m", "datasweep", "operator", "--namespace", namespace, "--config", str(settings_file)]
+    if peering:
+        args += ["--peering", peering]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "operator"), DATASWEEP_PEERING_PRIORITY=str(priority))
+    log = tmp_path / f"{settings_file.stem}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
+
+@contextlib.contextmanager
+def _environ(key: str, value: str) -> Iterator[None]:
     previous = os.environ.get(key)
     os.environ[key] = value
     try:
@@ -158,3 +198,79 @@ def _environ(key: str, value: str) -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = previous
+
+
+# The real node (hack/realnode.py): pods run in containers from our images, on a volume this process sees.
+
+
+def real_node_settings(images: dict[str, str], **config: Any) -> dict[str, Any]:
+    """Operator settings that send CPU Jobs to the real node and GPU Jobs to the kwok GPU nodes, and make an
+    Artifact Ready only once its worker's manifest is on the volume."""
+    import realnode
+
+    return {
+        "requireManifest": True,
+        "images": {
+            "worker": images["worker"],
+            "trainer": images.get("trainer", images["worker"]),
+            "pullPolicy": "Never",
+        },
+        "jobDefaults": {
+            "nodeSelector": dict(realnode.NODE_SELECTOR),
+            "tolerations": list(realnode.TOLERATIONS),
+            # Overrides `type` for GPU Jobs: they go to the kwok GPU nodes (labelled type=kwok).
+            "gpuNodeSelector": {"type": "kwok"},
+            "ttlSecondsAfterFinished": 3600,
+        },
+        **config,
+    }
+
+
+def real_volume(control_plane: Any, namespace: str, data_root: Path, claim: str = "datasweep-data") -> str:
+    """The data claim of `namespace`, bound to a hostPath PV at `data_root` (what this process reads): the test
+    provisioner for the real node. The directory is handed to uid 10001 (the images' user): fsGroup does not
+    apply to hostPath volumes. Returns the PV's name (cluster-scoped: the caller deletes it)."""
+    import os
+
+    for path in [data_root, *data_root.rglob("*")]:
+        os.chown(path, 10001, 10001, follow_symlinks=False)
+    data_root.chmod(0o775)
+    pv_name = f"{namespace}-{claim}"
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(data_root), "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": pv_name,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(pv))
+    apply(control_plane, namespace, pvc)
+    return pv_name
+
+
+def real_fixtures(control_plane: Any, namespace: str, data_root: Path) -> str:
+    """cluster_fixtures for the real node: worker ServiceAccount, API-key Secret, a data claim on `data_root`."""
+    control_plane.kubectl("create", "serviceaccount", "datasweep-worker", "-n", namespace)
+    control_plane.kubectl("create", "secret", "generic", "openai", "-n", namespace, "--from-literal=api-key=sk-test")
+    return real_volume(control_plane, namespace, data_root)
+
+
+def job_logs(control_plane: Any, namespace: str, job: str) -> str:
+    return str(control_plane.kubectl("logs", f"job/{job}", "-n", namespace, "--tail=200").stdout)

@@ -159,7 +159,19 @@ def test_rendered_manifests_pass_server_side_dry_run(control_plane: Any, namespa
             "queueName=team-a",
         ],
     ):
-        rendered = helm(control_plane, "template", "datasweep", str(CHART), "--namespace", namespace, *values).stdout
+        # the control plane's Kubernetes (the chart's kubeVersion is checked against it; a from-source helm
+        # assumes v1.20 when it does not ask a cluster)
+        rendered = helm(
+            control_plane,
+            "template",
+            "datasweep",
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            "1.35.4",
+            *values,
+        ).stdout
         kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(rendered) if doc)
         assert "Deployment" in kinds
         result = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered)
@@ -388,5 +400,38 @@ def test_operator_runs_under_the_chart_service_account(control_plane: Any, names
         log_text = log_path.read_text()
         forbidden = [line for line in log_text.splitlines() if re.search(r"\b403\b|forbidden", line, re.IGNORECASE)]
         assert not forbidden, "the operator hit RBAC denials:\n" + "\n".join(forbidden[:20])
+    finally:
+        helm(control_plane, "uninstall", "datasweep", "--namespace", namespace, "--wait", check=False)
+
+
+def test_users_bound_to_edit_or_view_may_use_datasweep(control_plane: Any, namespace: str) -> None:
+    """The chart's aggregated ClusterRoles reach the built-in edit and view roles (the cluster's aggregation
+    controller merges them): a namespace user needs no datasweep-specific binding."""
+    helm(control_plane, "install", "datasweep", str(CHART), "--namespace", namespace, "--set", "data.size=1Gi")
+    try:
+        for user, role in (("researcher", "edit"), ("reader", "view")):
+            control_plane.kubectl("create", "serviceaccount", user, "-n", namespace)
+            control_plane.kubectl(
+                "create",
+                "rolebinding",
+                user,
+                f"--clusterrole={role}",
+                f"--serviceaccount={namespace}:{user}",
+                "-n",
+                namespace,
+            )
+        researcher = f"system:serviceaccount:{namespace}:researcher"
+        reader = f"system:serviceaccount:{namespace}:reader"
+        deadline = time.monotonic() + 60
+        while not can_i(control_plane, researcher, "create", "experiments.datasweep.io", namespace):
+            assert time.monotonic() < deadline, "the edit role never gained datasweep's rules"
+            time.sleep(0.5)
+        assert can_i(control_plane, researcher, "delete", "artifacts.datasweep.io", namespace)
+        assert can_i(control_plane, researcher, "patch", "artifacts.datasweep.io", namespace)
+        while not can_i(control_plane, reader, "list", "artifacts.datasweep.io", namespace):
+            assert time.monotonic() < deadline, "the view role never gained datasweep's rules"
+            time.sleep(0.5)
+        assert can_i(control_plane, reader, "get", "batches.datasweep.io", namespace)
+        assert not can_i(control_plane, reader, "create", "experiments.datasweep.io", namespace)
     finally:
         helm(control_plane, "uninstall", "datasweep", "--namespace", namespace, "--wait", check=False)

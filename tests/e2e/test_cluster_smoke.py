@@ -201,8 +201,13 @@ def test_crd_cel_rule_rejects_a_bad_object_with_its_message(control_plane: Contr
 
 
 def _run_controlplane(*args: str) -> subprocess.CompletedProcess[str]:
+    # kwok only: these check the process lifecycle; test_real_node.py checks the real node's clean stop.
     return subprocess.run(
-        [sys.executable, str(CONTROLPLANE_SCRIPT), *args], capture_output=True, text=True, timeout=300
+        [sys.executable, str(CONTROLPLANE_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DATASWEEP_REAL_NODE": "0"},
     )
 
 

@@ -51,10 +51,15 @@ def test_seed_scenario_reuses_the_shared_point(
 
     assert b["status"]["counts"]["reused"] == 1
     assert b["status"]["counts"]["created"] == 2
-    shared = next(p for p in b["status"]["points"] if p["reused"])
-    assert shared["semanticName"] == "temp07_topp10_gpt4o"
-    assert shared["firstBatch"] == "batch_20241229_temperature"
-    reused_artifact = next(a for a in artifacts if a["metadata"]["name"] == shared["artifact"])
+    assert "points" not in b["status"]  # bounded status: the points are the labelled Artifacts
+    of_b = get(control_plane, ns, "artifacts", selector="exp.datasweep.io/copa-topp")["items"]
+    assert len(of_b) == 3
+    in_batch = get(control_plane, ns, "artifacts", selector="batch.datasweep.io/batch-20241230-topp")["items"]
+    assert sorted(a["metadata"]["name"] for a in in_batch) == sorted(a["metadata"]["name"] for a in of_b)
+    reused_artifact = next(
+        a for a in of_b if a["metadata"]["annotations"]["datasweep.io/first-experiment"] != "copa-topp"
+    )
+    assert reused_artifact["spec"]["semanticName"] == "temp07_topp10_gpt4o"
     assert reused_artifact["status"]["consumers"] == ["copa-temperature", "copa-topp"]
     assert reused_artifact["status"]["firstBatch"] == "batch_20241229_temperature"
 
@@ -227,7 +232,7 @@ def test_operator_restart_mid_sweep_creates_no_duplicate_job(
     jobs = get(control_plane, ns, "jobs", selector="datasweep.io/artifact")["items"]
     assert len(jobs) == 4
     assert sorted({j["metadata"]["labels"]["datasweep.io/artifact"] for j in jobs}) == sorted(
-        p["artifact"] for p in done["status"]["points"]
+        a["metadata"]["name"] for a in get(control_plane, ns, "artifacts", selector="exp.datasweep.io/restart")["items"]
     )
     assert done["status"]["counts"] == {
         "points": 4,

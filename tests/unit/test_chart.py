@@ -42,6 +42,12 @@ CONFIG_KEYS = {
     "maxPoints",
     "retries",
     "retryBackoffSeconds",
+    "apiQps",
+    "apiBurst",
+    "createConcurrency",
+    "maxJobsPerNamespace",
+    "statusIntervalSeconds",
+    "peeringLifetimeSeconds",
 }
 
 # The operator's RBAC contract: (apiGroup, resource) -> verbs. Anything else rendered is a test failure.
@@ -135,8 +141,15 @@ needs_helm = pytest.mark.skipif(
 )
 
 
+# A helm built from source (hack/controlplane.py) assumes Kubernetes v1.20.0 when no cluster is asked, older
+# than the chart's kubeVersion: render for the Kubernetes the tests run (released helm binaries know theirs).
+KUBE_VERSION = "1.35.4"
+
+
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     assert HELM is not None
+    if args and args[0] in ("template", "lint") and "--kube-version" not in args:
+        args = (*args, "--kube-version", KUBE_VERSION)
     env = dict(
         os.environ,
         HELM_CACHE_HOME="/tmp/datasweep-helm/cache",
@@ -222,6 +235,8 @@ def test_default_render_matches_the_operator_contract(tmp_path: Path) -> None:
             "PersistentVolumeClaim",
             "Deployment",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "Role",
             "Role",
@@ -279,7 +294,7 @@ def test_default_render_matches_the_operator_contract(tmp_path: Path) -> None:
     assert config["volumes"] == {}
     assert config["images"] == {
         "worker": f"ghcr.io/datasweep/datasweep-worker:{datasweep.__version__}",
-        "trainer": f"ghcr.io/datasweep/datasweep-trainer-cuda:{datasweep.__version__}",
+        "trainer": f"ghcr.io/datasweep/datasweep-trainer:{datasweep.__version__}",
         "pullPolicy": "IfNotPresent",
         "pullSecrets": [],
     }
@@ -302,8 +317,7 @@ def test_default_render_matches_the_operator_contract(tmp_path: Path) -> None:
     assert set(accounts) == {"datasweep", "datasweep-worker"}
     assert accounts["datasweep-worker"]["automountServiceAccountToken"] is False
 
-    cluster_role = one(objects, "ClusterRole")
-    assert cluster_role["metadata"]["name"] == f"{NAMESPACE}-datasweep-framework"
+    cluster_role = one(objects, "ClusterRole", f"{NAMESPACE}-datasweep-framework")
     assert rules_of(cluster_role) == FRAMEWORK_CLUSTER_RULES
     roles = {o["metadata"]["name"]: o for o in by_kind(objects, "Role")}
     assert rules_of(roles["datasweep-framework"]) == FRAMEWORK_NAMESPACED_RULES
@@ -361,7 +375,9 @@ def test_customized_render_cluster_wide_existing_claim_custom_images(tmp_path: P
     assert config["retryBackoffSeconds"] == 30
 
     cluster_roles = {o["metadata"]["name"]: o for o in by_kind(objects, "ClusterRole")}
-    assert set(cluster_roles) == {f"{NAMESPACE}-datasweep-framework", f"{NAMESPACE}-datasweep-application"}
+    assert set(cluster_roles) == {
+        f"{NAMESPACE}-datasweep-{name}" for name in ("framework", "application", "edit", "view")
+    }
     framework = rules_of(cluster_roles[f"{NAMESPACE}-datasweep-framework"])
     assert framework == {**FRAMEWORK_CLUSTER_RULES, **FRAMEWORK_NAMESPACED_RULES}
     application = rules_of(cluster_roles[f"{NAMESPACE}-datasweep-application"])
@@ -381,6 +397,37 @@ def test_config_change_changes_the_checksum_annotation(tmp_path: Path) -> None:
 
     assert checksum({}) != checksum({"retries": 3})
     assert checksum({}) == checksum({"resources": {"requests": {"cpu": "1"}}})
+
+
+@needs_helm
+def test_replicas_peer_with_one_active_and_a_disruption_budget(tmp_path: Path) -> None:
+    single = render(tmp_path)
+    assert not by_kind(single, "PodDisruptionBudget")
+    assert not by_kind(single, "KopfPeering")
+    assert "--peering" not in operator_container(single)["args"]
+
+    objects = render(tmp_path, {"replicaCount": 2, "watch": {"namespaces": ["team-a", "team-b"]}})
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    args = operator_container(objects)["args"]
+    assert args[args.index("--peering") + 1] == "datasweep"
+    peerings = sorted((o["metadata"]["namespace"], o["metadata"]["name"]) for o in by_kind(objects, "KopfPeering"))
+    assert peerings == [("team-a", "datasweep"), ("team-b", "datasweep")]
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    for role in (o for o in by_kind(objects, "Role") if o["metadata"]["name"] == "datasweep-framework"):
+        rules = {
+            (g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+        }
+        assert rules[("zalando.org", "kopfpeerings")] == {"get", "list", "watch", "patch"}
+
+    cluster = render(tmp_path, {"replicaCount": 3, "watch": {"allNamespaces": True}})
+    assert [o["metadata"]["name"] for o in by_kind(cluster, "ClusterKopfPeering")] == ["datasweep"]
+    config = config_of(cluster)
+    assert (config["apiQps"], config["apiBurst"], config["maxJobsPerNamespace"]) == (50, 100, 512)
+    assert OperatorSettings.model_validate(config).create_concurrency == 8
 
 
 @needs_helm
@@ -437,7 +484,8 @@ def test_storage_settings_and_gitops_values(tmp_path: Path) -> None:
 
 
 BAD_VALUES = [
-    (["--set", "replicaCount=2"], ["replicaCount is 2", "standalone"]),
+    (["--set", "scale.apiQps=0"], ["apiQps"]),
+    (["--set", "scale.createConcurrency=100"], ["createConcurrency"]),
     (["--set", "replicaCount=-1"], ["replicaCount"]),
     (["--set", "image.pullPolicy=Sometimes"], ["pullPolicy", "Always", "IfNotPresent", "Never"]),
     (["--set", "workerImages.pullPolicy=always"], ["workerImages", "pullPolicy"]),
@@ -514,7 +562,7 @@ DOCKERFILES = sorted(IMAGES.glob("*.Dockerfile"))
 def test_the_three_images_exist() -> None:
     assert [p.name for p in DOCKERFILES] == [
         "operator.Dockerfile",
-        "trainer-cuda.Dockerfile",
+        "trainer.Dockerfile",
         "worker.Dockerfile",
     ]
 
@@ -595,3 +643,56 @@ def test_chart_ships_the_generated_crds() -> None:
     assert shipped == generated, "charts/datasweep/crds differs from crds/: run `make crds`"
     for name in generated:
         assert (chart_crds / name).read_text() == (REPO / "crds" / name).read_text(), f"{name} is stale: make crds"
+
+
+@needs_helm
+def test_users_with_edit_or_view_can_use_datasweep(tmp_path: Path) -> None:
+    """Aggregated ClusterRoles: `edit`/`admin` create Experiments, retry and delete Artifacts; `view` reads."""
+    objects = render(tmp_path)
+    roles = {o["metadata"]["name"]: o for o in by_kind(objects, "ClusterRole")}
+    edit, view = roles[f"{NAMESPACE}-datasweep-edit"], roles[f"{NAMESPACE}-datasweep-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert rules_of(edit)[("datasweep.io", "experiments")] >= {"create", "delete", "patch"}
+    assert rules_of(edit)[("datasweep.io", "artifacts")] >= {"patch", "delete"}
+    assert rules_of(view) == {
+        ("datasweep.io", r): {"get", "list", "watch"} for r in ("experiments", "artifacts", "batches")
+    }
+    off = render(tmp_path, {"rbac": {"aggregateToDefaultRoles": False}})
+    assert not [o for o in by_kind(off, "ClusterRole") if "aggregate-to-view" in str(o["metadata"]["labels"])]
+
+
+@needs_helm
+def test_kube_version_notes_and_readme(tmp_path: Path) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.29.0-0"
+    too_old = helm("template", "datasweep", str(CHART), "--kube-version", "1.28.0", check=False)
+    assert too_old.returncode != 0
+    assert "kubeVersion" in too_old.stdout + too_old.stderr or "incompatible" in too_old.stdout + too_old.stderr
+    # `helm template` does not render NOTES.txt: a copy of the chart renders it into a ConfigMap through `tpl`
+    copy = tmp_path / "datasweep"
+    shutil.copytree(CHART, copy)
+    (copy / "notes").mkdir()
+    shutil.copy(copy / "templates" / "NOTES.txt", copy / "notes" / "NOTES.txt")
+    (copy / "templates" / "notes-probe.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: |\n"
+        '{{ tpl (.Files.Get "notes/NOTES.txt") . | indent 4 }}\n'
+    )
+    rendered = helm(
+        "template", "datasweep", str(copy), "--namespace", NAMESPACE, "--show-only", "templates/notes-probe.yaml"
+    )
+    notes = yaml.safe_load(rendered.stdout)["data"]["notes"]
+    assert "kubectl create secret generic openai" in notes
+    assert "spec.generation.apiKeySecret" in notes
+    assert "kubectl get exp " in notes
+
+
+def test_chart_readme_and_experiments_plural_clash_documented() -> None:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    for key in ("rbac.aggregateToDefaultRoles", "extraArgs", "apiKeySecret", "kubectl get exp"):
+        assert key in readme, key
+    crd = yaml.safe_load((CHART / "crds" / "datasweep.io_experiments.yaml").read_text())
+    assert crd["spec"]["names"]["shortNames"] == ["exp"]
+    assert "datasweep" in crd["spec"]["names"]["categories"]
+    assert "Katib" in (REPO / "docs" / "cli.md").read_text(encoding="utf-8")

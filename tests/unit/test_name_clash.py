@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-import kopf
 import pytest
 
 from datasweep.api.experiment import parse_spec
@@ -24,37 +22,20 @@ def planned() -> StagePlan:
     return plan_experiment(spec, PlanInputs({"Copa": "c" * 64}, created=datetime(2024, 12, 29))).points[0].generate
 
 
-@pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    calls: dict[str, list[Any]] = {"status": [], "events": []}
-    monkeypatch.setattr(handler.client, "patch_status", lambda *args: calls["status"].append(args))
-    monkeypatch.setattr(kopf, "warn", lambda body, reason, message: calls["events"].append((reason, message)))
-    return calls
-
-
-def test_the_planned_artifact_is_reused(recorded: dict[str, list[Any]]) -> None:
+def test_the_planned_artifact_is_reused() -> None:
     stage = planned()
-    existing = {"spec": {"fingerprint": stage.fingerprint, "stage": "generate"}}
-    handler._refuse_name_clash({}, "ns", "exp", {}, 1, stage, existing)  # type: ignore[arg-type]
-    assert recorded == {"status": [], "events": []}
+    handler._check_same_artifact(stage, stage.fingerprint, "generate")  # no error: reuse
 
 
 @pytest.mark.parametrize(
-    "spec",
-    [{"fingerprint": "f" * 64, "stage": "generate"}, {"stage": "fomaml"}, {}],
+    ("fingerprint", "kind"),
+    [("f" * 64, "generate"), (None, "fomaml"), ("None", "None")],
     ids=["other fingerprint", "other stage", "no spec"],
 )
-def test_another_artifact_under_the_planned_name_is_a_name_clash(
-    recorded: dict[str, list[Any]], spec: dict[str, Any]
-) -> None:
+def test_another_artifact_under_the_planned_name_is_a_name_clash(fingerprint: str | None, kind: str) -> None:
     stage = planned()
-    if "fingerprint" not in spec and spec:
-        spec = {**spec, "fingerprint": stage.fingerprint}
-    with pytest.raises(kopf.TemporaryError):
-        handler._refuse_name_clash({}, "ns", "exp", {}, 1, stage, {"spec": spec})  # type: ignore[arg-type]
-    (_kind, _ns, _name, status), *_ = recorded["status"]
-    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
-    assert failed["reason"] == "NameClash"
-    assert stage.fingerprint in failed["message"]
-    assert stage.artifact in failed["message"]
-    assert recorded["events"][0][0] == "NameClash"
+    with pytest.raises(handler.Refused) as refused:
+        handler._check_same_artifact(stage, fingerprint or stage.fingerprint, kind)
+    assert refused.value.reason == "NameClash"
+    assert stage.fingerprint in str(refused.value)
+    assert stage.artifact in str(refused.value)

@@ -93,13 +93,20 @@ app.kubernetes.io/part-of: datasweep
   "maxPoints" .Values.maxPoints
   "retries" .Values.retries
   "retryBackoffSeconds" .Values.retryBackoffSeconds
+  "apiQps" .Values.scale.apiQps
+  "apiBurst" .Values.scale.apiBurst
+  "createConcurrency" .Values.scale.createConcurrency
+  "maxJobsPerNamespace" .Values.scale.maxJobsPerNamespace
+  "statusIntervalSeconds" .Values.scale.statusIntervalSeconds
+  "peeringLifetimeSeconds" .Values.scale.peeringLifetimeSeconds
 }}
 {{- toYaml $config }}
 {{- end }}
 
 {{/*
 RBAC rules, explicit verbs only (no wildcards). Framework rules are what Kopf itself needs; application rules
-are what datasweep's handlers need. Kopf runs standalone, so no kopfpeerings access.
+are what datasweep's handlers need. With one replica Kopf runs standalone (no kopfpeerings access); with more,
+the replicas peer through KopfPeering objects.
 */}}
 {{- define "datasweep.rbac.frameworkClusterRules" -}}
 # Kopf discovers the custom resources it serves by scanning CRDs.
@@ -120,6 +127,17 @@ are what datasweep's handlers need. Kopf runs standalone, so no kopfpeerings acc
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if gt (int .Values.replicaCount) 1 }}
+# Peering: each replica writes its record (priority, lifetime) into the KopfPeering object and watches it.
+- apiGroups: ["zalando.org"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- if .Values.watch.allNamespaces }}
+- apiGroups: ["zalando.org"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "datasweep.rbac.applicationRules" -}}

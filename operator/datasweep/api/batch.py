@@ -6,6 +6,7 @@ from pydantic import Field
 
 from datasweep.api._base import CamelModel
 from datasweep.api.common import Condition
+from datasweep.api.experiment import Failures
 from datasweep.store.manifest import Usage
 
 
@@ -25,6 +26,8 @@ class BatchCounts(CamelModel):
 
 
 class BatchPoint(CamelModel):
+    """One point of a batch in the local registry (on a cluster the points are the labelled Artifacts)."""
+
     experiment: str
     dataset: str
     semantic_name: str
@@ -36,8 +39,10 @@ class BatchPoint(CamelModel):
 
 class BatchStatus(CamelModel):
     conditions: list[Condition] = Field(default_factory=list)
-    experiments: list[str] = Field(default_factory=list)
+    experiments: list[str] = Field(
+        default_factory=list, description="Experiment names (the first 256; counts.experiments has them all)"
+    )
     counts: BatchCounts = Field(default_factory=BatchCounts)
-    points: list[BatchPoint] = Field(default_factory=list)
+    failures: Failures = Field(default_factory=Failures)
     usage: Usage = Field(default_factory=Usage)
     saved_by_reuse: Usage = Field(default_factory=Usage)

@@ -19,7 +19,13 @@ from datasweep import GROUP, VERSION
 from datasweep.api.artifact import ArtifactSpec, ArtifactStatus
 from datasweep.api.batch import BatchSpec, BatchStatus
 from datasweep.api.common import HUB_ID_UNSUPPORTED
-from datasweep.api.experiment import NO_GENERATION, SET_BY_SPEC, ExperimentSpec, ExperimentStatus
+from datasweep.api.experiment import (
+    NO_GENERATION,
+    SET_BY_SPEC,
+    VALIDATION_SET_BY_SPEC,
+    ExperimentSpec,
+    ExperimentStatus,
+)
 from datasweep.api.stage_params import params_model, training_kinds
 
 CATEGORY = "datasweep"
@@ -229,6 +235,10 @@ def experiment_spec_schema() -> dict[str, Any]:
             if name not in SET_BY_SPEC
         },
     }
+    judge = generation["properties"]["options"]["properties"].get("validation", {})
+    for variant in [judge, *judge.get("anyOf", [])]:
+        for name in VALIDATION_SET_BY_SPEC:
+            variant.get("properties", {}).pop(name, None)
     prompt_rule = _rule(
         "!(has(self.text) && has(self.configMapKeyRef))",
         "set prompt.text or prompt.configMapKeyRef, not both",

@@ -41,7 +41,9 @@ NO_GENERATION = (
 # Grid axes of spec.generation, in the order they appear in semantic names.
 GRID_AXES = ("model", "temperature", "top_p", "max_tokens", "frequency_penalty", "presence_penalty")
 # Generate params that spec.generation's own fields (and spec.validation) set: not accepted in options.
-SET_BY_SPEC = ("task", "backend", "base_url", "prompt", "validation", *GRID_AXES)
+SET_BY_SPEC = ("task", "backend", "base_url", "prompt", *GRID_AXES)
+# `options.validation` may carry the judge's other settings (top_p, max_tokens), not what spec.validation sets.
+VALIDATION_SET_BY_SPEC = ("model", "temperature", "prompt")
 
 
 class DatasetSpec(CamelModel):
@@ -85,6 +87,9 @@ class GenerationSpec(CamelModel):
     @model_validator(mode="after")
     def _options_not_set_twice(self) -> GenerationSpec:
         twice = sorted(set(self.options) & set(SET_BY_SPEC))
+        judge = self.options.get("validation")
+        if isinstance(judge, dict):
+            twice += [f"validation.{key}" for key in sorted(set(judge) & set(VALIDATION_SET_BY_SPEC))]
         if twice:
             raise ValueError(
                 f"options {', '.join(twice)}: set by spec.generation / spec.validation themselves, not in options"
@@ -175,25 +180,24 @@ def parse_spec(raw: Mapping[str, Any]) -> ExperimentSpec:
     return ExperimentSpec.model_validate(dict(raw), strict=True)
 
 
-class StageStatus(CamelModel):
+class Failure(CamelModel):
     artifact: str
-    fingerprint: str
-    phase: str
-    reused: bool = False
+    stage: str = ""
+    reason: str = ""
+    message: str = Field(default="", max_length=512)
 
 
-class PointStatus(CamelModel):
-    dataset: str
-    semantic_name: str
-    fingerprint: str
-    artifact: str
-    reused: bool = False
-    first_batch: str | None = None
-    path: str | None = None
-    stages: dict[str, StageStatus] = Field(default_factory=dict)
+class Failures(CamelModel):
+    """The first failures (at most `settings.maxFailuresListed`) and how many there are in all."""
+
+    total: int = 0
+    items: list[Failure] = Field(default_factory=list)
 
 
 class Counts(CamelModel):
+    """Points and Artifacts are planned numbers; the rest are points by their furthest state (bounded status:
+    the points themselves are the Artifacts labelled exp.datasweep.io/<name>)."""
+
     points: int = 0
     artifacts: int = 0
     reused: int = 0
@@ -209,6 +213,6 @@ class ExperimentStatus(CamelModel):
     batch: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
     counts: Counts = Field(default_factory=Counts)
-    points: list[PointStatus] = Field(default_factory=list)
+    failures: Failures = Field(default_factory=Failures)
     usage: Usage = Field(default_factory=Usage)
     saved_by_reuse: Usage = Field(default_factory=Usage)

@@ -16,7 +16,7 @@ CONFIG_ENV = "DATASWEEP_CONFIG"
 
 class Images(CamelModel):
     worker: str = "ghcr.io/datasweep/worker:0.1.0"
-    trainer: str = "ghcr.io/datasweep/trainer-cuda:0.1.0"
+    trainer: str = "ghcr.io/datasweep/trainer:0.1.0"
     pull_policy: str = Field(default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
     pull_secrets: list[str] = Field(default_factory=list)
 
@@ -45,6 +45,25 @@ class OperatorSettings(CamelModel):
     max_points: int = Field(default=256, ge=1)
     retries: int = Field(default=2, ge=0)
     retry_backoff_seconds: float = Field(default=10.0, ge=0)
+    # Scale (docs/scale.md): how hard the operator may drive the API server, and how much it keeps in flight.
+    api_qps: float = Field(default=50.0, gt=0, description="Requests per second of the operator's own client")
+    api_burst: int = Field(default=100, ge=1, description="Requests allowed at once above apiQps")
+    create_concurrency: int = Field(default=8, ge=1, le=64, description="Artifact creates in flight per Experiment")
+    max_jobs_per_namespace: int = Field(
+        default=512, ge=0, description="Jobs in flight per namespace, over all Experiments (0: no cap)"
+    )
+    status_interval_seconds: float = Field(
+        default=1.0, ge=0, description="At most one status patch per object per interval"
+    )
+    peering_lifetime_seconds: int = Field(
+        default=60, ge=5, description="With replicas > 1: how long a silent active replica blocks a standby"
+    )
+    max_failures_listed: int = Field(default=20, ge=0, le=100, description="Failures listed in a status")
+    require_manifest: bool = Field(
+        default=True,
+        description="A completed Job makes its Artifact Ready only when the worker's manifest.json is on the data "
+        "volume (checked where the operator has the volume mounted). Off only where no worker runs (kwok).",
+    )
 
     def volume_root(self, pvc: str | None) -> Path | None:
         """Where this process sees a PVC (None: the data volume), or None when it is not mounted here."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from datasweep.api._base import describe_validation_error
+from datasweep.api._base import Locate, describe_validation_error
 
 # kind -> (module, class); modules import pydantic only, never torch.
 _PARAMS_MODELS = {
@@ -32,25 +32,30 @@ def params_model(kind: str) -> type[BaseModel]:
     return model
 
 
-def validate_params(kind: str, params: dict[str, Any], where: str) -> BaseModel:
-    """Validate a stage's params strictly (no "256" for 256, no true for 1.0); errors name `where.<field>`."""
+def validate_params(kind: str, params: dict[str, Any], where: str, locate: Locate | None = None) -> BaseModel:
+    """Validate a stage's params; the error names the field as `where.<field>` (or as `locate` says)."""
     if kind not in _PARAMS_MODELS:
         raise StageParamsError(f"{where}: unknown stage kind {kind!r}; use one of {sorted(_PARAMS_MODELS)}")
     try:
         return params_model(kind).model_validate(params, strict=True)
     except ValidationError as exc:
-        raise StageParamsError(describe_validation_error(exc, where)) from exc
+        raise StageParamsError(describe_validation_error(exc, where, locate)) from exc
 
 
 def operational_fields(kind: str) -> frozenset[str]:
     """Fields that change how a stage works, never what it produces (logging, workers, retries, ...).
 
-    Each stage module lists them in `OPERATIONAL_FIELDS`, beside the fields themselves.
+    Each stage module maps them to the reason in `OPERATIONAL_FIELDS`, beside the fields themselves.
     """
+    return frozenset(operational_reasons(kind))
+
+
+def operational_reasons(kind: str) -> dict[str, str]:
+    """`OPERATIONAL_FIELDS` of a stage kind: field -> why it never changes the result."""
     module = importlib.import_module(_PARAMS_MODELS[kind][0])
-    fields: frozenset[str] = getattr(module, "OPERATIONAL_FIELDS", frozenset())
-    assert isinstance(fields, frozenset)
-    return fields
+    reasons: dict[str, str] = getattr(module, "OPERATIONAL_FIELDS", {})
+    assert isinstance(reasons, dict)
+    return reasons
 
 
 def result_params(kind: str, params: BaseModel) -> dict[str, Any]:

@@ -73,5 +73,10 @@ def load_worker_spec(path: str | Path, expected_stage: StageKind | None = None) 
     return spec
 
 
+# libyaml's emitter when present: the operator dumps one spec per Artifact (10,000 for a large sweep).
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump_worker_spec(spec: WorkerSpec) -> str:
-    return yaml.safe_dump(spec.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
+    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=False)

@@ -40,6 +40,7 @@ class ArtifactView:
     manifest: ManifestSummary | None = None
     imported: bool = False
     legacy_fingerprint: str | None = None
+    label_keys: frozenset[str] = frozenset()  # on a cluster: the consumer labels (exp./batch.datasweep.io/...)
 
     @property
     def ready(self) -> bool:
@@ -325,6 +326,7 @@ class ClusterBackend:
                     manifest=_manifest(status.get("manifest")),
                     imported=labels.get(k8s_labels.IMPORTED) == "true",
                     legacy_fingerprint=annotations.get(k8s_labels.LEGACY_FINGERPRINT),
+                    label_keys=frozenset(labels),
                 )
             )
         return sorted(views, key=lambda a: (a.dataset, a.semantic_name, a.stage, a.name))
@@ -338,31 +340,36 @@ class ClusterBackend:
 
     @staticmethod
     def _batch(obj: dict[str, Any], artifacts: dict[str, ArtifactView]) -> BatchView:
+        """A batch's points are its generate Artifacts, selected by the label batch.datasweep.io/<Batch name>
+        (the Batch status holds counts only: it stays small at any sweep size)."""
         spec = obj.get("spec") or {}
         status = obj.get("status") or {}
         batch_id = spec.get("batchId") or obj["metadata"]["name"]
+        key = k8s_labels.batch_key(obj["metadata"]["name"])
+        experiments = list(status.get("experiments") or [])
         points = []
-        for raw in status.get("points") or []:
-            artifact = artifacts.get(raw.get("artifact", ""))
-            name = Path(raw.get("path") or "").name or raw.get("semanticName", "")
+        for artifact in artifacts.values():
+            if artifact.stage != "generate" or key not in artifact.label_keys:
+                continue
+            name = Path(artifact.path).name or artifact.semantic_name
+            experiment = next((c for c in artifact.consumers if c in experiments), None)
             points.append(
                 PointView(
-                    dataset=raw.get("dataset", ""),
+                    dataset=artifact.dataset,
                     name=name,
-                    path=raw.get("path") or f"{batch_id}/{raw.get('dataset', '')}/{name}",
-                    shared_path=artifact.path if artifact else None,
-                    artifact=raw.get("artifact"),
-                    experiment=raw.get("experiment"),
-                    reused=bool(raw.get("reused")),
-                    ready=bool(raw.get("ready")),
-                    first_batch=artifact.first_batch if artifact else None,
-                    broken=None if artifact else f"Artifact {raw.get('artifact')} does not exist",
+                    path=f"{batch_id}/{artifact.dataset}/{name}",
+                    shared_path=artifact.path,
+                    artifact=artifact.name,
+                    experiment=experiment,
+                    reused=artifact.first_batch not in (None, batch_id),
+                    ready=artifact.ready,
+                    first_batch=artifact.first_batch,
                 )
             )
         return BatchView(
             batch_id=batch_id,
             purpose=spec.get("purpose", ""),
             description=spec.get("description", ""),
-            experiments=list(status.get("experiments") or []),
-            points=points,
+            experiments=experiments,
+            points=sorted(points, key=lambda p: (p.dataset, p.name)),
         )

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 import yaml
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -44,17 +45,41 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 
 
-OUTPUT_FORMATS = ("table", "json", "yaml")
+OUTPUT_FORMATS = ("table", "wide", "name", "json", "yaml")
+# `-o wide|name` and `--no-headers` shape the table of whichever command runs (one command per process)
+_VIEW = {"wide": False, "name": False, "no_headers": False}
+
+
+def _output_callback(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    _VIEW["wide"], _VIEW["name"] = value == "wide", value == "name"
+    return "table" if value in ("wide", "name") else value
+
+
+def _no_headers_callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    _VIEW["no_headers"] = value
+    return value
+
+
+def wide_requested() -> bool:
+    return _VIEW["wide"]
 
 
 def output_option(func: F) -> F:
+    func = click.option(
+        "--no-headers",
+        is_flag=True,
+        expose_value=False,
+        callback=_no_headers_callback,
+        help="tables without the title and header lines (for scripts that read columns)",
+    )(func)
     return click.option(
         "-o",
         "--output",
         type=click.Choice(OUTPUT_FORMATS),
         default="table",
         show_default=True,
-        help="table for people, json or yaml for scripts",
+        callback=_output_callback,
+        help="table for people (wide: more columns; name: the names only), json or yaml for scripts",
     )(func)
 
 
@@ -64,8 +89,25 @@ def dump(data: Any, fmt: str) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+def print_table(
+    title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], name_column: str | None = None
+) -> None:
+    """A table for people: box lines on a terminal, plain ASCII columns (kubectl style) when piped; with
+    `-o name` only the `name_column` values, one per line."""
+    if _VIEW["name"] and name_column is not None:
+        index = list(columns).index(name_column)
+        for row in rows:
+            click.echo(row[index])
+        return
+    terminal = sys.stdout.isatty()
+    table = Table(
+        title=None if _VIEW["no_headers"] else title,
+        title_justify="left",
+        show_header=not _VIEW["no_headers"],
+        show_edge=False,
+        pad_edge=False,
+        box=box.SIMPLE_HEAD if terminal else None,
+    )
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
@@ -121,9 +163,37 @@ def backend_options(func: F) -> F:
     return func
 
 
-def choose_backend(root: Path | None, cluster: bool, namespace: str | None, kube_context: str | None) -> Any:
+def experiment_root(experiment_file: Path) -> tuple[Path, str]:
+    """The local store of an experiment when --root is not given, and why it was chosen.
+
+    `--data-dir` defaults to the experiment file's folder, so the store beside the file counts as much as
+    the one in the current directory: whichever of the two exists is used; both existing (and different)
+    is ambiguous and refused, since planning against the wrong one would pay again for what exists.
+    """
+    here = DEFAULT_ROOT
+    beside = experiment_file.parent / DEFAULT_ROOT
+    found = [p for p in (here, beside) if p.is_dir()]
+    if len(found) == 2 and here.resolve() != beside.resolve():
+        raise BadInput(
+            f"two local stores could be meant: ./{here} (current directory) and {beside} (beside "
+            f"{experiment_file}); pass --root to choose one"
+        )
+    if found and found[0] is beside and here.resolve() != beside.resolve():
+        return beside, f"found beside {experiment_file}"
+    if found:
+        return here, "found in the current directory"
+    return here, "new, in the current directory"
+
+
+def choose_backend(
+    root: Path | None,
+    cluster: bool,
+    namespace: str | None,
+    kube_context: str | None,
+    default_root: Path = DEFAULT_ROOT,
+) -> Any:
     """The rule: --cluster forces the cluster; --root (or $DATASWEEP_ROOT) means local; otherwise the cluster
-    when a kubeconfig exists, else the local root ./Data_v2/synthetic."""
+    when a kubeconfig exists, else the local root `default_root` (./Data_v2/synthetic)."""
     from datasweep.cli.backends import ClusterBackend, LocalBackend
 
     if cluster:
@@ -132,4 +202,4 @@ def choose_backend(root: Path | None, cluster: bool, namespace: str | None, kube
         return LocalBackend(root)
     if namespace is not None or kube_context is not None or kubeconfig_available():
         return ClusterBackend.connect(namespace, kube_context)
-    return LocalBackend(DEFAULT_ROOT)
+    return LocalBackend(default_root)

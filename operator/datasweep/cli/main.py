@@ -32,6 +32,9 @@ COMMANDS: dict[str, str] = {
     "publish": "datasweep.cli.tools:publish",
     "gc": "datasweep.cli.maintenance:gc",
     "import": "datasweep.cli.maintenance:import_tree",
+    "unlink": "datasweep.cli.maintenance:unlink",
+    "results": "datasweep.cli.results:results",
+    "completion": "datasweep.cli.completion:completion",
 }
 
 
@@ -53,8 +56,33 @@ def invoked_name(argv0: str) -> str:
     return "kubectl datasweep" if plugin else "datasweep"
 
 
+# Flags people put before the command, as with `kubectl -n NS get ...`: `kubectl datasweep -n NS batches`.
+GLOBAL_FLAGS_WITH_VALUE = {"-n", "--namespace", "--context", "--root"}
+GLOBAL_FLAGS = {"--cluster"}
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """Move backend flags given before the command name after it: `-n NS batches` -> `batches -n NS`."""
+    leading: list[str] = []
+    rest = list(args)
+    while rest:
+        head = rest[0]
+        name = head.split("=", 1)[0]
+        if name in GLOBAL_FLAGS_WITH_VALUE and "=" not in head and len(rest) > 1:
+            leading += rest[:2]
+            rest = rest[2:]
+        elif name in GLOBAL_FLAGS_WITH_VALUE or head in GLOBAL_FLAGS:
+            leading.append(head)
+            rest = rest[1:]
+        else:
+            break
+    if not leading or not rest:
+        return args
+    return [rest[0], *leading, *rest[1:]]
+
+
 def main() -> None:
-    cli(prog_name=invoked_name(sys.argv[0]))
+    cli(args=hoist_global_flags(sys.argv[1:]), prog_name=invoked_name(sys.argv[0]))
 
 
 if __name__ == "__main__":

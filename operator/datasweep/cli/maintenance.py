@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from datasweep.core.fingerprint import fingerprint as sha256_fingerprint
 from datasweep.core.fingerprint import short
 from datasweep.k8s import labels as k8s_labels
 from datasweep.local.registry import LocalArtifact, Registry, now_iso
+from datasweep.local.runner import claim_is_dead
 from datasweep.store.inputs import seed_generate_roles
 from datasweep.store.layout import SHARED
 from datasweep.store.manifest import (
@@ -58,14 +60,32 @@ class GcCandidate:
     reason: str
     artifacts: list[str]
     size: int
+    links: list[str] = field(default_factory=list)  # batch view entries (relative) that lead to it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "reason": self.reason, "artifacts": self.artifacts, "bytes": self.size}
+        data: dict[str, Any] = {"path": self.path, "reason": self.reason, "artifacts": self.artifacts}
+        data["bytes"] = self.size
+        if self.links:
+            data["batchViews"] = self.links
+        return data
 
 
-def protected_paths(backend: LocalBackend) -> set[str]:
-    """Every shared path a batch view links to (a view protects the whole directory, training included)."""
-    return {p.shared_path for b in backend.batches() for p in b.points if p.shared_path}
+def _dead_reason(record: LocalArtifact) -> str | None:
+    """Why a claim protects nothing (the runner's `claim_is_dead`); imported directories were never ours to run."""
+    if record.imported or not claim_is_dead(record):
+        return None
+    return (
+        "failed, never completed (a rerun would start it over)"
+        if record.phase == "Failed"
+        else ("claimed, never started")
+    )
+
+
+def protected_paths(backend: LocalBackend, dead: set[str] | None = None) -> set[str]:
+    """Every shared path a batch view links to (a view protects the whole directory, training included),
+    except dead claims (`dead`): a failed or never-started point protects nothing."""
+    dead = dead or set()
+    return {p.shared_path for b in backend.batches() for p in b.points if p.shared_path and p.shared_path not in dead}
 
 
 def _under(path: str, parent: str) -> bool:
@@ -74,26 +94,41 @@ def _under(path: str, parent: str) -> bool:
 
 def local_gc_candidates(backend: LocalBackend) -> tuple[list[GcCandidate], list[str]]:
     artifacts = backend.artifacts()
-    protected = protected_paths(backend)
+    dead = {record.name: why for record in backend.registry.artifacts() if (why := _dead_reason(record))}
+    dead_paths = {a.path for a in artifacts if a.name in dead and a.stage in DATA_STAGES}
+    protected = protected_paths(backend, dead_paths)
     by_name = {a.name: a for a in artifacts}
     # inputs of a protected artifact are protected too (a training stage's data)
-    keep = {a.name for a in artifacts if any(_under(a.path, p) for p in protected)}
+    keep = {a.name for a in artifacts if a.name not in dead and any(_under(a.path, p) for p in protected)}
     keep |= {a.name for a in artifacts if a.phase == "Running"}
     keep = _with_inputs(keep, by_name)
+    views: dict[str, list[str]] = {}
+    for b in backend.batches():
+        for p in b.points:
+            if p.shared_path:
+                views.setdefault(p.shared_path, []).append(p.path)
     candidates: list[GcCandidate] = []
+    offered: set[str] = set()
     for a in artifacts:
         if a.name in keep or a.stage not in DATA_STAGES:
             continue
         nested = [b.name for b in artifacts if _under(b.path, a.path)]
         if any(name in keep for name in nested):
             continue
+        offered.update(nested)
         directory = backend.root / a.path
-        if directory.exists():
-            candidates.append(GcCandidate(a.path, "no batch view links to it", nested, dir_size(directory)))
+        links = views.get(a.path, [])
+        if not directory.exists():
+            candidates.append(GcCandidate(a.path, "its directory is gone: a stale record", nested, 0, links))
         else:
-            candidates.append(GcCandidate(a.path, "its directory is gone: a stale record", nested, 0))
-    # training artifacts whose generate directory is kept but which no batch point uses any more cannot be
-    # told apart from ones in use: a batch view protects the whole directory, so they stay.
+            reason = dead.get(a.name) or "no batch view links to it"
+            candidates.append(GcCandidate(a.path, reason, nested, dir_size(directory), links))
+    # a failed or never-started training stage inside a kept directory: its own directory and record go
+    for a in artifacts:
+        if a.stage not in DATA_STAGES and a.name in dead and a.name not in offered and a.name not in keep:
+            directory = backend.root / a.path
+            size = dir_size(directory) if directory.exists() else 0
+            candidates.append(GcCandidate(a.path, dead[a.name], [a.name], size))
     shared = backend.root / SHARED
     for aside in sorted(shared.glob(f"*/.*{SUPERSEDED_MARK}*")) if shared.is_dir() else []:
         rel = str(aside.relative_to(backend.root))
@@ -118,11 +153,20 @@ def cluster_gc_candidates(backend: ClusterBackend) -> list[GcCandidate]:
     referenced = {p.artifact for b in backend.batches() for p in b.points if p.artifact}
     experiments = {o["metadata"]["name"] for o in backend._list("experiments")}
     by_name = {a.name: a for a in artifacts}
-    keep = {a.name for a in artifacts if a.name in referenced or set(a.consumers) & experiments}
+    # a Failed Artifact (retries exhausted) protects nothing: a fixed Experiment makes a new fingerprint
+    failed = {a.name for a in artifacts if a.phase == "Failed"}
+    keep = {
+        a.name for a in artifacts if a.name not in failed and (a.name in referenced or set(a.consumers) & experiments)
+    }
     keep |= {a.name for a in artifacts if a.phase in ("Running", "Waiting")}
     keep = _with_inputs(keep, by_name)
     return [
-        GcCandidate(a.path, "no batch or experiment references it", [a.name], (a.manifest.bytes if a.manifest else 0))
+        GcCandidate(
+            a.path,
+            "failed, never completed" if a.name in failed else "no batch or experiment references it",
+            [a.name],
+            (a.manifest.bytes if a.manifest else 0),
+        )
         for a in artifacts
         if a.name not in keep
     ]
@@ -151,6 +195,7 @@ def gc(
             f"{len(candidates)} unreferenced ({backend.location})",
             ("PATH", "WHY", "SIZE", "ARTIFACTS"),
             [(c.path, c.reason, human_bytes(c.size), ", ".join(c.artifacts)) for c in candidates],
+            name_column="PATH",
         )
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -159,15 +204,89 @@ def gc(
         return
     for candidate in candidates:
         if isinstance(backend, LocalBackend):
+            for link in candidate.links:
+                (backend.root / link).unlink(missing_ok=True)
             if (backend.root / candidate.path).exists():
                 shutil.rmtree(backend.root / candidate.path)
             for name in candidate.artifacts:
                 backend.registry.delete_artifact(name)
+            backend.registry.forget_points(set(candidate.artifacts))
         else:
             for name in candidate.artifacts:
                 backend.api.delete_namespaced_custom_object(GROUP, VERSION, backend.namespace, "artifacts", name)
     freed = "the Artifact objects were deleted; files on the volume stay" if isinstance(backend, ClusterBackend) else ""
     click.echo(f"deleted {len(candidates)}, freed {human_bytes(total)}{'; ' + freed if freed else ''}", err=True)
+
+
+# ---- unlink: take points or an experiment out of a batch ----
+
+
+@click.command("unlink")
+@click.argument("batch_id", metavar="BATCH")
+@click.argument("points", nargs=-1, metavar="[POINT]...")
+@click.option("--experiment", default=None, help="every point this experiment recorded in the batch")
+@backend_options
+def unlink(
+    batch_id: str,
+    points: tuple[str, ...],
+    experiment: str | None,
+    root: Path | None,
+    cluster: bool,
+    namespace: str | None,
+    kube_context: str | None,
+) -> None:
+    """Remove POINTs (`Dataset/semantic`, a semantic name or a batch path) or an experiment from BATCH.
+
+    The batch view links and the batch record's points go; the data stays, for other batches or for
+    `datasweep gc` once nothing links to it.
+    """
+    from datasweep.cli.tools import one_batch, split_store_path
+
+    backend = choose_backend(root, cluster, namespace, kube_context)
+    if not isinstance(backend, LocalBackend):
+        raise BadInput(
+            "unlink works on a local store (--root); on a cluster a Batch lists what its Experiments "
+            "produce: delete the Experiment (`kubectl delete exp NAME`) and the Artifacts stay for `datasweep gc`"
+        )
+    if not points and experiment is None:
+        raise BadInput("name the points to remove (e.g. Copa/temp05_topp10_gpt4o) or pass --experiment NAME")
+    view = one_batch(backend, batch_id)
+    chosen = []
+    for ident in points:
+        _, dataset, name, _ = split_store_path(ident)
+        matches = [
+            p
+            for p in view.points
+            if ident in (p.name, p.path, f"{p.dataset}/{p.name}") or (dataset, name) == (p.dataset, p.name)
+        ]
+        if not matches:
+            names = ", ".join(f"{p.dataset}/{p.name}" for p in view.points) or "none"
+            raise BadInput(f"{ident!r} is not a point of {batch_id}; its points: {names}")
+        if len(matches) > 1:
+            raise BadInput(f"{ident!r} matches {len(matches)} points of {batch_id}; write it as Dataset/semantic")
+        chosen.extend(matches)
+    if experiment is not None:
+        if experiment not in view.experiments:
+            known = ", ".join(view.experiments) or "none"
+            raise BadInput(f"experiment {experiment!r} has no points in {batch_id}; its experiments: {known}")
+        chosen.extend(p for p in view.points if p.experiment == experiment and p not in chosen)
+    record = backend.registry.get_batch(batch_id)
+    others = {
+        (p.dataset, Path(p.path or "").name)
+        for p in (record.points if record else [])
+        if experiment is not None and p.experiment != experiment
+    }
+    removed = 0
+    for point in chosen:
+        if experiment is not None and not points and (point.dataset, point.name) in others:
+            continue  # another experiment of the batch still has this point
+        (backend.root / point.path).unlink(missing_ok=True)
+        removed += 1
+        with contextlib.suppress(OSError):
+            (backend.root / point.path).parent.rmdir()  # only when empty
+    named = {p.artifact for p in chosen[: len(points)] if p.artifact}
+    backend.registry.forget_points(named, batch_id=batch_id, experiment=experiment)
+    click.echo(f"removed {removed} point(s) from {batch_id}; the data stays until `datasweep gc`", err=True)
 
 
 # ---- import ----
@@ -244,7 +363,9 @@ def scan_seed_tree(tree: Path) -> tuple[list[ImportedDir], list[str]]:
         rel = f"{SHARED}/{dataset}/{name}"
         fp_file = directory / FINGERPRINT_NAME
         if not fp_file.is_file():
-            problems.append(f"{directory}: no {FINGERPRINT_NAME}; skipped (not a seed experiment directory)")
+            problems.append(
+                f"{directory}: no {FINGERPRINT_NAME}; skipped (not an experiment directory of a Data_v2 tree)"
+            )
             continue
         legacy = fp_file.read_text(encoding="utf-8").strip()
         meta: dict[str, Any] = {}
@@ -311,7 +432,7 @@ def scan_seed_tree(tree: Path) -> tuple[list[ImportedDir], list[str]]:
 def import_tree(
     tree: Path, root: Path | None, cluster: bool, namespace: str | None, kube_context: str | None, output: str
 ) -> None:
-    """Register an existing seed-format TREE (Data_v2/synthetic) as artifacts, without moving any data.
+    """Register an existing Data_v2/synthetic-style TREE as artifacts, without moving any data.
 
     Locally the registry is written inside TREE (`TREE/.datasweep/`); with --cluster, Artifact objects are
     created whose storage path is relative to TREE (TREE must be the data volume's root as mounted here).
@@ -409,4 +530,4 @@ def _import_to_cluster(backend: ClusterBackend, found: list[ImportedDir]) -> int
     return created
 
 
-__all__ = ["ArtifactView", "gc", "import_tree"]
+__all__ = ["ArtifactView", "gc", "import_tree", "unlink"]

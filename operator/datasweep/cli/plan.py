@@ -10,7 +10,16 @@ import click
 
 from datasweep.api.stages.generate import PriceEntry
 from datasweep.api.worker import TRAINING_STAGES
-from datasweep.cli.common import BadInput, backend_options, choose_backend, dump, output_option, print_table
+from datasweep.cli.common import (
+    BadInput,
+    backend_options,
+    choose_backend,
+    dump,
+    experiment_root,
+    kubeconfig_available,
+    output_option,
+    print_table,
+)
 from datasweep.cli.run import experiment_options
 from datasweep.core.plan import StagePlan
 from datasweep.local.experiment_file import (
@@ -136,7 +145,11 @@ def plan(
         the_plan = experiment.plan()
     except ExperimentFileError as exc:
         raise BadInput(str(exc)) from exc
-    backend = choose_backend(root, cluster, namespace, kube_context)
+    local_default = root is None and not cluster and not (namespace or kube_context or kubeconfig_available())
+    default_root, why = experiment_root(experiment_file) if local_default else (Path(), "--root")
+    backend = choose_backend(root, cluster, namespace, kube_context, default_root=default_root)
+    if backend.kind == "local":
+        click.echo(f"store: {backend.root.resolve()} ({why})", err=True)
     existing = {a.name: a for a in backend.artifacts()} if backend.kind == "cluster" else {}
     estimates: list[StageEstimate] = []
     for point in the_plan.points:

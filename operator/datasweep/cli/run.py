@@ -12,6 +12,7 @@ from datasweep.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     BadInput,
+    experiment_root,
     print_table,
     stderr_console,
 )
@@ -42,10 +43,10 @@ def experiment_options(func: click.decorators.FC) -> click.decorators.FC:
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_ROOT,
-    show_default=True,
+    default=None,
     envvar="DATASWEEP_ROOT",
-    help="local store root (_shared/ and batch_*/ views live here)",
+    help=f"local store root (_shared/ and batch_*/ views live here); default: an existing ./{DEFAULT_ROOT} or "
+    f"one beside the experiment file (both: refused as ambiguous), else a new ./{DEFAULT_ROOT}",
 )
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True, help="workers at once")
 @click.option("--force-regenerate", is_flag=True, help="produce fresh artifacts even where they exist (old kept)")
@@ -59,7 +60,7 @@ def run(
     experiment_file: Path,
     data_dir: Path | None,
     prompt_files: tuple[str, ...],
-    root: Path,
+    root: Path | None,
     jobs: int,
     force_regenerate: bool,
     worker_command: str | None,
@@ -69,6 +70,10 @@ def run(
     Exit codes: 0 done, 1 a stage failed (its log is named), 2 bad input, 130 interrupted (rerun resumes).
     """
     console = stderr_console()
+    why = "--root" if root is not None else ""
+    if root is None:
+        root, why = experiment_root(experiment_file)
+    console.print(f"store: {root.resolve()} ({why})", markup=False)
     try:
         experiment = load_experiment(experiment_file, data_dir, parse_prompt_files(prompt_files))
         plan = experiment.plan()
@@ -82,6 +87,11 @@ def run(
         result = runner.prepare(experiment, plan)
     except (ExperimentFileError, RegistryError) as exc:
         raise BadInput(str(exc)) from exc
+    except OSError as exc:
+        raise BadInput(
+            f"{root}: cannot write the local store ({exc.strerror or exc}: {exc.filename or root}); "
+            f"pass --root DIR naming a writable directory"
+        ) from exc
     for note in result.notes:
         console.print(f"note: {note}")
     todo = sum(task.state == "pending" for task in result.tasks)
@@ -108,11 +118,17 @@ def report(result: RunResult, root: Path) -> int:
             )
         )
     print_table(f"{result.batch} ({result.experiment})", ("DATASET", "SEMANTIC", "REUSED", "STAGES", "PATH"), rows)
+    # the same data error in every point is printed once, after the last stage that hit it
+    tails = {id(task): log_tail(task.log) for task in result.failed}
+    last_with = {tail: task for task in result.failed if (tail := tails[id(task)])}
     for task in result.failed:
         console.print(f"[red]FAILED[/red] {task.label}: {task.message}; log: {task.log}")
-        tail = log_tail(task.log)
-        if tail:
+        tail = tails[id(task)]
+        if tail and last_with[tail] is task:
+            others = sum(tails[id(t)] == tail for t in result.failed) - 1
             console.print(tail, markup=False)
+            if others:
+                console.print(f"(the same output ended {others} more failed stage(s) above)")
     for task in result.tasks:
         if task.state == "blocked":
             console.print(f"skipped {task.label}: {task.message}")

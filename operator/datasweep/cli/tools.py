@@ -18,6 +18,7 @@ from datasweep.cli.common import (
     dump,
     output_option,
     print_table,
+    wide_requested,
 )
 from datasweep.store.layout import SHARED
 
@@ -76,9 +77,16 @@ def find_artifacts(artifacts: list[ArtifactView], ident: str) -> list[ArtifactVi
 
 
 def one_artifact(artifacts: list[ArtifactView], ident: str) -> ArtifactView:
+    """The artifact `ident` names; among several matches a single Ready one wins (a failed claim beside
+    its fixed rerun is not what anyone means), with a note naming the others."""
     found = find_artifacts(artifacts, ident)
     if not found:
         raise BadInput(f"no artifact matches {ident!r}; list them with `datasweep artifacts`")
+    ready = [a for a in found if a.ready]
+    if len(found) > 1 and len(ready) == 1:
+        others = ", ".join(f"{a.name} ({a.phase})" for a in found if not a.ready)
+        click.echo(f"note: {ident!r} also matches {others}; using the Ready {ready[0].name}", err=True)
+        return ready[0]
     if len(found) > 1:
         names = "\n  ".join(f"{a.name}  ({a.stage}, {a.path})" for a in found)
         raise BadInput(f"{ident!r} is ambiguous, it matches {len(found)} artifacts:\n  {names}\nname one of them")
@@ -108,8 +116,9 @@ def batches(
     output: str,
     verbose: bool,
 ) -> None:
-    """List batches (seed: list_batches.py)."""
+    """List batches (was batch_tools/list_batches.py); `-o wide` adds the datasets, `-o name` prints batch ids."""
     backend = _backend(root, cluster, namespace, kube_context)
+    verbose = verbose or wide_requested()
     found = backend.batches()
     if output != "table":
         click.echo(dump([b.to_dict(verbose=verbose) for b in found], output))
@@ -121,7 +130,7 @@ def batches(
         row += [sum(p.reused for p in b.points), sum(p.ready for p in b.points)]
         rows.append([*row, datasets] if verbose else row)
     columns = ["BATCH", "PURPOSE", "EXPERIMENTS", "POINTS", "REUSED", "READY"] + (["DATASETS"] if verbose else [])
-    print_table(f"{len(found)} batches ({backend.location})", columns, rows)
+    print_table(f"{len(found)} batches ({backend.location})", columns, rows, name_column="BATCH")
 
 
 @click.command("batch")
@@ -138,8 +147,12 @@ def batch(
     output: str,
     verbose: bool,
 ) -> None:
-    """The points of BATCH_ID: reused or new, and where reused data came from (seed: list_batch_experiments.py)."""
+    """The points of BATCH_ID: reused or new, and where reused data came from.
+
+    Was batch_tools/list_batch_experiments.py; `-o wide` adds experiment, artifact and path.
+    """
     backend = _backend(root, cluster, namespace, kube_context)
+    verbose = verbose or wide_requested()
     view = one_batch(backend, batch_id)
     if output != "table":
         click.echo(dump(view.to_dict(verbose=True), output))
@@ -147,17 +160,16 @@ def batch(
     rows = []
     for p in view.points:
         reused = f"yes (first batch: {p.first_batch})" if p.reused else "no (new)"
-        row = [p.dataset, p.name, reused, _yes_no(p.ready)]
+        row = [f"{p.dataset}/{p.name}", reused, _yes_no(p.ready)]
         if verbose:
             row += [p.experiment or "", p.artifact or "", p.shared_path or ""]
         rows.append(row)
-    columns = ["DATASET", "SEMANTIC", "REUSED", "READY"] + (
-        ["EXPERIMENT", "ARTIFACT", "SHARED PATH"] if verbose else []
-    )
+    columns = ["POINT", "REUSED", "READY"] + (["EXPERIMENT", "ARTIFACT", "SHARED PATH"] if verbose else [])
     print_table(
         f"{view.batch_id}: {len(view.points)} points ({', '.join(view.experiments) or 'no experiments recorded'})",
         columns,
         rows,
+        name_column="POINT",
     )
     for p in view.points:
         if p.broken:
@@ -181,7 +193,7 @@ def artifacts(
     dataset: str | None,
     stage: str | None,
 ) -> None:
-    """Physical data, one row per artifact: first batch and consumers (seed: list_shared_experiments.py)."""
+    """Physical data, one row per artifact: first batch and consumers (was batch_tools/list_shared_experiments.py)."""
     backend = _backend(root, cluster, namespace, kube_context)
     found = [
         a
@@ -194,14 +206,18 @@ def artifacts(
     if output != "table":
         click.echo(dump([a.to_dict() for a in found], output))
         return
+    wide = wide_requested()
     rows = [
         (a.dataset, a.semantic_name, a.stage, a.phase, a.first_batch or "", ", ".join(a.consumers), a.name)
+        + ((a.fingerprint[:12], a.path) if wide else ())
         for a in found
     ]
     print_table(
         f"{len(found)} artifacts ({backend.location})",
-        ("DATASET", "SEMANTIC", "STAGE", "PHASE", "FIRST BATCH", "CONSUMERS", "ARTIFACT"),
+        ("DATASET", "SEMANTIC", "STAGE", "PHASE", "FIRST BATCH", "CONSUMERS", "ARTIFACT")
+        + (("FINGERPRINT", "PATH") if wide else ()),
         rows,
+        name_column="ARTIFACT",
     )
 
 
@@ -228,7 +244,7 @@ def compare(
     kube_context: str | None,
     output: str,
 ) -> None:
-    """Same and different canonical parameters of two artifacts (seed: compare_experiments.py).
+    """Same and different canonical parameters of two artifacts (was batch_tools/compare_experiments.py).
 
     FIRST/SECOND: an artifact name, a fingerprint prefix, Dataset/semantic or a shared/batch path.
     """
@@ -296,6 +312,7 @@ def _point_paths(backend: Backend, dataset: str | None, batch_id: str | None) ->
     show_default=True,
     help="yaml: `data: {path: ...}` blocks to paste into a training config",
 )
+@click.option("--all", "show_all", is_flag=True, help="also points that are not ready (failed, running, pending)")
 def paths(
     root: Path | None,
     cluster: bool,
@@ -304,10 +321,14 @@ def paths(
     dataset: str | None,
     batch_id: str | None,
     fmt: str,
+    show_all: bool,
 ) -> None:
-    """Data paths for training configs, one per batch point (seed: list_data_paths.py)."""
+    """Data paths for training configs, one per ready batch point (was batch_tools/list_data_paths.py)."""
     backend = _backend(root, cluster, namespace, kube_context)
-    rows = _point_paths(backend, dataset, batch_id)
+    every = _point_paths(backend, dataset, batch_id)
+    rows = every if show_all else [r for r in every if r["ready"]]
+    if len(rows) < len(every):
+        click.echo(f"note: {len(every) - len(rows)} point(s) not ready are left out (--all lists them)", err=True)
     if not rows:
         where = " ".join(
             x for x in (f"dataset {dataset}" if dataset else "", f"batch {batch_id}" if batch_id else "") if x
@@ -339,7 +360,7 @@ def paths(
 def resolve(
     path: str, root: Path | None, cluster: bool, namespace: str | None, kube_context: str | None, output: str
 ) -> None:
-    """PATH (batch path, shared path, fingerprint or artifact) -> the others (seed: resolve_data_path.py)."""
+    """PATH (batch path, shared path, fingerprint or artifact) -> the others (was batch_tools/resolve_data_path.py)."""
     backend = _backend(root, cluster, namespace, kube_context)
     batch_part, dataset, name, rest = split_store_path(path)
     if isinstance(backend, LocalBackend) and batch_part and dataset and name:
@@ -409,7 +430,7 @@ def publish(
     namespace: str | None,
     kube_context: str | None,
 ) -> None:
-    """Copy ARTIFACT's dataset files to the flat legacy layout DEST/<Dataset>/ (seed: publish_dataset.py)."""
+    """Copy ARTIFACT's dataset files to the flat legacy layout DEST/<Dataset>/ (was batch_tools/publish_dataset.py)."""
     backend = _backend(root, cluster, namespace, kube_context)
     artifact = one_artifact(backend.artifacts(), artifact_ident)
     if isinstance(backend, LocalBackend):
@@ -432,7 +453,13 @@ def publish(
         raise BadInput(f"{target} already has {', '.join(clashes)}; pass --overwrite to replace them")
     from datasweep.store.atomic import atomic_open
 
-    for file in files:
-        with file.open("rb") as src, atomic_open(target / file.name, "wb", encoding=None) as out:
-            shutil.copyfileobj(src, out)
+    try:
+        for file in files:
+            with file.open("rb") as src, atomic_open(target / file.name, "wb", encoding=None) as out:
+                shutil.copyfileobj(src, out)
+    except OSError as exc:
+        raise BadInput(
+            f"--dest {dest}: cannot write {exc.filename or target} ({exc.strerror or exc}); "
+            f"choose a directory you can write to"
+        ) from exc
     click.echo(f"published {len(files)} files of {artifact.name} to {target}")

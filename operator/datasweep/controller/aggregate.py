@@ -1,132 +1,146 @@
-"""Experiment and Batch status, aggregated from their Artifacts (called on every Artifact change)."""
+"""Experiment and Batch status, aggregated from Kopf's indices and written coalesced (docs/scale.md).
+
+Status is bounded: counts, usage, conditions and the first failures with their total, never one entry per
+point (the points are the Artifacts labelled exp.datasweep.io/<experiment>). An Artifact event only marks
+its consumers dirty; one writer thread recomputes a dirty object from the indices (one consistent view,
+the latest state) at most once per `statusIntervalSeconds`: work grows with changes, not with the size of
+the namespace, and counts never go backwards because a stale snapshot is never written after a newer one.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import threading
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
 
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from datasweep.api.settings import OperatorSettings
+from datasweep.controller.coalesce import Coalescer
+from datasweep.controller.indices import (
+    ARTIFACTS,
+    EXPERIMENTS,
+    ArtifactInfo,
+    ExperimentSummary,
+    info_of,
+    lookup,
+)
+from datasweep.controller.setup import settings
 from datasweep.k8s import client, labels
 from datasweep.k8s.conditions import set_condition
 from datasweep.store.manifest import Usage
 
+LOG = logging.getLogger("datasweep.aggregate")
+MAX_BATCH_EXPERIMENTS_LISTED = 256
 
-def _usage(status: dict[str, Any]) -> Usage:
-    return Usage.model_validate(status.get("usage") or {})
+
+@dataclass
+class Planned:
+    """What the Experiment handler planned: the aggregate counts against it, not against what is indexed."""
+
+    points: int
+    stages: int  # stages per point (generate + training)
+    generate: frozenset[str]  # the points' generate Artifacts
+    artifacts: frozenset[str]  # every planned Artifact
+    batch_object: str
+    generation: int
+    conditions: list[dict[str, Any]] = field(default_factory=list)
 
 
-def refresh_experiment(namespace: str, name: str) -> None:
-    experiment = client.get_custom("Experiment", namespace, name)
-    if experiment is None:
-        return
-    status = dict(experiment.get("status") or {})
-    points = [dict(p) for p in status.get("points", [])]
-    if not points:
-        return
-    artifacts = {a["metadata"]["name"]: a for a in client.list_custom("Artifact", namespace)}
-    counts = {
-        "points": len(points),
-        "reused": 0,
-        "created": 0,
-        "pending": 0,
-        "running": 0,
-        "succeeded": 0,
-        "failed": 0,
-    }
-    usage, saved = Usage(), Usage()
-    failures: list[str] = []
-    generation = int(experiment["metadata"].get("generation", 1))
-    all_data_ready, all_trained, seen = True, True, set()
-    for point in points:
-        phases = []
-        for stage_name, stage in point.get("stages", {}).items():
-            artifact = artifacts.get(stage["artifact"], {})
-            art_status = artifact.get("status") or {}
-            phase = art_status.get("phase", "Pending")
-            stage["phase"] = phase
-            phases.append(phase)
-            if stage["artifact"] not in seen:
-                seen.add(stage["artifact"])
-                if stage.get("reused"):
-                    saved = saved + _usage(art_status)
-                else:
-                    usage = usage + _usage(art_status)
-            if phase != "Ready":
-                if stage_name == "generate":
-                    all_data_ready = False
-                else:
-                    all_trained = False
-            if phase == "Failed":
-                ready: dict[str, Any] = next(
-                    (c for c in art_status.get("conditions", []) if c.get("type") == "Ready"), {}
-                )
-                failures.append(f"{stage['artifact']}: {ready.get('reason', 'Failed')}: {ready.get('message', '')}")
-        counts["reused" if point.get("reused") else "created"] += 1
+def _usage(infos: Iterable[ArtifactInfo]) -> Usage:
+    total = Usage()
+    for info in infos:
+        total = total + Usage.model_validate(info.usage_dict())
+    return total
+
+
+def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo], max_failures: int) -> dict[str, Any]:
+    """The Experiment's status (without `observedGeneration`/`batch`) from its Artifacts as indexed. Pure."""
+    mine = {i.name: i for i in infos if i.name in planned.artifacts}
+    training: dict[str, list[ArtifactInfo]] = {}
+    for info in mine.values():
+        if info.name not in planned.generate and info.inputs:
+            training.setdefault(info.inputs[0], []).append(info)
+    counts = {"points": planned.points, "artifacts": len(planned.artifacts), "reused": 0, "created": 0}
+    succeeded = failed = running = 0
+    data_ready = trained = 0
+    for generate_name in planned.generate:
+        generate = mine.get(generate_name)
+        if generate is None:
+            continue
+        counts["reused" if generate.first_experiment not in (None, name) else "created"] += 1
+        stages = training.get(generate_name, [])
+        phases = [generate.phase] + [s.phase for s in stages]
+        phases += ["Pending"] * (planned.stages - len(phases))
+        data_ready += generate.phase == "Ready"
+        trained += sum(s.phase == "Ready" for s in stages)
         if "Failed" in phases:
-            counts["failed"] += 1
+            failed += 1
         elif all(p == "Ready" for p in phases):
-            counts["succeeded"] += 1
+            succeeded += 1
         elif "Running" in phases:
-            counts["running"] += 1
-        else:
-            counts["pending"] += 1
-    counts["artifacts"] = len(seen)
-    conditions = status.get("conditions", [])
+            running += 1
+    counts.update(
+        pending=planned.points - succeeded - failed - running, running=running, succeeded=succeeded, failed=failed
+    )
+    failures = sorted((i for i in mine.values() if i.failure), key=lambda i: i.name)
+    reused = [i for i in mine.values() if i.first_experiment not in (None, name)]
+    produced = [i for i in mine.values() if i.first_experiment in (None, name)]
+    generation = planned.generation
+    all_data = data_ready == planned.points
+    all_trained = trained == len(planned.artifacts) - planned.points
     conditions = set_condition(
-        conditions,
-        "DataReady",
-        all_data_ready,
-        "DataReady" if all_data_ready else "Generating",
-        "",
-        generation,
+        planned.conditions, "DataReady", all_data, "DataReady" if all_data else "Generating", "", generation
     )
     conditions = set_condition(
         conditions, "Trained", all_trained, "Trained" if all_trained else "Training", "", generation
     )
     if failures:
-        message = "; ".join(failures)[:1024]
+        first = failures[0].failure or ("Failed", "")
+        message = f"{len(failures)} Artifact(s) failed; first: {failures[0].name}: {first[0]}: {first[1]}"[:1024]
         conditions = set_condition(conditions, "Failed", True, "ArtifactFailed", message, generation)
         conditions = set_condition(conditions, "Succeeded", False, "ArtifactFailed", message, generation)
     else:
         conditions = [c for c in conditions if c.get("type") != "Failed"]
-        done = counts["succeeded"] == counts["points"]
+        done = succeeded == planned.points
         conditions = set_condition(
             conditions,
             "Succeeded",
             done,
             "Succeeded" if done else "InProgress",
-            f"{counts['succeeded']}/{counts['points']} points done",
+            f"{succeeded}/{planned.points} points done",
             generation,
         )
-    client.patch_status(
-        "Experiment",
-        namespace,
-        name,
-        {
-            "points": points,
-            "counts": counts,
-            "conditions": conditions,
-            "usage": usage.model_dump(by_alias=True),
-            "savedByReuse": saved.model_dump(by_alias=True),
+    return {
+        "counts": counts,
+        "conditions": conditions,
+        "failures": {
+            "total": len(failures),
+            "items": [
+                {
+                    "artifact": i.name,
+                    "stage": i.stage,
+                    "reason": (i.failure or ("", ""))[0],
+                    "message": (i.failure or ("", ""))[1],
+                }
+                for i in failures[:max_failures]
+            ],
         },
-    )
-    batch = experiment["metadata"].get("labels", {}).get(labels.BATCH)
-    if batch:
-        refresh_batch(namespace, batch)
-
-
-def refresh_batch(namespace: str, batch: str) -> None:
-    experiments = client.list_custom("Experiment", namespace, label_selector=f"{labels.BATCH}={batch}")
-    counts = {
-        "experiments": len(experiments),
-        "points": 0,
-        "reused": 0,
-        "created": 0,
-        "ready": 0,
-        "failed": 0,
+        "usage": _usage(produced).model_dump(by_alias=True),
+        "savedByReuse": _usage(reused).model_dump(by_alias=True),
     }
-    usage, saved, points = Usage(), Usage(), []
-    for experiment in sorted(experiments, key=lambda e: e["metadata"]["name"]):
-        status = experiment.get("status") or {}
-        exp_counts = status.get("counts") or {}
+
+
+def summarize_batch(summaries: list[ExperimentSummary], max_failures: int) -> dict[str, Any]:
+    """The Batch's status from its Experiments' statuses as indexed. Pure."""
+    counts = {"experiments": len(summaries), "points": 0, "reused": 0, "created": 0, "ready": 0, "failed": 0}
+    usage, saved, total = Usage(), Usage(), 0
+    items: list[dict[str, str]] = []
+    for summary in sorted(summaries, key=lambda s: s.name):
+        exp_counts = dict(summary.counts)
         for key, source in (
             ("points", "points"),
             ("reused", "reused"),
@@ -135,30 +149,124 @@ def refresh_batch(namespace: str, batch: str) -> None:
             ("failed", "failed"),
         ):
             counts[key] += int(exp_counts.get(source, 0))
-        usage = usage + _usage(status)
-        saved = saved + Usage.model_validate(status.get("savedByReuse") or {})
-        for point in status.get("points", []):
-            stages = point.get("stages", {})
-            points.append(
-                {
-                    "experiment": experiment["metadata"]["name"],
-                    "dataset": point["dataset"],
-                    "semanticName": point["semanticName"],
-                    "artifact": point["artifact"],
-                    "reused": bool(point.get("reused")),
-                    "path": point.get("path"),
-                    "ready": all(s.get("phase") == "Ready" for s in stages.values()),
-                }
-            )
-    client.patch_status(
-        "Batch",
-        namespace,
-        batch,
-        {
-            "experiments": sorted(e["metadata"]["name"] for e in experiments),
-            "counts": counts,
-            "points": points,
-            "usage": usage.model_dump(by_alias=True),
-            "savedByReuse": saved.model_dump(by_alias=True),
-        },
+        usage = usage + Usage.model_validate(dict(summary.usage))
+        saved = saved + Usage.model_validate(dict(summary.saved))
+        total += summary.failures_total
+        for artifact, stage, reason, message in summary.failures:
+            if len(items) < max_failures:
+                items.append({"artifact": artifact, "stage": stage, "reason": reason, "message": message})
+    names = sorted(s.name for s in summaries)
+    return {
+        "experiments": names[:MAX_BATCH_EXPERIMENTS_LISTED],
+        "counts": counts,
+        "failures": {"total": total, "items": items},
+        "usage": usage.model_dump(by_alias=True),
+        "savedByReuse": saved.model_dump(by_alias=True),
+    }
+
+
+class Aggregator:
+    """The per-process state: what was planned, what was last written, and the one writer thread."""
+
+    def __init__(
+        self, artifact_index: kopf.Index[Any, Any], experiment_index: kopf.Index[Any, Any], config: OperatorSettings
+    ) -> None:
+        self.artifacts = artifact_index
+        self.experiments = experiment_index
+        self.config = config
+        self.planned: dict[tuple[str, str], Planned] = {}
+        self._written: dict[Hashable, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.coalescer = Coalescer(self._flush, config.status_interval_seconds)
+
+    def plan(self, namespace: str, name: str, planned: Planned) -> None:
+        with self._lock:
+            self.planned[(namespace, name)] = planned
+            self._written.pop(("Experiment", namespace, name), None)
+        self.coalescer.mark(("Experiment", namespace, name))
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self.planned.pop((namespace, name), None)
+
+    def _flush(self, key: Hashable) -> None:
+        kind, namespace, name = cast(tuple[str, str, str], key)
+        if kind == "Experiment":
+            with self._lock:
+                planned = self.planned.get((namespace, name))
+            if planned is None:
+                return  # not planned by this process yet: its resume handler will plan it
+            names = set(lookup(self.artifacts, ("exp", namespace, name)))
+            infos = [i for n in names if (i := info_of(self.artifacts, namespace, n)) is not None]
+            status = summarize_experiment(name, planned, infos, self.config.max_failures_listed)
+            with self._lock:
+                planned.conditions = status["conditions"]  # keeps lastTransitionTime across writes
+        else:
+            summaries = lookup(self.experiments, ("batch", namespace, name))
+            status = summarize_batch(summaries, self.config.max_failures_listed)
+        if self._written.get(key) == status:
+            return
+        try:
+            client.patch_status(kind, namespace, name, status)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return  # deleted meanwhile
+        self._written[key] = status
+
+
+_AGGREGATOR: Aggregator | None = None
+
+
+def aggregator() -> Aggregator | None:
+    return _AGGREGATOR
+
+
+def mark_experiment(namespace: str, name: str) -> None:
+    if _AGGREGATOR is not None:
+        _AGGREGATOR.coalescer.mark(("Experiment", namespace, name))
+
+
+def mark_batch(namespace: str, batch_object: str) -> None:
+    if _AGGREGATOR is not None:
+        _AGGREGATOR.coalescer.mark(("Batch", namespace, batch_object))
+
+
+@kopf.on.startup()
+def start_aggregator(**kwargs: Any) -> None:
+    """The indices are safe to hand to a thread started here (Kopf fills them before any handler runs)."""
+    global _AGGREGATOR
+    _AGGREGATOR = Aggregator(kwargs["artifact_index"], kwargs["experiment_index"], settings())
+    _AGGREGATOR.coalescer.start()
+
+
+@kopf.on.cleanup()
+def stop_aggregator(**_: Any) -> None:
+    global _AGGREGATOR
+    if _AGGREGATOR is not None:
+        _AGGREGATOR.coalescer.stop()
+        _AGGREGATOR = None
+
+
+# Async (on Kopf's loop, no thread hop): they only mark keys dirty, which takes a lock for a moment.
+@kopf.on.event(*ARTIFACTS)
+async def artifact_event(namespace: str | None, body: kopf.Body, **_: Any) -> None:
+    """Any change of an Artifact: its consumers' status is due (written coalesced, not now)."""
+    assert namespace is not None
+    annotations = body["metadata"].get("annotations") or {}
+    consumers = set((body.get("status") or {}).get("consumers") or []) | set(
+        labels.consumers_in(body["metadata"].get("labels") or {}, annotations)
     )
+    if first := annotations.get(labels.FIRST_EXPERIMENT):
+        consumers.add(first)
+    for experiment in consumers:
+        mark_experiment(namespace, experiment)
+
+
+@kopf.on.event(*EXPERIMENTS)
+async def experiment_event(namespace: str | None, meta: kopf.Meta, **_: Any) -> None:
+    """An Experiment's status (or existence) changed: its Batch's totals are due."""
+    assert namespace is not None
+    batch = (meta.get("labels") or {}).get(labels.BATCH)
+    if batch:
+        mark_batch(namespace, batch)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
 import kopf
 
-from datasweep.controller.aggregate import refresh_experiment
+from datasweep.controller.admission import Admission, Grant
+from datasweep.controller.indices import ARTIFACTS, JOBS, info_of, lookup
 from datasweep.controller.setup import settings
 from datasweep.core import naming
 from datasweep.k8s import builders, client, labels
@@ -16,36 +18,55 @@ from datasweep.k8s.conditions import now, set_condition
 from datasweep.store import layout
 from datasweep.store.manifest import ManifestSummary, read_manifest
 
-ARTIFACTS = ("datasweep.io", "v1alpha1", "artifacts")
-JOBS = ("batch", "v1", "jobs")
 MAX_BACKOFF = 600.0
+LOG = logging.getLogger("datasweep.artifact")
+_ADMISSION: Admission | None = None
+_JOBS: kopf.Index[Any, Any] | None = None
 
 
-@kopf.index(*ARTIFACTS)
-def artifact_phases(
-    namespace: str | None, name: str, status: kopf.Status, meta: kopf.Meta, spec: kopf.Spec, **_: Any
-) -> Any:
-    """(namespace, name) -> (phase, first experiment, inputs): what launching and throttling need, no API calls."""
-    return {
-        (namespace, name): (
-            status.get("phase", "Pending"),
-            meta.get("annotations", {}).get(labels.FIRST_EXPERIMENT),
-            tuple(spec.get("inputs", [])),
-        )
-    }
+@kopf.on.startup()
+def start_admission(**kwargs: Any) -> None:
+    """Fresh queues per operator run; Jobs in flight are counted from the index (Artifacts in phase Running)."""
+    global _ADMISSION, _JOBS
+    artifact_index: kopf.Index[Any, Any] = kwargs["artifact_index"]  # Kopf passes indices by their names
+    _JOBS = kwargs["job_index"]
+
+    def seed(namespace: str) -> list[tuple[str, str]]:
+        running = []
+        for name in lookup(artifact_index, ("ns", namespace)):
+            info = info_of(artifact_index, namespace, name)
+            if info is not None and info.phase == "Running":
+                running.append((info.first_experiment or "", name))
+        return running
+
+    _ADMISSION = Admission(seed, settings().max_jobs_per_namespace)
+
+
+# One Artifact is started or recorded by one thread at a time (handler, wake-up, Job event): otherwise a
+# "Waiting" written late could overwrite "Running", or a fast Job's completion be read before its launch.
+# Striped locks, never nested (wake-ups run after the lock is released).
+_STRIPES = [threading.Lock() for _ in range(64)]
+
+
+def _lock(namespace: str, name: str) -> threading.Lock:
+    return _STRIPES[hash((namespace, name)) % len(_STRIPES)]
+
+
+def admission() -> Admission:
+    assert _ADMISSION is not None, "the operator's startup handler creates the admission queues"
+    return _ADMISSION
 
 
 def _patch(namespace: str, name: str, status: dict[str, Any], **changes: Any) -> None:
+    """Status of one Artifact; its consumers' aggregates follow from the watch event (aggregate.py)."""
     client.patch_status("Artifact", namespace, name, changes)
-    for consumer in status.get("consumers", []):
-        refresh_experiment(namespace, consumer)
 
 
 def _ready_condition(status: dict[str, Any], value: bool, reason: str, message: str) -> list[dict[str, Any]]:
     return set_condition(status.get("conditions", []), "Ready", value, reason, message)
 
 
-def _launch(namespace: str, name: str, body: kopf.Body, attempt: int, logger: kopf.Logger) -> None:
+def _launch(namespace: str, name: str, body: Any, attempt: int, logger: Any) -> None:
     status = dict(body.get("status") or {})
     annotations = body["metadata"].get("annotations", {})
     queue = annotations.get(labels.QUEUE)
@@ -74,16 +95,16 @@ def _launch(namespace: str, name: str, body: kopf.Body, attempt: int, logger: ko
         phase="Running",
         job=job_name,
         attempts=attempt + 1,
+        firstBatch=status.get("firstBatch") or annotations.get(labels.FIRST_BATCH),
+        firstExperiment=status.get("firstExperiment") or annotations.get(labels.FIRST_EXPERIMENT),
         startedAt=status.get("startedAt") or now(),
         conditions=_ready_condition(status, False, "JobRunning", f"Job {job_name} is producing the artifact"),
     )
 
 
-def _blocked(namespace: str, body: kopf.Body) -> tuple[str, str] | None:
-    """Why this Artifact cannot start yet: an input not Ready, or its experiment at its parallelism.
-
-    Read from the API, not the index: a nudge may arrive before the index has seen the change that caused it.
-    """
+def _inputs_blocked(namespace: str, body: Any) -> tuple[str, str] | None:
+    """Why this Artifact cannot start yet: an input not Ready. Read from the API (a GET per input, not a LIST):
+    the wake-up may arrive before the index has seen the input's change that caused it."""
     for input_name in body["spec"].get("inputs", []):
         producer = client.get_custom("Artifact", namespace, input_name)
         phase = ((producer or {}).get("status") or {}).get("phase")
@@ -91,22 +112,18 @@ def _blocked(namespace: str, body: kopf.Body) -> tuple[str, str] | None:
             return "InputFailed", f"input {input_name} failed"
         if phase != "Ready":
             return "WaitingOnProducer", f"waiting for input {input_name} ({phase or 'absent'})"
-    annotations = body["metadata"].get("annotations", {})
-    first = annotations.get(labels.FIRST_EXPERIMENT)
-    limit = int(annotations.get(labels.PARALLELISM, "0") or 0)
-    if limit:
-        running = sum(
-            1
-            for other in client.list_custom("Artifact", namespace)
-            if (other.get("status") or {}).get("phase") == "Running"
-            and other["metadata"].get("annotations", {}).get(labels.FIRST_EXPERIMENT) == first
-        )
-        if running >= limit:
-            return "Throttled", f"{running} Jobs of experiment {first} running (parallelism {limit})"
     return None
 
 
-def reconcile(namespace: str, name: str, body: kopf.Body, retry: int, logger: kopf.Logger) -> None:
+def _experiment_of(body: Any) -> str:
+    return str(body["metadata"].get("annotations", {}).get(labels.FIRST_EXPERIMENT) or "")
+
+
+def _limit_of(body: Any) -> int:
+    return int(body["metadata"].get("annotations", {}).get(labels.PARALLELISM, "0") or 0)
+
+
+def reconcile(namespace: str, name: str, body: Any, retry: int, logger: Any) -> None:
     if body["metadata"].get("labels", {}).get(labels.IMPORTED) == "true":
         return  # data registered by `datasweep import`: nothing to produce
     status = dict(body.get("status") or {})
@@ -128,7 +145,7 @@ def reconcile(namespace: str, name: str, body: kopf.Body, retry: int, logger: ko
             manifest=None,
             completedAt=None,
         )
-        _launch(namespace, name, body, attempts, logger)
+        _start(namespace, name, body, "Pending", status, attempts, logger)
         return
     input_failed = any(
         c.get("reason") == "InputFailed" for c in status.get("conditions", []) if c.get("type") == "Ready"
@@ -137,24 +154,31 @@ def reconcile(namespace: str, name: str, body: kopf.Body, retry: int, logger: ko
         if retry_token and retry_token != status.get("retriedFor"):
             kopf.info(body, reason="Retry", message=f"retry requested ({labels.RETRY}={retry_token})")
             _patch(namespace, name, status, phase="Pending", retriedFor=retry_token, attempts=attempts)
-            _launch(namespace, name, body, attempts, logger)
+            _start(namespace, name, body, "Pending", status, attempts, logger)
         return
     if phase in ("Ready", "Running"):
         return
     if phase == "Retrying" and retry == 0:
         delay = min(settings().retry_backoff_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
         raise kopf.TemporaryError(f"attempt {attempts} failed; retrying in {delay:.0f}s", delay=delay)
-    with _launch_lock(namespace, annotations.get(labels.FIRST_EXPERIMENT)):
-        _start_when_unblocked(namespace, name, body, phase, status, attempts, logger)
+    _start(namespace, name, body, phase, status, attempts, logger)
 
 
-def _start_when_unblocked(
-    namespace: str, name: str, body: kopf.Body, phase: str, status: dict[str, Any], attempts: int, logger: kopf.Logger
+def _start(
+    namespace: str, name: str, body: Any, phase: str, status: dict[str, Any], attempts: int, logger: Any
 ) -> None:
-    if client.job_exists(namespace, naming.job_name(name, attempts)):
+    """Launch now if the inputs are Ready and admission grants a slot; else record why it waits (once)."""
+    experiment = _experiment_of(body)
+    if _JOBS is not None and (namespace, naming.job_name(name, attempts)) in _JOBS:
+        admission().force(namespace, experiment, name)
         _launch(namespace, name, body, attempts, logger)  # created before a crash: adopt it, whatever the limit
         return
-    blocked = _blocked(namespace, body)
+    blocked = _inputs_blocked(namespace, body)
+    if blocked is None and not admission().request(namespace, experiment, name, _limit_of(body)):
+        blocked = (
+            "Throttled",
+            f"parallelism {_limit_of(body)} of experiment {experiment} (or the namespace cap) reached",
+        )
     if blocked:
         reason, message = blocked
         if reason == "InputFailed":
@@ -169,7 +193,8 @@ def _start_when_unblocked(
             )
             return
         if phase != "Waiting" or status.get("waitingReason") != reason:
-            kopf.info(body, reason=reason, message=message)
+            if reason != "Throttled":  # one Event per waiting Artifact of a 10,000-point sweep would be noise
+                kopf.info(body, reason=reason, message=message)
             _patch(
                 namespace,
                 name,
@@ -178,46 +203,63 @@ def _start_when_unblocked(
                 waitingReason=reason,
                 conditions=_ready_condition(status, False, reason, message),
             )
-        return  # nudged when an input or a running Job of its experiment finishes (see `nudge`)
-    _launch(namespace, name, body, attempts, logger)
+        return  # started by `_wake` when an input finishes or admission grants it a slot
+    _launch(namespace, name, body, attempts, logger)  # on error Kopf retries; the slot stays ours meanwhile
 
 
-_LAUNCH_LOCKS: dict[tuple[str, str | None], threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _launch_lock(namespace: str, experiment: str | None) -> threading.Lock:
-    """Count-then-launch is atomic per experiment: handlers run in parallel threads of one replica."""
-    with _LOCKS_GUARD:
-        return _LAUNCH_LOCKS.setdefault((namespace, experiment), threading.Lock())
-
-
-# Kopf's change detection ignores status, so everything that must wake an Artifact touches an annotation:
-# the retry and regenerate requests, a finished input or a freed slot (`nudge`), a failed attempt.
+# Kopf's change detection ignores status, so what must wake an Artifact through Kopf touches an annotation:
+# the retry and regenerate requests, a failed attempt. A finished input or a freed slot wakes exactly the
+# Artifacts concerned directly (`_wake`), from the index and the admission queue.
 @kopf.on.resume(*ARTIFACTS)
 @kopf.on.create(*ARTIFACTS)
 @kopf.on.update(*ARTIFACTS, field="metadata.annotations")
-def artifact_changed(
-    namespace: str | None, name: str, body: kopf.Body, retry: int, logger: kopf.Logger, **kwargs: Any
-) -> None:
+def artifact_changed(namespace: str | None, name: str, retry: int, logger: kopf.Logger, **kwargs: Any) -> None:
     assert namespace is not None
-    reconcile(namespace, name, body, retry, logger)
+    # Read it now, under its lock: Kopf's copy may predate a launch (or even a completion) by a wake-up.
+    with _lock(namespace, name):
+        body = client.get_custom("Artifact", namespace, name)
+        if body is not None:
+            reconcile(namespace, name, body, retry, logger)
 
 
-def nudge(namespace: str, finished: str, first_experiment: str | None, index: kopf.Index[Any, Any]) -> None:
-    """An Artifact finished: wake the ones that wait on it as input or for a slot of its experiment."""
-    stamp = now()
-    for (ns, other), values in list(index.items()):
-        for phase, owner, inputs in values:
-            if ns != namespace or other == finished or phase in ("Ready", "Running"):
-                continue
-            if finished in inputs or (first_experiment and owner == first_experiment):
-                client.patch_custom("Artifact", ns, other, {"metadata": {"annotations": {labels.NUDGED: stamp}}})
+def _wake(namespace: str, experiment: str, name: str) -> list[Grant]:
+    """Start one Artifact now if it can be (a dependent whose input finished, or one granted a slot);
+    returns the slots it gave back (it needs none any more) for the caller to hand on."""
+    with _lock(namespace, name):
+        body = client.get_custom("Artifact", namespace, name)
+        if body is None:
+            return admission().forget(namespace, experiment, name)
+        status = dict(body.get("status") or {})
+        phase = status.get("phase", "Pending")
+        imported = body["metadata"].get("labels", {}).get(labels.IMPORTED) == "true"
+        if phase in ("Pending", "Waiting") and not imported:
+            _start(namespace, name, body, phase, status, int(status.get("attempts", 0)), LOG)
+            return []
+        if phase == "Running":
+            return []
+    return admission().forget(namespace, _experiment_of(body), name)
 
 
-def _first_experiment(artifact: dict[str, Any]) -> str | None:
-    value = artifact["metadata"].get("annotations", {}).get(labels.FIRST_EXPERIMENT)
-    return str(value) if value else None
+def _wake_granted(grant: Grant) -> None:
+    namespace, experiment, name = grant
+    try:
+        for more in _wake(namespace, experiment, name):
+            _wake_granted(more)
+    except Exception:
+        # The slot stays taken; a nudge annotation makes Kopf run (and retry) the handler, which reuses it.
+        LOG.exception("starting %s failed; handing it to its handler", name)
+        client.patch_custom("Artifact", namespace, name, {"metadata": {"annotations": {labels.NUDGED: now()}}})
+
+
+def finished(namespace: str, name: str, experiment: str, index: kopf.Index[Any, Any]) -> None:
+    """An Artifact's Job is done (Ready, Failed or Retrying): free its slot for the next in line, and wake the
+    Artifacts that wait on it as an input. Work: the grants plus the dependents, nothing per waiting Artifact."""
+    for grant in admission().release(namespace, experiment, name):
+        _wake_granted(grant)
+    for dependent in set(lookup(index, ("dep", namespace, name))):
+        info = info_of(index, namespace, dependent)
+        if info is None or info.phase in ("Pending", "Waiting"):
+            _wake_granted((namespace, "", dependent))
 
 
 def _termination_summary(namespace: str, job: str) -> ManifestSummary | None:
@@ -232,49 +274,95 @@ def _termination_summary(namespace: str, job: str) -> ManifestSummary | None:
     return None
 
 
+def _pod_failure(namespace: str, job: str) -> str:
+    """Why the Job's pods failed, naming each pod: e.g. "pod x-abc: OOMKilled (exit code 137)"."""
+    found = []
+    for pod in client.job_pods(namespace, job):
+        name, status = pod["metadata"]["name"], pod.get("status") or {}
+        for container in status.get("containerStatuses") or []:
+            ended = (container.get("state") or {}).get("terminated") or {}
+            if ended and ended.get("exitCode", 0) != 0:
+                detail = f"pod {name}: {ended.get('reason') or 'Error'} (exit code {ended.get('exitCode')})"
+                last_line = str(ended.get("message") or "").strip().splitlines()[-1:]
+                found.append(detail + (f": {last_line[0][:300]}" if last_line else ""))
+        if not found and status.get("phase") == "Failed" and status.get("reason"):
+            found.append(f"pod {name}: {status['reason']} {status.get('message', '')}".strip())
+    return "; ".join(found)
+
+
 @kopf.on.event(*JOBS, labels={labels.ARTIFACT: kopf.PRESENT})
 def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     job_status = body.get("status") or {}
-    finished = {c.get("type"): c for c in job_status.get("conditions") or [] if c.get("status") == "True"}
-    if "Complete" not in finished and "Failed" not in finished:
+    ended = {c.get("type"): c for c in job_status.get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" not in ended and "Failed" not in ended:
         return
     assert namespace is not None
     artifact_name = body["metadata"]["labels"][labels.ARTIFACT]
+    with _lock(namespace, artifact_name):
+        outcome = _record_job(namespace, name, artifact_name, ended, logger)
+    if outcome is None:
+        return
+    experiment, done = outcome
+    if done:
+        finished(namespace, artifact_name, experiment, kwargs["artifact_index"])
+    else:  # retrying after a backoff: it asks for a slot again then
+        for grant in admission().release(namespace, experiment, artifact_name):
+            _wake_granted(grant)
+
+
+def _record_job(
+    namespace: str, name: str, artifact_name: str, ended: dict[str, Any], logger: kopf.Logger
+) -> tuple[str, bool] | None:
+    """Record a finished Job on its Artifact: (experiment, no further attempt) or None when nothing changed."""
     artifact = client.get_custom("Artifact", namespace, artifact_name)
     if artifact is None:
-        return
+        return None
     status = dict(artifact.get("status") or {})
     phase, attempts = status.get("phase", "Pending"), int(status.get("attempts", 0))
     recorded = status.get("job") == name and phase == "Running"
     # The operator stopped between creating this Job and recording it: the Job is the current attempt.
     lost_launch = phase in ("Pending", "Waiting") and name == naming.job_name(artifact_name, attempts)
     if not (recorded or lost_launch):
-        return  # an older attempt, or already recorded
+        return None  # an older attempt, or already recorded
     if lost_launch:
         attempts += 1
-    if "Complete" in finished:
-        summary = _termination_summary(namespace, name)
+    experiment = _experiment_of(artifact)
+    reason = "JobFailed"
+    if "Complete" in ended:
         root = settings().volume_root(None)
         manifest = read_manifest(root / artifact["spec"]["storage"]["path"]) if root is not None else None
-        if manifest is not None:
-            summary = manifest.summary(path=artifact["spec"]["storage"]["path"])
-        changes: dict[str, Any] = {
-            "phase": "Ready",
-            "job": name,
-            "attempts": attempts,
-            "completedAt": now(),
-            "conditions": _ready_condition(status, True, "Produced", f"Job {name} completed"),
-        }
-        if summary is not None:
-            changes["manifest"] = summary.model_dump(by_alias=True)
-            changes["usage"] = summary.usage.model_dump(by_alias=True)
-        _patch(namespace, artifact_name, status, **changes)
-        logger.info("artifact %s ready", artifact_name)
-        nudge(namespace, artifact_name, _first_experiment(artifact), kwargs["artifact_phases"])
-        return
-    failure = finished["Failed"]
+        if manifest is None and root is not None and settings().require_manifest:
+            # Exit 0 is not enough: the worker may have written somewhere other than the data volume.
+            reason = "NoManifest"
+            ended["Failed"] = {
+                "reason": reason,
+                "message": f"the Job completed but {artifact['spec']['storage']['path']}/manifest.json is not on "
+                "the data volume: the worker wrote elsewhere (check its /data mount and the spec's outputDir)",
+            }
+        else:
+            summary = (
+                manifest.summary(path=artifact["spec"]["storage"]["path"])
+                if manifest is not None
+                else _termination_summary(namespace, name)
+            )
+            changes: dict[str, Any] = {
+                "phase": "Ready",
+                "job": name,
+                "attempts": attempts,
+                "completedAt": now(),
+                "conditions": _ready_condition(status, True, "Produced", f"Job {name} completed"),
+            }
+            if summary is not None:
+                changes["manifest"] = summary.model_dump(by_alias=True)
+                changes["usage"] = summary.usage.model_dump(by_alias=True)
+            _patch(namespace, artifact_name, status, **changes)
+            logger.info("artifact %s ready", artifact_name)
+            return experiment, True
+    failure = ended["Failed"]
     message = f"Job {name} failed: {failure.get('reason', '')} {failure.get('message', '')}".strip()
-    kopf.warn(artifact, reason="JobFailed", message=message)  # type: ignore[arg-type]
+    if pods := _pod_failure(namespace, name):
+        message = f"{message}; {pods}"
+    kopf.warn(artifact, reason=reason, message=message)  # type: ignore[arg-type]
     retries = int(artifact["spec"].get("retries", settings().retries))
     if attempts <= retries:
         _patch(
@@ -284,21 +372,21 @@ def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Lo
             phase="Retrying",
             job=name,
             attempts=attempts,
-            conditions=_ready_condition(status, False, "JobFailed", message),
+            conditions=_ready_condition(status, False, reason, message),
         )
-        # Wakes the Artifact's handler, which waits out the backoff and starts the next attempt.
+        # Wakes the Artifact's handler, which waits out the backoff and asks for a slot again.
         client.patch_custom(
             "Artifact", namespace, artifact_name, {"metadata": {"annotations": {labels.FAILED_ATTEMPT: str(attempts)}}}
         )
-    else:
-        final = f"{message} (after {attempts} attempts; retry with the annotation {labels.RETRY}=<any new value>)"
-        _patch(
-            namespace,
-            artifact_name,
-            status,
-            phase="Failed",
-            job=name,
-            attempts=attempts,
-            conditions=_ready_condition(status, False, "JobFailed", final),
-        )
-        nudge(namespace, artifact_name, _first_experiment(artifact), kwargs["artifact_phases"])
+        return experiment, False
+    final = f"{message} (after {attempts} attempts; retry with the annotation {labels.RETRY}=<any new value>)"
+    _patch(
+        namespace,
+        artifact_name,
+        status,
+        phase="Failed",
+        job=name,
+        attempts=attempts,
+        conditions=_ready_condition(status, False, reason, final),
+    )
+    return experiment, True

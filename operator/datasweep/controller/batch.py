@@ -6,14 +6,14 @@ from typing import Any
 
 import kopf
 
-from datasweep.controller.aggregate import refresh_batch
+from datasweep.controller.aggregate import mark_batch
 
 BATCHES = ("datasweep.io", "v1alpha1", "batches")
 
 
 @kopf.on.create(*BATCHES)
 @kopf.on.resume(*BATCHES)
-def batch_created(namespace: str | None, name: str, logger: kopf.Logger, **_: Any) -> None:
+def batch_created(namespace: str | None, name: str, **_: Any) -> None:
+    """Totals come from the Experiments' statuses in the index, written coalesced (aggregate.py)."""
     assert namespace is not None
-    refresh_batch(namespace, name)
-    logger.info("batch %s aggregated", name)
+    mark_batch(namespace, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from pydantic import ValidationError
 from datasweep.api._base import describe_validation_error
 from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.api.worker import TRAINING_STAGES, dump_worker_spec
+from datasweep.controller import aggregate
+from datasweep.controller.indices import EXPERIMENTS, ArtifactInfo, info_of
 from datasweep.controller.setup import settings
 from datasweep.core import naming
 from datasweep.core.plan import Plan, PlanError, PlanInputs, StagePlan, plan_experiment
@@ -26,7 +29,13 @@ from datasweep.store import layout
 from datasweep.store.records import RECORD_SUFFIXES
 from datasweep.workloads.generate import preflight
 
-EXPERIMENTS = ("datasweep.io", "v1alpha1", "experiments")
+
+class Refused(Exception):
+    """The API server or a foreign Artifact refuses a planned Artifact: a Failed condition, not a retry loop."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class InputError(Exception):
@@ -42,6 +51,9 @@ def _fail(namespace: str, name: str, status: dict[str, Any], generation: int, re
     conditions = set_condition(conditions, "Planned", False, reason, message, generation)
     conditions = set_condition(conditions, "Succeeded", False, reason, message, generation)
     conditions = set_condition(conditions, "Failed", True, reason, message, generation)
+    state = aggregate.aggregator()
+    if state is not None:
+        state.forget(namespace, name)  # no aggregate overwrites this answer
     client.patch_status("Experiment", namespace, name, {"observedGeneration": generation, "conditions": conditions})
 
 
@@ -170,7 +182,13 @@ def _storage_path(stage: StagePlan, generate_paths: dict[str, str]) -> str:
 
 
 def _worker_details(
-    spec: ExperimentSpec, stage: StagePlan, path: str, generate_paths: dict[str, str]
+    spec: ExperimentSpec,
+    stage: StagePlan,
+    path: str,
+    generate_paths: dict[str, str],
+    *,
+    batch: str,
+    experiment: str,
 ) -> dict[str, Any]:
     dataset = next(d for d in spec.datasets if d.name == stage.dataset)
     volumes = []
@@ -197,6 +215,8 @@ def _worker_details(
         input_relpaths=inputs,
         source_dir=source_dir,
         base_model=base_model,
+        batch=batch,
+        experiment=experiment,
     )
     details: dict[str, Any] = {"workerSpec": dump_worker_spec(worker_spec), "volumes": volumes}
     secret = spec.generation.api_key_secret
@@ -206,20 +226,74 @@ def _worker_details(
     return details
 
 
-def _point_status(stage: StagePlan, artifact: dict[str, Any], path: str, experiment: str) -> dict[str, Any]:
+def _ensure_artifact(
+    namespace: str,
+    name: str,
+    spec: ExperimentSpec,
+    stage: StagePlan,
+    plan: Plan,
+    generate_paths: dict[str, str],
+    known: ArtifactInfo | None,
+    queue: str | None,
+    regenerate_token: str | None,
+) -> tuple[str, bool]:
+    """Create the Artifact of one stage (409: reuse it and add this experiment as a consumer).
+
+    Returns its path and whether another experiment produced it (a cache hit)."""
+    batch_object = naming.batch_object_name(plan.batch)
+    marks = labels.consumer_marks(name, batch_object)
+    consumed = (
+        known is not None and name in known.listed and set(marks["labels"]) <= known.marks and not regenerate_token
+    )
+    if known is not None:
+        _check_same_artifact(stage, known.fingerprint, known.stage)
+    if known is not None and consumed:
+        return known.path, known.first_experiment not in (None, name)  # resumed: nothing to write
+    if known is None:
+        path = _storage_path(stage, generate_paths)
+        body = builders.artifact_body(
+            stage,
+            storage_path=path,
+            settings=settings(),
+            experiment=name,
+            batch=plan.batch,
+            retries=spec.retries,
+            parallelism=spec.parallelism,
+            queue_name=queue,
+            worker=_worker_details(spec, stage, path, generate_paths, batch=plan.batch, experiment=name),
+        )
+        body["metadata"]["labels"].update(marks["labels"])
+        body["metadata"]["annotations"].update(marks.get("annotations", {}))
+        try:
+            artifact, created = client.create_custom(namespace, body)
+        except ApiException as exc:
+            if exc.status not in (400, 413, 422):  # others are transient: Kopf retries
+                raise
+            # a value the planner let through but the API server refuses: answer, do not retry forever
+            raise Refused(
+                "ArtifactRejected", f"the API server refused Artifact {stage.artifact}: {_api_message(exc)}"
+            ) from exc
+        if not created:
+            existing = artifact.get("spec") or {}
+            _check_same_artifact(stage, str(existing.get("fingerprint")), str(existing.get("stage")))
+    else:
+        artifact, created = {}, False
+    if not created:  # reuse: record this consumer (labels for selection; one merge patch, idempotent)
+        artifact = client.patch_custom("Artifact", namespace, stage.artifact, {"metadata": marks})
+    path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
     annotations = artifact["metadata"].get("annotations", {})
-    first_experiment = annotations.get(labels.FIRST_EXPERIMENT)
-    return {
-        "artifact": stage.artifact,
-        "fingerprint": stage.fingerprint,
-        "phase": (artifact.get("status") or {}).get("phase", "Pending"),
-        "reused": first_experiment not in (None, experiment),
-        "firstBatch": annotations.get(labels.FIRST_BATCH),
-        "path": path,
-    }
+    # The object just returned saves a read: one status write per Artifact and consumer, unless it conflicts.
+    _add_consumer(namespace, stage.artifact, name, plan.batch, artifact)
+    if regenerate_token and annotations.get(labels.REGENERATE) != regenerate_token:
+        client.patch_custom(
+            "Artifact", namespace, stage.artifact, {"metadata": {"annotations": {labels.REGENERATE: regenerate_token}}}
+        )
+    return path, annotations.get(labels.FIRST_EXPERIMENT, name) != name
 
 
-def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -> None:
+def reconcile(
+    namespace: str, name: str, body: kopf.Body, logger: kopf.Logger, index: kopf.Index[Any, Any] | None = None
+) -> None:
     meta, status = body["metadata"], dict(body.get("status") or {})
     generation = int(meta.get("generation", 1))
     try:
@@ -245,89 +319,80 @@ def reconcile(namespace: str, name: str, body: kopf.Body, logger: kopf.Logger) -
         client.patch_custom("Experiment", namespace, name, {"metadata": {"labels": {labels.BATCH: batch_object}}})
 
     queue = spec.queue_name or settings().queue_name
-    regenerate_token = f"{meta.get('uid', '')}-{generation}" if spec.force_regenerate else None
+    token = f"{meta.get('uid', '')}-{generation}" if spec.force_regenerate else None
     generate_paths: dict[str, str] = {}
-    points = []
+    hits = 0
+    # Generate stages first (training stages need their paths), each wave with a bounded number of creates
+    # in flight: a 10,000-point plan neither waits on one round trip at a time nor floods the API server.
+    try:
+        with concurrent.futures.ThreadPoolExecutor(settings().create_concurrency) as pool:
+            for wave in ([p.generate for p in plan.points], [t for p in plan.points for t in p.training]):
+                known = {
+                    stage.artifact: info_of(index, namespace, stage.artifact) if index is not None else None
+                    for stage in wave
+                }
+                futures = [
+                    pool.submit(
+                        _ensure_artifact,
+                        namespace,
+                        name,
+                        spec,
+                        stage,
+                        plan,
+                        generate_paths,
+                        known[stage.artifact],
+                        queue,
+                        token,
+                    )
+                    for stage in wave
+                ]
+                results = [future.result() for future in futures]
+                for stage, (path, reused) in zip(wave, results, strict=True):
+                    if stage.stage not in TRAINING_STAGES:
+                        generate_paths[stage.artifact] = path
+                        hits += reused
+    except Refused as exc:
+        _fail(namespace, name, status, generation, exc.reason, str(exc))
+        if exc.reason == "NameClash":
+            kopf.warn(body, reason=exc.reason, message=str(exc))
+            raise kopf.TemporaryError(str(exc), delay=60) from exc
+        raise kopf.PermanentError(str(exc)) from exc
     data_root = settings().volume_root(None)
-    for point in plan.points:
-        stage_status: dict[str, Any] = {}
-        for stage in point.stages:
-            path = _storage_path(stage, generate_paths)
-            body_ = builders.artifact_body(
-                stage,
-                storage_path=path,
-                settings=settings(),
-                experiment=name,
-                batch=plan.batch,
-                retries=spec.retries,
-                parallelism=spec.parallelism,
-                queue_name=queue,
-                worker=_worker_details(spec, stage, path, generate_paths),
-            )
-            try:
-                artifact, created_now = client.create_custom(namespace, body_)
-            except ApiException as exc:
-                if exc.status not in (400, 413, 422):  # others are transient: Kopf retries
-                    raise
-                # a value the planner let through but the API server refuses: answer, do not retry forever
-                message = f"the API server refused Artifact {stage.artifact}: {_api_message(exc)}"
-                _fail(namespace, name, status, generation, "ArtifactRejected", message)
-                raise kopf.PermanentError(message) from exc
-            if not created_now:
-                _refuse_name_clash(body, namespace, name, status, generation, stage, artifact)
-            path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
-            if stage.stage not in TRAINING_STAGES:
-                generate_paths[stage.artifact] = path
-            _add_consumer(namespace, stage.artifact, name, plan.batch)
-            if (
-                regenerate_token
-                and artifact["metadata"].get("annotations", {}).get(labels.REGENERATE) != regenerate_token
-            ):
-                client.patch_custom(
-                    "Artifact",
-                    namespace,
-                    stage.artifact,
-                    {"metadata": {"annotations": {labels.REGENERATE: regenerate_token}}},
-                )
-            stage_status[stage.name] = _point_status(stage, artifact, path, name)
-        generate = stage_status["generate"]
-        if data_root is not None:
-            layout.link_into_batch(data_root, plan.batch, point.dataset, generate["path"])
-        points.append(
-            {
-                "dataset": point.dataset,
-                "semanticName": point.generate.semantic_name,
-                "fingerprint": point.generate.fingerprint,
-                "artifact": point.generate.artifact,
-                "reused": generate["reused"],
-                "firstBatch": generate["firstBatch"],
-                "path": generate["path"],
-                "stages": {
-                    k: {key: v[key] for key in ("artifact", "fingerprint", "phase", "reused")}
-                    for k, v in stage_status.items()
-                },
-            }
-        )
-    hits = sum(1 for point in points if point["reused"])
-    misses = len(points) - hits
+    if data_root is not None:
+        for point in plan.points:
+            layout.link_into_batch(data_root, plan.batch, point.dataset, generate_paths[point.generate.artifact])
+    misses = len(plan.points) - hits
     if hits:
         kopf.info(body, reason="CacheHit", message=f"{hits} point(s) reuse data an identical configuration produced")
     if misses:
         kopf.info(body, reason="CacheMiss", message=f"{misses} point(s) need new data")
     conditions = [c for c in status.get("conditions", []) if c.get("type") != "Failed"]
     conditions = set_condition(
-        conditions, "Planned", True, "Planned", f"{len(points)} points, {len(plan.stages)} stages", generation
+        conditions, "Planned", True, "Planned", f"{len(plan.points)} points, {len(plan.stages)} stages", generation
     )
+    counts = {"points": len(plan.points), "artifacts": len(plan.stages)}
     client.patch_status(
         "Experiment",
         namespace,
         name,
-        {"observedGeneration": generation, "batch": plan.batch, "points": points, "conditions": conditions},
+        {"observedGeneration": generation, "batch": plan.batch, "counts": counts, "conditions": conditions},
     )
-    logger.info("planned %d points in %s (%d reused)", len(points), plan.batch, hits)
-    from datasweep.controller.aggregate import refresh_experiment
-
-    refresh_experiment(namespace, name)
+    logger.info("planned %d points in %s", len(plan.points), plan.batch)
+    state = aggregate.aggregator()
+    if state is not None:  # from now on its status is aggregated from the index (aggregate.py)
+        state.plan(
+            namespace,
+            name,
+            aggregate.Planned(
+                points=len(plan.points),
+                stages=1 + len(spec.training),
+                generate=frozenset(p.generate.artifact for p in plan.points),
+                artifacts=frozenset(s.artifact for s in plan.stages),
+                batch_object=batch_object,
+                generation=generation,
+                conditions=conditions,
+            ),
+        )
 
 
 def _api_message(exc: ApiException) -> str:
@@ -337,35 +402,24 @@ def _api_message(exc: ApiException) -> str:
         return f"{exc.status} {exc.reason}"
 
 
-def _refuse_name_clash(
-    body: kopf.Body,
-    namespace: str,
-    name: str,
-    status: dict[str, Any],
-    generation: int,
-    stage: StagePlan,
-    existing: dict[str, Any],
-) -> None:
+def _check_same_artifact(stage: StagePlan, fingerprint: str, kind: str) -> None:
     """409 means reuse only when the existing Artifact is the planned one: same fingerprint and stage.
 
     Anyone allowed to create Artifacts could otherwise make one under a planned name pointing at other data
     and have this Experiment report it Succeeded (cache poisoning); docs/deploy.md says who may create them.
     """
-    spec = existing.get("spec") or {}
-    if spec.get("fingerprint") == stage.fingerprint and spec.get("stage") == stage.stage:
+    if fingerprint == stage.fingerprint and kind == stage.stage:
         return
-    message = (
-        f"Artifact {stage.artifact} exists with fingerprint {spec.get('fingerprint')} (stage {spec.get('stage')}), "
+    raise Refused(
+        "NameClash",
+        f"Artifact {stage.artifact} exists with fingerprint {fingerprint} (stage {kind}), "
         f"but this Experiment plans fingerprint {stage.fingerprint} (stage {stage.stage}) under that name; it is "
-        "not reused. Delete that Artifact if it was made by hand (kubectl delete artifact "
-        f"{stage.artifact}); this Experiment retries"
+        f"not reused. Delete that Artifact if it was made by hand (kubectl delete artifact {stage.artifact}); "
+        "this Experiment retries",
     )
-    _fail(namespace, name, status, generation, "NameClash", message)
-    kopf.warn(body, reason="NameClash", message=message)
-    raise kopf.TemporaryError(message, delay=60)
 
 
-def _add_consumer(namespace: str, artifact: str, experiment: str, batch: str) -> None:
+def _add_consumer(namespace: str, artifact: str, experiment: str, batch: str, current: dict[str, Any]) -> None:
     def mutate(current: dict[str, Any]) -> dict[str, Any] | None:
         status = dict(current.get("status") or {})
         consumers = list(status.get("consumers", []))
@@ -386,12 +440,12 @@ def _add_consumer(namespace: str, artifact: str, experiment: str, batch: str) ->
             "firstExperiment": status["firstExperiment"],
         }
 
-    client.update_with_retry("Artifact", namespace, artifact, mutate)
+    client.update_with_retry("Artifact", namespace, artifact, mutate, current=current)
 
 
 @kopf.on.resume(*EXPERIMENTS)
 @kopf.on.create(*EXPERIMENTS)
 @kopf.on.update(*EXPERIMENTS, field="spec")
-def experiment_changed(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+def experiment_changed(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     assert namespace is not None
-    reconcile(namespace, name, body, logger)
+    reconcile(namespace, name, body, logger, kwargs["artifact_index"])

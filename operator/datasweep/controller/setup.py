@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import random
 from typing import Any
 
 import kopf
 
 from datasweep.api.settings import OperatorSettings, load_settings
+from datasweep.k8s import client
 
 
 @functools.cache
@@ -27,8 +30,22 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # Progress lives in annotations (status belongs to our own schema) under a prefix of its own: Kopf leaves
     # its own annotations out of change detection, and ours (retry, nudged, ...) must trigger handlers.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.datasweep.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kopf.datasweep.io")
+    # Labels are left out of the diff base: no handler reacts to them, and an Artifact gets one per consuming
+    # Experiment and Batch (docs/scale.md); a consumer added must not cost a handler run and a diff-base write.
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kopf.datasweep.io", ignored_fields=["metadata.labels"]
+    )
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
-    settings.execution.max_workers = 8
-    logger.info("datasweep operator: data root %s", globals()["settings"]().data_root)
+    config = globals()["settings"]()
+    # Handler threads: enough for the bounded creates of one Experiment plus Job events meanwhile.
+    settings.execution.max_workers = max(8, config.create_concurrency + 4)
+    client.set_rate_limit(config.api_qps, config.api_burst)
+    # Peering (several replicas, one active): Kopf pauses an operator that sees a peer with a higher or
+    # equal priority, so each replica takes a distinct one; a standby takes over when the active one's
+    # record is older than `lifetime` (docs/scale.md). Ignored when run with --standalone.
+    priority = os.environ.get("DATASWEEP_PEERING_PRIORITY")
+    settings.peering.priority = int(priority) if priority else random.SystemRandom().randint(1, 2**31 - 1)
+    settings.peering.lifetime = config.peering_lifetime_seconds
+    settings.peering.stealth = True
+    logger.info("datasweep operator: data root %s", config.data_root)

@@ -4,15 +4,41 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
+from datasweep.api._base import format_location
 from datasweep.api.common import ModelRef, Resources
 from datasweep.api.experiment import GRID_AXES, SINGLE_GPU_KINDS, ExperimentSpec
 from datasweep.api.stage_params import StageParamsError, result_params, validate_params
 from datasweep.core import naming
-from datasweep.core.fingerprint import fingerprint, short, text_sha256
+from datasweep.core.fingerprint import canonicalize, fingerprint, short, text_sha256
+
+# Experiment fields (dotted paths in spec) that never reach a fingerprint, each with the reason (SPEC 2: "never
+# in a fingerprint"). Every other field does; `generation.options` and `training.params` are stage params,
+# classified by each stage's OPERATIONAL_FIELDS. tests/unit/core/test_fingerprint_coverage.py checks both.
+SPEC_OPERATIONAL_FIELDS: dict[str, str] = {
+    "batch": "a view that groups experiments",
+    "purpose": "names the default batch",
+    "description": "words for humans",
+    "parallelism": "how many Jobs run at once",
+    "queue_name": "which Kueue queue admits the Jobs",
+    "max_points": "a guard on the grid size",
+    "retries": "how often a failed Job is retried",
+    "force_regenerate": "makes a fresh Artifact for the same fingerprint (SPEC 2)",
+    "datasets.source": "where the files are; their content hash is fingerprinted",
+    "datasets.sha256": "the content hash given by hand; the hash itself is fingerprinted",
+    "generation.api_key_secret": "the credential",
+    "generation.prompt.config_map_key_ref": "where the prompt is read from; the text's hash is fingerprinted",
+    "validation.prompt.config_map_key_ref": "where the prompt is read from; the text's hash is fingerprinted",
+    "training.name": "a label; the kind, base model and params decide the result",
+    "training.resources": "GPUs, nodes, CPU and memory run the same global batch",
+    "training.launcher": "how the pods are started",
+}
 
 
 class PlanError(ValueError):
@@ -135,7 +161,10 @@ def _generate_params(spec: ExperimentSpec, values: dict[str, Any], inputs: PlanI
     if spec.validation is None:
         params["validation"] = None
     else:
+        options_validation = generation.options.get("validation")
         validation: dict[str, Any] = {
+            # further judge settings (top_p, max_tokens) may come through options
+            **(options_validation if isinstance(options_validation, dict) else {}),
             "model": spec.validation.model,
             "temperature": spec.validation.temperature,
         }
@@ -144,6 +173,22 @@ def _generate_params(spec: ExperimentSpec, values: dict[str, Any], inputs: PlanI
             validation["prompt"] = judge_prompt
         params["validation"] = validation
     return params
+
+
+_SPEC_SPELLING = {"base_url": "baseURL"}
+
+
+def generation_location(spec: ExperimentSpec, loc: Sequence[int | str]) -> str:
+    """Where a generate-params error sits in the Experiment as written: `spec.generation.options.concurrency`
+    for a key from `options`, `spec.validation.temperature`, `spec.generation.topP` for a grid axis."""
+    if not loc:
+        return "spec.generation"
+    first, rest = str(loc[0]), loc[1:]
+    if first == "validation":
+        return format_location(rest, "spec.validation")
+    if first in spec.generation.options:
+        return format_location(rest, f"spec.generation.options.{first}")
+    return format_location(rest, f"spec.generation.{_SPEC_SPELLING.get(first, to_camel(first))}")
 
 
 def _model_identity(ref: ModelRef) -> dict[str, Any]:
@@ -191,14 +236,22 @@ def _plan_generate(
 ) -> StagePlan:
     params = _generate_params(spec, values, inputs)
     try:
-        model = validate_params("generate", params, "spec.generation")
+        model = validate_params(
+            "generate",
+            params,
+            "spec.generation",
+            locate=lambda loc: generation_location(spec, loc),
+        )
     except StageParamsError as exc:
-        message = str(exc)
-        for key in spec.generation.options:  # name the field where it was written
-            message = message.replace(f"spec.generation.{key}:", f"spec.generation.options.{key}:")
-        raise PlanError(message) from exc
-    effective = model.model_dump(mode="json")
+        raise PlanError(str(exc)) from exc
+    # the worker gets the strings the fingerprint hashed (NFC): an NFD prompt is sent as its NFC form
+    effective = canonicalize(model.model_dump(mode="json"))
     canonical = result_params("generate", model)
+    if effective["task"] != "code-scenarios" or (
+        effective["max_scenario1"] is None and effective["max_scenario2"] is None
+    ):
+        # it cannot change the data here; left out so that fingerprints from before it existed stay valid
+        del canonical["caps_per_split"]
     canonical["prompt"] = text_sha256(canonical.get("prompt"))
     for key in ("scenario2_prompt", "system_prompt"):
         if key in canonical:
@@ -211,6 +264,10 @@ def _plan_generate(
         "params": canonical,
         "cache_version": spec.cache_version,
     }
+    if spec.generation.model_path is not None:
+        # the local model (transformers backend) is what generates; left out when unset so that the
+        # fingerprints of API-generated data stay what they were
+        canonical["base_model"] = _model_identity(spec.generation.model_path)
     full = fingerprint(canonical)
     semantic = naming.semantic_name(
         effective["model"],
@@ -295,7 +352,7 @@ def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan) -> Sta
         semantic_name=generate.semantic_name,
         fingerprint=full,
         artifact=naming.artifact_name(generate.dataset, generate.semantic_name, short(full), stage=entry.kind),
-        params=model.model_dump(mode="json"),
+        params=canonicalize(model.model_dump(mode="json")),
         canonical=canonical,
         inputs=(generate.artifact,),
         resources=entry.resources,

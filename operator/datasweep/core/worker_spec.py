@@ -16,10 +16,13 @@ def worker_spec_for(
     input_relpaths: dict[str, str] | None = None,
     source_dir: str | None = None,
     base_model: str | None = None,
-    batch: str | None = None,
-    experiment: str | None = None,
+    batch: str,
+    experiment: str,
 ) -> WorkerSpec:
-    """`data_root` is where the data volume is mounted for the worker (`/data` in Jobs, `--root` locally)."""
+    """`data_root` is where the data volume is mounted for the worker (`/data` in Jobs, `--root` locally).
+
+    `batch` and `experiment` are required: the worker records them in experiment_metadata.json (the
+    artifact's first batch and the experiment that created it, seed 000)."""
     root = PurePosixPath(data_root)
     return WorkerSpec(
         stage=stage.stage,  # type: ignore[arg-type]

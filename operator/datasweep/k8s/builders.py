@@ -57,7 +57,8 @@ def artifact_body(
             "params": stage.params,
             "inputs": list(stage.inputs),
             "storage": {"claimName": settings.data_claim_name, "path": storage_path},
-            "image": settings.images.trainer if stage.resources.gpus else settings.images.worker,
+            # The worker image has no torch: every training stage runs in the trainer image, on CPU or GPU.
+            "image": settings.images.worker if stage.stage == "generate" else settings.images.trainer,
             "resources": stage.resources.model_dump(by_alias=True, exclude_none=True),
             "retries": retries,
             "worker": worker,

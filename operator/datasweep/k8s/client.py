@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +26,47 @@ def _kubeconfig() -> str | None:
     return os.environ.get("KUBECONFIG")
 
 
+class RateLimiter:
+    """Token bucket: `qps` requests per second on average, up to `burst` at once (client-go's QPS/Burst).
+
+    The operator sets it from its settings (apiQps, apiBurst) so that a 10,000-point fan-out paces itself
+    instead of hammering the API server into throttling everyone else; the CLI leaves it off."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps, self.burst = qps, burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                wait = (1 - self._tokens) / self.qps
+            time.sleep(wait)
+
+
+_LIMITER: RateLimiter | None = None
+
+
+def set_rate_limit(qps: float | None, burst: int = 1) -> None:
+    """Pace every request of this process's client layer (None: no limit)."""
+    global _LIMITER
+    _LIMITER = RateLimiter(qps, burst) if qps else None
+
+
+class _PacedApiClient(client.ApiClient):  # type: ignore[misc]
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        if _LIMITER is not None:
+            _LIMITER.acquire()
+        return super().call_api(*args, **kwargs)
+
+
 @functools.cache
 def api_client(context: str | None = None) -> Any:
     """In a pod: the service account; elsewhere: $KUBECONFIG (or ~/.kube/config) and its `context`."""
@@ -37,7 +80,9 @@ def api_client(context: str | None = None) -> Any:
             )
         except (config.ConfigException, FileNotFoundError, TypeError) as exc:
             raise KubeConfigError(f"no usable kubeconfig or in-cluster credentials: {exc}") from exc
-    return client.ApiClient(configuration)
+    # Enough pooled connections for the operator's handler threads and bounded creates in flight.
+    configuration.connection_pool_maxsize = 32
+    return _PacedApiClient(configuration)
 
 
 def default_namespace(context: str | None = None) -> str:
@@ -136,10 +181,14 @@ def update_with_retry(
     name: str,
     mutate: Callable[[dict[str, Any]], dict[str, Any] | None],
     attempts: int = 8,
+    current: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Read-modify-write of status with optimistic concurrency (resourceVersion); 409 Conflict re-reads."""
-    for _ in range(attempts):
-        current = get_custom(kind, namespace, name)
+    """Read-modify-write of status with optimistic concurrency (resourceVersion); 409 Conflict re-reads.
+
+    `current`: the object as a create or patch just returned it, which saves the first read."""
+    for attempt in range(attempts):
+        if attempt or current is None:
+            current = get_custom(kind, namespace, name)
         if current is None:
             return None
         status = mutate(current)

@@ -19,3 +19,45 @@ REGENERATE = "datasweep.io/regenerate"
 NUDGED = "datasweep.io/nudged"  # an input or a slot freed up: look again
 FAILED_ATTEMPT = "datasweep.io/failed-attempt"  # the last failed attempt, wakes the retry with backoff
 LEGACY_FINGERPRINT = "datasweep.io/legacy-fingerprint"  # the seed tools' 12-hex MD5, kept by `datasweep import`
+
+# Consumers as labels, one key per Experiment and per Batch: an Artifact may serve many of each, and a label
+# key (unlike a value) can say "this one too". `kubectl get art -l exp.datasweep.io/NAME` lists an
+# Experiment's Artifacts, `-l batch.datasweep.io/BATCH-OBJECT-NAME` a Batch's. A name too long for a label
+# key (63 characters) is shortened with a hash; then an annotation under the same key keeps the full name.
+EXPERIMENT_PREFIX = "exp.datasweep.io/"
+BATCH_PREFIX = "batch.datasweep.io/"
+_KEY_LIMIT = 63
+
+
+def _key_name(name: str) -> str:
+    if len(name) <= _KEY_LIMIT:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name[: _KEY_LIMIT - 13].rstrip('-.')}-{digest}"
+
+
+def experiment_key(experiment: str) -> str:
+    """The label key that marks an Artifact as consumed by `experiment` (its name, hashed when too long)."""
+    return EXPERIMENT_PREFIX + _key_name(experiment)
+
+
+def batch_key(batch_object: str) -> str:
+    """The label key that marks an Artifact as part of a Batch (the Batch object's name)."""
+    return BATCH_PREFIX + _key_name(batch_object)
+
+
+def consumer_marks(experiment: str, batch_object: str) -> dict[str, dict[str, str]]:
+    """Labels (and, for a shortened name, the annotation) that record one more consumer: a merge patch's
+    metadata, idempotent. Labels, not annotations: annotation changes wake the Artifact's handler."""
+    marks: dict[str, dict[str, str]] = {"labels": {experiment_key(experiment): "true", batch_key(batch_object): "true"}}
+    if _key_name(experiment) != experiment:
+        marks["annotations"] = {experiment_key(experiment): experiment}
+    return marks
+
+
+def consumers_in(labels: dict[str, str], annotations: dict[str, str]) -> list[str]:
+    """The consuming Experiments recorded in an Artifact's labels (full names from the annotations)."""
+    keys = [k for k in labels if k.startswith(EXPERIMENT_PREFIX)]
+    return sorted(annotations.get(k) or k[len(EXPERIMENT_PREFIX) :] for k in keys)

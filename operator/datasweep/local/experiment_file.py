@@ -92,7 +92,10 @@ def read_experiment_object(path: Path) -> tuple[str, dict[str, Any]]:
     try:
         documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
-        raise ExperimentFileError(f"{path}: not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ExperimentFileError(f"{where}: not valid YAML: {problem}") from exc
     experiments = [doc for doc in documents if isinstance(doc, dict) and doc.get("kind") == "Experiment"]
     if not experiments:
         kinds = ", ".join(str(doc.get("kind")) if isinstance(doc, dict) else type(doc).__name__ for doc in documents)

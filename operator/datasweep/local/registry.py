@@ -52,7 +52,7 @@ class LocalArtifact(CamelModel):
     completed_at: str | None = None
     attempts: int = 0
     imported: bool = False
-    legacy_fingerprint: str | None = Field(default=None, description="import: the seed's own .fingerprint")
+    legacy_fingerprint: str | None = Field(default=None, description="import: the imported tree's own .fingerprint")
 
 
 class LocalBatch(CamelModel):
@@ -198,6 +198,28 @@ class Registry:
             )
             atomic_write_json(self.batch_file(batch_id), updated.model_dump(mode="json", by_alias=True))
             return updated
+
+    def forget_points(self, artifacts: set[str], batch_id: str | None = None, experiment: str | None = None) -> int:
+        """Drop batch points (of every batch, or `batch_id`) whose artifact is in `artifacts` or, with
+        `experiment`, that this experiment recorded; an experiment left without points leaves the batch."""
+        removed = 0
+        with self.locked():
+            for batch in self.batches():
+                if batch_id is not None and batch.batch_id != batch_id:
+                    continue
+                kept = [
+                    p
+                    for p in batch.points
+                    if p.artifact not in artifacts and (experiment is None or p.experiment != experiment)
+                ]
+                if len(kept) == len(batch.points):
+                    continue
+                removed += len(batch.points) - len(kept)
+                still = {p.experiment for p in kept}
+                experiments = [e for e in batch.experiments if e in still]
+                updated = batch.model_copy(update={"points": kept, "experiments": experiments})
+                atomic_write_json(self.batch_file(batch.batch_id), updated.model_dump(mode="json", by_alias=True))
+        return removed
 
     def next_log(self, artifact: str) -> Path:
         self.logs_dir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ run resumes where it stopped (the workers themselves skip records already writte
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from datasweep.store.layout import (
     claim_generate_dir,
     is_complete,
     link_into_batch,
+    set_aside,
     supersede,
     training_relpath,
 )
@@ -44,6 +46,8 @@ from datasweep.store.manifest import read_manifest
 DEFAULT_ROOT = Path("Data_v2/synthetic")
 DEFAULT_WORKER_COMMAND = (sys.executable, "-m", "datasweep", "worker")
 LOG_TAIL_LINES = 15
+# how the workers and Python start an error message: `error: ...`, `Error: ...`, a traceback
+ERROR_START = re.compile(r"^(error|Error|ERROR|Traceback \(most recent call last\))\b")
 
 TaskState = Literal["pending", "running", "done", "failed", "blocked"]
 
@@ -110,6 +114,11 @@ class RunResult:
         return line
 
 
+def claim_is_dead(artifact: LocalArtifact) -> bool:
+    """Failed, or claimed and never started (no attempt): nothing there is worth keeping a name or a view for."""
+    return artifact.phase == "Failed" or (artifact.phase == "Pending" and artifact.attempts == 0)
+
+
 def parse_worker_command(value: str | None) -> tuple[str, ...]:
     """`--worker-command "srun -n1 python -m datasweep worker"`: the prefix before `<stage> --spec FILE`."""
     return tuple(shlex.split(value)) if value else DEFAULT_WORKER_COMMAND
@@ -160,11 +169,21 @@ class LocalRunner:
         force = self.force_regenerate or experiment.spec.force_regenerate
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         result = RunResult(experiment=experiment.name, batch=plan.batch, points=[], notes=list(experiment.notes))
+        # Model paths are checked before anything is claimed: bad input must leave no directory or record.
+        for point in plan.points:
+            for stage in point.stages:
+                self._base_model(experiment, stage)
         self.root.mkdir(parents=True, exist_ok=True)
         for point in plan.points:
             gen = point.generate
             try:
-                gen_rel = claim_generate_dir(self.root, gen.dataset, gen.semantic_name, gen.fingerprint)
+                gen_rel = claim_generate_dir(
+                    self.root,
+                    gen.dataset,
+                    gen.semantic_name,
+                    gen.fingerprint,
+                    reclaim=lambda rel, held: self._reclaim(rel, held, result.notes),
+                )
                 if force and supersede(self.root, gen_rel, stamp) is not None:
                     result.notes.append(f"forceRegenerate: {gen_rel} moved aside (kept until `datasweep gc`)")
             except (LayoutError, OSError) as exc:
@@ -183,6 +202,21 @@ class LocalRunner:
             result.points.append(PointRun(gen.dataset, gen.semantic_name, generate_task, training_tasks))
         self._record_batch(experiment, result)
         return result
+
+    def _reclaim(self, relpath: str, held: str, notes: list[str]) -> bool:
+        """A claim whose every attempt failed, or that never started, does not keep the clean name: it is set
+        aside (`.<name>.abandoned-<fp>`, with its records, for `datasweep gc`) and the new fingerprint takes it.
+        """
+        with self.registry.locked():
+            records = [a for a in self.registry.artifacts() if a.path == relpath or a.path.startswith(relpath + "/")]
+            owner = next((a for a in records if a.path == relpath and a.fingerprint == held), None)
+            if owner is None or not claim_is_dead(owner):
+                return False
+            aside = set_aside(self.root, relpath)
+            for record in records:
+                self.registry.put_artifact(record.model_copy(update={"path": aside + record.path[len(relpath) :]}))
+        notes.append(f"{relpath} held {owner.name} ({owner.phase}, never completed): moved to {aside}")
+        return True
 
     def _task(
         self,
@@ -285,7 +319,7 @@ class LocalRunner:
         self._record_batch(experiment, result)
         return result
 
-    def _schedule(self, todo: list[StageTask], advance: Callable[[StageTask], None]) -> None:
+    def _schedule(self, todo: list[StageTask], advance: Callable[[StageTask | None], None]) -> None:
         running: list[StageTask] = []
         while True:
             for task in todo:
@@ -301,6 +335,7 @@ class LocalRunner:
             if not running:
                 return
             time.sleep(self.poll_interval_s)
+            advance(None)  # the running workers' latest progress lines
             for task in list(running):
                 assert task.process is not None
                 code = task.process.poll()
@@ -375,14 +410,34 @@ class LocalRunner:
                 self.registry.update_artifact(task.plan.artifact, phase="Pending")
 
     @contextmanager
-    def _progress(self, result: RunResult) -> Iterator[Callable[[StageTask], None]]:
-        """One bar per stage kind on a terminal; one line per finished stage otherwise."""
+    def _progress(self, result: RunResult) -> Iterator[Callable[[StageTask | None], None]]:
+        """One bar per stage kind on a terminal, with the latest progress line of a running worker of that kind
+        (requests, tokens, cost; steps, loss, ETA); elsewhere one line per finished stage and each new progress
+        line of a worker (the workers write one every $DATASWEEP_PROGRESS_INTERVAL seconds)."""
         kinds: dict[str, list[StageTask]] = {}
         for task in result.tasks:
             kinds.setdefault(task.plan.stage, []).append(task)
+        seen: dict[str, str] = {}
+        last_read = [0.0]
+
+        def new_progress_lines() -> list[tuple[StageTask, str]]:
+            if time.monotonic() - last_read[0] < 1.0:
+                return []
+            last_read[0] = time.monotonic()
+            found = []
+            for task in result.tasks:
+                if task.state == "running" and (line := last_progress_line(task.log)) and seen.get(task.label) != line:
+                    seen[task.label] = line
+                    found.append((task, line))
+            return found
+
         if not self.console.is_terminal:
 
-            def report(task: StageTask) -> None:
+            def report(task: StageTask | None) -> None:
+                if task is None:
+                    for running, line in new_progress_lines():
+                        self.console.print(f"  {running.plan.artifact}: {line}", highlight=False, markup=False)
+                    return
                 word = "done" if task.state == "done" else "FAILED"
                 self.console.print(f"{word}: {task.label}", highlight=False)
 
@@ -393,22 +448,52 @@ class LocalRunner:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
             console=self.console,
         )
         bars: dict[str, TaskID] = {}
         with progress:
             for kind, tasks in kinds.items():
                 reused = sum(task.reused for task in tasks)
-                bars[kind] = progress.add_task(f"{kind} ({reused} reused)", total=len(tasks), completed=reused)
+                bars[kind] = progress.add_task(
+                    f"{kind} ({reused} reused)", total=len(tasks), completed=reused, status=""
+                )
 
-            def advance(task: StageTask) -> None:
+            def advance(task: StageTask | None) -> None:
+                if task is None:
+                    for running, line in new_progress_lines():
+                        progress.update(bars[running.plan.stage], status=line)
+                    return
                 progress.advance(bars[task.plan.stage])
 
             yield advance
 
 
+PROGRESS_LINE = re.compile(r"^[a-z-]+: \d+/\d+ \w+ \(")
+
+
+def last_progress_line(log: Path | None) -> str | None:
+    """The latest progress line (`generate: 120/1440 requests (...)`) in a worker's log, read from its end."""
+    if log is None:
+        return None
+    try:
+        with log.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 8192))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line for line in reversed(lines) if PROGRESS_LINE.match(line)), None)
+
+
 def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
+    """The end of a worker's log: from the line that starts its error message (so a multi-line message
+    keeps its head), else the last `lines` lines."""
     if path is None or not path.exists():
         return ""
     text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    window = text[-4 * lines :]
+    starts = [i for i, line in enumerate(window) if ERROR_START.match(line)]
+    if starts and len(window) - starts[-1] <= 4 * lines:
+        return "\n".join(window[starts[-1] :])
     return "\n".join(text[-lines:])

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from datasweep.core.fingerprint import short
+from datasweep.store.atomic import file_mode
 from datasweep.store.manifest import FINGERPRINT_NAME, MANIFEST_NAME
 from datasweep.store.records import RecordFileError, iter_records
 
@@ -45,26 +48,58 @@ def _directory_names(semantic: str, fingerprint: str) -> tuple[str, ...]:
     return (semantic, f"{semantic}_{short(fingerprint)}", f"{semantic}_{fingerprint}")
 
 
-def claim_generate_dir(root: Path, dataset: str, semantic: str, fingerprint: str) -> str:
+ABANDONED_MARK = ".abandoned-"
+# (relpath, fingerprint held there) -> True when that claim failed or never started and may be set aside
+Reclaim = Callable[[str, str], bool]
+
+
+def _try_claim(directory: Path, fingerprint: str) -> bool | None:
+    """True: claimed now; None: already ours; False: held by another fingerprint."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(directory / FINGERPRINT_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return None if _read_fingerprint(directory) == fingerprint else False
+    os.fchmod(fd, file_mode())
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(fingerprint + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
+
+
+def claim_generate_dir(
+    root: Path, dataset: str, semantic: str, fingerprint: str, reclaim: Reclaim | None = None
+) -> str:
     """The directory of a generate fingerprint, claimed atomically; on a clash the short fingerprint is appended.
 
     Idempotent: the same fingerprint always gets the same directory. Returns the path relative to `root`.
+    `reclaim(relpath, held_fingerprint)` lets a caller that knows a clashing claim is dead (failed or never
+    started) move it away (`set_aside`) and return True, so that it does not squat the clean name; it is
+    asked only about directories without a manifest.
     """
     for name in _directory_names(semantic, fingerprint):
         directory = root / SHARED / dataset / name
-        directory.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(directory / FINGERPRINT_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            if _read_fingerprint(directory) == fingerprint:
-                return shared_relpath(dataset, name)
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(fingerprint + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        return shared_relpath(dataset, name)
+        rel = shared_relpath(dataset, name)
+        claimed = _try_claim(directory, fingerprint)
+        if claimed is False and reclaim is not None and not is_complete(directory):
+            held = _read_fingerprint(directory)
+            if held and reclaim(rel, held):
+                claimed = _try_claim(directory, fingerprint)
+        if claimed is not False:
+            return rel
     raise LayoutError(f"{root / SHARED / dataset}: no free directory for {semantic} ({fingerprint})")
+
+
+def set_aside(root: Path, relpath: str, mark: str = ABANDONED_MARK) -> str:
+    """Rename a dead claim to a hidden sibling (`.<name>.abandoned-<fp12>`, offered by `datasweep gc`)."""
+    directory = root / relpath
+    fingerprint = _read_fingerprint(directory) or "unknown"
+    aside = directory.with_name(f".{directory.name}{mark}{short(fingerprint)}")
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(directory, aside)
+    return str(aside.relative_to(root))
 
 
 def find_generate_dir(root: Path, dataset: str, semantic: str, fingerprint: str) -> str | None:
@@ -144,8 +179,11 @@ def dataset_files(directory: Path, name: str, suffixes: tuple[str, ...] = (".jso
         if any((directory / f"{name.lower()}_{split}{suffix}").is_file() for suffix in suffixes)
     )
     if not files:
+        # no split files: every *.jsonl is the data (code-scenarios reads them all, as seed 001 does)
+        files = tuple(sorted(path for path in directory.glob("*.jsonl") if path.is_file()))
+    if not files:
         expected = ", ".join(f"{name.lower()}_{split}{'|'.join(suffixes)}" for split in SPLITS)
-        raise LayoutError(f"dataset {name}: no split files in {directory}; expected one of {expected}")
+        raise LayoutError(f"dataset {name}: no split files in {directory}; expected one of {expected} (or *.jsonl)")
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0")

@@ -10,7 +10,7 @@ and request counts. Answers are deterministic so tests can assert on them:
 - any other request is answered `rephrased: <last line of the prompt>` (a `Text: ` prefix dropped).
 
 Faults are injected through `ServerBehavior`: 429 with retry-after, 500s, fixed latency, batches that
-expire (part of their requests done) or fail, per-request failures inside a batch.
+expire (part of their requests done) or fail, per-request failures inside a batch, refused batch creates.
 
     with serve_openai(ServerBehavior(latency_s=0.2)) as server:
         client = OpenAI(base_url=server.url, api_key="test")
@@ -62,6 +62,8 @@ class ServerBehavior:
     fail_custom_ids_once: set[str] = field(default_factory=set)  # per-request 500 inside a batch, once each
     # requests answered with an error inside a batch on every attempt
     always_fail_custom_ids: set[str] = field(default_factory=set)
+    # consumed in order by `POST /v1/batches` (one fault per create), e.g. a 400 or a 429 insufficient_quota
+    batch_create_faults: list[Fault] = field(default_factory=list)
 
 
 def _words(text: str) -> int:
@@ -381,6 +383,11 @@ class OpenAITestServer:
 
     async def _create_batch(self, request: web.Request) -> web.Response:
         body = await request.json()
+        with self.state.lock:
+            fault = self.behavior.batch_create_faults.pop(0) if self.behavior.batch_create_faults else None
+        if fault is not None:
+            error_type = {400: "invalid_request_error", 429: "insufficient_quota"}.get(fault.status, "server_error")
+            return web.json_response(_error_body(fault.message, error_type, error_type), status=fault.status)
         input_file_id = body.get("input_file_id")
         if input_file_id not in self.state.files:
             return web.json_response(

@@ -31,6 +31,10 @@ def main() -> int:
     if args.mode == "fail" or (args.mode == "fail-training" and args.stage != "generate"):
         print("simulated failure: the model diverged", file=sys.stderr, flush=True)
         return 1
+    if args.mode == "data-error":  # what a worker prints for bad input: the same in every point
+        print(f"error: {spec.source_dir}/copa_train.jsonl:1: field 'text' to rephrase is missing", file=sys.stderr)
+        print("  the record has: id, premise; set params.rephrase_fields", file=sys.stderr, flush=True)
+        return 2
     if args.mode == "slow":
         (out / "started").write_text("1")
         time.sleep(60)

@@ -12,14 +12,19 @@ from click.testing import CliRunner
 from datasweep.cli import common
 from datasweep.cli.backends import ClusterBackend
 from datasweep.cli.main import cli
+from datasweep.k8s import labels
 
 BATCH_A = "batch_20241229_temperature"
 BATCH_B = "batch_20241230_topp"
 
 
-def artifact(semantic: str, fp: str, first_batch: str, consumers: list[str], temperature: float) -> dict[str, Any]:
+def artifact(
+    semantic: str, fp: str, first_batch: str, consumers: list[str], temperature: float, batches: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """As the operator labels them: one key per consuming Experiment and per Batch."""
+    marks = {labels.experiment_key(c): "true" for c in consumers} | {labels.batch_key(b): "true" for b in batches}
     return {
-        "metadata": {"name": f"copa-{semantic.replace('_', '-')}-{fp * 12}"},
+        "metadata": {"name": f"copa-{semantic.replace('_', '-')}-{fp * 12}", "labels": marks},
         "spec": {
             "stage": "generate",
             "dataset": "Copa",
@@ -39,27 +44,21 @@ class FakeCustomObjects:
         self.objects: dict[str, list[dict[str, Any]]] = {
             "artifacts": [
                 artifact("temp05_topp10_gpt4o", "a", BATCH_A, ["copa-temperature"], 0.5),
-                artifact("temp07_topp10_gpt4o", "b", BATCH_A, ["copa-temperature", "copa-topp"], 0.7),
+                artifact(
+                    "temp07_topp10_gpt4o",
+                    "b",
+                    BATCH_A,
+                    ["copa-temperature", "copa-topp"],
+                    0.7,
+                    ("batch-20241229-temperature", "batch-20241230-topp"),
+                ),
                 artifact("temp03_topp10_gpt4o", "d", "batch_20241201_pilot", ["copa-pilot"], 0.3),
             ],
             "batches": [
                 {
                     "metadata": {"name": "batch-20241230-topp"},
                     "spec": {"batchId": BATCH_B, "purpose": "topp_study"},
-                    "status": {
-                        "experiments": ["copa-topp"],
-                        "points": [
-                            {
-                                "experiment": "copa-topp",
-                                "dataset": "Copa",
-                                "semanticName": "temp07_topp10_gpt4o",
-                                "artifact": "copa-temp07-topp10-gpt4o-bbbbbbbbbbbb",
-                                "reused": True,
-                                "path": f"{BATCH_B}/Copa/temp07_topp10_gpt4o",
-                                "ready": True,
-                            }
-                        ],
-                    },
+                    "status": {"experiments": ["copa-topp"], "counts": {"experiments": 1, "points": 1}},
                 }
             ],
             "experiments": [{"metadata": {"name": "copa-topp"}}],
@@ -89,8 +88,11 @@ def as_json(*args: str) -> Any:
 
 def test_cluster_batch_and_artifacts(fake_api: FakeCustomObjects) -> None:
     view = as_json("batch", BATCH_B)
+    assert len(view["pointList"]) == 1  # selected by the Batch's label, not every Artifact
     point = view["pointList"][0]
     assert (point["reused"], point["firstBatch"]) == (True, BATCH_A)
+    assert point["experiment"] == "copa-topp"
+    assert point["path"] == f"{BATCH_B}/Copa/temp07_topp10_gpt4o"
     assert point["sharedPath"] == "_shared/Copa/temp07_topp10_gpt4o"
     artifacts = as_json("artifacts", "--dataset", "Copa")
     assert [a["semanticName"] for a in artifacts] == [
@@ -124,3 +126,29 @@ def test_default_backend_is_the_cluster_when_a_kubeconfig_exists(
     assert isinstance(common.choose_backend(None, False, None, None), ClusterBackend)
     result = CliRunner().invoke(cli, ["batches", "-o", "json"], catch_exceptions=False)
     assert [b["batchId"] for b in json.loads(result.stdout)] == [BATCH_B]
+
+
+def test_cluster_results_by_experiment_and_batch(fake_api: FakeCustomObjects) -> None:
+    fake_api.objects["artifacts"][0]["status"]["manifest"] = {
+        "files": 3,
+        "rows": 9,
+        "bytes": 100,
+        "sha256": "0" * 64,
+        "usage": {"promptTokens": 120, "completionTokens": 30, "costUsd": 0.0012},
+    }
+    rows = as_json("results", "copa-temperature")
+    assert [(r["semanticName"], r["temperature"], r["stage"]) for r in rows] == [
+        ("temp05_topp10_gpt4o", 0.5, "generate"),
+        ("temp07_topp10_gpt4o", 0.7, "generate"),
+    ]
+    assert (rows[0]["tokens"], rows[0]["costUsd"]) == (150, 0.0012)
+    assert [r["semanticName"] for r in as_json("results", BATCH_B)] == ["temp07_topp10_gpt4o"]
+    result = CliRunner().invoke(cli, ["results", "copa-temperature", "--cluster"], catch_exceptions=False)
+    assert "pass --data-root where it is mounted" in result.output
+
+
+def test_cluster_gc_offers_a_failed_artifact_a_batch_lists(fake_api: FakeCustomObjects) -> None:
+    fake_api.objects["artifacts"][1]["status"]["phase"] = "Failed"  # temp07, listed by the batch
+    gc = as_json("gc")
+    reasons = {c["artifacts"][0]: c["reason"] for c in gc["candidates"]}
+    assert reasons["copa-temp07-topp10-gpt4o-bbbbbbbbbbbb"] == "failed, never completed"

@@ -56,12 +56,14 @@ def test_a_prepared_dataset_plans_a_dataset_job_and_nested_training(data_root: P
     data_path = controller._storage_path(point.generate, paths)
     assert data_path == "_shared/Mine/prepared"
     paths[point.generate.artifact] = data_path
-    details = controller._worker_details(spec(params), point.generate, data_path, paths)
+    details = controller._worker_details(spec(params), point.generate, data_path, paths, batch="b", experiment="e")
     worker = yaml.safe_load(details["workerSpec"])
     assert (worker["stage"], worker["sourceDir"]) == ("dataset", "/data/raw/mine")
     training = point.training[0]
     train_path = controller._storage_path(training, paths)
     assert train_path.startswith("_shared/Mine/prepared/train/fomaml-")
-    worker = yaml.safe_load(controller._worker_details(spec(params), training, train_path, paths)["workerSpec"])
+    worker = yaml.safe_load(
+        controller._worker_details(spec(params), training, train_path, paths, batch="b", experiment="e")["workerSpec"]
+    )
     assert worker["inputs"] == {"data": "/data/_shared/Mine/prepared"}
     assert worker["baseModel"] == "/data/models/m"

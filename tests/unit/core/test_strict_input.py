@@ -106,8 +106,8 @@ def test_no_generation_section_is_refused_instead_of_a_paid_default() -> None:
 @pytest.mark.parametrize("value", ["eight", "-1", "8 cores", "1.5.2", ""])
 def test_cpu_and_memory_must_be_quantities(value: str) -> None:
     message = refused(raw(training=[{**TRAINING, "resources": {"cpu": value, "memory": value}}]))
-    assert "spec.training.0.resources.cpu" in message
-    assert "spec.training.0.resources.memory" in message
+    assert "spec.training[0].resources.cpu" in message
+    assert "spec.training[0].resources.memory" in message
     assert "not a Kubernetes quantity" in message
 
 
@@ -148,7 +148,7 @@ def test_names_the_job_refers_to_are_object_names() -> None:
     assert "spec.generation.apiKeySecret.key" in refused(
         raw(generation={"apiKeySecret": {"name": "openai", "key": "a/b"}})
     )
-    assert "spec.datasets.0.source.pvc" in refused(
+    assert "spec.datasets[0].source.pvc" in refused(
         raw(datasets=[{"name": "Copa", "source": {"pvc": "Raw_Data", "path": "copa"}}])
     )
     spec = parse_spec(raw(generation={"options": {"api_key_env": "OPENAI KEY"}}))
@@ -162,9 +162,9 @@ def test_options_may_not_repeat_what_the_spec_sets() -> None:
 
 @pytest.mark.parametrize("path", ["../outside", "a/../../b", "/etc", "a/.."])
 def test_volume_paths_stay_inside_their_volume(path: str) -> None:
-    assert "spec.datasets.0.source.path" in refused(raw(datasets=[{"name": "Copa", "source": {"path": path}}]))
+    assert "spec.datasets[0].source.path" in refused(raw(datasets=[{"name": "Copa", "source": {"path": path}}]))
     message = refused(raw(training=[{**TRAINING, "baseModel": {"path": path}}]))
-    assert "spec.training.0.baseModel.path" in message
+    assert "spec.training[0].baseModel.path" in message
     with pytest.raises(ValidationError, match="relative path inside the volume"):
         ArtifactSpec.model_validate(
             {

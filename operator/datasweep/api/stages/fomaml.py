@@ -15,11 +15,14 @@ from datasweep.api._base import ParamsModel
 SplitStrategy = Literal["random", "stratified", "temporal"]
 DType = Literal["float32", "bfloat16", "float16", "float64"]
 
-# Never change the trained model (checkpointing recomputes the same gradient, FSDP is parallelism):
-# left out of fingerprints.
-OPERATIONAL_FIELDS: frozenset[str] = frozenset(
-    {"save_freq", "keep_checkpoints", "log_freq", "enable_gradient_checkpointing", "use_fsdp"}
-)
+# Never change the trained model, each with the reason: left out of fingerprints.
+OPERATIONAL_FIELDS: dict[str, str] = {
+    "save_freq": "how often a resumable checkpoint is written",
+    "keep_checkpoints": "how many checkpoints stay on disk",
+    "log_freq": "how often a metrics line is written",
+    "enable_gradient_checkpointing": "recomputes the same activations in backward: the same gradient",
+    "use_fsdp": "parallelism (sharded instead of replicated parameters) over the same global batch",
+}
 
 
 class FomamlParams(ParamsModel):

@@ -36,26 +36,25 @@ DEFAULT_SCENARIO2_PROMPT = (
 # the Artifact object, and an object over the API server's ~1.5 MB request limit could never be created.
 MAX_PROMPT_CHARS = 65536
 
-# Fields that never change the produced data: excluded from the fingerprint by the planner.
-OPERATIONAL_FIELDS: frozenset[str] = frozenset(
-    {
-        "backend",
-        "base_url",
-        "api_key_env",
-        "concurrency",
-        "max_retries",
-        "request_timeout",
-        "poll_interval",
-        "max_poll_interval",
-        "max_batch_attempts",
-        "max_batch_requests",
-        "max_batch_bytes",
-        "completion_window",
-        "prices",
-        "transformers_batch_size",
-        "device",
-    }
-)
+# Fields that never change the produced data, each with the reason: excluded from the fingerprint by the
+# planner. Every other field is fingerprinted (tests/unit/core/test_fingerprint_coverage.py checks both).
+OPERATIONAL_FIELDS: dict[str, str] = {
+    "backend": "how requests are sent (sync, Batch API, local); the model name and sampling settings decide the text",
+    "base_url": "where the model named by `model` is served, not which model it is",
+    "api_key_env": "where the worker finds its credential",
+    "concurrency": "requests in flight; every request is independent",
+    "max_retries": "retries of failed requests; a served request is the same request",
+    "request_timeout": "how long one HTTP request may take",
+    "poll_interval": "Batch API polling cadence",
+    "max_poll_interval": "Batch API polling cadence",
+    "max_batch_attempts": "how often failed Batch API requests are resubmitted before the worker gives up",
+    "max_batch_requests": "how requests are split into batches; each request is independent",
+    "max_batch_bytes": "how requests are split into batches; each request is independent",
+    "completion_window": "Batch API deadline; a completed request does not depend on it",
+    "prices": "cost estimate only, never the data",
+    "transformers_batch_size": "prompts per forward pass (left-padded, masked); sampling is a random draw either way",
+    "device": "where the local model runs",
+}
 
 
 class PriceEntry(ParamsModel):
@@ -81,7 +80,7 @@ class ValidationParams(ParamsModel):
 
 
 class GenerateParams(ParamsModel):
-    task: GenerateTask = Field(default="rephrase", description="rephrase (+ validate) or code-scenarios (seed 001)")
+    task: GenerateTask = Field(default="rephrase", description="rephrase (+ validate) or code-scenarios")
     backend: GenerateBackend = Field(
         default="openai",
         description="openai (sync chat completions), openai-batch (Batch API), openai-compatible "
@@ -145,10 +144,19 @@ class GenerateParams(ParamsModel):
         description="code-scenarios: template for class slices (scenario2); `prompt` is used for functions",
     )
     max_scenario1: int | None = Field(
-        default=None, ge=0, description="code-scenarios: cap on function slices (scenario1) per split"
+        default=None,
+        ge=0,
+        description="code-scenarios: cap on function slices (scenario1), over all files (seed 001) or per split",
     )
     max_scenario2: int | None = Field(
-        default=None, ge=0, description="code-scenarios: cap on class slices (scenario2) per split"
+        default=None,
+        ge=0,
+        description="code-scenarios: cap on class slices (scenario2), over all files (seed 001) or per split",
+    )
+    caps_per_split: bool = Field(
+        default=False,
+        description="code-scenarios: apply max_scenario1 / max_scenario2 to each split separately instead of "
+        "overall (in file order: train, validation, test)",
     )
     # operational (never in the fingerprint, see OPERATIONAL_FIELDS)
     concurrency: int = Field(default=16, ge=1, le=1024, description="Requests in flight (sync backends)")

@@ -16,10 +16,15 @@ from datasweep.api._base import ParamsModel
 InputFormat = Literal["paired", "labeled"]
 TargetTokens = Literal["all", "last"]
 Direction = Literal["unsafe", "safe"]
+Aggregation = Literal["per-batch-mean", "pooled"]
 DType = Literal["float32", "bfloat16", "float16"]
 
-# Fields that never change the batches, the analysis or the trained model (left out of fingerprints).
-OPERATIONAL_FIELDS: frozenset[str] = frozenset({"device", "log_every"})
+# Fields that never change the batches, the analysis or the trained model, each with the reason (left out of
+# fingerprints).
+OPERATIONAL_FIELDS: dict[str, str] = {
+    "device": "where the model runs (auto picks cuda when present)",
+    "log_every": "how often the loss is logged",
+}
 
 
 class MoeSteerParams(ParamsModel):
@@ -49,7 +54,17 @@ class MoeSteerParams(ParamsModel):
         "paired records use '<response_field>' for both prompts. None: language-model loss on the prompt",
     )
     split: str = Field(default="train", description="Which split file of a generate artifact to read")
-    deduplicate: bool = Field(default=True, description="Drop repeated prompts within each label before batching")
+    deduplicate: bool = Field(
+        default=True,
+        description="Drop repeated prompts within each label before batching (with pair_batches: repeated "
+        "goal/jailbreak pairs)",
+    )
+    pair_batches: bool = Field(
+        default=True,
+        description="paired input: a record's safe prompt (goal) and unsafe prompt (its jailbreak) land in the "
+        "same mixed batch, as seed 004 pairs them (records missing one side are unused). It needs as many safe "
+        "as unsafe prompts per batch: with another safe_ratio, or false, the two labels are shuffled separately",
+    )
 
     # --- batches ---
     batch_size: int = Field(default=16, ge=2, description="Prompts per mixed batch (analysis and training)")
@@ -77,12 +92,23 @@ class MoeSteerParams(ParamsModel):
         default="unsafe",
         description="unsafe: select experts with the highest risk difference (p_unsafe - p_safe); safe: the lowest",
     )
+    aggregation: Aggregation = Field(
+        default="per-batch-mean",
+        description="How batches are combined into one risk difference per expert: per-batch-mean (seed 004: "
+        "mean of each batch's p_unsafe - p_safe) or pooled (the SteerMoE paper: activation counts pooled over "
+        "all tokens of every batch, then p_unsafe - p_safe); both are reported",
+    )
     top_n: int | None = Field(default=10, ge=1, description="Select at most this many experts in total")
     threshold: float | None = Field(
         default=None,
         ge=0.0,
         le=1.0,
-        description="Select only experts whose mean risk difference (signed by direction) is at least this",
+        description="Select only experts whose risk difference (signed by direction) is above this (>, as seed 004)",
+    )
+    positive_only: bool = Field(
+        default=True,
+        description="Select only experts whose risk difference (signed by direction) is > 0, i.e. that lean "
+        "towards the direction; false lets top_n fill up with experts that do not",
     )
     max_per_layer: int | None = Field(default=None, ge=1, description="Select at most this many experts per layer")
 
@@ -98,6 +124,12 @@ class MoeSteerParams(ParamsModel):
         default="linear", description="Learning rate after warm-up: constant, or linear decay to zero"
     )
     max_grad_norm: float | None = Field(default=1.0, gt=0.0, description="Gradient clipping norm (None: off)")
+    mask_router_logits: bool = Field(
+        default=False,
+        description="Also mask the router during training, as seed 004's ExpertMaskingTrainer: in layers with a "
+        "chosen expert, tokens are routed among the chosen experts only (the other experts' router logits are "
+        "masked). Off: routing is the model's own and only the gradients are restricted",
+    )
     shuffle_batches: bool = Field(
         default=False, description="Shuffle the order of batches each epoch (their members never change)"
     )

@@ -11,10 +11,13 @@ from pydantic import Field, model_validator
 
 from datasweep.api._base import ParamsModel
 
-# Fields that do not change the trained model or its metrics: left out of the fingerprint.
-OPERATIONAL_FIELDS: frozenset[str] = frozenset(
-    {"num_workers", "plot_update_every", "per_device_eval_batch_size", "keep_last_checkpoints"}
-)
+# Fields that do not change the trained model or its metrics, each with the reason: left out of the fingerprint.
+OPERATIONAL_FIELDS: dict[str, str] = {
+    "num_workers": "DataLoader processes feeding the same batches",
+    "plot_update_every": "how often the loss is logged and the curves redrawn",
+    "per_device_eval_batch_size": "features per evaluation forward pass; each feature is scored on its own",
+    "keep_last_checkpoints": "how many checkpoint-epoch-* directories stay on disk; best/ is kept",
+}
 
 
 class QaParams(ParamsModel):
@@ -86,7 +89,16 @@ class QaParams(ParamsModel):
         default=100, ge=1, description="Optimizer steps between train-loss log lines and curve redraws"
     )
     keep_last_checkpoints: int = Field(
-        default=0, ge=0, description="Keep only the newest N checkpoint-epoch-* directories; 0 keeps all"
+        default=1,
+        ge=0,
+        description="Keep only the newest N checkpoint-epoch-* directories (with optimizer state, for resuming); "
+        "best/ is kept apart. Default 1: the best plus the last; 0 keeps every epoch",
+    )
+    f1_tokenization: Literal["auto", "whitespace", "char"] = Field(
+        default="auto",
+        description="F1 tokens: whitespace (SQuAD), char (CMRC 2018: each Chinese character a token, longest "
+        "common substring), auto: char for questions whose gold answer has Chinese characters. On Chinese, "
+        "whitespace F1 equals exact match",
     )
     # features and decoding
     max_length: int = Field(default=384, ge=16, le=8192, description="Tokens per window (question + context)")
@@ -103,6 +115,13 @@ class QaParams(ParamsModel):
         min_length=1,
         description="Record field holding SQuAD-style answers {text: [...], answer_start: [...]}; empty = no answer",
     )
+    dev_ratio: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="With one merged file instead of train and validation splits: share of its contexts "
+        "(reports) held out as the dev set, by a split seeded with `seed`; 0 requires a validation split",
+    )
     bad_records: Literal["error", "skip"] = Field(
         default="error",
         description="error: stop on invalid records listing them; skip: drop them and list them in bad_records.jsonl",
@@ -113,6 +132,6 @@ class QaParams(ParamsModel):
         if self.doc_stride >= self.max_length:
             raise ValueError(
                 f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length}); "
-                "the seed uses max_length 384 with doc_stride 128"
+                "the recommended setting is max_length 384 with doc_stride 128"
             )
         return self

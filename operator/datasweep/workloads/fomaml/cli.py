@@ -60,7 +60,7 @@ def _params_options(func: F) -> F:
         "--params",
         "params_file",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="YAML mapping of fomaml parameters (keys as in seed 003: inner_lr, num_inner_steps, ...).",
+        help="YAML mapping of fomaml parameters (keys: inner_lr, num_inner_steps, ...).",
     )(func)
     return func
 
@@ -74,7 +74,7 @@ def _params_options(func: F) -> F:
 )
 @click.pass_context
 def main(ctx: click.Context, spec_file: Path | None) -> None:
-    """First-order MAML SFT: prepare, validate, meta-train and evaluate (seed 003)."""
+    """First-order MAML SFT: prepare, validate, meta-train and evaluate."""
     if ctx.invoked_subcommand is not None:
         if spec_file is not None:
             raise click.UsageError("--spec runs the whole stage; do not combine it with a subcommand")

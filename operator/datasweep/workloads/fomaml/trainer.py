@@ -28,6 +28,7 @@ from datasweep.store.atomic import append_line_durably, atomic_write_text
 from datasweep.workloads.fomaml.data import TaskData
 from datasweep.workloads.fomaml.distributed import DistContext
 from datasweep.workloads.fomaml.modeling import Encoded, ExampleEncoder, collate, token_losses
+from datasweep.workloads.progress import Progress
 
 if TYPE_CHECKING:
     import torch
@@ -376,8 +377,28 @@ class MetaTrainer:
                 _truncate_after(path, self.step if resumed else 0)
         history: list[dict[str, Any]] = []
         params = self.params
+        progress = Progress("fomaml", params.total_steps, "steps", initial=self.step) if self.dist.is_main else None
+        try:
+            self._train_loop(metrics_path, eval_path, checkpoints, history, progress, on_step)
+        finally:
+            if progress is not None:
+                progress.close()
+        return history
+
+    def _train_loop(
+        self,
+        metrics_path: Path,
+        eval_path: Path,
+        checkpoints: Path,
+        history: list[dict[str, Any]],
+        progress: Progress | None,
+        on_step: Callable[[int], None] | None,
+    ) -> None:
+        params = self.params
         while self.step < params.total_steps:
             metrics = self.train_step()
+            if progress is not None:
+                progress.update(self.step, query_loss=metrics.get("query_loss"))
             if self.dist.is_main and (self.step % params.log_freq == 0 or self.step == params.total_steps):
                 append_line_durably(metrics_path, json.dumps(metrics, sort_keys=True))
             if params.test_freq and self.step % params.test_freq == 0 and self.step < params.total_steps:
@@ -389,7 +410,6 @@ class MetaTrainer:
                 self.save_checkpoint(checkpoints)
             if on_step is not None:
                 on_step(self.step)
-        return history
 
 
 def _truncate_after(path: Path, step: int) -> None:

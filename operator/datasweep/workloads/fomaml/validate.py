@@ -184,7 +184,7 @@ def validate_prepared(data_dir: Path, params: FomamlParams) -> ValidationReport:
                 )
             elif have < recommended:
                 report.warnings.append(
-                    f"task {task!r}: {split} has {have} row(s); seed 003 recommends at least {recommended}"
+                    f"task {task!r}: {split} has {have} row(s); at least {recommended} are recommended"
                 )
         if support and query < support:
             report.warnings.append(

@@ -80,6 +80,25 @@ def make_async_client(api_key: str, base_url: str | None, max_retries: int, time
     return AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout)
 
 
+async def check_endpoint(client: AsyncOpenAI, timeout_s: float = 15.0) -> None:
+    """One cheap request (GET /models, no retries) before fanning out: an unreachable or wrong baseURL, or a
+    refused key, is one line now instead of minutes of retries. A server without /models is fine."""
+    where = str(client.base_url).rstrip("/")
+    try:
+        await client.with_options(max_retries=0, timeout=timeout_s).models.list()
+    except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+        raise GenerateInputError(
+            f"cannot reach the endpoint {where} ({type(exc).__name__}: {exc}); check generation.baseURL "
+            "and that the server is up"
+        ) from exc
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        raise GenerateInputError(
+            f"the endpoint {where} refused the API key ({type(exc).__name__}); check the API key secret"
+        ) from exc
+    except openai.APIStatusError:
+        return  # reachable: servers that do not list models answer 404 here
+
+
 class ChatCompletionsBackend:
     """`concurrency` requests in flight at once; each retried by the SDK, then reported as failed."""
 

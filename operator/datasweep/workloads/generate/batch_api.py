@@ -5,10 +5,20 @@ carries, the uploaded input file, and the batch id. The batch id is persisted ri
 `batches.create` and before any polling, so a restarted worker resumes polling the same batch. A crash
 in the instant between create and persist is covered too: every batch carries `metadata.datasweep_key`,
 and a submission with an input file but no batch id is looked up by that key before anything is resent.
+The key is unique per artifact: `<fingerprint>:<run>:<phase>:<n>`, where `run` is a random id kept in the
+state file, so datasets whose directories share a semantic name (Copa and CB) never adopt each other's
+batch, and neither does a forced regeneration of the same fingerprint.
 
 Terminal batches (completed, expired, cancelled, failed) are ingested: output lines are joined on
 custom_id into the journal, ids found in the error file (or nowhere) are resubmitted, and only those,
 up to `max_batch_attempts` submissions per id.
+
+The raw files stay in the artifact for audit (seed 001 keeps them): `batch_api/<phase>-<n>_input.jsonl`
+(what was uploaded), `batch_api/<batch id>_output.jsonl` and `_errors.jsonl` (as downloaded) and
+`batch_api/<batch id>.json` (the batch object when it ended).
+
+A refused `batches.create` (400, quota, auth) ends the run with the API's message (exit 2): the uploaded
+input file is kept in the state, and a rerun submits it without uploading again.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import asyncio
 import json
 import logging
 import os
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -25,9 +36,9 @@ from typing import Any, Final
 import openai
 from openai import AsyncOpenAI
 
-from datasweep.store.atomic import atomic_write_json
+from datasweep.store.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from datasweep.workloads.generate.backends import ChatRequest, Failure, result_from_completion
-from datasweep.workloads.generate.inputs import GenerateInputError
+from datasweep.workloads.generate.inputs import GenerateFailed, GenerateInputError
 from datasweep.workloads.generate.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -35,6 +46,7 @@ log = logging.getLogger(__name__)
 ENDPOINT: Final = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "expired", "cancelled", "failed"})
 CRASH_ENV = "DATASWEEP_TEST_CRASH_AT"
+RAW_DIR = "batch_api"
 
 
 class InjectedCrash(BaseException):
@@ -44,6 +56,14 @@ class InjectedCrash(BaseException):
 def crash_point(name: str) -> None:
     if os.environ.get(CRASH_ENV) == name:
         raise InjectedCrash(name)
+
+
+def api_error_message(exc: openai.APIError) -> str:
+    """The API's own message (`error.message` of the body), else the SDK's text, on one line."""
+    body = exc.body
+    message = body.get("message") if isinstance(body, dict) else None
+    text = str(message or exc.message or exc)
+    return " ".join(text.split())
 
 
 def request_line(request: ChatRequest) -> str:
@@ -79,11 +99,14 @@ class BatchState:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.submissions: list[dict[str, Any]] = []
+        self.run = uuid.uuid4().hex[:12]
         if path.exists():
-            self.submissions = list(json.loads(path.read_text(encoding="utf-8")).get("submissions", []))
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            self.submissions = list(saved.get("submissions", []))
+            self.run = str(saved.get("run") or self.run)
 
     def save(self) -> None:
-        atomic_write_json(self.path, {"submissions": self.submissions})
+        atomic_write_json(self.path, {"run": self.run, "submissions": self.submissions})
 
     def attempts(self) -> Counter[str]:
         counts: Counter[str] = Counter()
@@ -99,6 +122,8 @@ class BatchBackend:
         state_path: Path,
         phase: str,
         *,
+        fingerprint: str,
+        raw_dir: Path | None = None,
         poll_interval: float,
         max_poll_interval: float,
         max_attempts: int,
@@ -110,6 +135,8 @@ class BatchBackend:
         self.client = client
         self.state = BatchState(state_path)
         self.phase = phase
+        self.fingerprint = fingerprint
+        self.raw_dir = raw_dir
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.max_attempts = max_attempts
@@ -127,7 +154,7 @@ class BatchBackend:
 
     async def _submit(self, chunk: list[tuple[ChatRequest, str]]) -> dict[str, Any]:
         number = len(self.state.submissions) + 1
-        key = f"{self.state.path.parent.parent.name}/{self.phase}/{number}"
+        key = f"{self.fingerprint}:{self.state.run}:{self.phase}:{number}"
         submission: dict[str, Any] = {
             "key": key,
             "custom_ids": [request.custom_id for request, _ in chunk],
@@ -139,6 +166,8 @@ class BatchBackend:
         self.state.submissions.append(submission)
         self.state.save()
         payload = "".join(line for _, line in chunk).encode()
+        if self.raw_dir is not None:
+            atomic_write_bytes(self.raw_dir / f"{self.phase}-{number:03d}_input.jsonl", payload)
         uploaded = await self.client.files.create(file=(f"{self.phase}-{number}.jsonl", payload), purpose="batch")
         submission["input_file_id"] = uploaded.id
         self.state.save()
@@ -146,12 +175,22 @@ class BatchBackend:
         return submission
 
     async def _create(self, submission: dict[str, Any]) -> None:
-        batch = await self.client.batches.create(
-            input_file_id=submission["input_file_id"],
-            endpoint=ENDPOINT,
-            completion_window=self.completion_window,  # type: ignore[arg-type]
-            metadata={"datasweep_key": submission["key"]},
-        )
+        try:
+            batch = await self.client.batches.create(
+                input_file_id=submission["input_file_id"],
+                endpoint=ENDPOINT,
+                completion_window=self.completion_window,  # type: ignore[arg-type]
+                metadata={"datasweep_key": submission["key"]},
+            )
+        except openai.APIStatusError as exc:
+            where = (
+                f"the uploaded input file {submission['input_file_id']} ({len(submission['custom_ids'])} requests) "
+                "is kept and a rerun submits it again"
+            )
+            message = f"batches.create refused (HTTP {exc.status_code}): {api_error_message(exc)}; {where}"
+            if exc.status_code < 500:  # 400 invalid, 401/403 key, 404, 429 quota: retrying now cannot help
+                raise GenerateInputError(message) from exc
+            raise GenerateFailed(message) from exc
         crash_point("batch-created")
         submission["batch_id"] = batch.id
         submission["status"] = batch.status
@@ -176,17 +215,21 @@ class BatchBackend:
         self.state.save()
         return False
 
-    async def _download(self, file_id: str | None) -> list[dict[str, Any]]:
+    async def _download(self, file_id: str | None, raw_name: str) -> list[dict[str, Any]]:
         if not file_id:
             return []
         content = await self.client.files.content(file_id)
+        if self.raw_dir is not None:
+            atomic_write_text(self.raw_dir / raw_name, content.text)
         return [json.loads(line) for line in content.text.splitlines() if line.strip()]
 
     async def _ingest(self, submission: dict[str, Any], batch: Any, journal: Journal) -> dict[str, str]:
         """Join outputs on custom_id into the journal; return the ids that failed, with why."""
         expected = set(submission["custom_ids"])
         failed: dict[str, str] = {}
-        for line in await self._download(batch.output_file_id):
+        if self.raw_dir is not None:
+            atomic_write_json(self.raw_dir / f"{batch.id}.json", batch.model_dump(mode="json"))
+        for line in await self._download(batch.output_file_id, f"{batch.id}_output.jsonl"):
             custom_id = str(line.get("custom_id"))
             if custom_id not in expected:
                 continue
@@ -195,7 +238,7 @@ class BatchBackend:
                 journal.add(result_from_completion(custom_id, response.get("body") or {}).journal_entry())
             else:
                 failed[custom_id] = f"status {response.get('status_code')}: {line.get('error') or response.get('body')}"
-        for line in await self._download(batch.error_file_id):
+        for line in await self._download(batch.error_file_id, f"{batch.id}_errors.jsonl"):
             custom_id = str(line.get("custom_id"))
             if custom_id in expected and custom_id not in journal:
                 error = line.get("error") or ((line.get("response") or {}).get("body") or {}).get("error")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -83,3 +84,92 @@ def status(output_dir: Path) -> None:
     if manifest is not None:
         report["usage"] = manifest.usage.model_dump(mode="json", by_alias=True)
     click.echo(json.dumps(report, indent=2))
+
+
+@main.command("batches")
+@click.option("--list-active", is_flag=True, help="List the account's batches that have not ended")
+@click.option("--check-status", "check_id", metavar="BATCH_ID", help="Print one batch: status, counts, errors")
+@click.option(
+    "--download-results",
+    "download_id",
+    metavar="BATCH_ID",
+    help="Write batch_results_<id>.jsonl, batch_errors_<id>.jsonl and batch_job_<id>.json to --output-dir",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where --download-results writes",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='Seed 001\'s config.json ({"api_key": "sk-..."}); default: the key in --api-key-env',
+)
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the key")
+@click.option("--base-url", default=None, help="API base URL (…/v1); default: the SDK's (OPENAI_BASE_URL or OpenAI)")
+@click.option("--json", "as_json", is_flag=True, help="--list-active: print JSON instead of a table")
+def batches(
+    list_active: bool,
+    check_id: str | None,
+    download_id: str | None,
+    output_dir: Path,
+    config: Path | None,
+    api_key_env: str,
+    base_url: str | None,
+    as_json: bool,
+) -> None:
+    """The seed's batch_submitter operations against the Batch API: --list-active, --check-status ID,
+    --download-results ID. Exit codes: 0 ok, 2 bad input or refused by the API (message shown), 1 other."""
+    import openai
+
+    from datasweep.workloads.generate import batch_ops
+    from datasweep.workloads.generate.batch_api import api_error_message
+    from datasweep.workloads.generate.inputs import GenerateInputError
+
+    chosen = [
+        flag
+        for flag, on in (
+            ("--list-active", list_active),
+            ("--check-status", check_id),
+            ("--download-results", download_id),
+        )
+        if on
+    ]
+    if len(chosen) != 1:
+        raise click.UsageError(
+            "give exactly one of --list-active, --check-status BATCH_ID, --download-results BATCH_ID"
+        )
+    try:
+        key = batch_ops.api_key_from(config, api_key_env, dict(os.environ))
+        client = openai.OpenAI(api_key=key, base_url=base_url)
+        if list_active:
+            rows = batch_ops.list_active(client)
+            if as_json:
+                click.echo(json.dumps(rows, indent=2))
+            elif not rows:
+                click.echo("no active batches")
+            else:
+                for row in rows:
+                    click.echo(
+                        f"{row['id']}  {row['status']:<11}  {row['created_at']}  "
+                        f"{row['completed']}/{row['total']} done, {row['failed']} failed"
+                        + (f"  {row['datasweep_key']}" if row["datasweep_key"] else "")
+                    )
+        elif check_id:
+            click.echo(json.dumps(batch_ops.check_status(client, check_id), indent=2))
+        else:
+            assert download_id is not None
+            downloaded = batch_ops.download_results(client, download_id, output_dir)
+            for path in downloaded.files:
+                click.echo(str(path))
+    except GenerateInputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except openai.APIStatusError as exc:
+        click.echo(f"error: the API refused (HTTP {exc.status_code}): {api_error_message(exc)}", err=True)
+        sys.exit(EXIT_BAD_INPUT if exc.status_code < 500 else EXIT_FAILED)
+    except openai.APIError as exc:
+        click.echo(f"failed: {api_error_message(exc)}", err=True)
+        sys.exit(EXIT_FAILED)

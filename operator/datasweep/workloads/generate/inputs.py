@@ -26,6 +26,7 @@ class SourceRecord:
     line: int
     record_id: str
     data: dict[str, Any]
+    path: Path | None = None  # set when a split is read from several files
 
 
 @dataclass
@@ -37,7 +38,7 @@ class SplitData:
     id_field: str | None = None
 
     def where(self, record: SourceRecord) -> str:
-        return f"{self.path}:{record.line}"
+        return f"{record.path or self.path}:{record.line}"
 
 
 def split_path(source_dir: Path, dataset: str, split: str) -> Path:
@@ -60,15 +61,31 @@ def _choose_id_field(rows: list[dict[str, Any]], id_field: str | None) -> str | 
     return None  # fall back to line numbers
 
 
-def read_splits(source_dir: Path, dataset: str, id_field: str | None = None) -> dict[str, SplitData]:
-    """Every split present in `source_dir` (at least one must be), fully parsed and checked."""
+def any_jsonl_files(source_dir: Path) -> list[Path]:
+    """Every `*.jsonl` file directly in `source_dir`, by name (seed 001 reads every file of the directory)."""
+    return sorted(path for path in source_dir.glob("*.jsonl") if path.is_file())
+
+
+def read_splits(
+    source_dir: Path, dataset: str, id_field: str | None = None, any_jsonl: bool = False
+) -> dict[str, SplitData]:
+    """Every split present in `source_dir` (at least one must be), fully parsed and checked.
+
+    With `any_jsonl` (code-scenarios) a directory without `<dataset>_<split>.jsonl` files is read as one
+    `train` split made of every `*.jsonl` in it, as seed 001 reads its reviewed slices.
+    """
     if not source_dir.is_dir():
         raise GenerateInputError(f"sourceDir {source_dir} is not a directory: point it at the dataset's jsonl files")
     found = {split: split_path(source_dir, dataset, split) for split in SPLITS}
     found = {split: path for split, path in found.items() if path.is_file()}
+    if not found and any_jsonl and any_jsonl_files(source_dir):
+        return {"train": _read_merged(source_dir, any_jsonl_files(source_dir), id_field)}
     if not found:
         expected = ", ".join(split_path(source_dir, dataset, split).name for split in SPLITS)
-        raise GenerateInputError(f"{source_dir}: no split of dataset {dataset!r} found; expected one of {expected}")
+        also = " (or, for code-scenarios, any *.jsonl files)" if any_jsonl else ""
+        raise GenerateInputError(
+            f"{source_dir}: no split of dataset {dataset!r} found; expected one of {expected}{also}"
+        )
     problems: list[str] = []
     splits: dict[str, SplitData] = {}
     for split, path in found.items():
@@ -101,3 +118,39 @@ def read_splits(source_dir: Path, dataset: str, id_field: str | None = None) -> 
         splits[split] = data
     _raise_problems(problems, "Fix the lines above (each line is one JSON object); nothing was generated.")
     return splits
+
+
+def _read_merged(source_dir: Path, paths: list[Path], id_field: str | None) -> SplitData:
+    """One split from several files; ids are the id field when every record has it, else `<file stem>:<line>`."""
+    problems: list[str] = []
+    digest = hashlib.sha256()
+    rows: list[tuple[Path, int, dict[str, Any]]] = []
+    for path in paths:
+        raw = path.read_bytes()
+        # the same content hash as store.layout.dataset_files: file name and bytes of every file
+        digest.update(path.name.encode() + b"\0" + raw + b"\0")
+        for record in iter_records(
+            path, content=raw, encoding_errors="replace", on_bad_record=lambda error: problems.append(str(error))
+        ):
+            rows.append((path, record.number, record.data))
+    if not rows and not problems:
+        problems.append(f"{source_dir}: the *.jsonl files hold no records")
+    data = SplitData(split="train", path=source_dir, sha256=digest.hexdigest())
+    data.id_field = _choose_id_field([row for _, _, row in rows], id_field)
+    seen: dict[str, str] = {}
+    for path, number, row in rows:
+        where = f"{path}:{number}"
+        if data.id_field is None:
+            record_id = f"{path.stem}:{number}"
+        elif data.id_field not in row:
+            problems.append(f"{where}: missing id field {data.id_field!r} (params.id_field)")
+            continue
+        else:
+            record_id = str(row[data.id_field])
+        if record_id in seen:
+            problems.append(f"{where}: duplicate id {record_id!r} (first at {seen[record_id]})")
+            continue
+        seen[record_id] = where
+        data.records.append(SourceRecord(line=number, record_id=record_id, data=row, path=path))
+    _raise_problems(problems, "Fix the lines above (each line is one JSON object); nothing was generated.")
+    return data

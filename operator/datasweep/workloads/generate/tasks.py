@@ -84,7 +84,8 @@ def plan_rephrase(splits: dict[str, SplitData], params: GenerateParams) -> TaskP
 
 
 def plan_code_scenarios(splits: dict[str, SplitData], params: GenerateParams) -> TaskPlan:
-    """Seed 001: function slices -> scenario1, class slices -> scenario2, each capped per split."""
+    """Seed 001: function slices -> scenario1, class slices -> scenario2, each capped overall (the seed's
+    --max-scenario1/--max-scenario2, in file order) or per split (caps_per_split)."""
     templates = {
         "scenario1": PromptTemplate(params.prompt, "params.prompt"),
         "scenario2": PromptTemplate(params.scenario2_prompt, "params.scenario2_prompt"),
@@ -93,8 +94,10 @@ def plan_code_scenarios(splits: dict[str, SplitData], params: GenerateParams) ->
     items: list[WorkItem] = []
     problems: list[str] = []
     skipped: dict[str, dict[str, int]] = {}
+    taken = {"scenario1": 0, "scenario2": 0}
     for split, data in splits.items():
-        taken = {"scenario1": 0, "scenario2": 0}
+        if params.caps_per_split:
+            taken = {"scenario1": 0, "scenario2": 0}
         split_skips: dict[str, int] = {}
         for record in data.records:
             kind = record.data.get(params.type_field)

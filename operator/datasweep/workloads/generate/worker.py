@@ -9,17 +9,19 @@ Resume state lives in `<outputDir>/.work/`: the journals of answered requests an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from openai import AsyncOpenAI
 from pydantic import ValidationError
 
 from datasweep import __version__
@@ -27,6 +29,7 @@ from datasweep.api._base import describe_validation_error
 from datasweep.api.stage_params import result_params
 from datasweep.api.stages.generate import GenerateParams, PriceEntry
 from datasweep.api.worker import WorkerSpec
+from datasweep.core.fingerprint import FingerprintError, canonicalize
 from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
 from datasweep.workloads.generate import pricing
@@ -35,9 +38,10 @@ from datasweep.workloads.generate.backends import (
     ChatCompletionsBackend,
     ChatRequest,
     TransformersBackend,
+    check_endpoint,
     make_async_client,
 )
-from datasweep.workloads.generate.batch_api import BatchBackend
+from datasweep.workloads.generate.batch_api import RAW_DIR, BatchBackend
 from datasweep.workloads.generate.inputs import GenerateFailed, GenerateInputError, SplitData, read_splits
 from datasweep.workloads.generate.journal import Journal
 from datasweep.workloads.generate.prompts import parse_verdict
@@ -48,6 +52,7 @@ from datasweep.workloads.generate.tasks import (
     plan_task,
     validation_prompt,
 )
+from datasweep.workloads.progress import Progress
 
 log = logging.getLogger("datasweep.generate")
 
@@ -56,9 +61,13 @@ WORK_DIR = ".work"
 
 def load_params(spec: WorkerSpec) -> GenerateParams:
     try:
-        return GenerateParams.model_validate(spec.params)
+        # strings as the fingerprint hashes them (NFC), also for a hand-written spec: what is sent is
+        # what was fingerprinted (records are sent as written; the dataset hash covers their bytes)
+        return GenerateParams.model_validate(canonicalize(spec.params))
     except ValidationError as exc:
         raise GenerateInputError(f"invalid generate params: {describe_validation_error(exc, 'params')}") from exc
+    except FingerprintError as exc:
+        raise GenerateInputError(f"invalid generate params: {exc}") from exc
 
 
 def resolve_api_key(params: GenerateParams) -> str:
@@ -111,6 +120,8 @@ def build_backend(params: GenerateParams, spec: WorkerSpec, phase: str, api_key:
             client,
             work / f"batches-{phase}.json",
             phase,
+            fingerprint=spec.fingerprint,
+            raw_dir=spec.output_path / RAW_DIR,
             poll_interval=params.poll_interval,
             max_poll_interval=params.max_poll_interval,
             max_attempts=params.max_batch_attempts,
@@ -154,7 +165,26 @@ def validation_request(item: WorkItem, generated: str, params: GenerateParams) -
     return ChatRequest(item.validation_id, body)
 
 
-async def run_phase(backend: Backend, requests: Sequence[ChatRequest], journal: Journal, phase: str) -> None:
+Meter = Callable[[int, int], float | None]  # (prompt tokens, completion tokens) -> USD, None when unpriced
+
+
+def _report(progress: Progress, journal: Journal, meter: Meter | None) -> None:
+    """Requests done, tokens and cost so far, from the journal."""
+    entries = list(journal.done.values())
+    prompt = sum(int(e.get("prompt_tokens") or 0) for e in entries)
+    completion = sum(int(e.get("completion_tokens") or 0) for e in entries)
+    progress.update(len(entries), tokens=prompt + completion, cost=meter(prompt, completion) if meter else None)
+
+
+async def _watch(progress: Progress, journal: Journal, meter: Meter | None) -> None:
+    while True:
+        _report(progress, journal, meter)
+        await asyncio.sleep(1.0)
+
+
+async def run_phase(
+    backend: Backend, requests: Sequence[ChatRequest], journal: Journal, phase: str, meter: Meter | None = None
+) -> None:
     todo = [request for request in requests if request.custom_id not in journal]
     log.info(
         "%s: %d requests, %d already answered, %d to send",
@@ -165,11 +195,21 @@ async def run_phase(backend: Backend, requests: Sequence[ChatRequest], journal: 
     )
     if not todo:
         return
+    client = getattr(backend, "client", None)
+    if isinstance(client, AsyncOpenAI):
+        await check_endpoint(client)  # one cheap request: a wrong baseURL fails now, not after the retries
+    progress = Progress(phase, len(requests), "requests", initial=len(requests) - len(todo))
+    watcher = asyncio.get_running_loop().create_task(_watch(progress, journal, meter))
     try:
         failures = await backend.run(todo, journal)
     finally:
+        watcher.cancel()
         await journal.drain()
         await backend.aclose()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        _report(progress, journal, meter)
+        progress.close()
     if failures:
         sample = "; ".join(f"{custom_id}: {error}" for custom_id, error in failures[:3])
         raise GenerateFailed(
@@ -387,7 +427,14 @@ async def _generate(
     gpu_seconds = 0.0
     generated = Journal(work / "generate.jsonl")
     backend = build_backend(params, spec, "generate", api_key, work)
-    await run_phase(backend, [generation_request(item, params) for item in plan.items], generated, "generate")
+    table = pricing.price_table(params.backend, params.prices)
+    batch = params.backend == "openai-batch"
+
+    def meter_for(model: str) -> Meter:
+        return lambda prompt, completion: pricing.estimate_cost(model, prompt, completion, table, batch)
+
+    requests = [generation_request(item, params) for item in plan.items]
+    await run_phase(backend, requests, generated, "generate", meter_for(params.model))
     if isinstance(backend, TransformersBackend):
         gpu_seconds += backend.gpu_seconds
     validated: Journal | None = None
@@ -396,7 +443,7 @@ async def _generate(
         texts = {custom_id: str(entry.get("text") or "") for custom_id, entry in generated.done.items()}
         requests = [validation_request(item, texts[item.custom_id], params) for item in plan.items]
         backend = build_backend(params, spec, "validate", api_key, work)
-        await run_phase(backend, requests, validated, "validate")
+        await run_phase(backend, requests, validated, "validate", meter_for(params.validation.model))
         if isinstance(backend, TransformersBackend):
             gpu_seconds += backend.gpu_seconds
     return generated, validated, gpu_seconds
@@ -428,7 +475,9 @@ def run_generate(spec: WorkerSpec) -> Manifest:
         )
     if not spec.source_dir:
         raise GenerateInputError("the worker spec has no sourceDir: the generate stage reads the dataset from there")
-    splits = read_splits(Path(spec.source_dir), spec.dataset, params.id_field)
+    splits = read_splits(
+        Path(spec.source_dir), spec.dataset, params.id_field, any_jsonl=params.task == "code-scenarios"
+    )
     plan = plan_task(splits, params)
     api_key = resolve_api_key(params)
     work = out / WORK_DIR

@@ -1,9 +1,12 @@
 """Risk difference per expert: how much more often an expert is routed to for unsafe than for safe prompts.
 
 For batch b, MoE layer l and expert i: p_label[l, i] = (target tokens of that label whose router top-k
-contains i) / (target tokens of that label); risk_diff[l, i] = p_unsafe - p_safe. Batches are aggregated by
-mean and sample standard deviation; experts are ranked by the mean and selected by top_n / threshold /
-max_per_layer.
+contains i) / (target tokens of that label); risk_diff[l, i] = p_unsafe - p_safe. Batches are combined in one
+of two ways (`aggregation`): per-batch-mean (seed 004: mean, and sample standard deviation, of the batches'
+risk differences) or pooled (the SteerMoE paper: hits and tokens summed over all batches, then one
+p_unsafe - p_safe). With unequal token counts per batch the two differ, even in sign; both are reported.
+Experts are ranked by the chosen one and selected by top_n / threshold / max_per_layer, only those leaning
+towards `direction` (risk difference > 0 once signed) unless positive_only is off.
 """
 
 from __future__ import annotations
@@ -104,6 +107,32 @@ class AnalysisResult:
         ddof = 1 if self.risk_diff.shape[0] > 1 else 0
         return np.asarray(self.risk_diff.std(axis=0, ddof=ddof), dtype=np.float64)
 
+    def _pooled_p(self, p: FloatArray, label: int) -> FloatArray:
+        # p = hits / tokens per batch: the batch's hits are p * tokens
+        tokens = self.tokens[:, label]
+        return np.asarray((p * tokens[:, None, None]).sum(axis=0) / tokens.sum(), dtype=np.float64)
+
+    @property
+    def pooled_p_safe(self) -> FloatArray:
+        return self._pooled_p(self.p_safe, 0)
+
+    @property
+    def pooled_p_unsafe(self) -> FloatArray:
+        return self._pooled_p(self.p_unsafe, 1)
+
+    @property
+    def pooled(self) -> FloatArray:
+        """Risk difference of activation counts pooled over all target tokens of all batches (the paper's)."""
+        return self.pooled_p_unsafe - self.pooled_p_safe
+
+    def aggregate(self, aggregation: str) -> FloatArray:
+        """[moe layers, experts] risk difference used for ranking: per-batch-mean or pooled."""
+        if aggregation == "pooled":
+            return self.pooled
+        if aggregation == "per-batch-mean":
+            return self.mean
+        raise ValueError(f"unknown aggregation {aggregation!r}; use per-batch-mean or pooled")
+
 
 def forward_router_logits(model: Any, input_ids: Any, attention_mask: Any) -> tuple[Any, ...]:
     """Router logits of one batch; runs the decoder only (the LM head is not needed for routing)."""
@@ -173,16 +202,20 @@ def rank_experts(mean: FloatArray, direction: str) -> list[tuple[int, int]]:
     return [(int(layer), int(expert)) for layer, expert in order]
 
 
-def select_experts(mean: FloatArray, params: MoeSteerParams) -> list[tuple[int, int]]:
-    """Walk the ranking: keep experts above the threshold, at most max_per_layer per layer, at most top_n."""
-    score = mean if params.direction == "unsafe" else -mean
+def select_experts(risk_diff: FloatArray, params: MoeSteerParams) -> list[tuple[int, int]]:
+    """Walk the ranking: keep experts with a (direction-signed) risk difference > 0 (positive_only) and
+    > threshold (strictly, as seed 004), at most max_per_layer per layer, at most top_n."""
+    score = risk_diff if params.direction == "unsafe" else -risk_diff
     chosen: list[tuple[int, int]] = []
     per_layer: dict[int, int] = {}
-    for layer, expert in rank_experts(mean, params.direction):
+    for layer, expert in rank_experts(risk_diff, params.direction):
         if params.top_n is not None and len(chosen) >= params.top_n:
             break
-        if params.threshold is not None and float(score[layer, expert]) < params.threshold:
+        value = float(score[layer, expert])
+        if params.threshold is not None and not value > params.threshold:
             break  # the ranking is sorted: nothing after this passes either
+        if params.positive_only and not value > 0:
+            break
         if params.max_per_layer is not None and per_layer.get(layer, 0) >= params.max_per_layer:
             continue
         per_layer[layer] = per_layer.get(layer, 0) + 1
@@ -215,19 +248,25 @@ def write_analysis(
 ) -> BoolArray:
     """risk_diff.json / .csv (ranked), risk_diff_per_batch.npy, selected_experts.json, expert_mask.npy."""
     out = Path(out_dir)
-    mean, std = result.mean, result.std
+    mean, std, pooled = result.mean, result.std, result.pooled
+    used = result.aggregate(params.aggregation)
     p_safe, p_unsafe = result.p_safe.mean(axis=0), result.p_unsafe.mean(axis=0)
+    pooled_safe, pooled_unsafe = result.pooled_p_safe, result.pooled_p_unsafe
     chosen = set(selected)
-    ranking = rank_experts(mean, params.direction)
+    ranking = rank_experts(used, params.direction)
     rows = [
         {
             "rank": rank,
             "layer": result.moe_layers[pos],
             "expert": expert,
+            "risk_diff": float(used[pos, expert]),
             "risk_diff_mean": float(mean[pos, expert]),
             "risk_diff_std": float(std[pos, expert]),
+            "risk_diff_pooled": float(pooled[pos, expert]),
             "p_unsafe_mean": float(p_unsafe[pos, expert]),
             "p_safe_mean": float(p_safe[pos, expert]),
+            "p_unsafe_pooled": float(pooled_unsafe[pos, expert]),
+            "p_safe_pooled": float(pooled_safe[pos, expert]),
             "selected": (pos, expert) in chosen,
         }
         for rank, (pos, expert) in enumerate(ranking, start=1)
@@ -244,12 +283,20 @@ def write_analysis(
             "top_k": result.top_k,
             "target_tokens": params.target_tokens,
             "direction": params.direction,
+            "aggregation": params.aggregation,
             "target_tokens_per_batch": {
                 "safe": [int(n) for n in result.tokens[:, 0]],
                 "unsafe": [int(n) for n in result.tokens[:, 1]],
             },
             "risk_diff_mean": mean.tolist(),
             "risk_diff_std": std.tolist(),
+            "risk_diff_pooled": pooled.tolist(),
+            # experts whose sign differs between the two aggregations (unequal token counts per batch)
+            "sign_disagreements": [
+                [result.moe_layers[pos], expert]
+                for pos, expert in np.ndindex(*mean.shape)
+                if np.sign(mean[pos, expert]) != np.sign(pooled[pos, expert])
+            ],
             "ranking": rows,
         },
     )
@@ -266,6 +313,8 @@ def write_analysis(
                 "threshold": params.threshold,
                 "max_per_layer": params.max_per_layer,
                 "direction": params.direction,
+                "aggregation": params.aggregation,
+                "positive_only": params.positive_only,
             },
             "experts": selected_rows,
         },

@@ -82,7 +82,13 @@ def main(ctx: click.Context, spec_path: str | None) -> None:
 @click.option("--unsafe", type=click.Path(), default=None, help="File/dir of unsafe prompts (prompt_field)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory")
 @click.option("--top-n", type=int, default=None, help="Select at most this many experts")
-@click.option("--threshold", type=float, default=None, help="Minimum mean risk difference to select")
+@click.option("--threshold", type=float, default=None, help="Select only experts whose risk difference is above this")
+@click.option(
+    "--aggregation",
+    type=click.Choice(["per-batch-mean", "pooled"]),
+    default=None,
+    help="per-batch-mean (seed 004, default) or pooled over all tokens (the SteerMoE paper)",
+)
 @click.option("--max-per-layer", type=int, default=None, help="Select at most this many experts per layer")
 @_param_options
 def analyze(

@@ -32,6 +32,8 @@ class Prompt:
     label: Label
     source: str  # file:line (or file:item N / file:row N) it came from
     response: str | None = None
+    pair: int | None = None  # paired input: the record it came from (goal and jailbreak share it)
+    messages: list[dict[str, str]] | None = None  # a multi-turn prompt; `text` is its readable form
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class BatchRecord:
     prompt: str
     source: str
     response: str | None = None
+    pair: int | None = None
+    messages: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -82,6 +86,24 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
+def parse_messages(value: Any, where: str) -> list[dict[str, str]] | None:
+    """A multi-turn prompt: a list of {role, content} messages (chat format). None for a plain value."""
+    if not isinstance(value, list):
+        return None
+    messages = []
+    for index, message in enumerate(value):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str) or "role" not in message:
+            raise MoeSteerInputError(
+                f"{where}: message {index} is not {{role, content}}; a prompt is a string or a list of chat messages"
+            )
+        messages.append({"role": str(message["role"]), "content": message["content"]})
+    return messages
+
+
+def messages_text(messages: list[dict[str, str]]) -> str:
+    return "\n".join(f"{m['role']}: {m['content'].strip()}" for m in messages if m["content"].strip())
+
+
 def load_prompts(
     params: MoeSteerParams,
     data: str | Path | None = None,
@@ -98,13 +120,16 @@ def load_prompts(
     report = LoadReport(files=[])
     response_field = params.response_field
 
-    def add(text: Any, label: Label, source: str, record: dict[str, Any]) -> None:
-        cleaned = _text(text)
+    def add(text: Any, label: Label, source: str, record: dict[str, Any], pair: int | None = None) -> None:
+        messages = parse_messages(text, source)
+        cleaned = messages_text(messages) if messages is not None else _text(text)
         if not cleaned:
             report.skipped_empty += 1
             return
         response = _text(record.get(response_field)) or None if response_field else None
-        prompts.append(Prompt(text=cleaned, label=label, source=source, response=response))
+        prompts.append(
+            Prompt(text=cleaned, label=label, source=source, response=response, pair=pair, messages=messages)
+        )
 
     if data is not None:
         safe_values = {v.strip().lower() for v in params.safe_labels}
@@ -120,8 +145,8 @@ def load_prompts(
                             f"(fields: {sorted(record)}); set safe_field/unsafe_field, "
                             "or input_format: labeled"
                         )
-                    add(record.get(params.safe_field), "safe", where, record)
-                    add(record.get(params.unsafe_field), "unsafe", where, record)
+                    add(record.get(params.safe_field), "safe", where, record, report.records)
+                    add(record.get(params.unsafe_field), "unsafe", where, record, report.records)
                 else:
                     if params.prompt_field not in record or params.label_field not in record:
                         raise MoeSteerInputError(
@@ -153,7 +178,9 @@ def load_prompts(
                     )
                 add(record[params.prompt_field], label, where, record)  # type: ignore[arg-type]
 
-    if params.deduplicate:
+    if params.deduplicate and paired_batches(params) and data is not None:
+        prompts = _dedupe_pairs(prompts, report)
+    elif params.deduplicate:
         seen: set[tuple[str, str]] = set()
         unique: list[Prompt] = []
         for prompt in prompts:
@@ -165,6 +192,31 @@ def load_prompts(
             unique.append(prompt)
         prompts = unique
     return prompts, report
+
+
+def paired_batches(params: MoeSteerParams) -> bool:
+    """Batches are made of whole goal/jailbreak pairs: pair_batches and as many safe as unsafe per batch."""
+    return params.input_format == "paired" and params.pair_batches and params.safe_per_batch == params.unsafe_per_batch
+
+
+def complete_pairs(prompts: Sequence[Prompt]) -> dict[int, tuple[Prompt, Prompt]]:
+    """pair id -> (safe, unsafe) for records that gave both prompts, in input order."""
+    sides: dict[int, dict[str, Prompt]] = {}
+    for prompt in prompts:
+        if prompt.pair is not None:
+            sides.setdefault(prompt.pair, {})[prompt.label] = prompt
+    return {pair: (both["safe"], both["unsafe"]) for pair, both in sides.items() if len(both) == 2}
+
+
+def _dedupe_pairs(prompts: list[Prompt], report: LoadReport) -> list[Prompt]:
+    seen: set[tuple[str, str]] = set()
+    dropped: set[int] = set()
+    for pair, (safe, unsafe) in complete_pairs(prompts).items():
+        if (safe.text, unsafe.text) in seen:
+            dropped.add(pair)
+        seen.add((safe.text, unsafe.text))
+    report.duplicates_dropped += 2 * len(dropped)
+    return [prompt for prompt in prompts if prompt.pair not in dropped]
 
 
 def build_batches(prompts: Sequence[Prompt], params: MoeSteerParams) -> list[list[BatchRecord]]:
@@ -184,8 +236,16 @@ def build_batches(prompts: Sequence[Prompt], params: MoeSteerParams) -> list[lis
             "(safe_field/unsafe_field, or prompt_field/label_field with safe_labels/unsafe_labels)"
         )
     rng = random.Random(params.seed)
-    rng.shuffle(safe)
-    rng.shuffle(unsafe)
+    pairs = complete_pairs(prompts) if paired_batches(params) else {}
+    if pairs:
+        # seed 004: a goal and its jailbreak in the same batch, in the same positions of the two halves
+        order = list(pairs)
+        rng.shuffle(order)
+        safe = [pairs[pair][0] for pair in order]
+        unsafe = [pairs[pair][1] for pair in order]
+    else:
+        rng.shuffle(safe)
+        rng.shuffle(unsafe)
     count = min(len(safe) // n_safe, len(unsafe) // n_unsafe)
     if params.max_batches is not None:
         count = min(count, params.max_batches)
@@ -209,6 +269,8 @@ def build_batches(prompts: Sequence[Prompt], params: MoeSteerParams) -> list[lis
                     prompt=prompt.text,
                     source=prompt.source,
                     response=prompt.response,
+                    pair=prompt.pair,
+                    messages=prompt.messages,
                 )
                 for position, prompt in enumerate(members)
             ]
@@ -238,6 +300,8 @@ def read_batches(path: str | Path) -> list[list[BatchRecord]]:
                 prompt=str(row["prompt"]),
                 source=str(row.get("source", "")),
                 response=row.get("response"),
+                pair=row.get("pair"),
+                messages=row.get("messages"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MoeSteerInputError(

@@ -20,17 +20,18 @@ class EncodedBatch:
     label_ids: Any  # LongTensor [B]: 0 safe, 1 unsafe
 
 
-def _prompt_ids(tokenizer: Any, text: str, params: MoeSteerParams) -> list[int]:
+def _prompt_ids(tokenizer: Any, record: BatchRecord, params: MoeSteerParams) -> list[int]:
+    """Chat template: the record's messages (multi-turn) or one user turn; else the plain text (for a multi-turn
+    record, one `role: content` line per message)."""
     if params.use_chat_template:
         if not getattr(tokenizer, "chat_template", None):
             raise MoeSteerInputError(
                 "use_chat_template is true but the base model's tokenizer has no chat template; set it to false"
             )
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
-        )
+        messages = record.messages or [{"role": "user", "content": record.prompt}]
+        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
-    return list(tokenizer(text)["input_ids"])
+    return list(tokenizer(record.prompt)["input_ids"])
 
 
 def encode_batch(
@@ -47,7 +48,7 @@ def encode_batch(
         raise MoeSteerInputError("the base model's tokenizer has neither a pad nor an eos token")
     rows: list[tuple[list[int], int]] = []  # ids, prompt length
     for record in records:
-        ids = _prompt_ids(tokenizer, record.prompt, params)[: params.max_length]
+        ids = _prompt_ids(tokenizer, record, params)[: params.max_length]
         prompt_len = len(ids)
         if include_response and record.response:
             response_ids = list(tokenizer(record.response, add_special_tokens=False)["input_ids"])

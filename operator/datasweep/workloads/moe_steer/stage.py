@@ -101,11 +101,14 @@ def analyze_stage(
         f"-> {len(batches)} batches of {params.safe_per_batch}+{params.unsafe_per_batch}"
     )
     result = analyze_batches(model, tokenizer, layout, batches, params, device)
-    selected = select_experts(result.mean, params)
+    risk_diff = result.aggregate(params.aggregation)
+    selected = select_experts(risk_diff, params)
     if not selected:
+        signed = risk_diff if params.direction == "unsafe" else -risk_diff
         raise MoeSteerInputError(
-            f"no expert passes the selection (threshold {params.threshold}, direction {params.direction}; "
-            f"largest mean risk difference {float(result.mean.max()):.4f}); lower threshold or use top_n"
+            f"no expert passes the selection (threshold {params.threshold}, direction {params.direction}, "
+            f"positive_only {params.positive_only}; largest {params.aggregation} risk difference towards "
+            f"{params.direction} {float(signed.max()):.4f}); lower threshold, or set positive_only false"
         )
     mask = write_analysis(out_dir, result, selected, layout.num_layers, params)
     log(

@@ -26,6 +26,7 @@ from datasweep.workloads.moe_steer.data import BatchPreservingSampler, BatchReco
 from datasweep.workloads.moe_steer.encoding import encode_batch
 from datasweep.workloads.moe_steer.errors import MoeSteerInputError
 from datasweep.workloads.moe_steer.experts import MoeLayout
+from datasweep.workloads.progress import Progress
 
 FINAL_MODEL_DIR = "final_model"
 
@@ -99,6 +100,39 @@ def restrict_gradients_to_experts(
     return masked, handles
 
 
+MASKED_LOGIT = -1e9  # far below any router logit, finite so softmax never sees inf - inf
+
+
+def mask_router_logits(layout: MoeLayout, mask: BoolArray) -> list[Any]:
+    """Seed 004's ExpertMaskingTrainer: in every layer with a selected expert, the router logits of the other
+    experts are pushed to MASKED_LOGIT, so tokens are routed among the selected experts only.
+
+    A forward hook on each router (OLMoE / Qwen2-MoE `TopKRouter`: returns logits, top-k weights, top-k
+    indices) recomputes the routing from the masked logits the way the router does (softmax, top-k,
+    norm_topk_prob). Returns the hook handles; remove them to route normally again."""
+    import torch
+
+    handles = []
+    for layer in layout.layers:
+        row = mask[layer.layer_idx]
+        if not row.any():
+            continue
+        router = layer.router
+        keep = torch.as_tensor(row)
+
+        def route(module: Any, _inputs: Any, output: Any, keep: Any = keep) -> Any:
+            logits = output[0]
+            masked = torch.where(keep.to(logits.device), logits, torch.full_like(logits, MASKED_LOGIT))
+            probs = torch.softmax(masked, dtype=torch.float, dim=-1)
+            top_value, top_index = torch.topk(probs, module.top_k, dim=-1)
+            if getattr(module, "norm_topk_prob", False):
+                top_value = top_value / top_value.sum(dim=-1, keepdim=True)
+            return masked, top_value.to(logits.dtype), top_index
+
+        handles.append(router.register_forward_hook(route))
+    return handles
+
+
 def _lr_lambda(params: MoeSteerParams, total_steps: int) -> Callable[[int], float]:
     warmup = math.ceil(params.warmup_ratio * total_steps)
 
@@ -133,6 +167,8 @@ def train_experts(
         seed=params.seed,
     )
     masked, handles = restrict_gradients_to_experts(model, layout, mask)
+    if params.mask_router_logits:
+        handles += mask_router_logits(layout, mask)
     trainable = [m.param for m in masked]
     optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate, weight_decay=0.0)
     total_steps = params.num_epochs * len(sampler)
@@ -147,6 +183,7 @@ def train_experts(
     torch.manual_seed(params.seed)
     start = time.perf_counter()
     model.train()
+    progress = Progress("moe-steer", total_steps, "steps")
     try:
         for epoch in range(params.num_epochs):
             if result.steps >= total_steps:
@@ -162,11 +199,13 @@ def train_experts(
                 scheduler.step()
                 result.steps += 1
                 result.losses.append(loss)
+                progress.update(result.steps, loss=loss)
                 if log and (result.steps % params.log_every == 0 or result.steps == total_steps):
                     log(f"step {result.steps}/{total_steps} epoch {epoch} loss {loss:.4f}")
             result.batch_order.append(order)
             result.epochs_run += 1
     finally:
+        progress.close()
         for handle in handles:
             handle.remove()
         model.eval()

@@ -13,7 +13,7 @@ import click
 
 from datasweep.api.params_file import ParamsFileError, load_params_mapping
 from datasweep.api.worker import WorkerSpecError, load_worker_spec
-from datasweep.workloads.qa.data import QaDataError, find_split_files, gold_answers, load_split
+from datasweep.workloads.qa.data import QaDataError, find_split_files, gold_answers, load_split, load_train_dev
 from datasweep.workloads.qa.stage import QaParamsError, field_names, parse_params
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,7 +63,7 @@ def _parse_overrides(params_file: Path | None, overrides: tuple[str, ...]) -> di
 @click.pass_context
 @reports_bad_input
 def main(ctx: click.Context, spec_path: Path | None) -> None:
-    """Extractive title/alias QA with unanswerable questions (SQuAD-v2 style, seed 002)."""
+    """Extractive title/alias QA with unanswerable questions (SQuAD-v2 style)."""
     if ctx.invoked_subcommand is not None:
         if spec_path is not None:
             raise click.UsageError("--spec runs the whole stage; do not combine it with a subcommand")
@@ -100,8 +100,7 @@ def train(
     params = parse_params(_parse_overrides(params_file, overrides))
     files = find_split_files(data, dataset)
     skip = params.bad_records == "skip"
-    train_report = load_split(files, "train", field_names(params), skip)
-    dev_report = load_split(files, "validation", field_names(params), skip)
+    train_report, dev_report = load_train_dev(files, field_names(params), skip, params.dev_ratio, params.seed)
     from datasweep.workloads.qa.training import QaTrainer
 
     trainer = QaTrainer(params, model_dir, output_dir.resolve(), train_report.records, dev_report.records)
@@ -133,6 +132,13 @@ def _load_eval_records(data: Path, split: str, fields: Any) -> Any:
 @click.option("--output", "output_dir", type=click.Path(path_type=Path), help="Write eval_results.json and predictions")
 @click.option("--threshold", type=float, default=None, help="Null-odds threshold; default: tune it on these questions")
 @click.option(
+    "--f1-tokenization",
+    type=click.Choice(["auto", "whitespace", "char"]),
+    default=None,
+    help="F1 tokens: whitespace (SQuAD), char (CMRC, Chinese), auto (char where the gold answer is Chinese); "
+    "default: the model's setting, else auto",
+)
+@click.option(
     "--predictions",
     "predictions_file",
     type=click.Path(path_type=Path, exists=True),
@@ -151,6 +157,7 @@ def evaluate(
     model_dir: Path | None,
     output_dir: Path | None,
     threshold: float | None,
+    f1_tokenization: str | None,
     predictions_file: Path | None,
     null_odds_file: Path | None,
 ) -> None:
@@ -166,7 +173,13 @@ def evaluate(
         missing = [r.id for r in records if r.id not in preds]
         if missing:
             raise QaDataError(f"{predictions_file}: no prediction for {len(missing)} id(s), e.g. {missing[:5]}")
-        metrics = squad_v2_evaluate(gold_answers(records), preds, odds, na_prob_thresh=threshold or 1.0)
+        metrics = squad_v2_evaluate(
+            gold_answers(records),
+            preds,
+            odds,
+            na_prob_thresh=1.0 if threshold is None else threshold,
+            f1_tokenization=f1_tokenization or "auto",
+        )
     else:
         if model_dir is None:
             raise click.UsageError("give --model (a trained model) or --predictions (a predictions.json)")
@@ -176,6 +189,8 @@ def evaluate(
         records = _load_eval_records(data, split, settings.fields)
         if threshold is not None:
             settings.null_threshold = threshold
+        if f1_tokenization is not None:
+            settings.f1_tokenization = f1_tokenization
         result = predict_records(model_dir, records, settings, tune_threshold=threshold is None)
         metrics = result.metrics
         if output_dir is not None:

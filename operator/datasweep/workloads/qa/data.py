@@ -180,3 +180,36 @@ def load_split(files: dict[str, Path], split: str, fields: FieldNames, skip_bad:
 
 def gold_answers(records: Sequence[QaRecord]) -> dict[str, list[str]]:
     return {record.id: list(record.answer_texts) for record in records}
+
+
+def split_train_dev(records: Sequence[QaRecord], dev_ratio: float, seed: int) -> tuple[list[QaRecord], list[QaRecord]]:
+    """A seeded train/dev split of one merged file (seed 002 trains from merged.converted.*.jsonl).
+
+    Whole contexts go to one side, so no dev question shares its report with a training question."""
+    import random
+
+    contexts = sorted({record.context for record in records})
+    random.Random(seed).shuffle(contexts)
+    n_dev = max(1, round(len(contexts) * dev_ratio)) if len(contexts) > 1 else 0
+    if n_dev == 0 or n_dev >= len(contexts):
+        raise QaDataError(
+            f"cannot split {len(records)} records ({len(contexts)} distinct contexts) into train and dev with "
+            f"dev_ratio {dev_ratio}; give a validation split or more data"
+        )
+    dev_contexts = set(contexts[:n_dev])
+    train = [record for record in records if record.context not in dev_contexts]
+    dev = [record for record in records if record.context in dev_contexts]
+    return train, dev
+
+
+def load_train_dev(
+    files: dict[str, Path], fields: FieldNames, skip_bad: bool, dev_ratio: float, seed: int
+) -> tuple[LoadReport, LoadReport]:
+    """Train and dev reports: the train and validation splits, or, when only one file is there (a merged
+    file), a seeded split of it by `dev_ratio`."""
+    present = [split for split in ("train", "validation") if split in files]
+    if len(present) != 1 or dev_ratio <= 0:
+        return load_split(files, "train", fields, skip_bad), load_split(files, "validation", fields, skip_bad)
+    merged = load_split(files, present[0], fields, skip_bad)
+    train, dev = split_train_dev(merged.records, dev_ratio, seed)
+    return LoadReport(records=train, problems=merged.problems), LoadReport(records=dev)

@@ -11,7 +11,7 @@ import collections
 import re
 import string
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = frozenset(string.punctuation)
@@ -57,11 +57,85 @@ def compute_f1(a_gold: str, a_pred: str) -> float:
     return (2 * precision * recall) / (precision + recall)
 
 
+# --- character-level F1 for Chinese (CMRC 2018's evaluation), chosen per question -----------------------------
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# CMRC's sp_char list (Chinese and ASCII symbols), plus the ASCII punctuation SQuAD removes
+_CMRC_PUNCTUATION = frozenset("-:_*^/\\~`+=，。：？！“”；’《》…·、「」（）－～『』") | _PUNCTUATION
+
+
+def has_cjk(text: str) -> bool:
+    return bool(_CJK.search(text))
+
+
+def mixed_segmentation(text: str) -> list[str]:
+    """CMRC 2018: each CJK character is a token, other runs split on whitespace; punctuation removed, lower case.
+
+    (CMRC splits the non-CJK runs with nltk's word tokenizer; whitespace + punctuation removal is the same
+    for answer spans, without the dependency.)"""
+    tokens: list[str] = []
+    run: list[str] = []
+    for char in text.lower().strip():
+        if char in _CMRC_PUNCTUATION:
+            char = " "
+        if _CJK.match(char):
+            tokens.extend("".join(run).split())
+            run = []
+            tokens.append(char)
+        else:
+            run.append(char)
+    tokens.extend("".join(run).split())
+    return tokens
+
+
+def _longest_common_substring(a: list[str], b: list[str]) -> int:
+    best = 0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0] * (len(b) + 1)
+        for j, y in enumerate(b):
+            if x == y:
+                current[j + 1] = previous[j] + 1
+                best = max(best, current[j + 1])
+        previous = current
+    return best
+
+
+def compute_f1_char(a_gold: str, a_pred: str) -> float:
+    """CMRC 2018's F1: longest common substring of the mixed segmentations; no-answer rule as SQuAD v2."""
+    gold_toks = mixed_segmentation(a_gold)
+    pred_toks = mixed_segmentation(a_pred)
+    if len(gold_toks) == 0 or len(pred_toks) == 0:
+        return int(gold_toks == pred_toks)
+    common = _longest_common_substring(gold_toks, pred_toks)
+    if common == 0:
+        return 0
+    precision = common / len(pred_toks)
+    recall = common / len(gold_toks)
+    return (2 * precision * recall) / (precision + recall)
+
+
+F1_TOKENIZATIONS = ("auto", "whitespace", "char")
+
+
+def f1_function(gold_answers: list[str], tokenization: str) -> Callable[[str, str], float]:
+    """whitespace: SQuAD token F1; char: CMRC character F1; auto: char when a gold answer has CJK text.
+
+    Whitespace token F1 on Chinese, which has no spaces, is just exact match."""
+    if tokenization == "char" or (tokenization == "auto" and any(has_cjk(answer) for answer in gold_answers)):
+        return compute_f1_char
+    if tokenization not in F1_TOKENIZATIONS:
+        raise ValueError(f"unknown F1 tokenization {tokenization!r}; use one of {F1_TOKENIZATIONS}")
+    return compute_f1
+
+
 def make_qid_to_has_ans(gold: Mapping[str, list[str]]) -> dict[str, bool]:
     return {qid: bool(answers) for qid, answers in gold.items()}
 
 
-def get_raw_scores(gold: Mapping[str, list[str]], preds: Mapping[str, str]) -> tuple[dict[str, int], dict[str, float]]:
+def get_raw_scores(
+    gold: Mapping[str, list[str]], preds: Mapping[str, str], f1_tokenization: str = "whitespace"
+) -> tuple[dict[str, int], dict[str, float]]:
     exact_scores: dict[str, int] = {}
     f1_scores: dict[str, float] = {}
     for qid, answers in gold.items():
@@ -74,7 +148,8 @@ def get_raw_scores(gold: Mapping[str, list[str]], preds: Mapping[str, str]) -> t
         a_pred = preds[qid]
         # Take max over all gold answers
         exact_scores[qid] = max(compute_exact(a, a_pred) for a in gold_answers)
-        f1_scores[qid] = max(compute_f1(a, a_pred) for a in gold_answers)
+        f1 = f1_function(gold_answers, f1_tokenization)
+        f1_scores[qid] = max(f1(a, a_pred) for a in gold_answers)
     return exact_scores, f1_scores
 
 
@@ -147,6 +222,35 @@ def find_best_thresh(
     return 100.0 * best_score / len(scores), best_thresh
 
 
+def find_reproducible_best_thresh(
+    scores: Mapping[str, float], na_probs: Mapping[str, float], qid_to_has_ans: Mapping[str, bool]
+) -> tuple[float, float]:
+    """Best score over thresholds, with a threshold that gives exactly that score when applied.
+
+    The official search above starts at threshold 0.0 with every question predicted "no answer", which
+    assumes na_probs are probabilities (>= 0), and it moves past one question at a time, so questions with
+    tied na_probs are split in a way no threshold can reproduce. Our null odds can be negative and tie, so
+    here "all no answer" is a threshold below every na_prob and tied questions move together. Used to
+    choose the null threshold we store and the early-stopping score; the official numbers stay for reporting.
+    """
+    if not scores:
+        return 0.0, 0.0
+    ordered = sorted((qid for qid in scores), key=lambda k: na_probs[k])
+    cur_score = float(sum(1 for qid in ordered if not qid_to_has_ans[qid]))  # every question "no answer"
+    best_score, best_thresh = cur_score, na_probs[ordered[0]] - 1.0
+    index = 0
+    while index < len(ordered):
+        value = na_probs[ordered[index]]
+        while index < len(ordered) and na_probs[ordered[index]] == value:
+            qid = ordered[index]
+            # answered from here on (na_prob <= threshold): its raw score replaces the no-answer score
+            cur_score += scores[qid] - float(not qid_to_has_ans[qid])
+            index += 1
+        if cur_score > best_score:
+            best_score, best_thresh = cur_score, value
+    return 100.0 * best_score / len(scores), best_thresh
+
+
 def find_all_best_thresh(
     main_eval: dict[str, float],
     preds: Mapping[str, str],
@@ -161,6 +265,10 @@ def find_all_best_thresh(
     main_eval["best_exact_thresh"] = exact_thresh
     main_eval["best_f1"] = best_f1
     main_eval["best_f1_thresh"] = f1_thresh
+    for name, raw in (("exact", exact_raw), ("f1", f1_raw)):
+        score, thresh = find_reproducible_best_thresh(raw, na_probs, qid_to_has_ans)
+        main_eval[f"tuned_{name}"] = score
+        main_eval[f"tuned_{name}_thresh"] = thresh
 
 
 def squad_v2_evaluate(
@@ -168,17 +276,19 @@ def squad_v2_evaluate(
     preds: Mapping[str, str],
     na_probs: Mapping[str, float] | None = None,
     na_prob_thresh: float = 1.0,
+    f1_tokenization: str = "whitespace",
 ) -> dict[str, float]:
     """The official script's main(): overall, HasAns and NoAns EM/F1, best thresholds when na_probs are given.
 
     To tune a null threshold, pass every question's best non-null span as `preds` and the null odds as
-    `na_probs`: `exact`/`f1` are then the scores at `na_prob_thresh`, `best_*` the best over thresholds.
+    `na_probs`: `exact`/`f1` are then the scores at `na_prob_thresh`, `best_*` the best over thresholds
+    (the official numbers) and `tuned_*` the best over thresholds that reproduce their score when applied.
     """
     probs = dict(na_probs) if na_probs is not None else dict.fromkeys(preds, 0.0)
     qid_to_has_ans = make_qid_to_has_ans(gold)
     has_ans_qids = [k for k, v in qid_to_has_ans.items() if v]
     no_ans_qids = [k for k, v in qid_to_has_ans.items() if not v]
-    exact_raw, f1_raw = get_raw_scores(gold, preds)
+    exact_raw, f1_raw = get_raw_scores(gold, preds, f1_tokenization)
     exact_thresh = apply_no_ans_threshold(exact_raw, probs, qid_to_has_ans, na_prob_thresh)
     f1_thresh = apply_no_ans_threshold(f1_raw, probs, qid_to_has_ans, na_prob_thresh)
     out_eval: dict[str, float] = dict(make_eval_dict(exact_thresh, f1_thresh))

@@ -175,14 +175,17 @@ class EvalResult:
 
 
 def score_predictions(
-    records: Sequence[QaRecord], predictions: Predictions, threshold: float | None
+    records: Sequence[QaRecord], predictions: Predictions, threshold: float | None, f1_tokenization: str = "auto"
 ) -> tuple[dict[str, float], dict[str, str], float]:
-    """Official SQuAD-v2 metrics. threshold None: tune it (best_f1_thresh) and report the scores at it."""
+    """Official SQuAD-v2 metrics. threshold None: tune it (tuned_f1_thresh, which reproduces its score) and
+    report the scores at it."""
     gold = gold_answers(records)
-    metrics = squad_v2_evaluate(gold, predictions.span_texts, predictions.null_odds, na_prob_thresh=threshold or 0.0)
+    given = 0.0 if threshold is None else threshold
+    spans, odds = predictions.span_texts, predictions.null_odds
+    metrics = squad_v2_evaluate(gold, spans, odds, na_prob_thresh=given, f1_tokenization=f1_tokenization)
     if threshold is None:
-        threshold = metrics["best_f1_thresh"]
-        metrics = squad_v2_evaluate(gold, predictions.span_texts, predictions.null_odds, na_prob_thresh=threshold)
+        threshold = metrics["tuned_f1_thresh"]
+        metrics = squad_v2_evaluate(gold, spans, odds, na_prob_thresh=threshold, f1_tokenization=f1_tokenization)
     metrics["null_threshold"] = threshold
     return metrics, apply_threshold(predictions.span_texts, predictions.null_odds, threshold), threshold
 
@@ -199,6 +202,7 @@ def evaluate_features(
     max_answer_length: int,
     threshold: float | None,
     weights: LossWeights | None = None,
+    f1_tokenization: str = "auto",
 ) -> EvalResult:
     starts, ends, loss = run_inference(
         model, features, batch_size=batch_size, device=device, pad_token_id=pad_token_id, weights=weights
@@ -206,7 +210,7 @@ def evaluate_features(
     predictions = postprocess(
         records, features, starts, ends, n_best_size=n_best_size, max_answer_length=max_answer_length
     )
-    metrics, final, used = score_predictions(records, predictions, threshold)
+    metrics, final, used = score_predictions(records, predictions, threshold, f1_tokenization)
     if loss is not None:
         metrics["eval_loss"] = loss
     return EvalResult(metrics, predictions, final, used)

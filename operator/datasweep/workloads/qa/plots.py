@@ -20,7 +20,7 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
     train = history.get("train", [])
     evals = history.get("eval", [])
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
-    fig.suptitle("Extractive QA training (seed 002 recipe)", fontsize=14)
+    fig.suptitle("Extractive QA training", fontsize=14)
 
     ax = axes[0][0]
     if steps:
@@ -56,8 +56,8 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
     ax = axes[1][0]
     if evals:
         epochs = [r["epoch"] for r in evals]
-        ax.plot(epochs, [r["best_f1"] for r in evals], "o-", label="F1 (tuned null threshold)")
-        ax.plot(epochs, [r["best_exact"] for r in evals], "s-", label="EM (tuned null threshold)")
+        ax.plot(epochs, [r.get("tuned_f1", r["best_f1"]) for r in evals], "o-", label="F1 (tuned null threshold)")
+        ax.plot(epochs, [r.get("tuned_exact", r["best_exact"]) for r in evals], "s-", label="EM (tuned null threshold)")
         ax.plot(epochs, [r["f1"] for r in evals], "o--", alpha=0.6, label="F1 (threshold 0)")
         ax.plot(epochs, [r["exact"] for r in evals], "s--", alpha=0.6, label="EM (threshold 0)")
     ax.set_title("Dev F1 / Exact Match")

@@ -23,6 +23,7 @@ from datasweep.workloads.qa.data import (
     QaRecord,
     find_split_files,
     load_split,
+    load_train_dev,
 )
 
 
@@ -66,6 +67,7 @@ class InferenceSettings:
     batch_size: int
     null_threshold: float | None
     fields: FieldNames
+    f1_tokenization: str = "auto"
 
 
 def inference_settings(model_dir: Path, overrides: dict[str, Any] | None = None) -> InferenceSettings:
@@ -83,6 +85,7 @@ def inference_settings(model_dir: Path, overrides: dict[str, Any] | None = None)
         "max_answer_length": saved.get("max_answer_length", defaults.max_answer_length),
         "batch_size": saved.get("per_device_eval_batch_size", defaults.per_device_eval_batch_size),
         "null_threshold": saved.get("null_threshold"),
+        "f1_tokenization": saved.get("f1_tokenization", defaults.f1_tokenization),
         "fields": FieldNames(**{k: names[k] for k in ("id", "context", "question", "answers") if k in names}),
     }
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -121,6 +124,7 @@ def predict_records(
         n_best_size=settings.n_best_size,
         max_answer_length=settings.max_answer_length,
         threshold=threshold,
+        f1_tokenization=settings.f1_tokenization,
     )
 
 
@@ -148,7 +152,8 @@ def run_stage(spec: WorkerSpec) -> Manifest:
     files = find_split_files(data, spec.dataset)
     skip = params.bad_records == "skip"
     fields = field_names(params)
-    reports = {split: load_split(files, split, fields, skip) for split in ("train", "validation")}
+    train, dev = load_train_dev(files, fields, skip, params.dev_ratio, params.seed)
+    reports = {"train": train, "validation": dev}
     if "test" in files:
         reports["test"] = load_split(files, "test", fields, skip)
     skipped = write_bad_records(output_dir, reports)
@@ -173,7 +178,11 @@ def run_stage(spec: WorkerSpec) -> Manifest:
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
         "null_threshold": dev.threshold,
-        "dev": {k: dev_metrics[k] for k in ("exact", "f1", "best_exact", "best_f1", "total") if k in dev_metrics},
+        "dev": {
+            k: dev_metrics[k]
+            for k in ("exact", "f1", "best_exact", "best_f1", "tuned_f1", "tuned_f1_thresh", "total")
+            if k in dev_metrics
+        },
         "train_features": result.train_features,
         "skipped_records": skipped,
         "data_files": {split: str(path) for split, path in files.items()},

@@ -22,6 +22,7 @@ import torch
 
 from datasweep.api.stages.qa import QaParams
 from datasweep.store.atomic import append_line_durably, atomic_write_json
+from datasweep.workloads.progress import Progress
 from datasweep.workloads.qa.data import QaRecord
 from datasweep.workloads.qa.features import Features, build_features, epoch_feature_indices
 from datasweep.workloads.qa.loss import LossWeights
@@ -47,6 +48,7 @@ INFERENCE_FIELDS = (
     "n_best_size",
     "max_answer_length",
     "per_device_eval_batch_size",
+    "f1_tokenization",
 )
 
 
@@ -192,7 +194,8 @@ def _improved(metric: str, value: float, best: float | None, min_delta: float) -
 
 
 def _monitor_value(metric: str, metrics: dict[str, float]) -> float:
-    return metrics["best_f1"] / 100.0 if metric == "best_f1" else metrics["eval_loss"]
+    # "best_f1" monitors the dev F1 at the tuned threshold we store (tuned_f1), which scoring reproduces
+    return metrics["tuned_f1"] / 100.0 if metric == "best_f1" else metrics["eval_loss"]
 
 
 def build_optimizer(model: Any, params: QaParams) -> torch.optim.Optimizer:
@@ -296,6 +299,7 @@ class QaTrainer:
             max_answer_length=self.params.max_answer_length,
             threshold=threshold,
             weights=self.weights,
+            f1_tokenization=self.params.f1_tokenization,
         )
 
     # --- checkpoints ---
@@ -392,6 +396,8 @@ class QaTrainer:
             )
         dataset = FeatureDataset(self.train_features)
         collate = Collator(self.pad_token_id)
+        # steps, loss, rate and ETA for people (a bar) and for `kubectl logs` (a line every few seconds)
+        progress = Progress("qa", self.total_steps, "steps", initial=self.state.global_step)
         while self.state.epoch < p.num_train_epochs and not self.state.stopped_early:
             epoch = self.state.epoch + 1
             indices = self._epoch_indices(epoch)
@@ -414,6 +420,7 @@ class QaTrainer:
                 running.append(float(parts["loss"]))
                 if apply:
                     self.state.global_step += 1
+                    progress.update(self.state.global_step, loss=running[-1])
                     # every optimizer step: [step, loss, lr] (the curves' raw series)
                     self.state.history["steps"].append(
                         [self.state.global_step, round(running[-1], 5), self.scheduler.get_last_lr()[0]]
@@ -427,6 +434,7 @@ class QaTrainer:
             self._end_of_epoch(epoch)
             if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < p.num_train_epochs:
                 raise TrainingInterrupted(f"stopped after epoch {epoch} on request")
+        progress.close()
         if self.state.best_epoch is None or self.state.best_metric is None:
             raise RuntimeError("training finished without a dev evaluation")
         return TrainResult(
@@ -464,21 +472,22 @@ class QaTrainer:
         result = self.evaluate(threshold=None)
         metrics = result.metrics
         row = {"epoch": epoch, "step": self.state.global_step, **metrics}
-        # the threshold-0 scores too, for the plot (the tuned ones are best_f1/best_exact)
-        zero = evaluate_zero(result, self.dev_records)
+        # the threshold-0 scores too, for the plot (the tuned ones are tuned_f1/tuned_exact)
+        zero = evaluate_zero(result, self.dev_records, self.params.f1_tokenization)
         row.update(zero)
         self.state.history["eval"].append(row)
         value = _monitor_value(p.early_stopping_metric, metrics)
         improved = _improved(p.early_stopping_metric, value, self.state.best_metric, p.early_stopping_min_delta)
         self.log(
-            f"epoch {epoch} dev: eval_loss {metrics['eval_loss']:.4f} best_f1 {metrics['best_f1']:.2f} "
-            f"best_exact {metrics['best_exact']:.2f} (null threshold {metrics['best_f1_thresh']:.3f}) "
+            f"epoch {epoch} dev: eval_loss {metrics['eval_loss']:.4f} f1 {metrics['tuned_f1']:.2f} "
+            f"exact {metrics['exact']:.2f} (tuned null threshold {metrics['tuned_f1_thresh']:.3f}; official "
+            f"best_f1 {metrics['best_f1']:.2f}) "
             f"f1@0 {zero['f1']:.2f} {'improved' if improved else 'no improvement'}"
         )
         if improved:
             self.state.best_metric = value
             self.state.best_epoch = epoch
-            self.state.best_threshold = metrics["best_f1_thresh"]
+            self.state.best_threshold = metrics["tuned_f1_thresh"]
             self.state.epochs_without_improvement = 0
             save_model_dir(
                 self.output_dir / "best",
@@ -502,7 +511,7 @@ class QaTrainer:
     def qa_config(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
         """Saved with best/: what evaluate/predict need (window, decoding, the tuned null threshold)."""
         return {
-            "null_threshold": metrics["best_f1_thresh"],
+            "null_threshold": metrics["tuned_f1_thresh"],
             "epoch": epoch,
             "dev_metrics": metrics,
             **{name: getattr(self.params, name) for name in INFERENCE_FIELDS},
@@ -515,10 +524,10 @@ class QaTrainer:
         }
 
 
-def evaluate_zero(result: EvalResult, records: Sequence[QaRecord]) -> dict[str, float]:
+def evaluate_zero(result: EvalResult, records: Sequence[QaRecord], f1_tokenization: str = "auto") -> dict[str, float]:
     """Scores at null threshold 0 (the default decision rule) from an evaluation's raw predictions."""
     from datasweep.workloads.qa.modeling import score_predictions
 
-    metrics, _, _ = score_predictions(records, result.predictions, 0.0)
+    metrics, _, _ = score_predictions(records, result.predictions, 0.0, f1_tokenization)
     keep = ("exact", "f1", "HasAns_f1", "NoAns_f1", "HasAns_exact", "NoAns_exact")
     return {k: metrics[k] for k in keep if k in metrics}

@@ -14,7 +14,7 @@ from datasweep.workloads.generate.batch_api import CRASH_ENV, InjectedCrash, spl
 from datasweep.workloads.generate.inputs import GenerateFailed
 from datasweep.workloads.generate.worker import run_generate
 
-from .conftest import read_jsonl
+from .conftest import make_spec, read_jsonl, write_jsonl
 
 FAST_POLL = {"backend": "openai-batch", "poll_interval": 0.01, "max_poll_interval": 0.02}
 
@@ -119,6 +119,30 @@ def test_crash_between_create_and_persist_finds_the_batch_by_metadata(api_key, s
         assert server.counts["POST /v1/batches"] == 1
         assert server.counts["GET /v1/batches"] >= 1  # looked up by metadata.datasweep_key
         assert len(server.batch_request_log) == 9
+
+
+def test_recovery_key_is_unique_per_artifact(api_key, tmp_path, dataset_dir, monkeypatch):
+    """Issue 15, defect 5: Copa and CB share the semantic directory name; a CB worker that crashed between
+    `batches.create` and saving the id must find its own batch, not Copa's newer one with the same key."""
+    cb_source = tmp_path / "source" / "cb"
+    write_jsonl(cb_source / "cb_train.jsonl", [{"idx": i, "text": f"cb hypothesis {i}."} for i in range(3)])
+    with serve_openai() as server:
+        params = batch_params(server.url, validation=None)
+        copa = make_spec(tmp_path, dataset_dir, params, name="Copa/temp07_topp10_gpt4o")
+        cb = make_spec(tmp_path, cb_source, params, name="CB/temp07_topp10_gpt4o", dataset="CB")
+        monkeypatch.setenv(CRASH_ENV, "batch-created")
+        with pytest.raises(InjectedCrash):
+            run_generate(cb)
+        monkeypatch.delenv(CRASH_ENV)
+        run_generate(copa)  # its batch is newer: listed first
+        run_generate(cb)
+        assert server.counts["POST /v1/batches"] == 2  # CB adopted its own batch, nobody paid twice
+        keys = [b["metadata"]["datasweep_key"] for b in server.batches.values()]
+    assert len(set(keys)) == 2
+    assert keys[0].startswith(cb.fingerprint)
+    assert keys[1].startswith(copa.fingerprint)
+    texts = [r["text"] for r in read_jsonl(cb.output_path / "CB" / "cb_train.jsonl")]
+    assert texts == [f"rephrased: cb hypothesis {i}." for i in range(3)]
 
 
 def test_large_inputs_are_split_by_count_and_bytes():

@@ -10,6 +10,7 @@ import torch
 
 from datasweep.api.stages.moe_steer import MoeSteerParams
 from datasweep.workloads.moe_steer.analysis import (
+    AnalysisResult,
     analyze_batches,
     build_expert_mask,
     count_expert_hits,
@@ -72,6 +73,12 @@ def test_ranking_and_selection_rules() -> None:
     assert rank_experts(mean, "unsafe")[:3] == [(0, 0), (1, 1), (1, 0)]
     assert rank_experts(mean, "safe")[0] == (1, 2)
     assert select_experts(mean, MoeSteerParams(top_n=3)) == [(0, 0), (1, 1), (1, 0)]
+    # only experts leaning towards the direction (issue 15): top_n=5 stops at the last positive one
+    assert select_experts(mean, MoeSteerParams(top_n=5)) == [(0, 0), (1, 1), (1, 0), (0, 2)]
+    assert select_experts(mean, MoeSteerParams(top_n=5, positive_only=False))[-1] == (0, 1)
+    assert select_experts(mean, MoeSteerParams(top_n=5, direction="safe")) == [(1, 2), (0, 1)]
+    # the threshold is strict (seed 004 uses >): an expert exactly at it is not selected
+    assert select_experts(mean, MoeSteerParams(top_n=None, threshold=0.4)) == [(0, 0), (1, 1)]
     assert select_experts(mean, MoeSteerParams(top_n=3, max_per_layer=1)) == [(0, 0), (1, 1)]
     assert select_experts(mean, MoeSteerParams(top_n=None, threshold=0.35)) == [(0, 0), (1, 1), (1, 0)]
     assert select_experts(mean, MoeSteerParams(top_n=1, threshold=0.1)) == [(0, 0)]
@@ -167,3 +174,42 @@ def test_non_moe_model_is_rejected(tiny_llama: Path) -> None:
 def test_missing_model_directory(tmp_path: Path) -> None:
     with pytest.raises(MoeSteerInputError, match=r"has no config\.json"):
         load_model(tmp_path, MoeSteerParams(device="cpu"))
+
+
+def test_pooled_and_per_batch_mean_can_disagree_in_sign() -> None:
+    # one layer, one expert. Batch 0: 10 safe tokens (all hit), 90 unsafe (20 % hit): diff -0.8.
+    # Batch 1: 90 safe (none hit), 10 unsafe (50 % hit): diff +0.5. Mean over batches -0.15; pooled over
+    # tokens p_unsafe = (18 + 5) / 100, p_safe = (10 + 0) / 100: +0.13.
+    result = AnalysisResult(
+        moe_layers=[0],
+        num_experts=1,
+        top_k=1,
+        p_safe=np.array([[[1.0]], [[0.0]]]),
+        p_unsafe=np.array([[[0.2]], [[0.5]]]),
+        tokens=np.array([[10.0, 90.0], [90.0, 10.0]]),
+        seconds=0.0,
+    )
+    assert result.aggregate("per-batch-mean")[0, 0] == pytest.approx(-0.15)
+    assert result.aggregate("pooled")[0, 0] == pytest.approx(0.13)
+    assert select_experts(result.aggregate("per-batch-mean"), MoeSteerParams(top_n=1)) == []
+    assert select_experts(result.aggregate("pooled"), MoeSteerParams(top_n=1, aggregation="pooled")) == [(0, 0)]
+
+
+def test_analysis_output_reports_both_aggregations(tiny_olmoe: Path, paired_artifact: Path, tmp_path: Path) -> None:
+    import json
+
+    from datasweep.workloads.moe_steer.stage import analyze_stage
+
+    params = MoeSteerParams(batch_size=4, device="cpu", max_batches=3, aggregation="pooled", top_n=3)
+    model, tokenizer, layout, device = load_model(tiny_olmoe, params)
+    analyze_stage(model, tokenizer, layout, device, tmp_path, params, paired_artifact)
+    table = json.loads((tmp_path / "risk_diff.json").read_text())
+    assert table["aggregation"] == "pooled"
+    rows = table["ranking"]
+    assert all(row["risk_diff"] == row["risk_diff_pooled"] for row in rows)
+    assert [row["risk_diff"] for row in rows] == sorted((row["risk_diff"] for row in rows), reverse=True)
+    assert {"risk_diff_mean", "risk_diff_std", "p_unsafe_pooled", "p_safe_pooled"} <= rows[0].keys()
+    assert len(table["risk_diff_pooled"]) == len(table["risk_diff_mean"]) == 2
+    selected = [row for row in rows if row["selected"]]
+    assert selected
+    assert all(row["risk_diff"] > 0 for row in selected)

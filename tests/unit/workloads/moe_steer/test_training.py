@@ -120,3 +120,57 @@ def test_bad_masks_are_rejected(tiny_olmoe: Path, paired_artifact: Path) -> None
         train_experts(model, tokenizer, layout, batches, empty, params)
     with pytest.raises(MoeSteerInputError, match="made for another model"):
         train_experts(model, tokenizer, layout, batches, np.ones((3, 8), dtype=bool), params)
+
+
+@pytest.mark.parametrize(
+    ("model_fixture", "chosen"),
+    [("tiny_olmoe", [(0, 3), (0, 5), (1, 0)]), ("tiny_qwen_moe", [(0, 2), (1, 4), (1, 1)])],
+)
+def test_router_logit_masking_routes_among_the_chosen_experts(
+    model_fixture: str, chosen: list[tuple[int, int]], paired_artifact: Path, request: pytest.FixtureRequest
+) -> None:
+    """Seed 004's ExpertMaskingTrainer (issue 15): with mask_router_logits, tokens of a layer with chosen experts
+    are routed only to them during training; routing is the model's own again afterwards."""
+    from datasweep.workloads.moe_steer.analysis import forward_router_logits
+    from datasweep.workloads.moe_steer.encoding import encode_batch
+
+    model_dir = request.getfixturevalue(model_fixture)
+    params, batches, model, tokenizer, layout = _setup(model_dir, paired_artifact, num_epochs=1)
+    mask = build_expert_mask(layout.num_layers, layout.num_experts, layout.moe_layers, chosen)
+    encoded = encode_batch(tokenizer, batches[0], params)
+
+    def routed() -> list[tuple[torch.Tensor, torch.Tensor]]:
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        hooks = [
+            layer.router.register_forward_hook(lambda _m, _i, out: seen.append((out[1], out[2])))
+            for layer in layout.layers
+        ]
+        with torch.inference_mode():
+            forward_router_logits(model, encoded.input_ids, encoded.attention_mask)
+        for hook in hooks:
+            hook.remove()
+        return seen
+
+    plain = routed()
+    handles = training.mask_router_logits(layout, mask)
+    masked = routed()
+    for handle in handles:
+        handle.remove()
+    for position, layer in enumerate(layout.layers):
+        allowed = set(np.nonzero(mask[layer.layer_idx])[0].tolist())
+        weights, indices = masked[position]
+        used = set(indices[weights > 1e-6].tolist())
+        assert used <= allowed, (layer.layer_idx, used, allowed)
+        assert set(plain[position][1][plain[position][0] > 1e-6].tolist()) - allowed  # it did route elsewhere
+    again = routed()
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(again, plain, strict=True))
+
+    # training with it: still only the chosen slices change, and the losses differ from gradient masking alone
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with_router = train_experts(
+        model, tokenizer, layout, batches, mask, params.model_copy(update={"mask_router_logits": True})
+    )
+    assert _check_only_selected_changed(before, model, layout, mask) > 0
+    model.load_state_dict(before)
+    without = train_experts(model, tokenizer, layout, batches, mask, params)
+    assert with_router.losses != without.losses

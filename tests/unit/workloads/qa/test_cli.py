@@ -207,3 +207,47 @@ def test_bad_inputs_exit_2_with_the_record_id(tmp_path: Path, tiny_bert: Path) -
     )
     assert result.exit_code == 2
     assert "model directory not found" in result.output
+
+
+def test_evaluate_threshold_zero_is_a_threshold(tmp_path: Path) -> None:
+    # issue 15, defect 3: `--threshold 0` used to score at 1.0 (`threshold or 1.0`)
+    data = write_jsonl(
+        tmp_path / "gold.jsonl",
+        [
+            {
+                "id": "q1",
+                "context": "Paris is big.",
+                "question": "city?",
+                "answers": {"text": ["Paris"], "answer_start": [0]},
+            },
+            {"id": "q2", "context": "Rome is old.", "question": "none?", "answers": {"text": [], "answer_start": []}},
+        ],
+    )
+    preds = tmp_path / "predictions.json"
+    preds.write_text(json.dumps({"q1": "Paris", "q2": "Rome"}), encoding="utf-8")
+    odds = tmp_path / "null_odds.json"
+    odds.write_text(json.dumps({"q1": -0.5, "q2": 0.5}), encoding="utf-8")
+
+    def f1_at(*threshold: str) -> float:
+        args = ["worker", "qa", "evaluate", "--data", str(data), "--predictions", str(preds), "--null-odds", str(odds)]
+        result = CliRunner().invoke(cli, [*args, *threshold])
+        assert result.exit_code == 0, result.output
+        return float(json.loads(result.output)["f1"])
+
+    assert f1_at("--threshold", "0") == pytest.approx(100.0)  # q2's odds 0.5 > 0: no answer, right
+    assert f1_at("--threshold", "1") == pytest.approx(50.0)  # q2 answered 'Rome': wrong
+    assert f1_at() == pytest.approx(50.0)  # the official default threshold 1.0
+
+
+def test_train_from_one_merged_file(tmp_path: Path, tiny_bert: Path) -> None:
+    """Seed 002: `train` on merged.converted.*.jsonl alone holds out a seeded dev split (dev_ratio)."""
+    import torch
+
+    torch.set_num_threads(1)
+    merged = write_jsonl(tmp_path / "merged.converted.alias_title.jsonl", make_alias_title_records(80, seed=9))
+    settings = [f"{key}={value}" for key, value in {**FAST_PARAMS, "num_train_epochs": 1, "dev_ratio": 0.25}.items()]
+    args = ["worker", "qa", "train", "--data", str(merged), "--model", str(tiny_bert), "--output", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli, [*args, *(part for s in settings for part in ("--set", s))])
+    assert result.exit_code == 0, result.output
+    history = json.loads((tmp_path / "o" / "metrics_history.json").read_text())
+    assert history["eval"][0]["total"] == 20  # a quarter of the 80 one-question contexts

@@ -145,3 +145,24 @@ def test_negative_downsampling_keeps_positives_and_a_share_of_negatives() -> Non
     assert kept == epoch_feature_indices(features, 0.5, seed=1, epoch=1)  # reproducible
     assert len(epoch_feature_indices(features, 1.0, seed=1, epoch=2)) == 10
     assert epoch_feature_indices(features, 0.0, seed=1, epoch=2) == [0, 5]
+
+
+def test_one_merged_file_is_split_into_train_and_dev_by_context_with_a_seed(tmp_path: Path) -> None:
+    """Seed 002 trains from one merged file: a seeded train/dev split, whole contexts on one side."""
+    from datasweep.workloads.qa.data import FieldNames, find_split_files, load_train_dev
+
+    from .conftest import make_alias_title_records
+
+    records = make_alias_title_records(60, seed=4)
+    merged = write_jsonl(tmp_path / "merged.converted.alias_title.jsonl", records)
+    files = find_split_files(merged)
+    train, dev = load_train_dev(files, FieldNames(), False, dev_ratio=0.2, seed=42)
+    assert len(train.records) + len(dev.records) == 60
+    assert {r.context for r in train.records}.isdisjoint({r.context for r in dev.records})
+    assert 0.1 < len(dev.records) / 60 < 0.3
+    again, _ = load_train_dev(files, FieldNames(), False, dev_ratio=0.2, seed=42)
+    assert [r.id for r in again.records] == [r.id for r in train.records]
+    other, _ = load_train_dev(files, FieldNames(), False, dev_ratio=0.2, seed=7)
+    assert [r.id for r in other.records] != [r.id for r in train.records]
+    with pytest.raises(QaDataError, match="no train split found"):
+        load_train_dev(files, FieldNames(), False, dev_ratio=0, seed=42)

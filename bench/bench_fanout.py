@@ -1,0 +1,241 @@
+"""Fan-out of an N-point sweep on the real control plane (issue 14), side by side with a bare client.
+
+(a) a bare client (the operator's client layer, no operator) creates N Artifacts and N Jobs, 8 in flight;
+(b) the operator (`datasweep operator`, its own process) from `kubectl apply` of an N-point Experiment until
+    its N Artifacts and N Jobs exist;
+(c) the same grid applied as a second Experiment (every point a cache hit) until it is Succeeded, counting
+    the Jobs it creates (must be 0);
+(d) the operator's RSS and CPU over 60 s of idling with the N Artifacts present.
+
+Targets: (b)/(a) <= 2.0, (c)/(a) <= 1.0, RSS <= 300 MB, idle CPU <= 2% of a core.
+
+    python bench/bench_fanout.py [--points 1000] [--idle 60] [--qps 500]
+
+`--points 10000` runs the large case (slow on a small machine: see docs/scale.md for what was measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "hack"))
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.operator_harness import (  # noqa: E402
+    apply,
+    cluster_fixtures,
+    condition,
+    experiment,
+    get,
+    install_crds,
+    wait_for,
+    write_dataset,
+)
+
+from controlplane import ControlPlane, build  # noqa: E402
+from datasweep.k8s import client  # noqa: E402
+
+CONCURRENCY = 8
+
+
+def grid(points: int) -> dict[str, Any]:
+    """`points` distinct generation settings: temperatures x maxTokens."""
+    temperatures = [round(0.01 * i, 2) for i in range(100)]
+    tokens = list(range(64, 64 + max(1, points // 100)))
+    if points < 100:
+        temperatures = temperatures[:points]
+        tokens = tokens[:1]
+    assert len(temperatures) * len(tokens) == points, "use a multiple of 100 (or fewer than 100)"
+    return {"temperature": temperatures, "maxTokens": tokens}
+
+
+def count(plane: ControlPlane, namespace: str, kind: str, selector: str = "") -> int:
+    args = ["get", kind, "-n", namespace, "-o", "name"]
+    if selector:
+        args += ["-l", selector]
+    return len(plane.kubectl(*args).stdout.split())
+
+
+def new_namespace(plane: ControlPlane, name: str, data_root: Path) -> str:
+    plane.kubectl("create", "namespace", name)
+    wait_for(
+        "default service account",
+        lambda: plane.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+    )
+    cluster_fixtures(plane, name, data_root)
+    return name
+
+
+def bare_client(plane: ControlPlane, namespace: str, points: int) -> float:
+    """(a): what the API server and the Job controller take for N Artifacts and N Jobs, no operator."""
+
+    def artifact(index: int) -> dict[str, Any]:
+        return {
+            "apiVersion": "datasweep.io/v1alpha1",
+            "kind": "Artifact",
+            "metadata": {"name": f"bare-{index:05d}", "labels": {"datasweep.io/imported": "true"}},
+            "spec": {
+                "stage": "generate",
+                "dataset": "Copa",
+                "fingerprint": f"{index:064x}",
+                "semanticName": f"bare_{index}",
+                "storage": {"path": f"_shared/Copa/bare_{index}"},
+            },
+        }
+
+    def job(index: int) -> dict[str, Any]:
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": f"bare-{index:05d}", "labels": {"bench": "bare"}},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "w", "image": "busybox"}],
+                    }
+                },
+            },
+        }
+
+    def both(index: int) -> None:
+        client.create_custom(namespace, artifact(index))
+        client.create_job(namespace, job(index))
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
+        list(pool.map(both, range(points)))
+    return time.monotonic() - started
+
+
+def operator_process(namespace: str, work: Path, data_root: Path, points: int, qps: float) -> subprocess.Popen[bytes]:
+    config = work / "operator.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "dataRoot": str(data_root),
+                "maxPoints": points,
+                "apiQps": qps,
+                "apiBurst": int(qps * 2),
+                "maxJobsPerNamespace": 0,
+                "createConcurrency": CONCURRENCY,
+            }
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO / "operator"))
+    log = (work / "operator.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "datasweep", "operator", "--namespace", namespace, "--config", str(config)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def succeeded(plane: ControlPlane, namespace: str, name: str) -> bool:
+    obj = get(plane, namespace, "experiment", name)
+    return condition(obj, "Succeeded").get("status") == "True"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=int, default=1000)
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idling measured in (d)")
+    parser.add_argument("--qps", type=float, default=500.0, help="the operator's apiQps for this run")
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    args = parser.parse_args()
+    n = args.points
+    build()
+    work = Path(tempfile.mkdtemp(prefix="datasweep-bench-fanout-"))
+    data_root = work / "data"
+    write_dataset(data_root)
+    with ControlPlane.start() as plane:
+        os.environ["KUBECONFIG"] = str(plane.kubeconfig)
+        client.reset()
+        install_crds(plane)
+
+        bare_ns = new_namespace(plane, "bench-bare", data_root)
+        t_a = bare_client(plane, bare_ns, n)
+        print(f"(a) bare client: {n} Artifacts + {n} Jobs in {t_a:.1f}s", flush=True)
+
+        ns = new_namespace(plane, "bench-operator", data_root)
+        operator = operator_process(ns, work, data_root, n, args.qps)
+        try:
+            time.sleep(3)  # the operator's start-up (login, CRD discovery) is not fan-out
+            first = experiment("fanout-a", purpose="fanout", parallelism=1024, maxPoints=n, generation=grid(n))
+            started = time.monotonic()
+            apply(plane, ns, first)
+            wait_for(
+                f"{n} Artifacts and {n} Jobs",
+                lambda: count(plane, ns, "artifacts") >= n and count(plane, ns, "jobs", "datasweep.io/artifact") >= n,
+                timeout=args.timeout,
+                interval=1,
+            )
+            t_b = time.monotonic() - started
+            print(f"(b) operator: {n} Artifacts + {n} Jobs exist {t_b:.1f}s after apply", flush=True)
+            wait_for("the first Experiment done", lambda: succeeded(plane, ns, "fanout-a"), timeout=args.timeout)
+
+            jobs_before = count(plane, ns, "jobs", "datasweep.io/artifact")
+            second = experiment("fanout-b", purpose="fanout", parallelism=1024, maxPoints=n, generation=grid(n))
+            started = time.monotonic()
+            apply(plane, ns, second)
+            wait_for("the second Experiment done", lambda: succeeded(plane, ns, "fanout-b"), timeout=args.timeout)
+            t_c = time.monotonic() - started
+            new_jobs = count(plane, ns, "jobs", "datasweep.io/artifact") - jobs_before
+            print(f"(c) re-apply, all hits: Succeeded in {t_c:.1f}s, {new_jobs} new Jobs", flush=True)
+
+            time.sleep(5)  # the last coalesced status writes
+            cpu0, t0 = cpu_seconds(operator.pid), time.monotonic()
+            time.sleep(args.idle)
+            idle_cpu = (cpu_seconds(operator.pid) - cpu0) / (time.monotonic() - t0) * 100
+            rss = rss_mb(operator.pid)
+            print(f"(d) idle with {count(plane, ns, 'artifacts')} Artifacts: RSS {rss:.0f} MB, CPU {idle_cpu:.2f}%")
+        finally:
+            operator.send_signal(signal.SIGTERM)
+            try:
+                operator.wait(30)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+
+    rows = [
+        ("(b)/(a) fan-out", t_b / t_a, 2.0),
+        ("(c)/(a) all hits", t_c / t_a, 1.0),
+        ("RSS MB", rss, 300.0),
+        ("idle CPU %", idle_cpu, 2.0),
+        ("new Jobs on re-apply", float(new_jobs), 0.0),
+    ]
+    print(f"\nN = {n} points (operator apiQps {args.qps:g}, {CONCURRENCY} creates in flight)")
+    print(f"{'measure':<22}{'value':>10}{'target':>10}  ok")
+    for name, value, target in rows:
+        print(f"{name:<22}{value:>10.2f}{target:>10.2f}  {'yes' if value <= target else 'NO'}")
+    print(f"operator log: {work / 'operator.log'}")
+    return 0 if all(value <= target for _, value, target in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

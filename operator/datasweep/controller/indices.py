@@ -1,0 +1,133 @@
+"""Kopf's in-memory indices: what admission and status aggregation read instead of LISTing the namespace.
+
+Kopf fills them from its watch streams (one per kind) and fills them completely before any handler runs,
+also after a restart (docs/indexing in Kopf). Values are small frozen records, not whole bodies: a
+10,000-Artifact namespace costs a few MB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from datasweep.k8s import labels
+
+ARTIFACTS = ("datasweep.io", "v1alpha1", "artifacts")
+EXPERIMENTS = ("datasweep.io", "v1alpha1", "experiments")
+JOBS = ("batch", "v1", "jobs")
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    name: str
+    stage: str
+    fingerprint: str
+    phase: str
+    first_experiment: str | None
+    first_batch: str | None
+    inputs: tuple[str, ...]
+    consumers: frozenset[str]  # status.consumers, the consumer annotations and the first experiment
+    listed: frozenset[str]  # status.consumers alone
+    marks: frozenset[str]  # the consumer label keys (exp.datasweep.io/..., batch.datasweep.io/...)
+    path: str
+    usage: tuple[tuple[str, Any], ...]
+    failure: tuple[str, str] | None  # (reason, message) of the Ready condition when Failed
+    resource_version: str
+
+    def usage_dict(self) -> dict[str, Any]:
+        return dict(self.usage)
+
+
+def artifact_info(name: str, body: Any) -> ArtifactInfo:
+    meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    annotations, labels_ = meta.get("annotations") or {}, meta.get("labels") or {}
+    first = annotations.get(labels.FIRST_EXPERIMENT) or status.get("firstExperiment")
+    listed = frozenset(status.get("consumers") or [])
+    consumers = listed | set(labels.consumers_in(labels_, annotations)) | ({first} if first else set())
+    phase = status.get("phase") or "Pending"
+    failure = None
+    if phase == "Failed":
+        ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        failure = (str(ready.get("reason", "Failed")), str(ready.get("message", ""))[:512])
+    usage = status.get("usage") or {}
+    return ArtifactInfo(
+        name=name,
+        stage=str(spec.get("stage", "")),
+        fingerprint=str(spec.get("fingerprint", "")),
+        phase=str(phase),
+        first_experiment=first,
+        first_batch=annotations.get(labels.FIRST_BATCH) or status.get("firstBatch"),
+        inputs=tuple(spec.get("inputs") or ()),
+        consumers=frozenset(consumers),
+        listed=listed,
+        marks=frozenset(k for k in labels_ if k.startswith((labels.EXPERIMENT_PREFIX, labels.BATCH_PREFIX))),
+        path=str((spec.get("storage") or {}).get("path", "")),
+        usage=tuple(sorted((k, v) for k, v in usage.items() if not isinstance(v, dict | list))),
+        failure=failure,
+        resource_version=str(meta.get("resourceVersion", "")),
+    )
+
+
+@kopf.index(*ARTIFACTS)
+def artifact_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    """("art", ns, name) -> ArtifactInfo; ("exp", ns, experiment) -> name per consumer; ("dep", ns, input) ->
+    name per input; ("ns", ns) -> name."""
+    info = artifact_info(name, body)
+    keys: dict[Any, Any] = {("art", namespace, name): info, ("ns", namespace): name}
+    for experiment in info.consumers:
+        keys[("exp", namespace, experiment)] = name
+    for input_name in info.inputs:
+        keys[("dep", namespace, input_name)] = name
+    return keys
+
+
+@kopf.index(*JOBS, labels={labels.ARTIFACT: kopf.PRESENT})
+def job_index(namespace: str | None, name: str, labels: kopf.Labels, **_: Any) -> Any:
+    """(ns, Job name) -> the Artifact it produces: a Job created just before a crash is found without a GET."""
+    return {(namespace, name): labels.get("datasweep.io/artifact")}
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    name: str
+    counts: tuple[tuple[str, int], ...]
+    usage: tuple[tuple[str, Any], ...]
+    saved: tuple[tuple[str, Any], ...]
+    failures: tuple[tuple[str, str, str, str], ...]  # (artifact, stage, reason, message)
+    failures_total: int
+
+
+def _flat(raw: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, v) for k, v in (raw or {}).items() if not isinstance(v, dict | list)))
+
+
+@kopf.index(*EXPERIMENTS)
+def experiment_index(namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any) -> Any:
+    """("batch", ns, Batch object name) -> ExperimentSummary of what its status says now."""
+    batch = (meta.get("labels") or {}).get(labels.BATCH)
+    if not batch:
+        return None
+    failures = status.get("failures") or {}
+    summary = ExperimentSummary(
+        name=name,
+        counts=tuple(sorted((k, int(v)) for k, v in (status.get("counts") or {}).items())),
+        usage=_flat(status.get("usage")),
+        saved=_flat(status.get("savedByReuse")),
+        failures=tuple(
+            (f.get("artifact", ""), f.get("stage", ""), f.get("reason", ""), f.get("message", ""))
+            for f in failures.get("items") or []
+        ),
+        failures_total=int(failures.get("total", 0)),
+    )
+    return {("batch", namespace, batch): summary}
+
+
+def lookup(index: kopf.Index[Any, Any], key: Any) -> list[Any]:
+    return list(index.get(key, []))
+
+
+def info_of(index: kopf.Index[Any, Any], namespace: str, name: str) -> ArtifactInfo | None:
+    values = lookup(index, ("art", namespace, name))
+    return values[0] if values else None
