@@ -27,12 +27,12 @@ def api_key_from(config: Path | None, env_name: str, environ: dict[str, str]) ->
         try:
             data = json.loads(config.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
-            raise GenerateInputError(f'{config}: config file not found (seed format: {{"api_key": "sk-..."}})') from exc
+            raise GenerateInputError(f'{config}: config file not found (batch_submitter format: {{"api_key": "sk-..."}})') from exc
         except json.JSONDecodeError as exc:
             raise GenerateInputError(f"{config}: not valid JSON ({exc})") from exc
         key = data.get("api_key") if isinstance(data, dict) else None
         if not isinstance(key, str) or not key.strip():
-            raise GenerateInputError(f'{config}: no api_key in it (seed format: {{"api_key": "sk-..."}})')
+            raise GenerateInputError(f'{config}: no api_key in it (batch_submitter format: {{"api_key": "sk-..."}})')
         return key.strip()
     key = environ.get(env_name, "").strip()
     if not key:

@@ -105,7 +105,7 @@ def status(output_dir: Path) -> None:
 @click.option(
     "--config",
     type=click.Path(dir_okay=False, path_type=Path),
-    help='Seed 001\'s config.json ({"api_key": "sk-..."}); default: the key in --api-key-env',
+    help='A batch_submitter config.json ({"api_key": "sk-..."}); default: the key in --api-key-env',
 )
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the key")
 @click.option("--base-url", default=None, help="API base URL (…/v1); default: the SDK's (OPENAI_BASE_URL or OpenAI)")
@@ -120,7 +120,7 @@ def batches(
     base_url: str | None,
     as_json: bool,
 ) -> None:
-    """The seed's batch_submitter operations against the Batch API: --list-active, --check-status ID,
+    """Operations against the OpenAI Batch API, as batch_submitter has them: --list-active, --check-status ID,
     --download-results ID. Exit codes: 0 ok, 2 bad input or refused by the API (message shown), 1 other."""
     import openai
 
