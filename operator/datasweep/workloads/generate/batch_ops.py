@@ -27,7 +27,9 @@ def api_key_from(config: Path | None, env_name: str, environ: dict[str, str]) ->
         try:
             data = json.loads(config.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
-            raise GenerateInputError(f'{config}: config file not found (batch_submitter format: {{"api_key": "sk-..."}})') from exc
+            raise GenerateInputError(
+                f'{config}: config file not found (batch_submitter format: {{"api_key": "sk-..."}})'
+            ) from exc
         except json.JSONDecodeError as exc:
             raise GenerateInputError(f"{config}: not valid JSON ({exc})") from exc
         key = data.get("api_key") if isinstance(data, dict) else None
