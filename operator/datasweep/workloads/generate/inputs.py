@@ -100,24 +100,40 @@ def read_splits(
             problems.append(f"{path}: the split is empty (no records); fill it or remove the file")
             continue
         data = SplitData(split=split, path=path, sha256=hashlib.sha256(raw).hexdigest())
-        data.id_field = _choose_id_field([row for _, row in rows], id_field)
-        seen: dict[str, int] = {}
-        for number, row in rows:
-            if data.id_field is None:
-                record_id = str(number)
-            elif data.id_field not in row:
-                problems.append(f"{path}:{number}: missing id field {data.id_field!r} (params.id_field)")
-                continue
-            else:
-                record_id = str(row[data.id_field])
-            if record_id in seen:
-                problems.append(f"{path}:{number}: duplicate id {record_id!r} (first at line {seen[record_id]})")
-                continue
-            seen[record_id] = number
-            data.records.append(SourceRecord(line=number, record_id=record_id, data=row))
+        _add_records(data, [(path, number, row) for number, row in rows], id_field, problems, merged=False)
         splits[split] = data
     _raise_problems(problems, "Fix the lines above (each line is one JSON object); nothing was generated.")
     return splits
+
+
+def _add_records(
+    data: SplitData,
+    rows: list[tuple[Path, int, dict[str, Any]]],
+    id_field: str | None,
+    problems: list[str],
+    *,
+    merged: bool,
+) -> None:
+    """Give every row its id (the id field when every record has it, else its line) and refuse duplicates.
+
+    A split read from several files (`merged`) names lines `<file stem>:<line>` and keeps each record's file.
+    """
+    data.id_field = _choose_id_field([row for _, _, row in rows], id_field)
+    seen: dict[str, str] = {}
+    for path, number, row in rows:
+        where = f"{path}:{number}"
+        if data.id_field is None:
+            record_id = f"{path.stem}:{number}" if merged else str(number)
+        elif data.id_field not in row:
+            problems.append(f"{where}: missing id field {data.id_field!r} (params.id_field)")
+            continue
+        else:
+            record_id = str(row[data.id_field])
+        if record_id in seen:
+            problems.append(f"{where}: duplicate id {record_id!r} (first at {seen[record_id]})")
+            continue
+        seen[record_id] = where if merged else f"line {number}"
+        data.records.append(SourceRecord(line=number, record_id=record_id, data=row, path=path if merged else None))
 
 
 def _read_merged(source_dir: Path, paths: list[Path], id_field: str | None) -> SplitData:
@@ -136,21 +152,6 @@ def _read_merged(source_dir: Path, paths: list[Path], id_field: str | None) -> S
     if not rows and not problems:
         problems.append(f"{source_dir}: the *.jsonl files hold no records")
     data = SplitData(split="train", path=source_dir, sha256=digest.hexdigest())
-    data.id_field = _choose_id_field([row for _, _, row in rows], id_field)
-    seen: dict[str, str] = {}
-    for path, number, row in rows:
-        where = f"{path}:{number}"
-        if data.id_field is None:
-            record_id = f"{path.stem}:{number}"
-        elif data.id_field not in row:
-            problems.append(f"{where}: missing id field {data.id_field!r} (params.id_field)")
-            continue
-        else:
-            record_id = str(row[data.id_field])
-        if record_id in seen:
-            problems.append(f"{where}: duplicate id {record_id!r} (first at {seen[record_id]})")
-            continue
-        seen[record_id] = where
-        data.records.append(SourceRecord(line=number, record_id=record_id, data=row, path=path))
+    _add_records(data, rows, id_field, problems, merged=True)
     _raise_problems(problems, "Fix the lines above (each line is one JSON object); nothing was generated.")
     return data
