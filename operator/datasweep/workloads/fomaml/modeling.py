@@ -41,6 +41,8 @@ class ExampleEncoder:
         self.max_length = max_length
         self.apply_chat_template = apply_chat_template
         self.truncated = 0
+        self.without_response = 0  # examples whose every response token was truncated away: no training signal
+        self.longest_prompt = 0
 
     def prompt_ids(self, prompt: str) -> list[int]:
         if self.apply_chat_template:
@@ -60,9 +62,12 @@ class ExampleEncoder:
         response_ids.append(int(self.tokenizer.eos_token_id))
         input_ids = prompt_ids + response_ids
         labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
+        self.longest_prompt = max(self.longest_prompt, len(prompt_ids))
         if len(input_ids) > self.max_length:
             self.truncated += 1
             input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
+            if len(prompt_ids) >= self.max_length:
+                self.without_response += 1
         return Encoded(input_ids, labels)
 
     def encode_all(self, pairs: Sequence[tuple[str, str]]) -> list[Encoded]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from datasweep.api.stages.fomaml import FomamlParams
 from datasweep.store.atomic import append_line_durably, atomic_write_text
-from datasweep.workloads.fomaml.data import TaskData
+from datasweep.workloads.fomaml.data import DataError, TaskData
 from datasweep.workloads.fomaml.distributed import DistContext
 from datasweep.workloads.fomaml.modeling import Encoded, ExampleEncoder, collate, token_losses
 from datasweep.workloads.progress import Progress
@@ -90,6 +90,14 @@ class MetaTrainer:
         self.pad_id = int(tokenizer.pad_token_id)
         self.support = [self.encoder.encode_all(task.support) for task in self.tasks]
         self.query = [self.encoder.encode_all(task.query) for task in self.tasks]
+        examples = sum(len(encoded) for encoded in (*self.support, *self.query))
+        if examples and self.encoder.without_response == examples:
+            # every loss would be 0: training would "succeed" and learn nothing
+            raise DataError(
+                f"params.max_length={params.max_length} leaves no response token in any of the {examples} support "
+                f"and query examples (the longest prompt is {self.encoder.longest_prompt} tokens): raise "
+                "params.max_length or shorten params.prompt_template"
+            )
         self._test: dict[int, list[Encoded]] = {}
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=params.outer_lr, weight_decay=params.weight_decay)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from datasweep.api.stages.fomaml import FomamlParams
-from datasweep.workloads.fomaml.data import TaskData
+from datasweep.workloads.fomaml.data import DataError, TaskData
 from datasweep.workloads.fomaml.distributed import init_distributed
 from datasweep.workloads.fomaml.modeling import IGNORE_INDEX, ExampleEncoder, collate, load_model_and_tokenizer
 from datasweep.workloads.fomaml.trainer import MetaTrainer, cyclic_batches
@@ -87,6 +87,17 @@ def test_truncation_keeps_prompt_mask(tiny_model: Path) -> None:
     assert len(encoded.input_ids) == 8
     assert encoder.truncated == 1
     assert encoded.target_count == sum(1 for label in encoded.labels if label != IGNORE_INDEX)
+
+
+def test_a_max_length_that_truncates_every_response_is_refused(tiny_model: Path) -> None:
+    # Seen on real Copa output: a long prompt template and a short max_length trained "successfully" at loss 0.0.
+    trainer = make_trainer(tiny_model)  # the default max_length keeps every response
+    assert trainer.encoder.without_response == 0
+    long_prompt = " ".join(WORDS * 4)
+    tasks = [TaskData(f"t{i}", [(long_prompt, "yes")] * 4, [(long_prompt, "no")] * 4, []) for i in range(2)]
+    params = FomamlParams(max_length=8, inner_batch_size=2, query_batch_size=2, meta_batch_size=2)
+    with pytest.raises(DataError, match=r"params\.max_length=8 leaves no response token in any of the 16"):
+        MetaTrainer(trainer.model, trainer.encoder.tokenizer, tasks, params, trainer.dist)
 
 
 def reference_meta_gradient(trainer: MetaTrainer, plans: list[Any]) -> list[Any]:
