@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from datasweep.api.experiment import parse_spec
+from datasweep.api.worker import dump_worker_spec
 from datasweep.core.fingerprint import short
 from datasweep.core.plan import PlanInputs, StagePlan, plan_experiment
+from datasweep.core.worker_spec import worker_spec_for
 from datasweep.store.layout import dataset_files
 from tests.e2e.operator_harness import (
     apply,
@@ -342,3 +344,71 @@ def test_a_foreign_artifact_under_a_planned_name_is_not_reused(
     jobs = get(control_plane, namespace, "jobs", selector=f"datasweep.io/fingerprint={short(stage.fingerprint)}")
     assert jobs["items"] == []
     assert json.dumps(answer.get("status", {})).count("_shared/Copa/poisoned") == 0
+
+
+def _artifact_phase(control_plane: Any, ns: str, name: str, phase: str) -> Any:
+    obj = get(control_plane, ns, "artifact", name)
+    return obj if (obj.get("status") or {}).get("phase") == phase else None
+
+
+def test_hand_made_artifacts_that_cannot_be_produced_fail_with_a_reason(
+    control_plane: Any, namespace: str, crds: None, data_root: Path, tmp_path: Path
+) -> None:
+    cluster_fixtures(control_plane, namespace, data_root)
+    # A real planned Artifact's worker spec, so that only the wrong part of each case is wrong.
+    good = _planned_generate(valid("template"), data_root)
+
+    worker = {
+        "workerSpec": dump_worker_spec(
+            worker_spec_for(good, data_root="/data", relpath="_shared/Copa/x", batch="b", experiment="e")
+        )
+    }
+    cases = {  # name: (spec changes, reason, words)
+        "self-loop": ({"inputs": ["self-loop"], "worker": worker}, "InputCycle", "self-loop -> self-loop"),
+        "loop-a": ({"inputs": ["loop-b"], "worker": worker}, "InputCycle", "loop-a -> loop-b -> loop-a"),
+        "loop-b": ({"inputs": ["loop-a"], "worker": worker}, "InputCycle", "loop-b -> loop-a -> loop-b"),
+        "dangling": ({"inputs": ["nowhere"], "worker": worker}, "InputMissing", "nowhere does not exist after"),
+        "no-worker-spec": ({}, "InvalidWorkerSpec", "spec.worker.workerSpec"),
+        "bad-worker-spec": ({"worker": {"workerSpec": "stage: generate\n"}}, "InvalidWorkerSpec", "fingerprint"),
+    }
+    with running_operator(namespace, data_root, tmp_path, inputWaitTimeoutSeconds=3):
+        for name, (spec, _reason, _words) in cases.items():
+            apply(control_plane, namespace, artifact(name, **spec))
+        answers = {
+            name: wait_for(
+                f"{name} failed", lambda name=name: _artifact_phase(control_plane, namespace, name, "Failed")
+            )
+            for name in cases
+        }
+        assert get(control_plane, namespace, "jobs")["items"] == []
+        apply(control_plane, namespace, valid("good-after"))
+        wait_for("the good Experiment planned", lambda: planned(control_plane, namespace, "good-after"))
+    for name, (_spec, reason, words) in cases.items():
+        ready = condition(answers[name], "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", reason), f"{name}: {ready}"
+        assert words in ready["message"], f"{name}: {ready['message']}"
+
+
+def test_a_job_whose_pods_cannot_be_created_fails_its_artifact_saying_why(
+    control_plane: Any, namespace: str, crds: None, data_root: Path, tmp_path: Path
+) -> None:
+    cluster_fixtures(control_plane, namespace, data_root)
+    config = {"jobDefaults": {"serviceAccountName": "no-such-account"}, "podsNotCreatedTimeoutSeconds": 5}
+    with running_operator(namespace, data_root, tmp_path, **config):
+        apply(control_plane, namespace, valid("no-pods"))
+        artifacts = wait_for("its Artifact", lambda: get(control_plane, namespace, "artifacts")["items"])
+        name = artifacts[0]["metadata"]["name"]
+        failing = wait_for(
+            "PodsNotCreated",
+            lambda: (
+                (a := get(control_plane, namespace, "artifact", name))
+                and condition(a, "Ready").get("reason") == "PodsNotCreated"
+                and a
+            ),
+        )
+        answer = wait_for("the Artifact failed", lambda: _artifact_phase(control_plane, namespace, name, "Failed"))
+    assert 'serviceaccount "no-such-account" not found' in condition(failing, "Ready")["message"]
+    ready = condition(answer, "Ready")
+    assert ready["reason"] == "PodsNotCreated"
+    assert "could not create its pods" in ready["message"]
+    assert "no-such-account" in ready["message"]

@@ -42,6 +42,8 @@ CONFIG_KEYS = {
     "maxPoints",
     "retries",
     "retryBackoffSeconds",
+    "inputWaitTimeoutSeconds",
+    "podsNotCreatedTimeoutSeconds",
     "apiQps",
     "apiBurst",
     "createConcurrency",
@@ -56,7 +58,8 @@ FRAMEWORK_CLUSTER_RULES = {
     ("", "namespaces"): {"list", "watch"},
 }
 FRAMEWORK_NAMESPACED_RULES = {
-    ("", "events"): {"create", "patch"},
+    # list, watch: Jobs report pods they cannot create only as FailedCreate Events (PodsNotCreated)
+    ("", "events"): {"create", "patch", "list", "watch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 APPLICATION_RULES = {
@@ -109,6 +112,7 @@ CUSTOM_VALUES: dict[str, Any] = {
     "maxPoints": 64,
     "retries": 5,
     "retryBackoffSeconds": 30,
+    "inputWaitTimeoutSeconds": 600,
     "extraArgs": ["--verbose"],
     "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
     "nodeSelector": {"pool": "system"},
@@ -373,6 +377,7 @@ def test_customized_render_cluster_wide_existing_claim_custom_images(tmp_path: P
     assert config["jobDefaults"] == {**CUSTOM_VALUES["jobDefaults"], "serviceAccountName": "sweep-worker"}
     assert (config["queueName"], config["maxPoints"], config["retries"]) == ("team-a", 64, 5)
     assert config["retryBackoffSeconds"] == 30
+    assert (config["inputWaitTimeoutSeconds"], config["podsNotCreatedTimeoutSeconds"]) == (600, 300)
 
     cluster_roles = {o["metadata"]["name"]: o for o in by_kind(objects, "ClusterRole")}
     assert set(cluster_roles) == {

@@ -93,6 +93,8 @@ app.kubernetes.io/part-of: datasweep
   "maxPoints" .Values.maxPoints
   "retries" .Values.retries
   "retryBackoffSeconds" .Values.retryBackoffSeconds
+  "inputWaitTimeoutSeconds" .Values.inputWaitTimeoutSeconds
+  "podsNotCreatedTimeoutSeconds" .Values.podsNotCreatedTimeoutSeconds
   "apiQps" .Values.scale.apiQps
   "apiBurst" .Values.scale.apiBurst
   "createConcurrency" .Values.scale.createConcurrency
@@ -123,7 +125,8 @@ the replicas peer through KopfPeering objects.
 # Kopf posts Kubernetes events for handler progress and errors (CacheHit, JobCreated, ...).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  # list, watch: the Job controller reports pods it cannot create only as FailedCreate Events
+  verbs: ["create", "patch", "list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

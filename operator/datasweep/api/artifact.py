@@ -49,3 +49,5 @@ class ArtifactStatus(CamelModel):
     usage: Usage = Field(default_factory=Usage)
     manifest: ManifestSummary | None = None
     regenerated_for: str | None = None
+    waiting_reason: str | None = Field(default=None, description="Why a Waiting Artifact waits")
+    waiting_since: str | None = Field(default=None, description="When the current waiting reason began")

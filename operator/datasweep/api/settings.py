@@ -59,6 +59,18 @@ class OperatorSettings(CamelModel):
         default=60, ge=5, description="With replicas > 1: how long a silent active replica blocks a standby"
     )
     max_failures_listed: int = Field(default=20, ge=0, le=100, description="Failures listed in a status")
+    input_wait_timeout_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long an Artifact waits for an input Artifact that does not exist before it fails "
+        "(InputMissing)",
+    )
+    pods_not_created_timeout_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long a Job may fail to create its pods (FailedCreate: missing ServiceAccount, quota) "
+        "before its Artifact fails (PodsNotCreated)",
+    )
     require_manifest: bool = Field(
         default=True,
         description="A completed Job makes its Artifact Ready only when the worker's manifest.json is on the data "

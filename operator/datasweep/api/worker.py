@@ -52,9 +52,22 @@ def load_worker_spec(path: str | Path, expected_stage: StageKind | None = None) 
     """Read a worker spec (YAML or JSON) with errors that name the file and the field."""
     source = Path(path)
     try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+        text = source.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise WorkerSpecError(f"{source}: worker spec not found") from exc
+    spec = parse_worker_spec(text, str(source))
+    if expected_stage is not None and spec.stage != expected_stage:
+        raise WorkerSpecError(
+            f"{source}: stage is {spec.stage!r} but this is the {expected_stage!r} worker; "
+            f"run `datasweep worker {spec.stage} --spec {source}`"
+        )
+    return spec
+
+
+def parse_worker_spec(text: str, source: str) -> WorkerSpec:
+    """A worker spec from its text; `source` names where it came from in the error messages."""
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise WorkerSpecError(f"{source}: not valid YAML/JSON: {exc}") from exc
     if not isinstance(raw, dict):
@@ -63,11 +76,6 @@ def load_worker_spec(path: str | Path, expected_stage: StageKind | None = None) 
         spec = WorkerSpec.model_validate(raw)
     except ValidationError as exc:
         raise WorkerSpecError(f"{source}: invalid worker spec: {describe_validation_error(exc)}") from exc
-    if expected_stage is not None and spec.stage != expected_stage:
-        raise WorkerSpecError(
-            f"{source}: stage is {spec.stage!r} but this is the {expected_stage!r} worker; "
-            f"run `datasweep worker {spec.stage} --spec {source}`"
-        )
     if not Path(spec.output_dir).is_absolute():
         raise WorkerSpecError(f"{source}: outputDir must be an absolute path, got {spec.output_dir!r}")
     return spec

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
+from datasweep.api.worker import WorkerSpecError, parse_worker_spec
 from datasweep.controller.admission import Admission, Grant
 from datasweep.controller.indices import ARTIFACTS, JOBS, info_of, lookup
 from datasweep.controller.setup import settings
@@ -22,14 +24,15 @@ MAX_BACKOFF = 600.0
 LOG = logging.getLogger("datasweep.artifact")
 _ADMISSION: Admission | None = None
 _JOBS: kopf.Index[Any, Any] | None = None
+_ARTIFACTS: kopf.Index[Any, Any] | None = None
 
 
 @kopf.on.startup()
 def start_admission(**kwargs: Any) -> None:
     """Fresh queues per operator run; Jobs in flight are counted from the index (Artifacts in phase Running)."""
-    global _ADMISSION, _JOBS
+    global _ADMISSION, _JOBS, _ARTIFACTS
     artifact_index: kopf.Index[Any, Any] = kwargs["artifact_index"]  # Kopf passes indices by their names
-    _JOBS = kwargs["job_index"]
+    _JOBS, _ARTIFACTS = kwargs["job_index"], artifact_index
 
     def seed(namespace: str) -> list[tuple[str, str]]:
         running = []
@@ -102,12 +105,52 @@ def _launch(namespace: str, name: str, body: Any, attempt: int, logger: Any) -> 
     )
 
 
+def _seconds_since(timestamp: str | None) -> float:
+    if not timestamp:
+        return 0.0
+    return (datetime.now(UTC) - datetime.fromisoformat(timestamp.replace("Z", "+00:00"))).total_seconds()
+
+
+def _cycle(namespace: str, name: str, inputs: list[str]) -> list[str] | None:
+    """A path of inputs from this Artifact back to itself, e.g. [a, b, a], read from the index (hand-made
+    Artifacts only can form one: planned inputs are always earlier stages)."""
+    if name in inputs:
+        return [name, name]
+    seen: set[str] = set()
+    stack = [[name, i] for i in inputs]
+    while stack and _ARTIFACTS is not None:
+        path = stack.pop()
+        if path[-1] in seen:
+            continue
+        seen.add(path[-1])
+        info = info_of(_ARTIFACTS, namespace, path[-1])
+        for upstream in info.inputs if info is not None else ():
+            if upstream == name:
+                return [*path, name]
+            stack.append([*path, upstream])
+    return None
+
+
+def _never_startable(namespace: str, name: str, body: Any) -> tuple[str, str] | None:
+    """What makes this Artifact fail before any Job: its inputs form a cycle, its worker spec is unusable."""
+    cycle = _cycle(namespace, name, list(body["spec"].get("inputs") or []))
+    if cycle is not None:
+        return "InputCycle", f"spec.inputs form a cycle {' -> '.join(cycle)}: an Artifact cannot wait on itself"
+    try:
+        parse_worker_spec(str((body["spec"].get("worker") or {}).get("workerSpec") or ""), "spec.worker.workerSpec")
+    except WorkerSpecError as exc:
+        return "InvalidWorkerSpec", f"{exc} (Artifacts are made by `datasweep plan` or an Experiment)"
+    return None
+
+
 def _inputs_blocked(namespace: str, body: Any) -> tuple[str, str] | None:
     """Why this Artifact cannot start yet: an input not Ready. Read from the API (a GET per input, not a LIST):
     the wake-up may arrive before the index has seen the input's change that caused it."""
     for input_name in body["spec"].get("inputs", []):
         producer = client.get_custom("Artifact", namespace, input_name)
-        phase = ((producer or {}).get("status") or {}).get("phase")
+        if producer is None:
+            return "InputMissing", f"input Artifact {input_name} does not exist"
+        phase = (producer.get("status") or {}).get("phase")
         if phase == "Failed":
             return "InputFailed", f"input {input_name} failed"
         if phase != "Ready":
@@ -161,18 +204,34 @@ def reconcile(namespace: str, name: str, body: Any, retry: int, logger: Any) -> 
     if phase == "Retrying" and retry == 0:
         delay = min(settings().retry_backoff_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
         raise kopf.TemporaryError(f"attempt {attempts} failed; retrying in {delay:.0f}s", delay=delay)
-    _start(namespace, name, body, phase, status, attempts, logger)
+    if _start(namespace, name, body, phase, status, attempts, logger) == "InputMissing":
+        # Nothing announces that an Artifact was created: look again until it exists or the wait times out.
+        delay = max(1.0, min(settings().input_wait_timeout_seconds, 30.0))
+        raise kopf.TemporaryError("waiting for an input Artifact to be created", delay=delay)
+
+
+# `_start`'s answers that leave the Artifact Failed: it needs no admission slot any more.
+_FAILED = ("InputCycle", "InvalidWorkerSpec", "InputFailed")
+
+
+def _fail(namespace: str, name: str, body: Any, status: dict[str, Any], reason: str, message: str) -> None:
+    kopf.warn(body, reason=reason, message=message)
+    _patch(namespace, name, status, phase="Failed", conditions=_ready_condition(status, False, reason, message))
 
 
 def _start(
     namespace: str, name: str, body: Any, phase: str, status: dict[str, Any], attempts: int, logger: Any
-) -> None:
-    """Launch now if the inputs are Ready and admission grants a slot; else record why it waits (once)."""
+) -> str | None:
+    """Launch now if the inputs are Ready and admission grants a slot; else record why it waits (once) and
+    return that reason."""
     experiment = _experiment_of(body)
+    if problem := _never_startable(namespace, name, body):
+        _fail(namespace, name, body, status, *problem)
+        return problem[0]
     if _JOBS is not None and (namespace, naming.job_name(name, attempts)) in _JOBS:
         admission().force(namespace, experiment, name)
         _launch(namespace, name, body, attempts, logger)  # created before a crash: adopt it, whatever the limit
-        return
+        return None
     blocked = _inputs_blocked(namespace, body)
     if blocked is None and not admission().request(namespace, experiment, name, _limit_of(body)):
         blocked = (
@@ -183,7 +242,7 @@ def _start(
         reason, message = blocked
         if reason == "InputFailed":
             if phase == "Failed":
-                return
+                return reason
             _patch(
                 namespace,
                 name,
@@ -191,20 +250,36 @@ def _start(
                 phase="Failed",
                 conditions=_ready_condition(status, False, reason, message),
             )
-            return
+            return reason
+        waited = _seconds_since(status.get("waitingSince")) if status.get("waitingReason") == reason else 0.0
+        if reason == "InputMissing" and waited >= settings().input_wait_timeout_seconds:
+            _fail(
+                namespace,
+                name,
+                body,
+                status,
+                reason,
+                f"{message} after waiting {waited:.0f}s (inputWaitTimeoutSeconds): create it, or remove it from "
+                f"spec.inputs and retry with the annotation {labels.RETRY}=<any new value>",
+            )
+            return "InputFailed"  # terminal: no further polling
         if phase != "Waiting" or status.get("waitingReason") != reason:
             if reason != "Throttled":  # one Event per waiting Artifact of a 10,000-point sweep would be noise
                 kopf.info(body, reason=reason, message=message)
+            if reason == "InputMissing":
+                message += f"; waiting up to {settings().input_wait_timeout_seconds:.0f}s for it to be created"
             _patch(
                 namespace,
                 name,
                 status,
                 phase="Waiting",
                 waitingReason=reason,
+                waitingSince=now(),
                 conditions=_ready_condition(status, False, reason, message),
             )
-        return  # started by `_wake` when an input finishes or admission grants it a slot
+        return reason  # started by `_wake` when an input finishes or admission grants it a slot
     _launch(namespace, name, body, attempts, logger)  # on error Kopf retries; the slot stays ours meanwhile
+    return None
 
 
 # Kopf's change detection ignores status, so what must wake an Artifact through Kopf touches an annotation:
@@ -232,8 +307,8 @@ def _wake(namespace: str, experiment: str, name: str) -> list[Grant]:
         status = dict(body.get("status") or {})
         phase = status.get("phase", "Pending")
         imported = body["metadata"].get("labels", {}).get(labels.IMPORTED) == "true"
-        if phase in ("Pending", "Waiting") and not imported:
-            _start(namespace, name, body, phase, status, int(status.get("attempts", 0)), LOG)
+        started = phase in ("Pending", "Waiting") and not imported
+        if started and _start(namespace, name, body, phase, status, int(status.get("attempts", 0)), LOG) not in _FAILED:
             return []
         if phase == "Running":
             return []
@@ -390,3 +465,44 @@ def _record_job(
         conditions=_ready_condition(status, False, reason, final),
     )
     return experiment, True
+
+
+# The Job controller reports pods it cannot create (missing ServiceAccount, quota, a rejected pod spec) only as
+# FailedCreate Events on the Job, never in its status (kubernetes/kubernetes#100726): follow those Events.
+@kopf.on.event("", "v1", "events", field="reason", value="FailedCreate")
+def job_failed_create(namespace: str | None, body: kopf.Body, type: str | None, **kwargs: Any) -> None:
+    involved = body.get("involvedObject") or {}
+    if type == "DELETED" or involved.get("kind") != "Job" or namespace is None:
+        return
+    job = str(involved.get("name", ""))
+    artifact_name = next(iter(lookup(kwargs["job_index"], (namespace, job))), None)
+    if artifact_name is None:
+        return  # not a Job of ours
+    since = body.get("firstTimestamp") or body.get("eventTime") or body["metadata"].get("creationTimestamp")
+    with _lock(namespace, artifact_name):
+        experiment = _record_failed_create(namespace, job, artifact_name, str(body.get("message", "")), since)
+    if experiment is not None:
+        finished(namespace, artifact_name, experiment, kwargs["artifact_index"])
+
+
+def _record_failed_create(namespace: str, job: str, artifact_name: str, cause: str, since: str | None) -> str | None:
+    """Say on the Artifact why its Job has no pods; fail it once that lasted podsNotCreatedTimeoutSeconds.
+    Returns the experiment when it failed (its slot is free), else None. Bounded: the Job controller retries and
+    reports again, at least every few minutes."""
+    artifact = client.get_custom("Artifact", namespace, artifact_name)
+    status = dict((artifact or {}).get("status") or {})
+    if artifact is None or status.get("job") != job or status.get("phase") != "Running":
+        return None  # an older attempt, or already recorded
+    waited, timeout = _seconds_since(since), settings().pods_not_created_timeout_seconds
+    if waited >= timeout:
+        message = (
+            f"Job {job} could not create its pods for {waited:.0f}s: {cause}; fix the cause and retry with the "
+            f"annotation {labels.RETRY}=<any new value>"
+        )
+        _fail(namespace, artifact_name, artifact, status, "PodsNotCreated", message)
+        return _experiment_of(artifact)
+    message = f"Job {job} cannot create its pods: {cause} (the Artifact fails if this lasts {timeout:.0f}s)"
+    ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    if ready.get("reason") != "PodsNotCreated" or ready.get("message") != message:
+        _patch(namespace, artifact_name, status, conditions=_ready_condition(status, False, "PodsNotCreated", message))
+    return None
