@@ -146,7 +146,7 @@ def training_experiment(name: str, kind: str, data_root: Path, **spec: Any) -> d
         os.chown(path, 10001, 10001)  # the pods' user (a no-op where this process is that user)
     return experiment(
         name,
-        purpose=name,
+        purpose=name.replace("-", "_"),  # purpose: [A-Za-z0-9_]+
         retries=0,
         **{
             "datasets": [source],
