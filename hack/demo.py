@@ -3,7 +3,8 @@
 Starts a cluster (built from upstream source, cached) with kwok GPU nodes and, where the host can run
 containers, a real node (containerd + kubelet). On the real node the generate Jobs run the worker image and
 call the OpenAI-compatible test server; the demo reads the rows back from the volume, shows one tiny training
-result (trainer image, when built: `make images WITH_TRAINER=1`), then shows a `gpus: 4` training stage
+result (generate -> qa on the mixed dataset of datasweep.testing.datasets, in the trainer image when built:
+`make images WITH_TRAINER=1`), then shows a `gpus: 4` training stage
 scheduled onto a kwok GPU node. Where containers cannot run, it says so in one line and runs on kwok only.
 """
 
@@ -34,11 +35,14 @@ from tests.e2e.operator_harness import (  # noqa: E402
     real_node_settings,
     running_operator,
     seed_experiments,
+    training_experiment,
     wait_for,
     write_dataset,
+    write_mixed,
 )
 
 from controlplane import ControlPlane, build  # noqa: E402
+from datasweep.testing import datasets  # noqa: E402
 
 NAMESPACE = "research"
 # KopfRunner (click's CliRunner) swaps sys.stdout while the operator runs: write to the terminal itself.
@@ -131,40 +135,26 @@ def real_demo(plane: ControlPlane, work: Path, data_root: Path) -> tuple[int, in
 
 
 def train_in_pod(plane: ControlPlane, data_root: Path, server_url: str, read_manifest: Any) -> None:
-    import shutil
-
-    from datasweep.testing import tiny
-
-    model = data_root / "models" / "tiny-bert"
-    with tempfile.TemporaryDirectory() as scratch:
-        shutil.copytree(tiny.build_tiny_bert(Path(scratch) / "bert"), model)
-    for path in [model, *model.rglob("*")]:
-        os.chown(path, 10001, 10001)
-    body = experiment(
-        "copa-qa",
-        purpose="qa",
-        retries=0,
-        generation={"temperature": 0.7, "baseURL": server_url},
-        training=[
-            {
-                "name": "qa",
-                "kind": "qa",
-                "baseModel": {"path": "models/tiny-bert"},
-                "params": {"device": "cpu", "num_train_epochs": 1},
-                "resources": {"memory": "4Gi"},
-            }
-        ],
-    )
+    """generate -> qa on the mixed dataset (every training kind can use it; tests/e2e trains all three kinds on
+    it) with a tiny BERT: the generate pod in the worker image, the qa pod in the trainer image."""
+    body = training_experiment("mixed-qa", "qa", data_root)
+    body["spec"]["generation"]["baseURL"] = server_url
     started = time.monotonic()
     apply(plane, NAMESPACE, body)
-    done = wait_for("copa-qa", lambda: finished(plane, "copa-qa"), timeout=900)
+    done = wait_for("mixed-qa", lambda: finished(plane, "mixed-qa"), timeout=900)
     artifact = get(plane, NAMESPACE, "artifacts", selector="datasweep.io/stage=qa")["items"][0]
     if condition(done, "Succeeded").get("status") != "True":
         show(f"training failed: {condition(artifact, 'Ready').get('message')}")
         return
+    selector = "exp.datasweep.io/mixed-qa,datasweep.io/stage=generate"
+    generate = get(plane, NAMESPACE, "artifacts", selector=selector)["items"][0]
+    kept = read_manifest(data_root / generate["spec"]["storage"]["path"])
+    data = kept.outputs.data if kept and kept.outputs else {}
+    rows = {split: sum(f.rows or 0 for f in files) for split, files in data.items()}
+    show(f"generate kept {rows} of 24/8/8 Mixed records (validation rejected every fourth)")
     path = data_root / artifact["spec"]["storage"]["path"]
     manifest = read_manifest(path)
-    show(f"qa trained in a pod in {time.monotonic() - started:.0f}s; {path.relative_to(data_root)}:")
+    show(f"qa trained in a pod in {time.monotonic() - started:.0f}s (generate + train); {path.relative_to(data_root)}:")
     for entry in (manifest.files if manifest else [])[:8]:
         show(f"  {entry.path}")
     for name in ("eval_results.json", "metrics.json", "training_metadata.json"):
@@ -178,14 +168,9 @@ def kwok_gpu_stage(plane: ControlPlane, data_root: Path, work: Path) -> None:
     body = experiment(
         "meta",
         purpose="meta",
-        training=[
-            {
-                "name": "meta",
-                "kind": "fomaml",
-                "baseModel": {"path": "models/tiny"},
-                "resources": {"gpus": 4, "cpu": "8", "memory": "64Gi"},
-            }
-        ],
+        datasets=[write_mixed(data_root)],
+        generation={"options": {"rephrase_fields": datasets.MIXED_REPHRASE_FIELDS}},
+        training=[datasets.chain_stage("fomaml", resources={"gpus": 4, "cpu": "8", "memory": "64Gi"})],
     )
     # kwok runs no worker: no manifest is expected (requireManifest false), as in the kwok-only demo.
     with running_operator(NAMESPACE, data_root, work, jobDefaults={"gpuNodeSelector": {"type": "kwok"}}):

@@ -89,6 +89,9 @@ class RealNode:
         self.cgroup_root = f"/datasweep-node-{slot}"
         self.containerd_root = self.dir / "containerd"
         self.kubelet_root = self.dir / "kubelet"
+        # Per slot: a kubelet removes the /var/log/pods entries of pods it does not know, i.e. another slot's,
+        # and `kubectl logs` of those then fails ("failed to try resolving symlinks in path /var/log/pods/...").
+        self.pod_logs = self.dir / "pod-logs"
 
     # -- slot
 
@@ -120,9 +123,11 @@ class RealNode:
         for directory in (self.dir, self.run_dir, self.containerd_root, self.dir / "cni"):
             directory.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.kubelet_root, ignore_errors=True)
+        shutil.rmtree(self.pod_logs, ignore_errors=True)
         shutil.rmtree(self.dir / "containerd-state", ignore_errors=True)
         shutil.rmtree(self.dir / "ipam", ignore_errors=True)
         self.kubelet_root.mkdir()
+        self.pod_logs.mkdir()
         self._bridge_up()
         self._cgroups_up()
         (self.dir / "cni" / "10-datasweep.conflist").write_text(
@@ -215,6 +220,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                     "failCgroupV1": False,  # 1.35 refuses cgroup v1 hosts otherwise
                     "cgroupDriver": "cgroupfs",
                     "cgroupRoot": self.cgroup_root,
+                    "podLogsDir": str(self.pod_logs),
                     "containerRuntimeEndpoint": f"unix://{self.socket}",
                     "address": self.ip,
                     "port": 10250,

@@ -125,6 +125,38 @@ def write_dataset(root: Path, name: str = "Copa", path: str = "superglue/copa", 
     return directory
 
 
+def write_mixed(data_root: Path) -> dict[str, Any]:
+    """The mixed dataset (datasweep.testing.datasets: every training kind can use it) on the volume; returns
+    its `spec.datasets` entry."""
+    from datasweep.testing import datasets
+
+    datasets.write_splits(data_root / "raw" / "mixed", datasets.MIXED, datasets.mixed_splits())
+    return {"name": datasets.MIXED, "source": {"path": "raw/mixed"}}
+
+
+def training_experiment(name: str, kind: str, data_root: Path, **spec: Any) -> dict[str, Any]:
+    """generate -> `kind` on the mixed dataset, written on the volume with `kind`'s tiny base model; the stage's
+    settings are CHAIN_TRAINING's (CPU-small). `spec` overrides (e.g. the stage's resources)."""
+    from datasweep.testing import datasets, tiny
+
+    source = write_mixed(data_root)
+    model = data_root / "models" / datasets.TINY_MODELS[kind]
+    tiny.build_for_kind(kind, model, corpus=datasets.corpus(*datasets.mixed_splits().values()))
+    for path in [model.parent, model, *model.rglob("*")]:
+        os.chown(path, 10001, 10001)  # the pods' user (a no-op where this process is that user)
+    return experiment(
+        name,
+        purpose=name.replace("-", "_"),  # purpose: [A-Za-z0-9_]+
+        retries=0,
+        **{
+            "datasets": [source],
+            "generation": {"options": {"rephrase_fields": datasets.MIXED_REPHRASE_FIELDS}},
+            "training": [datasets.chain_stage(kind, resources={"memory": "4Gi"})],
+            **spec,
+        },
+    )
+
+
 def cluster_fixtures(control_plane: Any, namespace: str, data_root: Path) -> None:
     """What a namespace needs before Experiments (the chart provides the same): the worker ServiceAccount,
     the API-key Secret and the data PVC (the harness's default StorageClass binds it at once)."""

@@ -34,6 +34,7 @@ from tests.e2e.operator_harness import (
     real_node_settings,
     running_operator,
     seed_experiments,
+    training_experiment,
     wait_for,
 )
 
@@ -351,55 +352,6 @@ def _cmdline(proc: Path) -> bytes:
 # Training stages in the trainer image (torch): `make e2e-real`.
 
 
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from datasweep.testing import tiny
-
-    root = tmp_path_factory.mktemp("tiny-models")
-    return {
-        "fomaml": tiny.build_tiny_llama(root / "llama"),
-        "moe-steer": tiny.build_tiny_olmoe(root / "olmoe"),
-        "qa": tiny.build_tiny_bert(root / "bert"),
-    }
-
-
-# The unit tests' fast settings of each stage (tests/unit/workloads/*): a few steps on CPU.
-TRAINING_PARAMS: dict[str, dict[str, Any]] = {
-    "fomaml": {
-        "task_key": "task",
-        "prompt_template": "Q: {question}\nA:",
-        "response_template": " {answer}",
-        "k_shots": [2],
-        "inner_lr": 0.05,
-        "num_inner_steps": 1,
-        "inner_batch_size": 2,
-        "query_batch_size": 2,
-        "meta_batch_size": 2,
-        "outer_lr": 1e-3,
-        "total_steps": 2,
-        "save_freq": 1,
-        "test_freq": 1,
-        "eval_max_samples": 3,
-        "max_length": 64,
-    },
-    "moe-steer": {"batch_size": 4, "max_batches": 2, "num_epochs": 1, "top_n": 3, "device": "cpu", "max_per_layer": 2},
-    "qa": {
-        "num_train_epochs": 1,
-        "per_device_batch_size": 16,
-        "grad_accum_steps": 1,
-        "learning_rate": 3e-3,
-        "warmup_ratio": 0.1,
-        "num_workers": 0,
-        "plot_update_every": 5,
-        "max_length": 64,
-        "doc_stride": 16,
-        "n_best_size": 10,
-        "max_answer_length": 12,
-        "early_stopping_patience": 0,
-    },
-}
-
-
 @pytest.mark.trainer
 @pytest.mark.parametrize("kind", ["fomaml", "moe-steer", "qa"])
 def test_generate_then_train_a_tiny_model_in_the_trainer_image(
@@ -410,30 +362,12 @@ def test_generate_then_train_a_tiny_model_in_the_trainer_image(
     data_root: Path,
     tmp_path: Path,
     openai_server: OpenAITestServer,
-    tiny_models: dict[str, Path],
     kind: str,
 ) -> None:
-    import shutil
-
+    """generate (rephrasing `question`, validation rejecting every fourth record) then `kind` on what the
+    generate pod kept, each in its own pod: the worker image, then the trainer image."""
     ns = real_namespace
-    model_dir = data_root / "models" / kind
-    shutil.copytree(tiny_models[kind], model_dir)
-    for path in [model_dir, *model_dir.rglob("*")]:
-        os.chown(path, 10001, 10001)
-    body = experiment(
-        f"train-{kind}",
-        purpose="train",
-        retries=0,
-        training=[
-            {
-                "name": "train",
-                "kind": kind,
-                "baseModel": {"path": f"models/{kind}"},
-                "params": TRAINING_PARAMS[kind],
-                "resources": {"memory": "4Gi"},
-            }
-        ],
-    )
+    body = training_experiment(f"train-{kind}", kind, data_root)
     started = time.monotonic()
     with real_operator(ns, data_root, tmp_path, {**real_images, "trainer": trainer_image}):
         apply(control_plane, ns, with_server(body, openai_server))
@@ -445,7 +379,15 @@ def test_generate_then_train_a_tiny_model_in_the_trainer_image(
     assert condition(done, "Succeeded")["status"] == "True", (
         f"{json.dumps(condition(artifacts[0], 'Ready'), indent=1)}\n{logs[-3000:]}"
     )
-    manifest = read_manifest(data_root / artifacts[0]["spec"]["storage"]["path"])
+    generate = get(control_plane, ns, "artifacts", selector="datasweep.io/stage=generate")["items"][0]
+    kept = read_manifest(data_root / generate["spec"]["storage"]["path"])
+    assert kept is not None
+    assert kept.outputs.data["train"][0].rows == 18  # type: ignore[union-attr]  # 24 records, every fourth rejected
+    path = data_root / artifacts[0]["spec"]["storage"]["path"]
+    manifest = read_manifest(path)
     assert manifest is not None
     assert manifest.stage == kind
+    assert (path / "manifest.json").stat().st_uid == 10001  # written by the trainer pod
+    pods = get(control_plane, ns, "pods", selector=f"job-name={job}")["items"]
+    assert pods[0]["status"]["containerStatuses"][0]["image"].rsplit("/", 1)[-1] == trainer_image
     print(f"{kind}: generate + train in pods took {time.monotonic() - started:.0f}s")

@@ -4,12 +4,16 @@
   unanswerable).
 - `task_records`: multi-task SFT data (seed 003): id, task, question, answer, level.
 - `safety_pair_records`: paired prompts (seed 004): id, goal (safe), all_prompt (unsafe).
+- `mixed_records`: one dataset every training kind can use (QA records plus a task, a short answer and a
+  safety label), with `CHAIN_TRAINING`, the small CPU settings of each kind on it: the chain tests (local and
+  on the real node) and the demo train on it after generation rephrases `MIXED_REPHRASE_FIELDS`.
 `reject_every` appends the test OpenAI server's reject marker to every n-th record's rephrased field, so that
 validation rejects it, as real runs do.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from collections.abc import Iterable
@@ -96,6 +100,88 @@ def safety_pair_records(count: int, seed: int, reject_every: int = 0) -> list[di
         for index in range(count)
     ]
     return _mark(records, "goal", reject_every)
+
+
+def mixed_records(count: int, seed: int, reject_every: int = 4) -> list[dict[str, Any]]:
+    """One dataset every training kind can use: QA records plus a task, a short answer and a safety label."""
+    records = alias_title_records(count, seed=seed, reject_every=reject_every)
+    for index, record in enumerate(records):
+        texts = record["answers"]["text"]
+        record["task"] = "answerable" if texts else "unanswerable"
+        record["answer"] = texts[0] if texts else "none"
+        record["label"] = "safe" if index % 2 else "unsafe"
+    return records
+
+
+MIXED = "Mixed"
+MIXED_REPHRASE_FIELDS = ["question"]
+
+
+def mixed_splits() -> dict[str, list[dict[str, Any]]]:
+    """24 / 8 / 8 records; validation rejects every fourth one (18 / 6 / 6 kept)."""
+    return {"train": mixed_records(24, 1), "validation": mixed_records(8, 2), "test": mixed_records(8, 3)}
+
+
+# The tiny model each training kind runs on (datasweep.testing.tiny), under <data>/models/<name>.
+TINY_MODELS = {"fomaml": "llama", "moe-steer": "olmoe", "qa": "bert"}
+
+# Each training kind on the mixed dataset, small enough for a few seconds on one CPU core.
+CHAIN_TRAINING: list[dict[str, Any]] = [
+    {
+        "name": "meta",
+        "kind": "fomaml",
+        "baseModel": {"path": "models/llama"},
+        "params": {
+            "task_key": "task",
+            "prompt_template": "Q: {question}\nA:",
+            "response_template": " {answer}",
+            "k_shots": [1],
+            "num_inner_steps": 1,
+            "inner_batch_size": 2,
+            "query_batch_size": 2,
+            "meta_batch_size": 2,
+            "total_steps": 1,
+            "test_freq": 0,
+            "eval_max_samples": 2,
+            "max_length": 48,
+        },
+    },
+    {
+        "name": "steer",
+        "kind": "moe-steer",
+        "baseModel": {"path": "models/olmoe"},
+        "params": {
+            "input_format": "labeled",
+            "prompt_field": "question",
+            "label_field": "label",
+            "batch_size": 4,
+            "max_batches": 2,
+            "num_epochs": 1,
+            "top_n": 2,
+            "device": "cpu",
+        },
+    },
+    {
+        "name": "squad",
+        "kind": "qa",
+        "baseModel": {"path": "models/bert"},
+        "params": {
+            "num_train_epochs": 1,
+            "per_device_batch_size": 16,
+            "num_workers": 0,
+            "max_length": 64,
+            "doc_stride": 16,
+            "plot_update_every": 100,
+            "early_stopping_patience": 0,
+        },
+    },
+]
+
+
+def chain_stage(kind: str, **fields: Any) -> dict[str, Any]:
+    """A copy of `kind`'s CHAIN_TRAINING stage, with `fields` (e.g. resources) added."""
+    stage = next(s for s in CHAIN_TRAINING if s["kind"] == kind)
+    return {**copy.deepcopy(stage), **fields}
 
 
 def corpus(*record_sets: Iterable[dict[str, Any]]) -> list[str]:

@@ -154,3 +154,24 @@ def build_tiny_bert(
         "pad_token_id": tokenizer.pad_token_id,
     }
     return _save_tiny(out_dir, BertConfig, BertForQuestionAnswering, settings, seed, overrides)
+
+
+# The chain tests' small BERT: a QA epoch on a few dozen records in seconds on one CPU core.
+SMALL_BERT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 128,
+}
+
+
+def build_for_kind(kind: str, out_dir: str | Path, corpus: Iterable[str] = DEFAULT_CORPUS) -> Path:
+    """The tiny base model a training kind runs on: fomaml a Llama, moe-steer an OLMoE, qa a small BERT."""
+    if kind == "fomaml":
+        return build_tiny_llama(out_dir, corpus)
+    if kind == "moe-steer":
+        return build_tiny_olmoe(out_dir, corpus)
+    if kind == "qa":
+        return build_tiny_bert(out_dir, corpus, **SMALL_BERT)
+    raise ValueError(f"no tiny model for training kind {kind!r}")

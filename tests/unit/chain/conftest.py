@@ -70,17 +70,9 @@ def tiny_olmoe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from datasweep.testing.tiny import build_tiny_bert
+    from datasweep.testing.tiny import build_for_kind
 
-    return build_tiny_bert(
-        tmp_path_factory.mktemp("bert"),
-        corpus=CORPUS,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=128,
-    )
+    return build_for_kind("qa", tmp_path_factory.mktemp("bert"), corpus=CORPUS)
 
 
 def spec_for(stage: str, dataset: str, output: Path, params: dict[str, Any], **fields: Any) -> WorkerSpec:

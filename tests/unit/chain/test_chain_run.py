@@ -18,79 +18,16 @@ from datasweep.testing.openai_server import OpenAITestServer
 BATCH = "batch_20250101_chain"
 
 
-def mixed_records(count: int, seed: int) -> list[dict[str, Any]]:
-    """One dataset every training kind can use: QA records plus a task, a short answer and a safety label."""
-    records = datasets.alias_title_records(count, seed=seed, reject_every=4)
-    for index, record in enumerate(records):
-        texts = record["answers"]["text"]
-        record["task"] = "answerable" if texts else "unanswerable"
-        record["answer"] = texts[0] if texts else "none"
-        record["label"] = "safe" if index % 2 else "unsafe"
-    return records
-
-
-TRAINING = [
-    {
-        "name": "meta",
-        "kind": "fomaml",
-        "baseModel": {"path": "models/llama"},
-        "params": {
-            "task_key": "task",
-            "prompt_template": "Q: {question}\nA:",
-            "response_template": " {answer}",
-            "k_shots": [1],
-            "num_inner_steps": 1,
-            "inner_batch_size": 2,
-            "query_batch_size": 2,
-            "meta_batch_size": 2,
-            "total_steps": 1,
-            "test_freq": 0,
-            "eval_max_samples": 2,
-            "max_length": 48,
-        },
-    },
-    {
-        "name": "steer",
-        "kind": "moe-steer",
-        "baseModel": {"path": "models/olmoe"},
-        "params": {
-            "input_format": "labeled",
-            "prompt_field": "question",
-            "label_field": "label",
-            "batch_size": 4,
-            "max_batches": 2,
-            "num_epochs": 1,
-            "top_n": 2,
-            "device": "cpu",
-        },
-    },
-    {
-        "name": "squad",
-        "kind": "qa",
-        "baseModel": {"path": "models/bert"},
-        "params": {
-            "num_train_epochs": 1,
-            "per_device_batch_size": 16,
-            "num_workers": 0,
-            "max_length": 64,
-            "doc_stride": 16,
-            "plot_update_every": 100,
-            "early_stopping_patience": 0,
-        },
-    },
-]
+TRAINING = datasets.CHAIN_TRAINING
 
 
 def _workspace(tmp_path: Path, tiny_llama: Path, tiny_olmoe: Path, tiny_bert: Path) -> Path:
-    datasets.write_splits(
-        tmp_path / "raw" / "mixed",
-        "Mixed",
-        {"train": mixed_records(24, 1), "validation": mixed_records(8, 2), "test": mixed_records(8, 3)},
-    )
+    datasets.write_splits(tmp_path / "raw" / "mixed", datasets.MIXED, datasets.mixed_splits())
     models = tmp_path / "models"
     models.mkdir()
-    for name, path in (("llama", tiny_llama), ("olmoe", tiny_olmoe), ("bert", tiny_bert)):
-        (models / name).symlink_to(path)
+    paths = {"fomaml": tiny_llama, "moe-steer": tiny_olmoe, "qa": tiny_bert}
+    for kind, name in datasets.TINY_MODELS.items():
+        (models / name).symlink_to(paths[kind])
     return tmp_path
 
 
@@ -102,7 +39,7 @@ def _experiment(tmp_path: Path, server: OpenAITestServer, training: list[dict[st
             "backend": "openai-compatible",
             "baseURL": server.url,
             "model": "gpt-4o",
-            "options": {"concurrency": 4, "rephrase_fields": ["question"]},
+            "options": {"concurrency": 4, "rephrase_fields": datasets.MIXED_REPHRASE_FIELDS},
         },
         "validation": {"model": "gpt-4o"},
         "training": training,
