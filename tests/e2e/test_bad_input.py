@@ -129,7 +129,7 @@ ANSWERED_BY_THE_OPERATOR = [
     ),
     (
         "rephrase field not in the records",
-        {"generation": {"options": {"rephrase_fields": ["text"]}}},
+        {"generation": {"options": {"rephrase_fields": ["sentence"]}}},
         "FieldMismatch",
         "spec.generation.options.rephrase_fields",
     ),
