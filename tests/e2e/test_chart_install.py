@@ -350,7 +350,7 @@ def test_operator_runs_under_the_chart_service_account(control_plane: Any, names
         data = tmp_path / "data"
         (data / "sources" / "copa").mkdir(parents=True)
         for split in ("train", "validation", "test"):
-            (data / "sources" / "copa" / f"copa_{split}.jsonl").write_text('{"idx": 0, "premise": "p"}\n')
+            (data / "sources" / "copa" / f"copa_{split}.jsonl").write_text('{"idx": 0, "premise": "p", "text": "t"}\n')
         rendered = helm(control_plane, "get", "manifest", "datasweep", "--namespace", namespace).stdout
         configmap = next(doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "ConfigMap")
         config = yaml.safe_load(configmap["data"]["config.yaml"])

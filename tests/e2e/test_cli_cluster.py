@@ -11,6 +11,8 @@ import yaml
 from click.testing import CliRunner, Result
 
 from datasweep.cli.main import cli
+from datasweep.core import naming
+from datasweep.k8s import labels
 
 pytestmark = pytest.mark.e2e
 
@@ -22,10 +24,15 @@ BATCH_B = "batch_20241230_topp"
 def artifact(
     name: str, semantic: str, fingerprint: str, first_batch: str, temperature: float, top_p: float, consumers: list[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    # Consumers are labels (bounded status): the points of an Experiment or Batch are the Artifacts labelled so.
+    batch_of = {"copa-temperature": BATCH_A, "copa-topp": BATCH_B, "copa-pilot": "batch_20241201_pilot"}
+    marked: dict[str, str] = {}
+    for consumer in consumers:
+        marked.update(labels.consumer_marks(consumer, naming.batch_object_name(batch_of[consumer]))["labels"])
     obj = {
         "apiVersion": "datasweep.io/v1alpha1",
         "kind": "Artifact",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": marked},
         "spec": {
             "stage": "generate",
             "dataset": "Copa",
