@@ -34,17 +34,17 @@ unit: venv
 	$(PY) -m pytest tests/unit -q
 
 e2e: controlplane images
-	$(PY) -m pytest tests/e2e -q -m "not trainer"
+	$(PY) -m pytest tests/e2e -q -m "not trainer and not realnode"
 
 ## The training stages in real containers from the trainer image (not in `make test`: see README, CI budget).
 e2e-real: controlplane
 	@$(PY) hack/images.py build --if-possible operator worker trainer
-	$(PY) -m pytest tests/e2e/test_real_node.py -q -m trainer
+	$(PY) -m pytest tests/e2e/test_real_node.py -q
 
 ## The test command: installs what is missing, builds (or reuses) the control plane and the operator and worker
 ## images, lints, runs every test but the trainer-image ones (`make e2e-real`).
 test: venv controlplane images lint
-	$(PY) -m pytest tests -q -p no:cacheprovider -m "not trainer"
+	$(PY) -m pytest tests -q -p no:cacheprovider -m "not trainer and not realnode"
 
 ## The demo: the embedded control plane with kwok GPU nodes, the operator, the seed 000 experiments.
 demo: controlplane images
