@@ -60,16 +60,33 @@ def get(control_plane: Any, namespace: str, kind: str, name: str | None = None, 
     return json.loads(control_plane.kubectl(*args).stdout)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0, interval: float = 0.5) -> Any:
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = 120.0,
+    interval: float = 0.5,
+    explain: Callable[[], Any] | None = None,
+) -> Any:
+    """Poll `check` until it returns something true; on timeout, say what it last returned (or raised) and what
+    `explain` says about the state then."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        try:
             last = check()
+        except Exception as error:  # the API server may be briefly away: keep polling
+            last = error
+        else:
             if last:
                 return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+    state = ""
+    if explain is not None:
+        try:
+            state = f"; state: {explain()!r}"
+        except Exception as error:
+            state = f"; state unavailable: {error!r}"
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}{state}")
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -198,7 +215,9 @@ def operator_process(
     """The operator as the chart runs it (`datasweep operator`), in its own process: it can be SIGKILLed."""
     settings_file = tmp_path / f"operator-{time.monotonic_ns()}.yaml"
     settings_file.write_text(
-        yaml.safe_dump({"dataRoot": str(data_root), "retryBackoffSeconds": 1, **config}), encoding="utf-8"
+        # As in running_operator: kwok runs no worker, so no manifest appears.
+        yaml.safe_dump({"dataRoot": str(data_root), "retryBackoffSeconds": 1, "requireManifest": False, **config}),
+        encoding="utf-8",
     )
     args = [sys.executable, "-m", "datasweep", "operator", "--namespace", namespace, "--config", str(settings_file)]
     if peering:

@@ -73,6 +73,11 @@ class Watcher:
         assert max((s.get("running", 0) for s in self.samples), default=0) <= PARALLELISM
 
 
+def status_of(control_plane: Any, ns: str, name: str) -> Any:
+    """The Experiment's status (counts, conditions, failures): what a timeout reports."""
+    return get(control_plane, ns, "experiment", name).get("status")
+
+
 def jobs(control_plane: Any, ns: str) -> list[dict[str, Any]]:
     return list(get(control_plane, ns, "jobs", selector="datasweep.io/artifact")["items"])
 
@@ -97,7 +102,13 @@ def test_200_point_sweep_finishes_within_parallelism(
     watcher = Watcher(control_plane, ns, "wide")
     with running_operator(ns, data_root, tmp_path), watcher.running():
         apply(control_plane, ns, sweep)
-        wait_for("200 points done", lambda: succeeded(control_plane, ns, "wide", 200), timeout=600, interval=2)
+        wait_for(
+            "200 points done",
+            lambda: succeeded(control_plane, ns, "wide", 200),
+            timeout=600,
+            interval=2,
+            explain=lambda: status_of(control_plane, ns, "wide"),
+        )
     watcher.check()
     assert_one_job_per_artifact(control_plane, ns, "wide", 200)
     batch = get(control_plane, ns, "batches")["items"][0]
@@ -118,7 +129,13 @@ def test_200_point_sweep_survives_an_operator_sigkill(
             first.send_signal(signal.SIGKILL)
             first.wait()
         with operator_process(ns, data_root, tmp_path):
-            wait_for("200 points done", lambda: succeeded(control_plane, ns, "killed", 200), timeout=600, interval=2)
+            wait_for(
+                "200 points done",
+                lambda: succeeded(control_plane, ns, "killed", 200),
+                timeout=600,
+                interval=2,
+                explain=lambda: status_of(control_plane, ns, "killed"),
+            )
     watcher.check()
     assert_one_job_per_artifact(control_plane, ns, "killed", 200)
 
@@ -155,6 +172,12 @@ def test_standby_replica_finishes_when_the_active_one_is_killed(
         active.wait()
         killed_at = len(jobs(control_plane, ns))
         assert killed_at < points, "the sweep ended before the failover could be tested"
-        wait_for("the standby finishes", lambda: succeeded(control_plane, ns, "ha", points), timeout=600, interval=2)
+        wait_for(
+            "the standby finishes",
+            lambda: succeeded(control_plane, ns, "ha", points),
+            timeout=600,
+            interval=2,
+            explain=lambda: status_of(control_plane, ns, "ha"),
+        )
         assert standby.poll() is None
     assert_one_job_per_artifact(control_plane, ns, "ha", points)
