@@ -258,6 +258,7 @@ def _docker_build(
         command += ["--label", f"{key}={value}"]
     log_path = cache_dir() / "images" / f"{tag.replace(':', '_').replace('/', '_')}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    previous = image_id(tag)
     with log_path.open("wb") as log:
         result = subprocess.run(
             [*command, "-"],
@@ -269,6 +270,10 @@ def _docker_build(
     if result.returncode != 0:
         lines = log_path.read_text(errors="replace").splitlines()[-25:]
         raise ImageError(f"building {tag} failed; last lines of {log_path}:\n" + "\n".join(lines))
+    if previous is not None and previous != image_id(tag):
+        # The image this tag replaced: each rebuild would otherwise leave ~0.5 GB (trainer ~6 GB) dangling, and a
+        # full disk makes the test node's kubelet evict images.
+        docker("image", "rm", previous, check=False)
 
 
 def build_image(name: str) -> tuple[str, float]:
@@ -360,6 +365,22 @@ def ensure_images(names: Iterable[str], quiet: bool = False) -> dict[str, str]:
 # Into a containerd
 
 
+def _containerd_name(ref: str) -> str:
+    """The name containerd gives a docker image ref: `datasweep-worker:dev` -> docker.io/library/..."""
+    name = ref if "/" in ref else f"library/{ref}"
+    return name if "." in name.split("/", 1)[0] or ":" in name.split("/", 1)[0] else f"docker.io/{name}"
+
+
+def containerd_images(address: str) -> set[str]:
+    """The image names in containerd's k8s.io namespace (empty when it cannot be asked)."""
+    result = subprocess.run(
+        ["ctr", "--address", address, "--namespace", "k8s.io", "images", "ls", "-q"],
+        capture_output=True,
+        text=True,
+    )
+    return set(result.stdout.split()) if result.returncode == 0 else set()
+
+
 def import_into_containerd(address: str, refs: Sequence[str], marker: Path) -> list[str]:
     """`docker save | ctr import` each ref whose docker image id differs from the last import recorded in
     `marker` (a JSON file beside that containerd's root). Returns the refs imported."""
@@ -367,11 +388,14 @@ def import_into_containerd(address: str, refs: Sequence[str], marker: Path) -> l
     with contextlib.suppress(OSError, ValueError):
         done = json.loads(marker.read_text())
     imported = []
+    present = containerd_images(address)
     for ref in refs:
         current = image_id(ref)
         if current is None:
             raise ImageError(f"image {ref} is not built: run `make images`")
-        if done.get(ref) == current:
+        # The marker alone is not proof: containerd may have lost the image since (a kubelet under disk
+        # pressure deletes unused images), and a node without its pause image starts no pod.
+        if done.get(ref) == current and _containerd_name(ref) in present:
             continue
         started = time.monotonic()
         save = subprocess.Popen([docker_binary(), "save", ref], stdout=subprocess.PIPE)

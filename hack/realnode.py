@@ -235,10 +235,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                     },
                     # Only the API server (admin client cert) reaches it, for logs and exec.
                     "authorization": {"mode": "AlwaysAllow"},
+                    # Absolute, tiny disk thresholds: under disk pressure the eviction manager deletes every
+                    # unused image (the pause image too), whatever the GC thresholds below; on a shared, nearly
+                    # full dev disk 1% was reached while an image was imported, and no pod could start after.
                     "evictionHard": {
                         "memory.available": "100Mi",
-                        "nodefs.available": "1%",
-                        "imagefs.available": "1%",
+                        "nodefs.available": "1Mi",
+                        "imagefs.available": "1Mi",
                         "nodefs.inodesFree": "1%",
                     },
                     # Our images cannot be pulled again: never garbage-collect them.
