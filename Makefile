@@ -34,7 +34,7 @@ unit: venv
 	$(PY) -m pytest tests/unit -q
 
 e2e: controlplane images
-	$(PY) -m pytest tests/e2e -q -m "not trainer and not realnode"
+	$(PY) -m pytest tests/e2e -q -m "not trainer"
 
 ## The training stages in real containers from the trainer image (not in `make test`: see README, CI budget).
 e2e-real: controlplane
@@ -44,7 +44,7 @@ e2e-real: controlplane
 ## The test command: installs what is missing, builds (or reuses) the control plane and the operator and worker
 ## images, lints, runs every test but the trainer-image ones (`make e2e-real`).
 test: venv controlplane images lint
-	$(PY) -m pytest tests -q -p no:cacheprovider -m "not trainer and not realnode"
+	$(PY) -m pytest tests -q -p no:cacheprovider -m "not trainer"
 
 ## The demo: the embedded control plane with kwok GPU nodes, the operator, the seed 000 experiments.
 demo: controlplane images

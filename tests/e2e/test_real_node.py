@@ -36,10 +36,10 @@ from tests.e2e.operator_harness import (
     seed_experiments,
     training_experiment,
     wait_for,
+    write_mixed,
 )
 
-# `realnode`: out of `make test` for now: after the last merges of this round, the seed scenario timed out on the
-# real node (5 Jobs created, none finished) and the cause is not found yet. `make e2e-real` runs them.
+# `realnode`: selects these tests (`pytest -m realnode`); `make test` runs them all but the `trainer` ones.
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
 CHART = REPO / "charts" / "datasweep"
@@ -74,6 +74,16 @@ def finished(control_plane: Any, namespace: str, name: str) -> Any:
     obj = get(control_plane, namespace, "experiment", name)
     done = condition(obj, "Succeeded").get("status") == "True" or condition(obj, "Failed").get("status") == "True"
     return obj if done else None
+
+
+def artifact_warnings(control_plane: Any, namespace: str) -> list[str]:
+    """The Warning Events on Artifacts (a failed attempt, a pod failure), as `<artifact>: <reason> <message>`."""
+    events = get(control_plane, namespace, "events")["items"]
+    return [
+        f"{e['involvedObject']['name']}: {e.get('reason')} {e.get('message')}"
+        for e in events
+        if e.get("type") == "Warning" and e["involvedObject"].get("kind") == "Artifact"
+    ]
 
 
 def records(directory: Path, dataset: str = "Copa") -> list[dict[str, Any]]:
@@ -116,6 +126,7 @@ def test_seed_experiments_generate_real_rows_in_pods(
         # Written by the pod (uid 10001), not by this process.
         assert (path / "manifest.json").stat().st_uid == 10001
     assert openai_server.counts["POST /v1/chat/completions"] >= 5 * 9
+    assert not (warned := artifact_warnings(control_plane, ns)), f"an attempt failed: {warned}"
     jobs = get(control_plane, ns, "jobs", selector="datasweep.io/artifact")["items"]
     assert len(jobs) == 5
     pods = get(control_plane, ns, "pods", selector="datasweep.io/artifact")["items"]
@@ -210,22 +221,21 @@ def test_an_oom_killed_pod_fails_the_artifact_naming_reason_and_pod(
     openai_server: OpenAITestServer,
 ) -> None:
     """A training stage with a 16Mi memory limit is killed by the kernel while Python imports its modules."""
+    from datasweep.testing import datasets
+
     ns = real_namespace
+    stage = datasets.chain_stage("fomaml", resources={"memory": "16Mi"})
     body = experiment(
         "starved",
         purpose="starved",
         retries=0,
-        training=[
-            {
-                "name": "meta",
-                "kind": "fomaml",
-                "baseModel": {"path": "models/none"},
-                "resources": {"memory": "16Mi"},
-            }
-        ],
+        datasets=[write_mixed(data_root)],  # records with the fields fomaml reads (checked before any Job)
+        generation={"options": {"rephrase_fields": datasets.MIXED_REPHRASE_FIELDS}},
+        training=[stage],
     )
-    (data_root / "models" / "none").mkdir(parents=True)
-    (data_root / "models" / "none" / "config.json").write_text("{}")
+    model = data_root / stage["baseModel"]["path"]
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
     # The worker image stands in for the trainer: the pod dies long before it would need torch.
     with real_operator(ns, data_root, tmp_path, real_images):
         apply(control_plane, ns, with_server(body, openai_server))
