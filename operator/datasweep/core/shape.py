@@ -95,6 +95,8 @@ def _check_training(check: _Check, index: int, stage: StagePlan) -> None:
     where = f"spec.training[{index}].params"
     params = stage.params
     if stage.stage == "fomaml":
+        if params.get("tasks"):
+            return  # the tasks' own files are read as they are: nothing is grouped or formatted
         check.need(f"{where}.task_key", params["task_key"])
         check.template(f"{where}.prompt_template", params["prompt_template"])
         check.template(f"{where}.response_template", params["response_template"])
