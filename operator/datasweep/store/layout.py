@@ -168,6 +168,10 @@ class DatasetFiles:
     def relative_task_files(self) -> list[str]:
         return [path.relative_to(self.directory).as_posix() for path in self.task_files]
 
+    def relative_files(self) -> list[str]:
+        """Every file the hash covers, relative to the directory (what a stage may name in its params)."""
+        return [path.name for path in self.files] + self.relative_task_files()
+
 
 def _task_files(directory: Path) -> tuple[Path, ...]:
     return tuple(

@@ -150,3 +150,19 @@ def test_seed_003_per_task_files_are_snapshotted_hashed_and_trained_on(tmp_path:
     plan = _run("plan", experiment, "--root", root, "--data-dir", tmp_path)
     assert plan.exit_code == 0, plan.output
     assert "2 stages: 0 hits, 2 misses" in plan.output
+
+
+def test_a_task_file_the_dataset_lacks_is_named_before_anything_runs(tmp_path: Path) -> None:
+    obj = yaml.safe_load((EXAMPLES / "fomaml-seed-tasks.yaml").read_text(encoding="utf-8"))
+    obj["spec"]["training"][0]["params"]["tasks"][1]["support_files"] = ["meta_train/maths_support.parquet"]
+    (tmp_path / "data").symlink_to(EXAMPLES / "data")
+    experiment = tmp_path / "seed-tasks.yaml"
+    experiment.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+    for command in ("plan", "run"):
+        result = _run(command, experiment, "--root", tmp_path / "root", "--data-dir", tmp_path)
+        assert result.exit_code == 2, result.output
+        assert (
+            "spec.training[0].params.tasks[1].support_files[0]: meta_train/maths_support.parquet is not in the "
+            "SeedTasks dataset" in result.output
+        )
+    assert not (tmp_path / "root" / "_shared").exists()
