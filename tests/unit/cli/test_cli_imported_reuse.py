@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import copa_dataset, generation
+from cli_helpers import copa_dataset, fake_worker_command, generation
 
 from conftest import Invoke
 from datasweep.local.registry import Registry
@@ -182,3 +182,28 @@ def test_bad_source_options_are_named(tree: Path, workspace: Path, invoke: Invok
     assert "no split files" in result.output or "the tree has no _shared/CB/" in result.output
     result = invoke("import", tree, "--source", f"Copa={workspace / 'nowhere'}", expect=2)
     assert "does not exist" in result.output
+
+
+def test_training_on_a_reused_imported_directory_nests_under_it(
+    tree: Path, workspace: Path, invoke: Invoke, write_experiment: Callable[..., Path]
+) -> None:
+    invoke("import", tree, "--source", f"Copa={workspace / 'raw' / 'superglue' / 'copa'}")
+    params = {"task_key": "id", "prompt_template": "{original_text}", "response_template": " {text}"}
+    training = [{"name": "meta", "kind": "fomaml", "baseModel": {"path": "models/tiny"}, "params": params}]
+    (workspace / "models" / "tiny").mkdir(parents=True)
+    experiment = write_experiment("train-on-imported", spec(training=training))
+    rows = plan_rows(invoke, experiment, tree, workspace)
+    assert [(r["stage"], r["hit"], r["imported"] is not None) for r in rows] == [
+        ("generate", True, True),
+        ("meta", False, False),
+    ]
+    result = invoke(
+        "run", experiment, "--root", tree, "--data-dir", workspace, "--worker-command", fake_worker_command()
+    )
+    assert "1 points: 0 reused, 1 created (2 stages: 1 reused, 1 created)" in result.output
+    (trained,) = (tree / "_shared" / "Copa" / NAME / "train").iterdir()
+    assert trained.name.startswith("fomaml-")
+    # the training worker read the imported directory (the fake worker records its input)
+    assert (trained / "model.txt").read_text() == f"trained on {(tree / '_shared' / 'Copa' / NAME).resolve()}\n"
+    again = invoke("run", experiment, "--root", tree, "--data-dir", workspace)
+    assert "1 points: 1 reused, 0 created (2 stages: 2 reused, 0 created)" in again.output
