@@ -31,7 +31,7 @@ from datasweep.k8s import labels as k8s_labels
 from datasweep.local.registry import LocalArtifact, Registry, now_iso
 from datasweep.local.runner import claim_is_dead
 from datasweep.store.inputs import seed_generate_roles
-from datasweep.store.layout import SHARED
+from datasweep.store.layout import SHARED, LayoutError, dataset_files
 from datasweep.store.manifest import (
     FINGERPRINT_NAME,
     MANIFEST_NAME,
@@ -425,12 +425,41 @@ def scan_seed_tree(tree: Path) -> tuple[list[ImportedDir], list[str]]:
     return found, problems
 
 
+def _source_hashes(sources: tuple[str, ...]) -> dict[str, str]:
+    """`--source Copa=DIR`: the dataset's content hash, exactly as the planner takes it."""
+    hashes: dict[str, str] = {}
+    for entry in sources:
+        dataset, sep, directory = entry.partition("=")
+        if not sep or not dataset or not directory:
+            raise BadInput(f"--source {entry!r}: give DATASET=DIR, e.g. --source Copa=data/copa")
+        try:
+            hashes[dataset] = dataset_files(Path(directory), dataset).sha256
+        except LayoutError as exc:
+            raise BadInput(f"--source {entry}: {exc}") from exc
+    return hashes
+
+
 @click.command("import")
 @click.argument("tree", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="DATASET=DIR",
+    help="The dataset the tree's DATASET directories were generated from (<dataset>_<split>.jsonl): its content "
+    "hash is recorded, so that a new point with the same parameters, prompt hashes and data reuses them "
+    "(repeatable; may be given again on a tree already imported)",
+)
 @backend_options
 @output_option
 def import_tree(
-    tree: Path, root: Path | None, cluster: bool, namespace: str | None, kube_context: str | None, output: str
+    tree: Path,
+    sources: tuple[str, ...],
+    root: Path | None,
+    cluster: bool,
+    namespace: str | None,
+    kube_context: str | None,
+    output: str,
 ) -> None:
     """Register an existing Data_v2/synthetic-style TREE as artifacts, without moving any data.
 
@@ -439,11 +468,24 @@ def import_tree(
     """
     if root is not None and not cluster and root.resolve() != tree.resolve():
         raise BadInput(f"import registers {tree} in place; pass --root {tree} (or leave --root out), not --root {root}")
+    hashes = _source_hashes(sources)
+    to_cluster = cluster or (root is None and choose_backend(None, False, namespace, kube_context).kind == "cluster")
+    if to_cluster and hashes:
+        raise BadInput(
+            "--source: reuse of imported directories is matched by the local runner (`datasweep run --root TREE`); "
+            "the operator does not match them yet: import with --root TREE"
+        )
     found, problems = scan_seed_tree(tree)
     for problem in problems:
         click.echo(f"warning: {problem}", err=True)
+    unknown = sorted(set(hashes) - {item.artifact.dataset for item in found})
+    if unknown:
+        raise BadInput(f"--source {unknown[0]}=...: the tree has no _shared/{unknown[0]}/ directories to match")
+    for item in found:
+        if item.artifact.dataset in hashes:
+            item.artifact = item.artifact.model_copy(update={"source_sha256": hashes[item.artifact.dataset]})
     created = 0
-    if cluster or (root is None and choose_backend(None, False, namespace, kube_context).kind == "cluster"):
+    if to_cluster:
         backend = choose_backend(None, True, namespace, kube_context)
         created = _import_to_cluster(backend, found)
         where = backend.location
@@ -451,9 +493,12 @@ def import_tree(
         registry = Registry(tree)
         with registry.locked():
             for item in found:
-                if registry.get_artifact(item.artifact.name) is None:
+                existing = registry.get_artifact(item.artifact.name)
+                if existing is None:
                     registry.put_artifact(item.artifact)
                     created += 1
+                elif item.artifact.source_sha256 and existing.source_sha256 != item.artifact.source_sha256:
+                    registry.put_artifact(existing.model_copy(update={"source_sha256": item.artifact.source_sha256}))
         where = str(tree / ".datasweep")
     rows = [a.artifact for a in found]
     if output != "table":

@@ -21,6 +21,7 @@ from datasweep.cli.common import (
     print_table,
 )
 from datasweep.cli.run import experiment_options
+from datasweep.core.imported import ImportedMatch
 from datasweep.core.plan import StagePlan
 from datasweep.local.experiment_file import (
     ExperimentFileError,
@@ -28,6 +29,8 @@ from datasweep.local.experiment_file import (
     load_experiment,
     parse_prompt_files,
 )
+from datasweep.local.registry import Registry
+from datasweep.local.runner import imported_match
 from datasweep.store.layout import find_generate_dir, is_complete, training_relpath
 from datasweep.workloads.generate.pricing import estimate_cost, price_table
 
@@ -46,6 +49,7 @@ class StageEstimate:
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
     gpu_hours: float = 0.0
+    imported: ImportedMatch | None = None  # a hit on an imported seed-format directory
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +61,7 @@ class StageEstimate:
             "fingerprint": self.stage.fingerprint,
             "hit": self.hit,
             "where": self.where,
+            "imported": None if self.imported is None else self.imported.to_dict(),
             "estimate": None
             if self.hit
             else {
@@ -151,6 +156,7 @@ def plan(
     if backend.kind == "local":
         click.echo(f"store: {backend.root.resolve()} ({why})", err=True)
     existing = {a.name: a for a in backend.artifacts()} if backend.kind == "cluster" else {}
+    force = experiment.spec.force_regenerate
     estimates: list[StageEstimate] = []
     for point in the_plan.points:
         generate_rel: str | None = None
@@ -162,6 +168,14 @@ def plan(
                 hit, where = found is not None, (f"{found.path} ({found.phase})" if found else None)
             else:
                 hit, where = local_hits(backend.root, stage, generate_rel)
+                imported = None
+                if not hit and not force:
+                    sha256 = experiment.datasets[stage.dataset].sha256
+                    imported = imported_match(Registry(backend.root), backend.root, stage, sha256)
+                if imported is not None:
+                    estimates.append(StageEstimate(stage, True, imported.path, imported=imported))
+                    generate_rel = imported.path
+                    continue
                 if stage.stage not in TRAINING_STAGES:
                     generate_rel = where
             if hit:
@@ -219,7 +233,7 @@ def plan(
                 e.stage.dataset,
                 e.stage.semantic_name,
                 e.stage.name,
-                "hit" if e.hit else "MISS",
+                "imported" if e.imported else ("hit" if e.hit else "MISS"),
                 e.where or "",
                 cost,
             )
@@ -229,6 +243,9 @@ def plan(
         ("DATASET", "SEMANTIC", "STAGE", "STATUS", "WHERE", "ESTIMATE"),
         rows,
     )
+    for e in estimates:
+        if e.imported is not None:
+            click.echo(f"{e.stage.artifact}: {e.imported.describe()}")
     click.echo(
         f"{totals['points']} points: {point_hits} reused, {totals['points'] - point_hits} to create; "
         f"{totals['stages']} stages: {totals['hits']} hits, {totals['misses']} misses"

@@ -21,7 +21,7 @@ from datasweep.controller.indices import EXPERIMENTS, ArtifactInfo, info_of
 from datasweep.controller.setup import settings
 from datasweep.core import naming
 from datasweep.core.plan import Plan, PlanError, PlanInputs, StagePlan, plan_experiment
-from datasweep.core.shape import check_shapes
+from datasweep.core.shape import check_shapes, check_task_files
 from datasweep.core.worker_spec import worker_spec_for
 from datasweep.k8s import builders, client, labels
 from datasweep.k8s.conditions import set_condition
@@ -68,8 +68,11 @@ def _prompt_text(namespace: str, prompt: Any, where: str) -> str | None:
     return text if isinstance(text, str) else None
 
 
-def _dataset_hashes(spec: ExperimentSpec, samples: dict[str, Any] | None = None) -> dict[str, str]:
-    """Content hash of every dataset; `samples` receives the first records of those the operator can read."""
+def _dataset_hashes(
+    spec: ExperimentSpec, samples: dict[str, Any] | None = None, listed: dict[str, list[str]] | None = None
+) -> dict[str, str]:
+    """Content hash of every dataset; `samples` receives the first records of those the operator can read,
+    `listed` their files (relative to the dataset's directory)."""
     hashes = {}
     for index, dataset in enumerate(spec.datasets):
         where = f"spec.datasets[{index}].source"
@@ -81,6 +84,8 @@ def _dataset_hashes(spec: ExperimentSpec, samples: dict[str, Any] | None = None)
                 with suppress(layout.LayoutError):
                     files = layout.dataset_files(root / dataset.source.path, dataset.name, suffixes)
                     samples[dataset.name] = layout.sample_records(files)
+                    if listed is not None:
+                        listed[dataset.name] = files.relative_files()
             continue
         root = settings().volume_root(dataset.source.pvc)
         if root is None:
@@ -98,6 +103,8 @@ def _dataset_hashes(spec: ExperimentSpec, samples: dict[str, Any] | None = None)
         hashes[dataset.name] = files.sha256
         if samples is not None:
             samples[dataset.name] = layout.sample_records(files)
+        if listed is not None:
+            listed[dataset.name] = files.relative_files()
     return hashes
 
 
@@ -159,13 +166,17 @@ def plan_for(namespace: str, spec: ExperimentSpec, created: datetime) -> Plan:
         _prompt_text(namespace, spec.validation.prompt, "spec.validation.prompt") if spec.validation else None
     )
     samples: dict[str, Any] = {}
+    listed: dict[str, list[str]] = {}
     inputs = PlanInputs(
-        dataset_sha256=_dataset_hashes(spec, samples),
+        dataset_sha256=_dataset_hashes(spec, samples, listed),
         generation_prompt=generation_prompt,
         validation_prompt=validation_prompt,
         created=created,
     )
     plan = plan_experiment(spec, inputs, max_points=min(spec.max_points, settings().max_points))
+    missing = check_task_files(plan, listed)
+    if missing:  # before any Artifact or Job
+        raise PlanError("files the stages name are missing: " + "; ".join(missing), "FileNotFound")
     problems = check_shapes(plan, samples)
     if problems:  # before any Artifact, Job or request
         raise PlanError("the records lack fields the stages need: " + "; ".join(problems), "FieldMismatch")

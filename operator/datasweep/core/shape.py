@@ -95,6 +95,8 @@ def _check_training(check: _Check, index: int, stage: StagePlan) -> None:
     where = f"spec.training[{index}].params"
     params = stage.params
     if stage.stage == "fomaml":
+        if params.get("tasks"):
+            return  # the tasks' own files are read as they are: nothing is grouped or formatted
         check.need(f"{where}.task_key", params["task_key"])
         check.template(f"{where}.prompt_template", params["prompt_template"])
         check.template(f"{where}.response_template", params["response_template"])
@@ -141,4 +143,25 @@ def check_shapes(plan: Plan, samples: Samples) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
-__all__ = ["Samples", "check_shapes", "generated_fields", "template_fields"]
+def check_task_files(plan: Plan, available: Mapping[str, Sequence[str]]) -> list[str]:
+    """fomaml `tasks` files a prepared dataset does not hold (`available`: dataset -> its files relative to its
+    directory, split files and seed 003 folders). Files after generation are only known to the worker."""
+    problems: list[str] = []
+    for point in plan.points:
+        files = available.get(point.dataset)
+        if files is None or point.generate.stage != "dataset":
+            continue
+        for index, stage in enumerate(point.training):
+            for t, task in enumerate(stage.params.get("tasks") or [] if stage.stage == "fomaml" else []):
+                for key in ("support_files", "query_files", "test_files"):
+                    for f, relative in enumerate(task.get(key) or []):
+                        if relative not in files:
+                            listing = ", ".join(sorted(files)[:8]) or "(none)"
+                            problems.append(
+                                f"spec.training[{index}].params.tasks[{t}].{key}[{f}]: {relative} is not in the "
+                                f"{point.dataset} dataset (paths are relative to its directory; it has {listing})"
+                            )
+    return list(dict.fromkeys(problems))
+
+
+__all__ = ["Samples", "check_shapes", "check_task_files", "generated_fields", "template_fields"]

@@ -15,7 +15,7 @@ from datasweep.api._base import describe_validation_error
 from datasweep.api.common import ModelRef, PromptSource
 from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.core.plan import Plan, PlanError, PlanInputs, plan_experiment
-from datasweep.core.shape import check_shapes
+from datasweep.core.shape import check_shapes, check_task_files
 from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files, sample_records
 from datasweep.store.records import RECORD_SUFFIXES
 from datasweep.workloads.generate import preflight
@@ -49,6 +49,11 @@ class LocalExperiment:
         except PlanError as exc:
             raise ExperimentFileError(f"{self.path}: {exc}") from exc
         samples = {name: sample_records(files) for name, files in self.datasets.items()}
+        missing = check_task_files(plan, {name: files.relative_files() for name, files in self.datasets.items()})
+        if missing:
+            raise ExperimentFileError(
+                f"{self.path}: files the stages name are missing (nothing was run):\n  " + "\n  ".join(missing)
+            )
         problems = check_shapes(plan, samples)
         if problems:
             raise ExperimentFileError(

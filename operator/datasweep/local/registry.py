@@ -53,6 +53,11 @@ class LocalArtifact(CamelModel):
     attempts: int = 0
     imported: bool = False
     legacy_fingerprint: str | None = Field(default=None, description="import: the imported tree's own .fingerprint")
+    source_sha256: str | None = Field(
+        default=None,
+        description="import --source: content hash of the dataset the directory was generated from (as the "
+        "planner hashes it); with it, a point with the same params and prompt hashes reuses the directory",
+    )
 
 
 class LocalBatch(CamelModel):

@@ -7,6 +7,7 @@ run resumes where it stopped (the workers themselves skip records already writte
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -27,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from datasweep.api.batch import BatchPoint
 from datasweep.api.worker import TRAINING_STAGES, dump_worker_spec
+from datasweep.core.imported import ImportedMatch, find_match
 from datasweep.core.plan import Plan, StagePlan
 from datasweep.core.worker_spec import worker_spec_for
 from datasweep.local.experiment_file import ExperimentFileError, LocalExperiment
@@ -35,6 +37,7 @@ from datasweep.store.atomic import atomic_write_text
 from datasweep.store.layout import (
     LayoutError,
     claim_generate_dir,
+    find_generate_dir,
     is_complete,
     link_into_batch,
     set_aside,
@@ -119,6 +122,19 @@ def claim_is_dead(artifact: LocalArtifact) -> bool:
     return artifact.phase == "Failed" or (artifact.phase == "Pending" and artifact.attempts == 0)
 
 
+def imported_match(registry: Registry, root: Path, stage: StagePlan, dataset_sha256: str) -> ImportedMatch | None:
+    """An imported seed-format directory holding exactly what a generate point asks for (`datasweep import
+    --source`), used when the point's own fingerprint has no complete directory."""
+    if stage.stage != "generate":
+        return None
+    candidates = [
+        a
+        for a in registry.artifacts()
+        if a.imported and a.stage == "generate" and a.phase == "Ready" and is_complete(root / a.path)
+    ]
+    return find_match(stage.params, stage.dataset, dataset_sha256, candidates) if candidates else None
+
+
 def parse_worker_command(value: str | None) -> tuple[str, ...]:
     """`--worker-command "srun -n1 python -m datasweep worker"`: the prefix before `<stage> --spec FILE`."""
     return tuple(shlex.split(value)) if value else DEFAULT_WORKER_COMMAND
@@ -176,14 +192,24 @@ class LocalRunner:
         self.root.mkdir(parents=True, exist_ok=True)
         for point in plan.points:
             gen = point.generate
+            own = find_generate_dir(self.root, gen.dataset, gen.semantic_name, gen.fingerprint)
+            imported = None
+            if not force and (own is None or not is_complete(self.root / own)):
+                imported = imported_match(self.registry, self.root, gen, experiment.datasets[gen.dataset].sha256)
             try:
-                gen_rel = claim_generate_dir(
-                    self.root,
-                    gen.dataset,
-                    gen.semantic_name,
-                    gen.fingerprint,
-                    reclaim=lambda rel, held: self._reclaim(rel, held, result.notes),
-                )
+                if imported is not None:
+                    # the point's data stage is the imported artifact: its record gains this consumer
+                    gen_rel = imported.path
+                    result.notes.append(f"{gen.artifact}: reusing {imported.describe()}")
+                    gen = dataclasses.replace(gen, artifact=imported.artifact)
+                else:
+                    gen_rel = claim_generate_dir(
+                        self.root,
+                        gen.dataset,
+                        gen.semantic_name,
+                        gen.fingerprint,
+                        reclaim=lambda rel, held: self._reclaim(rel, held, result.notes),
+                    )
                 if force and supersede(self.root, gen_rel, stamp) is not None:
                     result.notes.append(f"forceRegenerate: {gen_rel} moved aside (kept until `datasweep gc`)")
             except (LayoutError, OSError) as exc:

@@ -2,7 +2,7 @@
 
 An input is either an upstream artifact (a directory with `manifest.json`): its accepted data files, by
 split, exactly as the manifest lists them (rejected records, reports, models and metrics never count); or
-a raw dataset directory without a manifest (training on existing data): `<name>_<split>.{jsonl,json,parquet}`
+a raw dataset directory without a manifest (training on existing data): `<name>_<split>.{jsonl,json,parquet,csv}`
 at its top level (`train.jsonl`, `dev.parquet` also do); or one record file. Nothing is found by walking a
 directory tree, so a stage never mistakes another stage's outputs for data.
 """
@@ -109,7 +109,7 @@ def _raw_directory(directory: Path, dataset: str | None) -> InputData:
         )
         raise InputError(
             f"{directory}: no manifest.json and no record files {name}_{{train,validation,test}}"
-            f".{{jsonl,json,parquet}}{hint}"
+            f".{{jsonl,json,parquet,csv}}{hint}"
         )
     return InputData(directory, _ordered(found), None, tuple(unsplit))
 
@@ -119,7 +119,7 @@ def read_input(location: str | Path, dataset: str | None = None) -> InputData:
     path = Path(location)
     if path.is_file():
         if path.suffix not in RECORD_SUFFIXES:
-            raise InputError(f"{path}: unsupported file type; use .jsonl, .json or .parquet")
+            raise InputError(f"{path}: unsupported file type; use .jsonl, .json, .parquet or .csv")
         split = split_of(path)
         return InputData(path, {split: (path,)} if split else {}, None, () if split else (path,))
     if not path.is_dir():

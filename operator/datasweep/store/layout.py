@@ -18,10 +18,13 @@ from typing import Any
 from datasweep.core.fingerprint import short
 from datasweep.store.atomic import file_mode
 from datasweep.store.manifest import FINGERPRINT_NAME, MANIFEST_NAME
-from datasweep.store.records import RecordFileError, iter_records
+from datasweep.store.records import RECORD_SUFFIXES, RecordFileError, iter_records
 
 SHARED = "_shared"
 SPLITS = ("train", "validation", "test")
+# Seed 003's prepared layout (fomaml per-task files, `meta_train/<task>_support.parquet`, ...): a prepared
+# dataset may hold these folders beside (or instead of) its split files; they are hashed and snapshotted too.
+TASK_FOLDERS = ("meta_train", "few_shot_eval", "baseline_sft")
 
 
 class LayoutError(RuntimeError):
@@ -160,12 +163,32 @@ class DatasetFiles:
     directory: Path
     files: tuple[Path, ...]
     sha256: str
+    task_files: tuple[Path, ...] = ()  # prepared datasets: record files of the TASK_FOLDERS
+
+    def relative_task_files(self) -> list[str]:
+        return [path.relative_to(self.directory).as_posix() for path in self.task_files]
+
+    def relative_files(self) -> list[str]:
+        """Every file the hash covers, relative to the directory (what a stage may name in its params)."""
+        return [path.name for path in self.files] + self.relative_task_files()
+
+
+def _task_files(directory: Path) -> tuple[Path, ...]:
+    return tuple(
+        path
+        for folder in TASK_FOLDERS
+        if (directory / folder).is_dir()
+        for path in sorted((directory / folder).iterdir())
+        if path.is_file() and not path.name.startswith(".") and path.suffix in RECORD_SUFFIXES
+    )
 
 
 def dataset_files(directory: Path, name: str, suffixes: tuple[str, ...] = (".jsonl",)) -> DatasetFiles:
     """The split files of a dataset source and their content hash (name + bytes of every split).
 
-    Generation reads jsonl; a dataset trained on as it is (`prepared: true`) may also be .json or parquet.
+    Generation reads jsonl; a dataset trained on as it is (`prepared: true`, `suffixes=RECORD_SUFFIXES`) may
+    also be .json, parquet or CSV, and may hold seed 003's per-task folders (TASK_FOLDERS), which are hashed
+    after the split files (by relative path and bytes) and may be all it has.
     """
     if not directory.is_dir():
         raise LayoutError(f"dataset {name}: source directory {directory} does not exist")
@@ -178,20 +201,31 @@ def dataset_files(directory: Path, name: str, suffixes: tuple[str, ...] = (".jso
         for split in SPLITS
         if any((directory / f"{name.lower()}_{split}{suffix}").is_file() for suffix in suffixes)
     )
-    if not files:
+    task_files = _task_files(directory) if suffixes != (".jsonl",) else ()
+    if not files and not task_files:
         # no split files: every *.jsonl is the data (code-scenarios reads them all, as seed 001 does)
         files = tuple(sorted(path for path in directory.glob("*.jsonl") if path.is_file()))
-    if not files:
+    if not files and not task_files:
         expected = ", ".join(f"{name.lower()}_{split}{'|'.join(suffixes)}" for split in SPLITS)
-        raise LayoutError(f"dataset {name}: no split files in {directory}; expected one of {expected} (or *.jsonl)")
+        also = f", or seed 003 folders {'/, '.join(TASK_FOLDERS)}/" if suffixes != (".jsonl",) else ""
+        raise LayoutError(
+            f"dataset {name}: no split files in {directory}; expected one of {expected} (or *.jsonl{also})"
+        )
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return DatasetFiles(directory=directory, files=files, sha256=digest.hexdigest())
+        _hash_file(digest, path)
+    for path in task_files:
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        _hash_file(digest, path)
+    return DatasetFiles(directory=directory, files=files, sha256=digest.hexdigest(), task_files=task_files)
+
+
+def _hash_file(digest: Any, path: Path) -> None:
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(b"\0")
 
 
 def sample_records(files: DatasetFiles, limit: int = 5) -> dict[str, list[dict[str, Any]]]:

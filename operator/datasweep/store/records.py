@@ -1,19 +1,22 @@
-"""Record files read one record at a time: jsonl (one JSON object a line), .json (a list of objects) or parquet.
+"""Record files read one record at a time: jsonl (one JSON object a line), .json (a list of objects), parquet
+or CSV (a header line naming the columns; every value is a string, as the seed 003 notes' `pd.read_csv` records
+are once formatted).
 
-Every record comes with its location for messages: `file:LINE` for jsonl, `file:item N` for .json and
+Every record comes with its location for messages: `file:LINE` for jsonl and CSV, `file:item N` for .json and
 `file:row N` for parquet (all counted from 1). A file that cannot be read raises `RecordFileError`, whose
 message names the location and the fix; each workload turns it into its own bad-input error.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-RECORD_SUFFIXES = (".jsonl", ".json", ".parquet")
+RECORD_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
 class RecordFileError(ValueError):
@@ -76,6 +79,45 @@ def _iter_json_list(
             _report(_not_an_object(location, item), on_bad_record)
 
 
+def _iter_csv(path: Path, raw: bytes, encoding_errors: str, on_bad_record: BadRecordHandler | None) -> Iterator[Record]:
+    try:
+        text = raw.decode("utf-8-sig", errors=encoding_errors)  # -sig: spreadsheets save a byte-order mark
+    except UnicodeDecodeError as exc:
+        raise RecordFileError(str(path), f"not UTF-8 text ({exc.reason}); save the CSV as UTF-8") from exc
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise RecordFileError(f"{path}:1", f"not a valid CSV header ({exc})") from exc
+    if not header or not any(name.strip() for name in header):
+        raise RecordFileError(str(path), "a CSV record file starts with a header line naming the columns")
+    names = [name.strip() for name in header]
+    blank = [index for index, name in enumerate(names, start=1) if not name]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if blank or repeated:
+        problem = f"column {blank[0]} has no name" if blank else f"column name(s) {repeated} appear twice"
+        raise RecordFileError(f"{path}:1", f"{problem}; give every column of the header a distinct name")
+    number = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            _report(RecordFileError(f"{path}:{number + 1}", f"not valid CSV ({exc})"), on_bad_record)
+            number = reader.line_num
+            continue
+        start, number = number + 1, reader.line_num  # a quoted value may span lines: the record starts at `start`
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        location = f"{path}:{start}"
+        if len(row) != len(names):
+            problem = f"{len(row)} value(s) but the header has {len(names)} column(s); quote values that hold commas"
+            _report(RecordFileError(location, problem), on_bad_record)
+            continue
+        yield Record(location, dict(zip(names, row, strict=True)), start)
+
+
 def _iter_jsonl(
     path: Path, handle: BinaryIO, encoding_errors: str, on_bad_record: BadRecordHandler | None
 ) -> Iterator[Record]:
@@ -108,7 +150,7 @@ def iter_records(
     content: bytes | None = None,
     encoding_errors: str = "strict",
 ) -> Iterator[Record]:
-    """Every record of a `.parquet`, `.json` (list of objects) or jsonl file (any other suffix), in order.
+    """Every record of a `.parquet`, `.json` (list of objects), `.csv` or jsonl file (any other suffix), in order.
 
     Blank lines are skipped. A bad record (a line that is not JSON, or not an object) raises
     `RecordFileError` naming its location, or, with `on_bad_record`, is handed to it and skipped so that a
@@ -127,6 +169,9 @@ def iter_records(
             except UnicodeDecodeError as exc:
                 raise RecordFileError(str(source), f"not UTF-8 text ({exc.reason}); save the file as UTF-8") from exc
             yield from _iter_json_list(source, text, json_list_key, on_bad_record)
+        elif source.suffix == ".csv":
+            raw = content if content is not None else source.read_bytes()
+            yield from _iter_csv(source, raw, encoding_errors, on_bad_record)
         elif content is not None:
             yield from _iter_jsonl(source, io.BytesIO(content), encoding_errors, on_bad_record)
         else:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ def _run(*args: str | Path) -> Result:
     [
         ("qa-aliastitle.yaml", "qa", "AliasTitle"),
         ("fomaml-tasks.yaml", "fomaml", "Tasks"),
+        ("fomaml-csv.yaml", "fomaml", "Science"),
         ("moe-steer-safety.yaml", "moe-steer", "Safety"),
     ],
 )
@@ -84,7 +86,7 @@ def test_example_trains_on_its_dataset_without_generation(
     assert manifest is not None
     assert manifest.stage == "dataset"
     source = EXAMPLES / "data" / dataset.lower()
-    assert sorted(manifest.outputs.data) == sorted(p.stem.rsplit("_", 1)[1] for p in source.glob("*.jsonl"))
+    assert sorted(manifest.outputs.data) == sorted(p.stem.rsplit("_", 1)[1] for p in source.glob(f"{source.name}_*"))
     assert [p.read_bytes() for p in read_input(snapshot).files()] == [
         (source / p.name).read_bytes() for p in read_input(snapshot).files()
     ]
@@ -102,3 +104,65 @@ def test_example_trains_on_its_dataset_without_generation(
     second = _run("run", experiment, "--root", root, "--data-dir", tmp_path)
     assert second.exit_code == 0, second.output
     assert "1 points: 1 reused, 0 created (2 stages: 2 reused, 0 created)" in second.output
+
+
+def test_seed_003_per_task_files_are_snapshotted_hashed_and_trained_on(tmp_path: Path, tiny_llama: Path) -> None:
+    obj = yaml.safe_load((EXAMPLES / "fomaml-seed-tasks.yaml").read_text(encoding="utf-8"))
+    stage = obj["spec"]["training"][0]
+    assert [task["name"] for task in stage["params"]["tasks"]] == ["biology", "math"]
+    stage["params"].update(FAST["fomaml"], max_length=96)
+    stage["params"]["tasks"][0].update(support_max_samples=2, query_max_samples=3)
+    source = tmp_path / "data" / "seedtasks"
+    shutil.copytree(EXAMPLES / "data" / "seedtasks", source)
+    (tmp_path / stage["baseModel"]["path"]).parent.mkdir(parents=True)
+    (tmp_path / stage["baseModel"]["path"]).symlink_to(tiny_llama)
+    experiment = tmp_path / "seed-tasks.yaml"
+    experiment.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+    root = tmp_path / "root"
+
+    first = _run("run", experiment, "--root", root, "--data-dir", tmp_path)
+    assert first.exit_code == 0, first.output
+    assert "1 points: 0 reused, 1 created (2 stages: 0 reused, 2 created)" in first.output
+    snapshot = root / "_shared" / "SeedTasks" / "prepared"
+    for relative in ("meta_train/math_query.parquet", "few_shot_eval/biology_test.parquet"):
+        assert (snapshot / relative).read_bytes() == (source / relative).read_bytes()
+    (trained,) = (snapshot / "train").iterdir()
+    manifest = read_manifest(trained)
+    assert manifest is not None
+    assert (manifest.extra["project_name"], manifest.extra["experiment_name"]) == (
+        "my-fomaml-experiment",
+        "biology-math-physics",
+    )
+    report = json.loads((trained / "data" / "prepare_report.json").read_text())
+    assert report["tasks"]["math"] == {"support": 9, "query": 12, "test": 9, "1shot": 1}
+    assert report["caps"]["biology"] == {"support": 2, "query": 3}
+
+    # tracking labels never change a fingerprint: a rename reuses everything
+    stage["params"]["project_name"] = "renamed"
+    experiment.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+    again = _run("run", experiment, "--root", root, "--data-dir", tmp_path)
+    assert again.exit_code == 0, again.output
+    assert "(2 stages: 2 reused, 0 created)" in again.output
+
+    # an edited task file is new content: a new snapshot and a new training run
+    math_query = source / "meta_train" / "math_query.parquet"
+    math_query.write_bytes((source / "meta_train" / "math_support.parquet").read_bytes())
+    plan = _run("plan", experiment, "--root", root, "--data-dir", tmp_path)
+    assert plan.exit_code == 0, plan.output
+    assert "2 stages: 0 hits, 2 misses" in plan.output
+
+
+def test_a_task_file_the_dataset_lacks_is_named_before_anything_runs(tmp_path: Path) -> None:
+    obj = yaml.safe_load((EXAMPLES / "fomaml-seed-tasks.yaml").read_text(encoding="utf-8"))
+    obj["spec"]["training"][0]["params"]["tasks"][1]["support_files"] = ["meta_train/maths_support.parquet"]
+    (tmp_path / "data").symlink_to(EXAMPLES / "data")
+    experiment = tmp_path / "seed-tasks.yaml"
+    experiment.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+    for command in ("plan", "run"):
+        result = _run(command, experiment, "--root", tmp_path / "root", "--data-dir", tmp_path)
+        assert result.exit_code == 2, result.output
+        assert (
+            "spec.training[0].params.tasks[1].support_files[0]: meta_train/maths_support.parquet is not in the "
+            "SeedTasks dataset" in result.output
+        )
+    assert not (tmp_path / "root" / "_shared").exists()

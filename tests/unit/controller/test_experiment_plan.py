@@ -67,3 +67,68 @@ def test_a_prepared_dataset_plans_a_dataset_job_and_nested_training(data_root: P
     )
     assert worker["inputs"] == {"data": "/data/_shared/Mine/prepared"}
     assert worker["baseModel"] == "/data/models/m"
+
+
+def _seed_layout(root: Path) -> None:
+    """Seed 003's prepared layout, written by its own code path (pandas DataFrame.to_parquet)."""
+    import pandas as pd
+
+    for task in ("biology", "math"):
+        parts = (("meta_train", "support", 3), ("meta_train", "query", 4), ("few_shot_eval", "test", 2))
+        for folder, split, count in parts:
+            rows = [{"prompt": f"{task} {split} q{i}", "response": f" a{i}", "metadata": "{}"} for i in range(count)]
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(rows).to_parquet(root / folder / f"{task}_{split}.parquet", index=False)
+
+
+def _seed_tasks(query_file: str = "meta_train/math_query.parquet") -> dict[str, Any]:
+    return {
+        "tasks": [
+            {"name": "biology", "support_files": ["meta_train/biology_support.parquet"],
+             "query_files": ["meta_train/biology_query.parquet"], "support_max_samples": 2},
+            {"name": "math", "support_files": ["meta_train/math_support.parquet"], "query_files": [query_file]},
+        ],
+        "k_shots": [],
+    }  # fmt: skip
+
+
+def test_seed_003_task_files_are_hashed_checked_and_snapshotted_for_the_job(data_root: Path) -> None:
+    from datasweep.api.stages.fomaml import FomamlParams
+    from datasweep.api.worker import WorkerSpec
+    from datasweep.workloads.dataset.worker import run_dataset
+    from datasweep.workloads.fomaml.data import load_tasks, prepare
+
+    source = data_root / "raw" / "mine"
+    (source / "mine_train.jsonl").unlink()  # only the seed's folders
+    _seed_layout(source)
+    with pytest.raises(PlanError) as caught:
+        controller.plan_for("ns", spec(_seed_tasks("meta_train/maths_query.parquet")), CREATED)
+    assert caught.value.reason == "FileNotFound"
+    assert (
+        "spec.training[0].params.tasks[1].query_files[0]: meta_train/maths_query.parquet is not in the Mine dataset"
+        in str(caught.value)
+    )
+
+    plan = controller.plan_for("ns", spec(_seed_tasks()), CREATED)
+    (point,) = plan.points
+    paths = {point.generate.artifact: controller._storage_path(point.generate, {})}
+    details = controller._worker_details(
+        spec(_seed_tasks()), point.generate, paths[point.generate.artifact], paths, batch="b", experiment="e"
+    )
+    # the dataset Job's worker on that spec (the pod's /data is data_root here)
+    raw = yaml.safe_load(details["workerSpec"].replace("/data/", f"{data_root}/"))
+    run_dataset(WorkerSpec.model_validate(raw))
+    snapshot = Path(raw["outputDir"])
+    assert (snapshot / "meta_train" / "math_query.parquet").read_bytes() == (
+        source / "meta_train" / "math_query.parquet"
+    ).read_bytes()
+    params = FomamlParams.model_validate(point.training[0].params)
+    prepare(snapshot, data_root / "prepared", params)
+    tasks = {task.name: task for task in load_tasks(data_root / "prepared", params)}
+    assert (len(tasks["biology"].support), len(tasks["math"].query)) == (2, 4)
+
+    # an edited task file is other content: other fingerprints
+    edited = source / "meta_train" / "math_query.parquet"
+    edited.write_bytes((source / "meta_train" / "math_support.parquet").read_bytes())
+    again = controller.plan_for("ns", spec(_seed_tasks()), CREATED)
+    assert {s.fingerprint for s in again.stages}.isdisjoint({s.fingerprint for s in plan.stages})

@@ -187,6 +187,7 @@ def test_generation_model_path_is_in_the_generate_fingerprint() -> None:
 PARAM_OVERRIDES: dict[tuple[str, str], Any] = {
     ("fomaml", "eval_k_shot"): 5,  # must be one of k_shots
     ("fomaml", "support_ratio"): 0.2,
+    ("fomaml", "name"): "physics",  # tasks[].name: required, no default to derive from
     ("moe-steer", "safe_ratio"): 0.25,  # 16 * 0.25 is whole
     ("moe-steer", "batch_size"): 8,
     ("generate", "max_batch_requests"): 100,  # the defaults are the API's limits
@@ -201,6 +202,15 @@ PARAM_OVERRIDES: dict[tuple[str, str], Any] = {
 # Fields that change the result only together with others: both sides of the comparison get these.
 PARAM_CONTEXT: dict[tuple[str, str], dict[str, Any]] = {
     ("generate", "caps_per_split"): {"task": "code-scenarios", "max_scenario1": 2},
+}
+
+# A valid entry of each list-of-models field: every sub-field is changed within it, both sides hold the rest.
+LIST_ENTRIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("fomaml", "tasks"): {
+        "name": "biology",
+        "support_files": ["meta_train/biology_support.parquet"],
+        "query_files": ["meta_train/biology_query.parquet"],
+    },
 }
 
 
@@ -231,7 +241,7 @@ def changed_value(kind: str, name: str, info: FieldInfo) -> Any:
         return "x" if default is None else f"{default} x"
     if origin is list:
         item = get_args(annotation)[0]
-        return [*default, 3 if item is int else "extra"]
+        return [*(default if isinstance(default, list) else []), 3 if item is int else "extra"]
     raise AssertionError(f"{kind}.{name}: no rule to change a {annotation!r}; add it to PARAM_OVERRIDES")
 
 
@@ -265,7 +275,14 @@ def param_changes(kind: str) -> list[tuple[str, dict[str, Any]]]:
     changes = []
     for name, info in params_model(kind).model_fields.items():
         nested = _model_of(info.annotation)
-        if nested is not None and get_origin(_non_none(info.annotation)) is not dict:
+        if nested is not None and get_origin(_non_none(info.annotation)) is list:
+            entry = LIST_ENTRIES[(kind, name)]
+            changes.append((name, {name: [entry]}))
+            for sub, sub_info in nested.model_fields.items():
+                changed = dict(entry, **{sub: changed_value(kind, sub, sub_info)})
+                PARAM_CONTEXT.setdefault((kind, f"{name}.{sub}"), {name: [entry]})
+                changes.append((f"{name}.{sub}", {name: [changed]}))
+        elif nested is not None and get_origin(_non_none(info.annotation)) is not dict:
             changes.append((name, {name: None}))  # e.g. validation: null skips the step
             for sub, sub_info in nested.model_fields.items():
                 changes.append((f"{name}.{sub}", {name: {sub: changed_value(kind, sub, sub_info)}}))

@@ -105,3 +105,50 @@ def test_missing_file_and_non_utf8_line(tmp_path: Path) -> None:
     with pytest.raises(RecordFileError, match=r"latin1\.jsonl:2: not UTF-8 text"):
         list(iter_records(path))
     assert [r.data["a"] for r in iter_records(path, encoding_errors="replace")] == [1, "caf\ufffd"]
+
+
+def test_csv_written_by_pandas_is_read_by_line_with_quoted_commas_and_newlines(tmp_path: Path) -> None:
+    import pandas as pd
+
+    rows = [
+        {"question": "什么是光合作用？", "answer": 'plants, "light"', "category": "biology"},
+        {"question": "two\nlines", "answer": "", "category": "math"},
+        {"question": "q3", "answer": "a3", "category": "math"},
+    ]
+    path = tmp_path / "raw.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    records = list(iter_records(path))
+    # pandas writes an empty string as an empty cell: every CSV value is a string
+    assert [r.data for r in records] == rows
+    assert [(r.location, r.number) for r in records] == [(f"{path}:2", 2), (f"{path}:3", 3), (f"{path}:5", 5)]
+
+
+def test_csv_with_a_byte_order_mark_and_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffprompt,response\r\np,r\r\n\r\nq,s\r\n".encode())
+    assert [(r.location, r.data) for r in iter_records(path)] == [
+        (f"{path}:2", {"prompt": "p", "response": "r"}),
+        (f"{path}:4", {"prompt": "q", "response": "s"}),
+    ]
+
+
+def test_bad_csv_names_the_line_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b\n1,2,3\n4,5\n", encoding="utf-8")
+    with pytest.raises(RecordFileError, match=r"bad\.csv:2: 3 value\(s\) but the header has 2 column\(s\); quote"):
+        list(iter_records(path))
+    problems: list[RecordFileError] = []
+    assert [r.data for r in iter_records(path, on_bad_record=problems.append)] == [{"a": "4", "b": "5"}]
+    assert len(problems) == 1
+
+    for text, message in [
+        ("a,a\n1,2\n", r"dup\.csv:1: column name\(s\) \['a'\] appear twice"),
+        ("a,\n1,2\n", r"dup\.csv:1: column 2 has no name"),
+        ("", r"dup\.csv: a CSV record file starts with a header line"),
+    ]:
+        (tmp_path / "dup.csv").write_text(text, encoding="utf-8")
+        with pytest.raises(RecordFileError, match=message):
+            list(iter_records(tmp_path / "dup.csv"))
+    (tmp_path / "latin.csv").write_bytes("a\n\xe9\n".encode("latin-1"))
+    with pytest.raises(RecordFileError, match=r"latin\.csv: not UTF-8 text .*save the CSV as UTF-8"):
+        list(iter_records(tmp_path / "latin.csv"))

@@ -6,9 +6,11 @@ flattened into one mapping. Batch sizes are global (all GPUs together), never pe
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from datasweep.api._base import ParamsModel
 
@@ -22,7 +24,69 @@ OPERATIONAL_FIELDS: dict[str, str] = {
     "log_freq": "how often a metrics line is written",
     "enable_gradient_checkpointing": "recomputes the same activations in backward: the same gradient",
     "use_fsdp": "parallelism (sharded instead of replicated parameters) over the same global batch",
+    "project_name": "a tracking label (seed 003 trainer.project_name) written into the metadata",
+    "experiment_name": "a tracking label (seed 003 trainer.experiment_name) written into the metadata",
 }
+
+TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+TaskFile = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+def _check_relative(path: str) -> str:
+    parts = PurePosixPath(path).parts
+    if not path or path.startswith("/") or ".." in parts or "\\" in path:
+        raise ValueError(
+            f"{path!r}: give a path relative to the stage's input data (a prepared dataset's directory or the "
+            "generate artifact), e.g. 'meta_train/biology_support.parquet'; absolute paths and '..' are "
+            "refused because only the input's content is fingerprinted and mounted in the Job"
+        )
+    return path
+
+
+class FomamlTask(ParamsModel):
+    """One task of seed 003's `meta.tasks`: its own support/query files and caps (no preparation or split)."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        description="Task name (letters, digits, '_', '.', '-'); names the prepared files <name>_support.parquet",
+    )
+    support_files: list[TaskFile] = Field(
+        min_length=1,
+        max_length=100,
+        description="Support-set record files (parquet, jsonl, json or csv with prompt_key/response_key "
+        "columns), relative to the input data directory; concatenated in order",
+    )
+    query_files: list[TaskFile] = Field(
+        min_length=1, max_length=100, description="Query-set record files, as support_files"
+    )
+    test_files: list[TaskFile] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Few-shot test files, as support_files (empty: few_shot_eval/<name>_test.* of the input, "
+        "seed 003's layout, when it exists)",
+    )
+    support_max_samples: int | None = Field(
+        default=None, ge=1, description="Use at most this many support rows of this task (overrides the global cap)"
+    )
+    query_max_samples: int | None = Field(
+        default=None, ge=1, description="Use at most this many query rows of this task (overrides the global cap)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, name: str) -> str:
+        if not re.match(TASK_NAME, name):
+            raise ValueError(
+                f"{name!r}: a task name names its files (<name>_support.parquet); use letters, digits, '_', '.' "
+                "and '-', starting with a letter or digit"
+            )
+        return name
+
+    @field_validator("support_files", "query_files", "test_files")
+    @classmethod
+    def _relative_paths(cls, paths: list[str]) -> list[str]:
+        return [_check_relative(path) for path in paths]
 
 
 class FomamlParams(ParamsModel):
@@ -94,6 +158,12 @@ class FomamlParams(ParamsModel):
     query_max_samples: int | None = Field(
         default=None, ge=1, description="Use at most this many query rows per task (seed: query_max_samples)"
     )
+    tasks: list[FomamlTask] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Seed 003 meta.tasks: each task's own support/query(/test) files and caps; when given, the "
+        "input is not prepared or split (task_key, templates and ratios do not apply)",
+    )
     weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay of the outer optimizer")
     warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up of outer_lr over this many meta-steps")
     max_grad_norm: float | None = Field(
@@ -107,6 +177,20 @@ class FomamlParams(ParamsModel):
         default=100, ge=0, description="Few-shot evaluation every this many meta-steps (0: only at the end)"
     )
     log_freq: int = Field(default=1, ge=1, description="Write a metrics line every this many meta-steps")
+    project_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Tracking label (seed 003 trainer.project_name) in training_metadata.json, eval_results.json "
+        "and the manifest (default: the batch)",
+    )
+    experiment_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Tracking label (seed 003 trainer.experiment_name), as project_name (default: the "
+        "Experiment's name)",
+    )
     keep_checkpoints: int = Field(default=1, ge=1, description="Checkpoints kept on disk (oldest removed first)")
 
     # --- evaluation ---
@@ -144,7 +228,18 @@ class FomamlParams(ParamsModel):
             raise ValueError(f"eval_k_shot={self.eval_k_shot} must be one of k_shots={self.k_shots}")
         if self.split_strategy == "temporal" and self.time_key == "":
             raise ValueError("time_key must be a field name or null")
+        names = [task.name for task in self.tasks]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"tasks: task name(s) {repeated} appear twice; give every task its own name")
         return self
+
+    def task_caps(self, name: str) -> tuple[int | None, int | None]:
+        """(support, query) row caps of a task: its own from `tasks`, else the global ones."""
+        task = next((t for t in self.tasks if t.name == name), None)
+        support = task.support_max_samples if task and task.support_max_samples else self.support_max_samples
+        query = task.query_max_samples if task and task.query_max_samples else self.query_max_samples
+        return support, query
 
     @property
     def effective_eval_inner_steps(self) -> int:

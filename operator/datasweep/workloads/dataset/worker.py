@@ -2,7 +2,9 @@
 
 The copy is what the fingerprint (the dataset's content hash) describes: training reads the snapshot, never
 the source, so a later edit of the source cannot change what an existing fingerprint means.
-Output: `<Dataset>/<dataset>_<split>.<ext>` (accepted data by split in the manifest), `dataset.json`.
+Output: `<Dataset>/<dataset>_<split>.<ext>` (accepted data by split in the manifest), seed 003's per-task
+folders as they are in the source (`meta_train/`, `few_shot_eval/`, `baseline_sft/`: what fomaml's `tasks`
+name), `dataset.json`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def run_dataset(spec: WorkerSpec) -> Manifest:
         relative = f"{spec.dataset}/{path.name}"
         _copy(path, out / relative)
         data[path.stem.rsplit("_", 1)[-1]] = [relative]
+    for relative in files.relative_task_files():
+        _copy(files.directory / relative, out / relative)
     atomic_write_json(
         out / "dataset.json",
         {
@@ -59,6 +63,7 @@ def run_dataset(spec: WorkerSpec) -> Manifest:
             "source_dir": spec.source_dir,
             "source_sha256": files.sha256,
             "files": [str(path) for path in files.files],
+            "task_files": files.relative_task_files(),
         },
     )
     usage = Usage(wall_seconds=round(time.monotonic() - started, 3))

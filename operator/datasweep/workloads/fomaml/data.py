@@ -24,7 +24,7 @@ from typing import Any
 from datasweep.api.stages.fomaml import FomamlParams
 from datasweep.store.atomic import atomic_write_bytes, atomic_write_json
 from datasweep.store.inputs import InputError, read_input, split_of
-from datasweep.store.records import Record, RecordFileError, iter_records
+from datasweep.store.records import RECORD_SUFFIXES, Record, RecordFileError, iter_records
 
 META_TRAIN = "meta_train"
 FEW_SHOT_EVAL = "few_shot_eval"
@@ -211,15 +211,17 @@ def split_task(
 # ---------------------------------------------------------------- writing
 
 
-def examples_to_parquet_bytes(examples: Iterable[Example]) -> bytes:
+def examples_to_parquet_bytes(
+    examples: Iterable[Example], prompt_column: str = "prompt", response_column: str = "response"
+) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = list(examples)
     table = pa.table(
         {
-            "prompt": pa.array([e.prompt for e in rows], type=pa.string()),
-            "response": pa.array([e.response for e in rows], type=pa.string()),
+            prompt_column: pa.array([e.prompt for e in rows], type=pa.string()),
+            response_column: pa.array([e.response for e in rows], type=pa.string()),
             "metadata": pa.array([e.metadata for e in rows], type=pa.string()),
         }
     )
@@ -228,12 +230,122 @@ def examples_to_parquet_bytes(examples: Iterable[Example]) -> bytes:
     return buffer.getvalue()
 
 
-def write_examples(path: Path, examples: Iterable[Example]) -> None:
-    atomic_write_bytes(path, examples_to_parquet_bytes(examples))
+def write_examples(path: Path, examples: Iterable[Example], columns: tuple[str, str] = ("prompt", "response")) -> None:
+    atomic_write_bytes(path, examples_to_parquet_bytes(examples, *columns))
+
+
+def _write_shots(
+    output_dir: Path,
+    task: str,
+    support: list[Example],
+    params: FomamlParams,
+    counts: dict[str, int],
+    columns: tuple[str, str] = ("prompt", "response"),
+) -> None:
+    for k in params.k_shots:
+        if k <= len(support):
+            shots = random.Random(f"{params.seed}:{task}:{k}shot").sample(support, k)
+            write_examples(output_dir / FEW_SHOT_EVAL / f"{task}_{k}shot.parquet", shots, columns)
+            counts[f"{k}shot"] = k
+
+
+# ---------------------------------------------------------------- per-task files (seed 003 meta.tasks)
+
+
+def _task_examples(input_dir: Path, files: list[str], where: str, task: str, params: FomamlParams) -> list[Example]:
+    """The rows of a task's files, in order, as examples (prompt_key/response_key columns, metadata kept)."""
+    examples: list[Example] = []
+    for index, relative in enumerate(files):
+        path = input_dir / relative
+        if not path.is_file():
+            raise DataError(
+                f"{where}[{index}]: {path} not found; paths are relative to the input data directory {input_dir}"
+            )
+        if path.suffix not in RECORD_SUFFIXES:
+            raise DataError(f"{where}[{index}]: {path}: unsupported file type; use .parquet, .jsonl, .json or .csv")
+        for record in _iter_records(path):
+            prompt, response = record.data.get(params.prompt_key), record.data.get(params.response_key)
+            if not isinstance(prompt, str) or not isinstance(response, str):
+                fields = ", ".join(sorted(record.data)) or "(none)"
+                raise DataError(
+                    f"{record.location}: needs string columns {params.prompt_key!r} and {params.response_key!r} "
+                    f"(got {type(prompt).__name__}, {type(response).__name__}; columns: {fields}); set "
+                    "prompt_key/response_key, or give raw records without `tasks` to prepare them"
+                )
+            meta = record.data.get("metadata")
+            if isinstance(meta, dict):
+                meta = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)
+            elif not isinstance(meta, str) or not meta.strip():
+                meta = json.dumps({"task_id": task, "source": relative}, ensure_ascii=False, sort_keys=True)
+            examples.append(Example(prompt, response, meta, record.location))
+    return examples
+
+
+def _seed_test_file(input_dir: Path, task: str) -> list[str]:
+    """Seed 003's few_shot_eval/<task>_test.* beside the task's files, when a task lists no test_files."""
+    for suffix in RECORD_SUFFIXES:
+        relative = f"{FEW_SHOT_EVAL}/{task}_test{suffix}"
+        if (input_dir / relative).is_file():
+            return [relative]
+    return []
+
+
+def assemble_tasks(input_dir: Path, output_dir: Path, params: FomamlParams) -> PrepareReport:
+    """The prepared layout from `params.tasks`' own files: no grouping, formatting or split (seed 003 meta.tasks).
+
+    Each task's files are concatenated in order into meta_train/<task>_{support,query}.parquet and
+    few_shot_eval/<task>_test.parquet (columns prompt_key, response_key, metadata); k-shot files and the mixed
+    baseline are drawn as `prepare` draws them. Caps apply when training reads the files (`load_tasks`).
+    """
+    if not input_dir.is_dir():
+        raise DataError(f"{input_dir}: `tasks` name files relative to an input directory; this is not one")
+    columns = (params.prompt_key, params.response_key)
+    report = PrepareReport()
+    mixed: list[Example] = []
+    sources: dict[str, dict[str, list[str]]] = {}
+    for index, task in enumerate(params.tasks):
+        where = f"params.tasks[{index}]"
+        test_files = task.test_files or _seed_test_file(input_dir, task.name)
+        parts = {
+            "support": _task_examples(input_dir, task.support_files, f"{where}.support_files", task.name, params),
+            "query": _task_examples(input_dir, task.query_files, f"{where}.query_files", task.name, params),
+            "test": _task_examples(input_dir, test_files, f"{where}.test_files", task.name, params),
+        }
+        write_examples(output_dir / META_TRAIN / f"{task.name}_support.parquet", parts["support"], columns)
+        write_examples(output_dir / META_TRAIN / f"{task.name}_query.parquet", parts["query"], columns)
+        if test_files:
+            write_examples(output_dir / FEW_SHOT_EVAL / f"{task.name}_test.parquet", parts["test"], columns)
+        counts = {name: len(rows) for name, rows in parts.items()}
+        _write_shots(output_dir, task.name, parts["support"], params, counts, columns)
+        report.tasks[task.name] = counts
+        report.records += sum(len(rows) for rows in parts.values())
+        sources[task.name] = {"support": task.support_files, "query": task.query_files, "test": test_files}
+        report.input_files += [str(input_dir / f) for f in (*task.support_files, *task.query_files, *test_files)]
+        mixed.extend(parts["support"] + parts["query"])
+    if params.mixed_baseline:
+        random.Random(f"{params.seed}:mixed").shuffle(mixed)
+        write_examples(output_dir / BASELINE_SFT / "mixed_train.parquet", mixed, columns)
+    atomic_write_json(
+        output_dir / "prepare_report.json",
+        {
+            "input_files": report.input_files,
+            "records": report.records,
+            "tasks": report.tasks,
+            "task_files": sources,
+            "caps": {
+                task.name: dict(zip(("support", "query"), params.task_caps(task.name), strict=True))
+                for task in params.tasks
+            },
+        },
+    )
+    return report
 
 
 def prepare(input_dir: Path, output_dir: Path, params: FomamlParams, dataset: str | None = None) -> PrepareReport:
-    """Prepare the seed-003 layout from raw records; the same input and seed give the same bytes."""
+    """Prepare the seed-003 layout from raw records (or from `params.tasks`' own files); the same input and
+    seed give the same bytes."""
+    if params.tasks:
+        return assemble_tasks(input_dir, output_dir, params)
     files = find_input_files(input_dir, dataset)
     report = PrepareReport(input_files=[str(path) for path in files])
     by_task: dict[str, list[RawRecord]] = defaultdict(list)
@@ -282,11 +394,7 @@ def prepare(input_dir: Path, output_dir: Path, params: FomamlParams, dataset: st
         write_examples(output_dir / META_TRAIN / f"{task}_query.parquet", formatted["query"])
         write_examples(output_dir / FEW_SHOT_EVAL / f"{task}_test.parquet", formatted["test"])
         counts = {name: len(rows) for name, rows in formatted.items()}
-        for k in params.k_shots:
-            if k <= len(formatted["support"]):
-                shots = random.Random(f"{params.seed}:{task}:{k}shot").sample(formatted["support"], k)
-                write_examples(output_dir / FEW_SHOT_EVAL / f"{task}_{k}shot.parquet", shots)
-                counts[f"{k}shot"] = k
+        _write_shots(output_dir, task, formatted["support"], params, counts)
         report.tasks[task] = counts
         mixed.extend(formatted["support"] + formatted["query"])
     if params.mixed_baseline:
@@ -347,13 +455,20 @@ def _pairs(path: Path, params: FomamlParams, limit: int | None = None) -> list[t
 
 
 def load_tasks(data_dir: Path, params: FomamlParams, with_test: bool = True) -> list[TaskData]:
-    """Every task of a prepared directory, capped by support_max_samples/query_max_samples."""
+    """Every task of a prepared directory (only those of `params.tasks` when given), capped by each task's
+    support_max_samples/query_max_samples, else the global ones."""
     tasks: list[TaskData] = []
-    for name in list_tasks(data_dir):
+    listed = [task.name for task in params.tasks]
+    names = list_tasks(data_dir)
+    missing = [name for name in listed if name not in names]
+    if missing:
+        raise DataError(f"{data_dir / META_TRAIN}: no support file of task(s) {missing} named in params.tasks")
+    for name in listed or names:
+        support_cap, query_cap = params.task_caps(name)
         task = TaskData(
             name=name,
-            support=_pairs(data_dir / META_TRAIN / f"{name}_support.parquet", params, params.support_max_samples),
-            query=_pairs(data_dir / META_TRAIN / f"{name}_query.parquet", params, params.query_max_samples),
+            support=_pairs(data_dir / META_TRAIN / f"{name}_support.parquet", params, support_cap),
+            query=_pairs(data_dir / META_TRAIN / f"{name}_query.parquet", params, query_cap),
         )
         test_path = data_dir / FEW_SHOT_EVAL / f"{name}_test.parquet"
         if with_test and test_path.exists():

@@ -116,14 +116,18 @@ def run_train(
     params: FomamlParams,
     dist: DistContext | None = None,
     on_step: Callable[[int], None] | None = None,
+    labels: tuple[str | None, str | None] | None = None,
 ) -> dict[str, Any]:
-    """Meta-train (resuming from output_dir/checkpoints), save final_model/, write eval_results.json."""
+    """Meta-train (resuming from output_dir/checkpoints), save final_model/, write eval_results.json.
+
+    `labels`: the (batch, Experiment) that name the run when project_name/experiment_name are not set."""
     dist = dist or init_distributed(params.use_fsdp)
     trainer, tokenizer = _build_trainer(data_dir, model_dir, params, dist)
     trainer.train(output_dir, on_step=on_step)
     save_final_model(trainer, tokenizer, output_dir / FINAL_MODEL)
     results = trainer.evaluate()
     results["truncated_examples"] = trainer.encoder.truncated
+    results.update(tracking(params, *(labels or (None, None))))
     if dist.is_main:
         atomic_write_json(output_dir / "eval_results.json", results)
     return results
@@ -140,6 +144,14 @@ def run_eval(data_dir: Path, model_dir: str, params: FomamlParams, dist: DistCon
     return results
 
 
+def tracking(params: FomamlParams, batch: str | None = None, experiment: str | None = None) -> dict[str, str | None]:
+    """Seed 003's trainer.project_name / experiment_name; by default the batch and the Experiment's name."""
+    return {
+        "project_name": params.project_name or batch,
+        "experiment_name": params.experiment_name or experiment,
+    }
+
+
 def run_stage(spec: WorkerSpec) -> Manifest | None:
     """The whole stage from a WorkerSpec; returns the manifest (None on non-main ranks)."""
     started = time.monotonic()
@@ -152,7 +164,7 @@ def run_stage(spec: WorkerSpec) -> Manifest | None:
     output_dir = spec.output_path
     dist = init_distributed(params.use_fsdp)
     try:
-        if is_prepared(input_dir):
+        if is_prepared(input_dir) and not params.tasks:
             data_dir = input_dir
         else:
             data_dir = output_dir / "data"
@@ -162,7 +174,8 @@ def run_stage(spec: WorkerSpec) -> Manifest | None:
         report = run_validate(data_dir, params, output_dir if dist.is_main else None)
         if not report.ok:
             raise DataError(f"prepared data failed validation ({data_dir}):\n{report.render()}")
-        results = run_train(data_dir, spec.base_model, output_dir, params, dist)
+        labels = tracking(params, spec.batch, spec.experiment)
+        results = run_train(data_dir, spec.base_model, output_dir, params, dist, labels=(spec.batch, spec.experiment))
         wall = time.monotonic() - started
         if not dist.is_main:
             return None
@@ -170,6 +183,9 @@ def run_stage(spec: WorkerSpec) -> Manifest | None:
             output_dir / "training_metadata.json",
             {
                 "stage": STAGE,
+                **labels,
+                "batch": spec.batch,
+                "experiment": spec.experiment,
                 "artifact": spec.artifact,
                 "fingerprint": spec.fingerprint,
                 "dataset": spec.dataset,
@@ -191,6 +207,7 @@ def run_stage(spec: WorkerSpec) -> Manifest | None:
             "mean_after_token_accuracy": results.get("mean_after_token_accuracy"),
             "total_steps": params.total_steps,
             "world_size": dist.world_size,
+            **{key: value for key, value in labels.items() if value is not None},
         }
         reports = ["validation_report.json", "validation_report.txt", "training_metadata.json"]
         if (output_dir / "data" / "prepare_report.json").is_file():

@@ -96,7 +96,8 @@ class MetaTrainer:
             raise DataError(
                 f"params.max_length={params.max_length} leaves no response token in any of the {examples} support "
                 f"and query examples (the longest prompt is {self.encoder.longest_prompt} tokens): raise "
-                "params.max_length or shorten params.prompt_template"
+                "params.max_length or shorten "
+                + ("the prompts in the tasks' files" if params.tasks else "params.prompt_template")
             )
         self._test: dict[int, list[Encoded]] = {}
         self.trainable = [p for p in model.parameters() if p.requires_grad]
