@@ -171,5 +171,6 @@ def volume_full_message(path: Path, error: OSError | None = None) -> str:
     """What a worker says when the data volume is full: how much is free where, and the fix."""
     free = free_bytes(path)
     where = f"{free} bytes free at {path}" if free is not None else f"writing {path}"
-    failed = f" (writing {error.filename})" if error is not None and error.filename else ""
-    return f"the data volume is full ({where}){failed}: free space or grow the PVC"
+    # The fix first: the operator shows the first 300 characters of this line on the Artifact.
+    failed = f" (failed writing {error.filename})" if error is not None and error.filename else ""
+    return f"the data volume is full ({where}): free space or grow the PVC{failed}"
