@@ -134,3 +134,16 @@ def test_other_os_errors_are_not_reported_as_a_full_volume(setup, monkeypatch): 
     assert result.exit_code != 0
     assert isinstance(result.exception, PermissionError)
     assert not log.exists() or "volume is full" not in log.read_text()
+
+
+def test_a_staging_directory_left_by_a_killed_attempt_is_discarded(setup):  # type: ignore[no-untyped-def]
+    spec, spec_file, _, _ = setup
+    leftover = spec.output_path / ".work" / worker.PUBLISH_DIR / "Copa"
+    leftover.mkdir(parents=True)
+    (leftover / "copa_train.jsonl").write_text('{"half": ')  # killed while compiling
+    (leftover / "stale.jsonl").write_text("{}\n")
+    result = CliRunner().invoke(main, ["--spec", str(spec_file)])
+    assert result.exit_code == 0, result.output
+    published = sorted(p.name for p in (spec.output_path / "Copa").iterdir())
+    assert published == ["copa_train.jsonl", "copa_validation.jsonl"]
+    assert not (spec.output_path / ".work" / worker.PUBLISH_DIR).exists()
