@@ -516,6 +516,9 @@ class ManagedProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    # How it was started (restart_apiserver starts it again the same way).
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None
 
     @property
     def pid(self) -> int:
@@ -791,10 +794,35 @@ class ControlPlane:
             )
         finally:
             log_file.close()
-        process = ManagedProcess(name, popen, log_path)
+        process = ManagedProcess(name, popen, log_path, list(args), env)
         self.processes.append(process)
-        (self.workdir / "pids").write_text(" ".join(str(p.pid) for p in self.processes) + "\n")
+        self._write_pids()
         return process
+
+    def _write_pids(self) -> None:
+        (self.workdir / "pids").write_text(" ".join(str(p.pid) for p in self.processes) + "\n")
+
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 120.0) -> None:
+        """Stop kube-apiserver (SIGTERM, SIGKILL after 10s), stay down `down_seconds`, start it again with the
+        same flags and port, and wait for /readyz: what clients see when the API server is upgraded or crashes.
+        The restarted process keeps the old one's place in `processes` (stop() order)."""
+        index = next(i for i, p in enumerate(self.processes) if p.name == "kube-apiserver")
+        old = self.processes[index]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(old.pid, signal.SIGTERM)
+        try:
+            old.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(old.pid, signal.SIGKILL)
+            old.popen.wait()
+        time.sleep(down_seconds)
+        deadline = time.monotonic() + timeout
+        new = self._spawn(old.name, old.args, env=old.env)
+        self.processes.remove(new)
+        self.processes[index] = new
+        self._write_pids()
+        self._wait(f"{self.server}/readyz", deadline, tls=True, what="kube-apiserver (restarted)")
 
     def _check_processes(self) -> None:
         for process in self.processes:

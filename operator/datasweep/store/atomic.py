@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +106,71 @@ def append_line_durably(path: str | os.PathLike[str], line: str) -> None:
         handle.write(line.rstrip("\n") + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def publish_tree(staging: Path, target: Path) -> list[str]:
+    """Move every entry of `staging` into `target` by rename (no copy: no space needed, nothing half-written
+    is ever visible), replacing what `target` holds under the same names; `staging` ends empty and is removed.
+
+    A worker writes its outputs into `staging` (beside or under `target`, on the same filesystem) and calls
+    this only once all of them are complete; its manifest, written after, marks the directory complete.
+    Returns the names published (for `unpublish` when the manifest cannot be written)."""
+    names = sorted(entry.name for entry in staging.iterdir())
+    for name in names:
+        source, dest = staging / name, target / name
+        if dest.is_dir() and not dest.is_symlink():
+            # rename() replaces only an empty directory: set the old one aside, then drop it.
+            old = staging.with_name(f"{staging.name}.old-{name}")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(dest, old)
+            os.replace(source, dest)
+            shutil.rmtree(old)
+        else:
+            os.replace(source, dest)
+    _fsync_dir(target)
+    staging.rmdir()
+    return names
+
+
+def unpublish(target: Path, names: list[str]) -> None:
+    """Remove what `publish_tree` put into `target` (the manifest could not follow): no output without it."""
+    for name in names:
+        path = target / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def disk_full(error: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT error behind `error` (itself, or its cause or context), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the filesystem of `path` (its nearest existing ancestor)."""
+    for candidate in (path, *path.parents):
+        try:
+            stats = os.statvfs(candidate)
+        except OSError:
+            continue
+        return stats.f_bavail * stats.f_frsize
+    return None
+
+
+def volume_full_message(path: Path, error: OSError | None = None) -> str:
+    """What a worker says when the data volume is full: how much is free where, and the fix."""
+    free = free_bytes(path)
+    where = f"{free} bytes free at {path}" if free is not None else f"writing {path}"
+    # The fix first: the operator shows the first 300 characters of this line on the Artifact.
+    failed = f" (failed writing {error.filename})" if error is not None and error.filename else ""
+    return f"the data volume is full ({where}): free space or grow the PVC{failed}"

@@ -256,6 +256,18 @@ def finalize_artifact(
     return manifest
 
 
+def write_failure_message(message: str) -> None:
+    """Say why the pod failed through its termination message (the Artifact's Ready condition shows it): more
+    reliable than the last log line, which an error printed at interpreter exit can push aside."""
+    target = os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG)
+    data = message.encode("utf-8")[:TERMINATION_MESSAGE_LIMIT].decode("utf-8", errors="ignore")
+    try:
+        with open(target, "w", encoding="utf-8") as handle:
+            handle.write(data)
+    except OSError:
+        pass  # not in a pod: the message went to stderr
+
+
 def write_termination_message(summary: ManifestSummary) -> None:
     """Tell the operator what the pod produced through the pod's termination message, when there is one."""
     target = os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG)

@@ -50,3 +50,51 @@ def test_configured_mode_wins_and_a_bad_one_is_named(
     monkeypatch.setenv(FILE_MODE_ENV, "rw-r--r--")
     with pytest.raises(ValueError, match=FILE_MODE_ENV):
         file_mode()
+
+
+def test_publish_tree_moves_everything_in_replacing_files_and_directories(tmp_path: Path) -> None:
+    from datasweep.store.atomic import publish_tree, unpublish
+
+    target = tmp_path / "artifact"
+    (target / "Copa").mkdir(parents=True)
+    (target / "Copa" / "stale.jsonl").write_text("old")
+    (target / "report.json").write_text("old")
+    (target / "train").mkdir()  # a nested stage: not staged, never touched
+    staging = target / ".work" / "publish"
+    (staging / "Copa").mkdir(parents=True)
+    (staging / "Copa" / "copa_train.jsonl").write_text("new")
+    (staging / "report.json").write_text("new")
+    published = publish_tree(staging, target)
+    assert published == ["Copa", "report.json"]
+    assert sorted(p.name for p in (target / "Copa").iterdir()) == ["copa_train.jsonl"]
+    assert (target / "report.json").read_text() == "new"
+    assert (target / "train").is_dir()
+    assert not staging.exists()
+    assert sorted(p.name for p in (target / ".work").iterdir()) == []  # no set-aside copy left
+    unpublish(target, published)
+    assert sorted(p.name for p in target.iterdir()) == [".work", "train"]
+
+
+def test_disk_full_finds_enospc_behind_other_errors() -> None:
+    import errno
+
+    from datasweep.store.atomic import disk_full
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    outer = RuntimeError("while writing")
+    outer.__cause__ = full
+    assert disk_full(outer) is full
+    assert disk_full(OSError(errno.EDQUOT, "Disk quota exceeded")) is not None
+    assert disk_full(PermissionError(errno.EACCES, "Permission denied")) is None
+
+
+def test_volume_full_message_names_the_free_space_the_path_and_the_fix(tmp_path: Path) -> None:
+    import errno
+
+    from datasweep.store.atomic import volume_full_message
+
+    where = tmp_path / "not" / "yet" / "there"  # its nearest existing ancestor is measured
+    message = volume_full_message(where, OSError(errno.ENOSPC, "No space left", str(where / "x.jsonl")))
+    assert message.startswith("the data volume is full (")
+    assert f" bytes free at {where})" in message
+    assert message.endswith(f"): free space or grow the PVC (failed writing {where / 'x.jsonl'})")

@@ -42,18 +42,31 @@ def main(ctx: click.Context, spec_path: Path | None, verbose: bool) -> None:
         click.echo(ctx.get_help())
         ctx.exit(EXIT_BAD_INPUT)
     _setup_logging(verbose)
+    from datasweep.store.atomic import disk_full, volume_full_message
+    from datasweep.store.manifest import write_failure_message
     from datasweep.workloads.generate.inputs import GenerateFailed, GenerateInputError
     from datasweep.workloads.generate.worker import run_generate
 
+    def fail(message: str, code: int) -> None:
+        click.echo(message, err=True)
+        write_failure_message(message)
+        ctx.exit(code)
+
+    output = spec_path.parent  # until the spec names the output directory
     try:
         spec = load_worker_spec(spec_path, expected_stage="generate")
+        output = spec.output_path
         manifest = run_generate(spec)
     except (WorkerSpecError, GenerateInputError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        ctx.exit(EXIT_BAD_INPUT)
+        fail(f"error: {exc}", EXIT_BAD_INPUT)
     except GenerateFailed as exc:
-        click.echo(f"failed: {exc}", err=True)
-        ctx.exit(EXIT_FAILED)
+        fail(f"failed: {exc}", EXIT_FAILED)
+    except OSError as exc:
+        full = disk_full(exc)
+        if full is None:
+            raise
+        # Answered requests stay in the journals: a rerun after the volume is freed resumes without paying twice.
+        fail(f"failed: {volume_full_message(output, full)}", EXIT_FAILED)
     click.echo(json.dumps(manifest.summary(path=spec.output_dir).model_dump(mode="json", by_alias=True)))
 
 

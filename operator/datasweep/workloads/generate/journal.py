@@ -20,6 +20,9 @@ class Journal:
         self.done: dict[str, dict[str, Any]] = {}
         self._pending: list[str] = []
         self._flusher: asyncio.Task[None] | None = None
+        # A failed write (a full volume): raised by every later add() and drain(), so that no more answers are
+        # paid for that cannot be recorded, and none is taken for durable.
+        self._error: OSError | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         self._repair_and_load()
         self._handle = path.open("a", encoding="utf-8")
@@ -49,6 +52,8 @@ class Journal:
 
     def add(self, entry: dict[str, Any]) -> None:
         """Record an answer; durable after the next `drain()` (or `add_now`)."""
+        if self._error is not None:
+            raise self._error
         custom_id = str(entry["custom_id"])
         if custom_id in self.done:
             return  # already recorded (a resumed batch is ingested again): nothing new
@@ -73,14 +78,27 @@ class Journal:
     async def _flush_loop(self) -> None:
         while self._pending:
             lines, self._pending = self._pending, []
-            await asyncio.to_thread(self._write, lines)
+            try:
+                await asyncio.to_thread(self._write, lines)
+            except OSError as error:
+                self._error = error
+                self._pending = []
+                return
 
     async def drain(self) -> None:
         while self._flusher is not None and not self._flusher.done():
             await self._flusher
+        if self._error is not None:
+            raise self._error
         if self._pending:
             lines, self._pending = self._pending, []
             self._write(lines)
 
     def close(self) -> None:
+        if self._error is not None:
+            # What the failed write left buffered would be written (and fail) again at close: drop it; the
+            # torn line already on disk is repaired on the next load.
+            with contextlib.suppress(OSError):
+                self._handle.close()
+            return
         self._handle.close()

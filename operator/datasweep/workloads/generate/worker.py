@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from datasweep.api.stage_params import result_params
 from datasweep.api.stages.generate import GenerateParams, PriceEntry
 from datasweep.api.worker import WorkerSpec
 from datasweep.core.fingerprint import FingerprintError, canonicalize
-from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text
+from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text, publish_tree, unpublish
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
 from datasweep.workloads.generate import pricing
 from datasweep.workloads.generate.backends import (
@@ -57,6 +58,7 @@ from datasweep.workloads.progress import Progress
 log = logging.getLogger("datasweep.generate")
 
 WORK_DIR = ".work"
+PUBLISH_DIR = "publish"  # under WORK_DIR: the outputs until all are written
 
 
 def load_params(spec: WorkerSpec) -> GenerateParams:
@@ -294,7 +296,42 @@ def compile_outputs(
     gpu_seconds: float,
     batch_ids: dict[str, list[str]],
 ) -> Manifest:
-    out = spec.output_path
+    """Write the outputs into a staging directory under `.work/`, publish them by rename once all are complete,
+    then the manifest: a kill or a full volume at any point leaves no partial output beside the resume state."""
+    target = spec.output_path
+    staging = target / WORK_DIR / PUBLISH_DIR
+    if staging.exists():
+        shutil.rmtree(staging)  # an earlier attempt's, killed before it published: redone from the journals
+    staging.mkdir(parents=True)
+    try:
+        roles, total, extra = _write_outputs(
+            spec, params, splits, plan, generated, validated, started, gpu_seconds, batch_ids, staging
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    published = publish_tree(staging, target)
+    try:
+        return finalize_artifact(
+            target, fingerprint=spec.fingerprint, stage="generate", roles=roles, usage=total, extra=extra
+        )
+    except BaseException:
+        unpublish(target, published)
+        raise
+
+
+def _write_outputs(
+    spec: WorkerSpec,
+    params: GenerateParams,
+    splits: dict[str, SplitData],
+    plan: TaskPlan,
+    generated: Journal,
+    validated: Journal | None,
+    started: float,
+    gpu_seconds: float,
+    batch_ids: dict[str, list[str]],
+    out: Path,
+) -> tuple[Roles, Usage, dict[str, Any]]:
     batch = params.backend == "openai-batch"
     table = pricing.price_table(params.backend, params.prices)
     texts = {custom_id: str(entry.get("text") or "") for custom_id, entry in generated.done.items()}
@@ -407,18 +444,12 @@ def compile_outputs(
     }
     atomic_write_text(out / "generation_config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     atomic_write_text(out / "README.md", _readme(spec, params, report, total))
-    return finalize_artifact(
-        out,
-        fingerprint=spec.fingerprint,
-        stage="generate",
-        roles=Roles(
-            data=data_files,
-            rejected=rejected_files,
-            reports=["report.json", "experiment_metadata.json", "generation_config.yaml", "README.md"],
-        ),
-        usage=total,
-        extra={"counts": report["splits"], "usage_by_split": usage_by_split, "dataset": spec.dataset},
+    roles = Roles(
+        data=data_files,
+        rejected=rejected_files,
+        reports=["report.json", "experiment_metadata.json", "generation_config.yaml", "README.md"],
     )
+    return roles, total, {"counts": report["splits"], "usage_by_split": usage_by_split, "dataset": spec.dataset}
 
 
 async def _generate(
