@@ -74,6 +74,8 @@ def images_for_real_node(plane: ControlPlane) -> dict[str, str]:
     tags = ensure_images(["operator", "worker"], quiet=True)
     if "trainer" in IMAGES and image_id(tag_of("trainer")):
         tags["trainer"] = tag_of("trainer")  # built before (make images WITH_TRAINER=1): not rebuilt here
+        # Once per image id and node slot; the trainer's 6 GB take minutes: say so before the silence.
+        say("importing the images into the node's containerd (the trainer, 6 GB, takes minutes the first time)")
     plane.import_images(list(tags.values()))
     return tags
 
