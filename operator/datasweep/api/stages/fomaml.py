@@ -22,6 +22,7 @@ OPERATIONAL_FIELDS: dict[str, str] = {
     "log_freq": "how often a metrics line is written",
     "enable_gradient_checkpointing": "recomputes the same activations in backward: the same gradient",
     "use_fsdp": "parallelism (sharded instead of replicated parameters) over the same global batch",
+    "tensorboard": "writes event files of the same training beside the curves",
 }
 
 
@@ -108,6 +109,11 @@ class FomamlParams(ParamsModel):
     )
     log_freq: int = Field(default=1, ge=1, description="Write a metrics line every this many meta-steps")
     keep_checkpoints: int = Field(default=1, ge=1, description="Checkpoints kept on disk (oldest removed first)")
+    tensorboard: bool = Field(
+        default=False,
+        description="Also write TensorBoard event files (meta-train losses per step, few-shot loss before/after "
+        "adaptation per evaluation) under tensorboard/; needs the tensorboard or tensorboardX package",
+    )
 
     # --- evaluation ---
     eval_inner_steps: int | None = Field(

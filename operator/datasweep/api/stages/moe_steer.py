@@ -24,6 +24,7 @@ DType = Literal["float32", "bfloat16", "float16"]
 OPERATIONAL_FIELDS: dict[str, str] = {
     "device": "where the model runs (auto picks cuda when present)",
     "log_every": "how often the loss is logged",
+    "tensorboard": "writes event files of the same training beside the curves",
 }
 
 
@@ -136,6 +137,11 @@ class MoeSteerParams(ParamsModel):
     torch_dtype: DType = Field(default="float32", description="Dtype the base model is loaded and trained in")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
     log_every: int = Field(default=10, ge=1, description="Log the loss every this many steps")
+    tensorboard: bool = Field(
+        default=False,
+        description="Also write TensorBoard event files (loss and learning rate per step, mean loss per epoch) "
+        "under tensorboard/; needs the tensorboard or tensorboardX package",
+    )
 
     @property
     def safe_per_batch(self) -> int:
