@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import string
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
-from datasweep.api.stages.generate import PriceEntry
+from datasweep.api.stages.generate import GenerateParams, PriceEntry
 from datasweep.api.worker import TRAINING_STAGES
 from datasweep.cli.common import (
     BadInput,
@@ -29,10 +30,11 @@ from datasweep.local.experiment_file import (
     parse_prompt_files,
 )
 from datasweep.store.layout import find_generate_dir, is_complete, training_relpath
+from datasweep.workloads.generate.inputs import GenerateInputError, read_splits
 from datasweep.workloads.generate.pricing import estimate_cost, price_table
+from datasweep.workloads.generate.tasks import plan_task
+from datasweep.workloads.generate.tokens import counter_for
 
-# A rough rule for English text: 4 bytes per token.
-BYTES_PER_TOKEN = 4
 DEFAULT_TRAINING_HOURS = 1.0
 
 
@@ -46,6 +48,11 @@ class StageEstimate:
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
     gpu_hours: float = 0.0
+    token_counting: list[str] = field(default_factory=list)  # how prompt tokens were counted
+
+    @property
+    def exact_prompts(self) -> bool:
+        return all(method.startswith("tiktoken ") for method in self.token_counting)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,43 +72,84 @@ class StageEstimate:
                 "completionTokens": self.completion_tokens,
                 "costUsd": self.cost_usd,
                 "gpuHours": self.gpu_hours,
+                "tokenCounting": self.token_counting,
             },
         }
 
 
+def _template_uses(template: str, field: str) -> int:
+    """How often `{field}` appears in a prompt template."""
+    return sum(1 for _, name, _, _ in string.Formatter().parse(template) if name and name.split(".")[0] == field)
+
+
 def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEstimate:
-    """Upper bound: every record's fields are sent once per generation and once per validation."""
-    params = stage.params
-    files = experiment.datasets[stage.dataset].files
-    records = 0
-    data_bytes = 0
-    for path in files:
-        with path.open("rb") as handle:
-            records += sum(1 for line in handle if line.strip())
-        data_bytes += path.stat().st_size
-    fields = len(params.get("rephrase_fields") or ["text"])
-    requests = records * fields
-    template = len(str(params.get("prompt") or "")) // BYTES_PER_TOKEN
-    prompt_tokens = data_bytes // BYTES_PER_TOKEN + requests * template
-    completion_tokens = requests * int(params["max_tokens"])
-    prices = {name: PriceEntry.model_validate(entry) for name, entry in (params.get("prices") or {}).items()}
-    table = price_table(str(params["backend"]), prices)
-    batch = params["backend"] == "openai-batch"
-    cost = estimate_cost(str(params["model"]), prompt_tokens, completion_tokens, table, batch)
-    validation = params.get("validation")
-    if isinstance(validation, dict):
-        val_prompt = (
-            data_bytes // BYTES_PER_TOKEN
-            + completion_tokens
-            + requests * (len(str(validation.get("prompt") or "")) // BYTES_PER_TOKEN)
+    """What the worker would send, from the worker's own planning code; see `bound_note` for the rules."""
+    from datasweep.workloads.generate.worker import generation_request, validation_request  # imports openai
+
+    params = GenerateParams.model_validate(stage.params)
+    source = experiment.datasets[stage.dataset]
+    try:
+        splits = read_splits(source.directory, stage.dataset, params.id_field, params.task == "code-scenarios")
+        items = plan_task(splits, params).items
+    except GenerateInputError as exc:
+        raise BadInput(f"dataset {stage.dataset} ({source.directory}): {exc}") from exc
+    counter = counter_for(params.model)
+    methods = {counter.method}
+    prompt_tokens = sum(
+        counter.chat([m["content"] for m in generation_request(item, params).body["messages"]]) for item in items
+    )
+    requests = len(items)
+    completion_tokens = requests * params.max_tokens
+    prices = {name: PriceEntry.model_validate(entry) for name, entry in (params.prices or {}).items()}
+    table = price_table(params.backend, prices)
+    batch = params.backend == "openai-batch"
+    cost = estimate_cost(params.model, prompt_tokens, completion_tokens, table, batch)
+    if params.validation is not None:
+        judge = counter_for(params.validation.model)
+        methods.add(judge.method)
+        # the generated text is not known yet: counted at its most, max_tokens, wherever the prompt shows it
+        generated = _template_uses(params.validation.prompt, "rephrased") * params.max_tokens
+        val_prompt = sum(
+            judge.chat([m["content"] for m in validation_request(item, "", params).body["messages"]]) + generated
+            for item in items
         )
-        val_completion = requests * int(validation.get("max_tokens") or 64)
-        val_cost = estimate_cost(str(validation["model"]), val_prompt, val_completion, table, batch)
+        val_completion = requests * params.validation.max_tokens
+        val_cost = estimate_cost(params.validation.model, val_prompt, val_completion, table, batch)
         cost = None if cost is None or val_cost is None else round(cost + val_cost, 6)
         prompt_tokens += val_prompt
         completion_tokens += val_completion
         requests *= 2
-    return StageEstimate(stage, False, None, requests, prompt_tokens, completion_tokens, cost)
+    return StageEstimate(
+        stage, False, None, requests, prompt_tokens, completion_tokens, cost, token_counting=sorted(methods)
+    )
+
+
+def bound_note(misses: list[StageEstimate]) -> str:
+    """How plan's token numbers are made, in words (printed under the table)."""
+    generate = [e for e in misses if e.stage.stage == "generate"]
+    if not generate:
+        return ""
+    methods = sorted({method for e in generate for method in e.token_counting})
+    limits = sorted({int(e.stage.params["max_tokens"]) for e in generate})
+    judge = sorted(
+        {int(e.stage.params["validation"]["max_tokens"]) for e in generate if e.stage.params.get("validation")}
+    )
+    completions = f"max_tokens per request ({', '.join(map(str, limits))} per generation"
+    completions += f", {', '.join(map(str, judge))} per validation)" if judge else ")"
+    exact = all(e.exact_prompts for e in generate)
+    lines = [
+        "how the estimate is made: prompt tokens = every request the worker will send (its own planning of the "
+        f"records), counted with {'; '.join(methods)}, plus the chat framing (3 per message, 3 per reply)"
+        + ("; a validation prompt counts the generated text at max_tokens" if judge else ""),
+        f"completion tokens = {completions}, the most each request can return: real completions are shorter, so "
+        "real spend is usually well below",
+    ]
+    if not exact:
+        lines.append(
+            "note: prompt tokens are estimated, not counted, where the model's tokenizer was not available (see "
+            "above): the total is then no strict bound"
+        )
+    return "\n".join(lines)
 
 
 def estimate_training(stage: StagePlan, hours: float) -> StageEstimate:
@@ -190,6 +238,8 @@ def plan(
         "costUsd": round(sum(priced), 4),
         "unpricedModels": sorted({str(e.stage.params.get("model")) for e in unpriced}),
         "gpuHours": round(sum(e.gpu_hours for e in misses), 3),
+        "tokenCounting": sorted({method for e in misses for method in e.token_counting}),
+        "tokensAreUpperBound": all(e.exact_prompts for e in misses),
     }
     if output != "table":
         data = {
@@ -234,9 +284,13 @@ def plan(
         f"{totals['stages']} stages: {totals['hits']} hits, {totals['misses']} misses"
     )
     price_note = f" (unpriced: {', '.join(totals['unpricedModels'])})" if totals["unpricedModels"] else ""
+    bound = "upper bound" if all(e.exact_prompts for e in misses) else "estimate"
     click.echo(
         f"estimated cost of the misses: {totals['promptTokens']:,} prompt + {totals['completionTokens']:,} "
-        f"completion tokens (upper bound) = ${totals['costUsd']:.4f}{price_note}; "
+        f"completion tokens ({bound}) = ${totals['costUsd']:.4f}{price_note}; "
         f"{totals['gpuHours']:g} GPU-hours at {hours_per_training:g} h per training stage"
     )
+    note = bound_note(misses)
+    if note:
+        click.echo(note)
     click.echo("nothing was created")
