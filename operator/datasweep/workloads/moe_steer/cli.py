@@ -88,7 +88,7 @@ def main(ctx: click.Context, spec_path: str | None) -> None:
     "--aggregation",
     type=click.Choice(["per-batch-mean", "pooled"]),
     default=None,
-    help="per-batch-mean (seed 004, default) or pooled over all tokens (the SteerMoE paper)",
+    help="per-batch-mean (default) or pooled over all tokens (the SteerMoE paper)",
 )
 @click.option("--max-per-layer", type=int, default=None, help="Select at most this many experts per layer")
 @_param_options
