@@ -394,6 +394,8 @@ class MetaTrainer:
         finally:
             if progress is not None:
                 progress.close()
+            if self.board is not None:
+                self.board.flush()  # kept open for the final evaluation (run_train closes it)
         return history
 
     def record_evaluation(self, summary: dict[str, Any]) -> None:

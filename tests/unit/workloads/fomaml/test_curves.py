@@ -55,3 +55,33 @@ def test_tensorboard_without_the_package_fails_before_any_work(
     out = Path(yaml.safe_load(spec.read_text())["outputDir"])
     assert not (out / "metrics.jsonl").exists()
     assert not (out / "data").exists()
+
+
+def test_a_resumed_run_continues_the_same_tensorboard_series(tiny_model: Path, tmp_path: Path) -> None:
+    """Killed after step 3 with a checkpoint at step 2: step 3 is redone, and TensorBoard shows it once."""
+    from .test_training import make_trainer
+
+    class Killed(RuntimeError):
+        pass
+
+    def kill_at_three(step: int) -> None:
+        if step == 3:
+            raise Killed
+
+    settings = {"total_steps": 4, "save_freq": 2, "test_freq": 0, "tensorboard": True}
+    out = tmp_path / "run"
+    interrupted = make_trainer(tiny_model, **settings)
+    with pytest.raises(Killed):
+        interrupted.train(out, on_step=kill_at_three)
+    interrupted.close_board()
+    before = read_scalars(out)["meta/query_loss"]
+    assert [step for step, _ in before] == [1, 2, 3]
+    resumed = make_trainer(tiny_model, **settings)
+    resumed.train(out)
+    resumed.close_board()
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    after = read_scalars(out)["meta/query_loss"]
+    assert [step for step, _ in after] == [1, 2, 3, 4]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [value for _, value in after] == pytest.approx([line["query_loss"] for line in lines])
+    assert after[:2] == before[:2]
