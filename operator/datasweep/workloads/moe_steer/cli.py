@@ -15,7 +15,7 @@ import click
 from datasweep.api.params_file import ParamsFileError, load_params_mapping
 from datasweep.api.worker import WorkerSpecError, load_worker_spec
 from datasweep.workloads.moe_steer.errors import MoeSteerInputError
-from datasweep.workloads.tensorboard import TensorBoardUnavailable
+from datasweep.workloads.tensorboard import TensorBoardUnavailable, check_available
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -141,14 +141,15 @@ def train(
 ) -> None:
     """Fine-tune only the experts in expert_mask.npy on the analysis batches.
 
-    Writes final_model/, training_metadata.json and expert_mask.npy to --out.
+    Writes final_model/, training_metadata.json, training_curves.png and expert_mask.npy to --out.
     """
     from datasweep.workloads.moe_steer.stage import load_model, parse_params, train_stage
 
     try:
         params = parse_params(_params_from_flags(params_file, settings, flags))
+        check_available(params.tensorboard)  # before loading the model
         model, tokenizer, layout, device = load_model(model_path, params)
         target = Path(out_dir) if out_dir else Path(analysis_dir)
         train_stage(model, tokenizer, layout, device, Path(analysis_dir), target, params, model_path, log=_log)
-    except MoeSteerInputError as exc:
+    except (MoeSteerInputError, TensorBoardUnavailable) as exc:
         _fail_bad_input(exc)
