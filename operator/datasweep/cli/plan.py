@@ -49,6 +49,9 @@ class StageEstimate:
     cost_usd: float | None = 0.0
     gpu_hours: float = 0.0
     token_counting: list[str] = field(default_factory=list)  # how prompt tokens were counted
+    # rephrasing only: each rephrasing as long as its original (prompt and completion), verdicts at max_tokens
+    likely_tokens: int | None = None
+    likely_cost_usd: float | None = None
 
     @property
     def exact_prompts(self) -> bool:
@@ -73,6 +76,8 @@ class StageEstimate:
                 "costUsd": self.cost_usd,
                 "gpuHours": self.gpu_hours,
                 "tokenCounting": self.token_counting,
+                "likelyTokens": self.likely_tokens,
+                "likelyCostUsd": self.likely_cost_usd,
             },
         }
 
@@ -83,7 +88,10 @@ def _template_uses(template: str, field: str) -> int:
 
 
 def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEstimate:
-    """What the worker would send, from the worker's own planning code; see `bound_note` for the rules."""
+    """What the worker would send, from the worker's own planning code; see `bound_note` for the rules.
+
+    Beside the bound, for rephrasing, a likely figure: each rephrasing as long as its original.
+    """
     from datasweep.workloads.generate.worker import generation_request, validation_request  # imports openai
 
     params = GenerateParams.model_validate(stage.params)
@@ -93,6 +101,14 @@ def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEst
         items = plan_task(splits, params).items
     except GenerateInputError as exc:
         raise BadInput(f"dataset {stage.dataset} ({source.directory}): {exc}") from exc
+    prices = {name: PriceEntry.model_validate(entry) for name, entry in (params.prices or {}).items()}
+    table = price_table(params.backend, prices)
+    batch = params.backend == "openai-batch"
+
+    def cost_of(model: str, prompt: int, completion: int, total: float | None) -> float | None:
+        cost = estimate_cost(model, prompt, completion, table, batch)
+        return None if cost is None or total is None else round(total + cost, 6)
+
     counter = counter_for(params.model)
     methods = {counter.method}
     prompt_tokens = sum(
@@ -100,28 +116,37 @@ def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEst
     )
     requests = len(items)
     completion_tokens = requests * params.max_tokens
-    prices = {name: PriceEntry.model_validate(entry) for name, entry in (params.prices or {}).items()}
-    table = price_table(params.backend, prices)
-    batch = params.backend == "openai-batch"
-    cost = estimate_cost(params.model, prompt_tokens, completion_tokens, table, batch)
+    cost = cost_of(params.model, prompt_tokens, completion_tokens, 0.0)
+    rephrase = params.task == "rephrase"
+    likely_completion = sum(min(params.max_tokens, counter.count(item.original)) for item in items)
+    likely_tokens = prompt_tokens + likely_completion
+    likely_cost = cost_of(params.model, prompt_tokens, likely_completion, 0.0)
     if params.validation is not None:
         judge = counter_for(params.validation.model)
         methods.add(judge.method)
+        model = params.validation.model
+
+        def judge_prompt(item: Any, generated: str) -> int:
+            return judge.chat([m["content"] for m in validation_request(item, generated, params).body["messages"]])
+
         # the generated text is not known yet: counted at its most, max_tokens, wherever the prompt shows it
         generated = _template_uses(params.validation.prompt, "rephrased") * params.max_tokens
-        val_prompt = sum(
-            judge.chat([m["content"] for m in validation_request(item, "", params).body["messages"]]) + generated
-            for item in items
-        )
+        val_prompt = sum(judge_prompt(item, "") + generated for item in items)
         val_completion = requests * params.validation.max_tokens
-        val_cost = estimate_cost(params.validation.model, val_prompt, val_completion, table, batch)
-        cost = None if cost is None or val_cost is None else round(cost + val_cost, 6)
+        cost = cost_of(model, val_prompt, val_completion, cost)
         prompt_tokens += val_prompt
         completion_tokens += val_completion
+        if rephrase:
+            likely_prompt = sum(judge_prompt(item, item.original) for item in items)
+            likely_tokens += likely_prompt + val_completion
+            likely_cost = cost_of(model, likely_prompt, val_completion, likely_cost)
         requests *= 2
-    return StageEstimate(
+    estimate = StageEstimate(
         stage, False, None, requests, prompt_tokens, completion_tokens, cost, token_counting=sorted(methods)
     )
+    if rephrase:
+        estimate.likely_tokens, estimate.likely_cost_usd = likely_tokens, likely_cost
+    return estimate
 
 
 def bound_note(misses: list[StageEstimate]) -> str:
@@ -240,7 +265,13 @@ def plan(
         "gpuHours": round(sum(e.gpu_hours for e in misses), 3),
         "tokenCounting": sorted({method for e in misses for method in e.token_counting}),
         "tokensAreUpperBound": all(e.exact_prompts for e in misses),
+        "likelyTokens": None,
+        "likelyCostUsd": None,
     }
+    generate_misses = [e for e in misses if e.stage.stage == "generate"]
+    if generate_misses and all(e.likely_tokens is not None for e in generate_misses):
+        totals["likelyTokens"] = sum(e.likely_tokens or 0 for e in generate_misses)
+        totals["likelyCostUsd"] = round(sum(e.likely_cost_usd or 0.0 for e in generate_misses), 4)
     if output != "table":
         data = {
             "experiment": experiment.name,
@@ -293,4 +324,9 @@ def plan(
     note = bound_note(misses)
     if note:
         click.echo(note)
+    if totals["likelyTokens"] is not None:
+        click.echo(
+            f"likely: about {totals['likelyTokens']:,} tokens = ${totals['likelyCostUsd']:.4f}, if each rephrasing "
+            "is as long as its original (verdicts still at max_tokens)"
+        )
     click.echo("nothing was created")

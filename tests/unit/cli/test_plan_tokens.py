@@ -95,6 +95,11 @@ def test_prompt_tokens_are_counted_exactly_and_completions_bounded(
     assert totals["promptTokens"] == real.prompt_tokens
     assert totals["completionTokens"] == 5 * 256 >= real.completion_tokens
     assert totals["costUsd"] >= real.cost_usd
+    # the likely figure (each rephrasing as long as its original) is far nearer the real spend than the bound
+    real_tokens = real.prompt_tokens + real.completion_tokens
+    bound = totals["promptTokens"] + totals["completionTokens"]
+    assert totals["likelyTokens"] is not None
+    assert abs(totals["likelyTokens"] - real_tokens) * 5 < bound - real_tokens
 
     table = invoke("plan", experiment, "--root", workspace / "other-root").stdout
     assert "(upper bound)" in table
@@ -117,8 +122,11 @@ def test_with_validation_the_bound_holds_and_names_both_phases(
     assert generation_prompt + validation_prompt == real.prompt_tokens
     assert real.prompt_tokens < totals["promptTokens"]  # the generated text is counted at max_tokens
     assert totals["completionTokens"] == 5 * 256 + 5 * 64 >= real.completion_tokens
+    real_tokens = real.prompt_tokens + real.completion_tokens
+    assert real_tokens < totals["likelyTokens"] < totals["promptTokens"] + totals["completionTokens"]
     table = invoke("plan", experiment, "--root", workspace / "other-root").stdout
     assert "256 per generation, 64 per validation" in table
+    assert f"likely: about {totals['likelyTokens']:,} tokens" in table
     assert "a validation prompt counts the generated text at max_tokens" in table
 
 
