@@ -33,7 +33,7 @@ from datasweep.store.layout import find_generate_dir, is_complete, training_relp
 from datasweep.workloads.generate.inputs import GenerateInputError, read_splits
 from datasweep.workloads.generate.pricing import estimate_cost, price_table
 from datasweep.workloads.generate.tasks import plan_task
-from datasweep.workloads.generate.tokens import counter_for
+from datasweep.workloads.generate.tokens import LOCAL_TOKENIZER, TokenCounter, counter_for, counter_for_directory
 
 DEFAULT_TRAINING_HOURS = 1.0
 
@@ -49,13 +49,10 @@ class StageEstimate:
     cost_usd: float | None = 0.0
     gpu_hours: float = 0.0
     token_counting: list[str] = field(default_factory=list)  # how prompt tokens were counted
+    exact_prompts: bool = True  # counted with the models' tokenizers, not estimated
     # rephrasing only: each rephrasing as long as its original (prompt and completion), verdicts at max_tokens
     likely_tokens: int | None = None
     likely_cost_usd: float | None = None
-
-    @property
-    def exact_prompts(self) -> bool:
-        return all(method.startswith("tiktoken ") for method in self.token_counting)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,7 +89,11 @@ def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEst
 
     Beside the bound, for rephrasing, a likely figure: each rephrasing as long as its original.
     """
-    from datasweep.workloads.generate.worker import generation_request, validation_request  # imports openai
+    from datasweep.workloads.generate.worker import (  # imports openai
+        generation_request,
+        transformers_model_paths,
+        validation_request,
+    )
 
     params = GenerateParams.model_validate(stage.params)
     source = experiment.datasets[stage.dataset]
@@ -109,11 +110,21 @@ def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEst
         cost = estimate_cost(model, prompt, completion, table, batch)
         return None if cost is None or total is None else round(total + cost, 6)
 
-    counter = counter_for(params.model)
-    methods = {counter.method}
-    prompt_tokens = sum(
-        counter.chat([m["content"] for m in generation_request(item, params).body["messages"]]) for item in items
-    )
+    local_models: dict[str, Path] = {}
+    if params.backend == "transformers":
+        try:
+            local_models = transformers_model_paths(
+                params, experiment.model_dir(stage.base_model, "spec.generation.modelPath")
+            )
+        except (GenerateInputError, ExperimentFileError) as exc:
+            raise BadInput(str(exc)) from exc
+
+    def counter_of(model: str) -> TokenCounter:
+        return counter_for_directory(str(local_models[model])) if model in local_models else counter_for(model)
+
+    counter = counter_of(params.model)
+    counters = [counter]
+    prompt_tokens = sum(counter.chat(generation_request(item, params).body["messages"]) for item in items)
     requests = len(items)
     completion_tokens = requests * params.max_tokens
     cost = cost_of(params.model, prompt_tokens, completion_tokens, 0.0)
@@ -122,12 +133,12 @@ def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEst
     likely_tokens = prompt_tokens + likely_completion
     likely_cost = cost_of(params.model, prompt_tokens, likely_completion, 0.0)
     if params.validation is not None:
-        judge = counter_for(params.validation.model)
-        methods.add(judge.method)
+        judge = counter_of(params.validation.model)
+        counters.append(judge)
         model = params.validation.model
 
         def judge_prompt(item: Any, generated: str) -> int:
-            return judge.chat([m["content"] for m in validation_request(item, generated, params).body["messages"]])
+            return judge.chat(validation_request(item, generated, params).body["messages"])
 
         # the generated text is not known yet: counted at its most, max_tokens, wherever the prompt shows it
         generated = _template_uses(params.validation.prompt, "rephrased") * params.max_tokens
@@ -142,7 +153,15 @@ def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEst
             likely_cost = cost_of(model, likely_prompt, val_completion, likely_cost)
         requests *= 2
     estimate = StageEstimate(
-        stage, False, None, requests, prompt_tokens, completion_tokens, cost, token_counting=sorted(methods)
+        stage,
+        False,
+        None,
+        requests,
+        prompt_tokens,
+        completion_tokens,
+        cost,
+        token_counting=sorted({c.method for c in counters}),
+        exact_prompts=all(c.exact for c in counters),
     )
     if rephrase:
         estimate.likely_tokens, estimate.likely_cost_usd = likely_tokens, likely_cost
@@ -162,9 +181,11 @@ def bound_note(misses: list[StageEstimate]) -> str:
     completions = f"max_tokens per request ({', '.join(map(str, limits))} per generation"
     completions += f", {', '.join(map(str, judge))} per validation)" if judge else ")"
     exact = all(e.exact_prompts for e in generate)
+    local = any(method.startswith(LOCAL_TOKENIZER) for method in methods)
+    framing = "as its chat template renders them" if local else "plus the chat framing (3 per message, 3 per reply)"
     lines = [
         "how the estimate is made: prompt tokens = every request the worker will send (its own planning of the "
-        f"records), counted with {'; '.join(methods)}, plus the chat framing (3 per message, 3 per reply)"
+        f"records), counted with {'; '.join(methods)}, {framing}"
         + ("; a validation prompt counts the generated text at max_tokens" if judge else ""),
         f"completion tokens = {completions}, the most each request can return: real completions are shorter, so "
         "real spend is usually well below",

@@ -147,3 +147,39 @@ def test_without_the_encoding_file_plan_says_it_estimates(
     table = invoke("plan", experiment, "--root", workspace / "root").stdout
     assert "completion tokens (estimate)" in table
     assert "prompt tokens are estimated, not counted" in table
+
+
+def test_a_local_model_is_counted_with_its_own_tokenizer(
+    workspace: Path, write_experiment: Any, invoke: Invoke, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The transformers backend: plan counts each prompt as the model's chat template renders it, exactly what
+    the worker then reports; completions stay bounded by max_tokens."""
+    import torch
+
+    from datasweep.testing.tiny import build_tiny_llama
+
+    torch.set_num_threads(1)
+    build_tiny_llama(workspace / "models" / "tiny-llama")
+    spec = {
+        "batch": "batch_20250101_tokens",
+        "datasets": copa_dataset(),
+        "generation": {
+            "backend": "transformers",
+            "model": "tiny-llama",
+            "modelPath": {"path": "models/tiny-llama"},
+            "maxTokens": 4,
+            "temperature": 0.0,
+        },
+    }
+    experiment = write_experiment("tokens-local", spec)
+    root = workspace / "root"
+    totals = json.loads(invoke("plan", experiment, "--root", root, "-o", "json").stdout)["totals"]
+    (method,) = totals["tokenCounting"]
+    assert method.startswith("the tokenizer of ")
+    assert method.endswith("tiny-llama")
+    assert totals["tokensAreUpperBound"] is True
+    invoke("run", experiment, "--root", root)
+    real = _generate_usage(root)["total"]
+    assert real.requests == 5
+    assert totals["promptTokens"] == real.prompt_tokens
+    assert totals["completionTokens"] == 5 * 4 >= real.completion_tokens

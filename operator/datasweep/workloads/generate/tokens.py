@@ -1,5 +1,7 @@
 """Token counts of chat requests with the model's own tokenizer, for `plan`'s cost bound.
 
+A local model (the transformers backend) is counted with its own tokenizer and chat template.
+
 tiktoken knows the OpenAI models' encodings (gpt-4o: o200k_base, gpt-4: cl100k_base, ...), but it downloads
 an encoding's file the first time (then caches it under $TIKTOKEN_CACHE_DIR, or the temp dir). Without the
 package, for a model it does not know, or when the file cannot be fetched (no network, nothing cached), the
@@ -11,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,10 @@ BYTES_PER_TOKEN = 4  # a rough rule for English text
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_REPLY = 3
 LOAD_TIMEOUT_S = 20.0
+LOCAL_TOKENIZER = "the tokenizer of "  # how a local model's counts are named
+
+
+Messages = Sequence[Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -27,12 +33,16 @@ class TokenCounter:
     encode_len: Callable[[str], int]
     method: str  # how the counts are made, for people: "tiktoken o200k_base" or "4 bytes per token (...)"
     exact: bool  # the model's tokenizer (True) or the bytes rule (False)
+    chat_len: Callable[[Messages], int] | None = None  # a local model's chat template, when it has its own
 
     def count(self, text: str) -> int:
         return self.encode_len(text)
 
-    def chat(self, contents: Sequence[str]) -> int:
-        """Prompt tokens of a chat request whose messages have these contents."""
+    def chat(self, messages: Messages) -> int:
+        """Prompt tokens of a chat request."""
+        if self.chat_len is not None:
+            return self.chat_len(messages)
+        contents = [str(message.get("content") or "") for message in messages]
         return sum(self.count(text) + TOKENS_PER_MESSAGE for text in contents) + TOKENS_PER_REPLY
 
 
@@ -90,3 +100,25 @@ def counter_for(model: str) -> TokenCounter:
         return len(encoding.encode(text, disallowed_special=()))
 
     return TokenCounter(encode_len, f"tiktoken {name}", exact=True)
+
+
+@functools.cache
+def counter_for_directory(directory: str) -> TokenCounter:
+    """A local model's own tokenizer, counting a prompt as the transformers backend sends it (its chat template)."""
+    from datasweep.workloads.generate.backends import TransformersBackend
+
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    except Exception as exc:  # no transformers, no tokenizer files, a broken directory
+        return bytes_counter(f"the tokenizer of {directory} cannot be loaded ({type(exc).__name__})")
+
+    def encode_len(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def chat_len(messages: Messages) -> int:
+        text = TransformersBackend._prompt_text(tokenizer, [dict(message) for message in messages])
+        return encode_len(text)
+
+    return TokenCounter(encode_len, f"{LOCAL_TOKENIZER}{directory}", exact=True, chat_len=chat_len)
