@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import string
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
-from datasweep.api.stages.generate import PriceEntry
+from datasweep.api.stages.generate import GenerateParams, PriceEntry
 from datasweep.api.worker import TRAINING_STAGES
 from datasweep.cli.common import (
     BadInput,
@@ -32,10 +33,11 @@ from datasweep.local.experiment_file import (
 from datasweep.local.registry import Registry
 from datasweep.local.runner import imported_match
 from datasweep.store.layout import find_generate_dir, is_complete, training_relpath
+from datasweep.workloads.generate.inputs import GenerateInputError, read_splits
 from datasweep.workloads.generate.pricing import estimate_cost, price_table
+from datasweep.workloads.generate.tasks import plan_task
+from datasweep.workloads.generate.tokens import LOCAL_TOKENIZER, TokenCounter, counter_for, counter_for_directory
 
-# A rough rule for English text: 4 bytes per token.
-BYTES_PER_TOKEN = 4
 DEFAULT_TRAINING_HOURS = 1.0
 
 
@@ -50,6 +52,11 @@ class StageEstimate:
     cost_usd: float | None = 0.0
     gpu_hours: float = 0.0
     imported: ImportedMatch | None = None  # a hit on an imported seed-format directory
+    token_counting: list[str] = field(default_factory=list)  # how prompt tokens were counted
+    exact_prompts: bool = True  # counted with the models' tokenizers, not estimated
+    # rephrasing only: each rephrasing as long as its original (prompt and completion), verdicts at max_tokens
+    likely_tokens: int | None = None
+    likely_cost_usd: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,43 +77,130 @@ class StageEstimate:
                 "completionTokens": self.completion_tokens,
                 "costUsd": self.cost_usd,
                 "gpuHours": self.gpu_hours,
+                "tokenCounting": self.token_counting,
+                "likelyTokens": self.likely_tokens,
+                "likelyCostUsd": self.likely_cost_usd,
             },
         }
 
 
+def _template_uses(template: str, field: str) -> int:
+    """How often `{field}` appears in a prompt template."""
+    return sum(1 for _, name, _, _ in string.Formatter().parse(template) if name and name.split(".")[0] == field)
+
+
 def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEstimate:
-    """Upper bound: every record's fields are sent once per generation and once per validation."""
-    params = stage.params
-    files = experiment.datasets[stage.dataset].files
-    records = 0
-    data_bytes = 0
-    for path in files:
-        with path.open("rb") as handle:
-            records += sum(1 for line in handle if line.strip())
-        data_bytes += path.stat().st_size
-    fields = len(params.get("rephrase_fields") or ["text"])
-    requests = records * fields
-    template = len(str(params.get("prompt") or "")) // BYTES_PER_TOKEN
-    prompt_tokens = data_bytes // BYTES_PER_TOKEN + requests * template
-    completion_tokens = requests * int(params["max_tokens"])
-    prices = {name: PriceEntry.model_validate(entry) for name, entry in (params.get("prices") or {}).items()}
-    table = price_table(str(params["backend"]), prices)
-    batch = params["backend"] == "openai-batch"
-    cost = estimate_cost(str(params["model"]), prompt_tokens, completion_tokens, table, batch)
-    validation = params.get("validation")
-    if isinstance(validation, dict):
-        val_prompt = (
-            data_bytes // BYTES_PER_TOKEN
-            + completion_tokens
-            + requests * (len(str(validation.get("prompt") or "")) // BYTES_PER_TOKEN)
-        )
-        val_completion = requests * int(validation.get("max_tokens") or 64)
-        val_cost = estimate_cost(str(validation["model"]), val_prompt, val_completion, table, batch)
-        cost = None if cost is None or val_cost is None else round(cost + val_cost, 6)
+    """What the worker would send, from the worker's own planning code; see `bound_note` for the rules.
+
+    Beside the bound, for rephrasing, a likely figure: each rephrasing as long as its original.
+    """
+    from datasweep.workloads.generate.worker import (  # imports openai
+        generation_request,
+        transformers_model_paths,
+        validation_request,
+    )
+
+    params = GenerateParams.model_validate(stage.params)
+    source = experiment.datasets[stage.dataset]
+    try:
+        splits = read_splits(source.directory, stage.dataset, params.id_field, params.task == "code-scenarios")
+        items = plan_task(splits, params).items
+    except GenerateInputError as exc:
+        raise BadInput(f"dataset {stage.dataset} ({source.directory}): {exc}") from exc
+    prices = {name: PriceEntry.model_validate(entry) for name, entry in (params.prices or {}).items()}
+    table = price_table(params.backend, prices)
+    batch = params.backend == "openai-batch"
+
+    def cost_of(model: str, prompt: int, completion: int, total: float | None) -> float | None:
+        cost = estimate_cost(model, prompt, completion, table, batch)
+        return None if cost is None or total is None else round(total + cost, 6)
+
+    local_models: dict[str, Path] = {}
+    if params.backend == "transformers":
+        try:
+            local_models = transformers_model_paths(
+                params, experiment.model_dir(stage.base_model, "spec.generation.modelPath")
+            )
+        except (GenerateInputError, ExperimentFileError) as exc:
+            raise BadInput(str(exc)) from exc
+
+    def counter_of(model: str) -> TokenCounter:
+        return counter_for_directory(str(local_models[model])) if model in local_models else counter_for(model)
+
+    counter = counter_of(params.model)
+    counters = [counter]
+    prompt_tokens = sum(counter.chat(generation_request(item, params).body["messages"]) for item in items)
+    requests = len(items)
+    completion_tokens = requests * params.max_tokens
+    cost = cost_of(params.model, prompt_tokens, completion_tokens, 0.0)
+    rephrase = params.task == "rephrase"
+    likely_completion = sum(min(params.max_tokens, counter.count(item.original)) for item in items)
+    likely_tokens = prompt_tokens + likely_completion
+    likely_cost = cost_of(params.model, prompt_tokens, likely_completion, 0.0)
+    if params.validation is not None:
+        judge = counter_of(params.validation.model)
+        counters.append(judge)
+        model = params.validation.model
+
+        def judge_prompt(item: Any, generated: str) -> int:
+            return judge.chat(validation_request(item, generated, params).body["messages"])
+
+        # the generated text is not known yet: counted at its most, max_tokens, wherever the prompt shows it
+        generated = _template_uses(params.validation.prompt, "rephrased") * params.max_tokens
+        val_prompt = sum(judge_prompt(item, "") + generated for item in items)
+        val_completion = requests * params.validation.max_tokens
+        cost = cost_of(model, val_prompt, val_completion, cost)
         prompt_tokens += val_prompt
         completion_tokens += val_completion
+        if rephrase:
+            likely_prompt = sum(judge_prompt(item, item.original) for item in items)
+            likely_tokens += likely_prompt + val_completion
+            likely_cost = cost_of(model, likely_prompt, val_completion, likely_cost)
         requests *= 2
-    return StageEstimate(stage, False, None, requests, prompt_tokens, completion_tokens, cost)
+    estimate = StageEstimate(
+        stage,
+        False,
+        None,
+        requests,
+        prompt_tokens,
+        completion_tokens,
+        cost,
+        token_counting=sorted({c.method for c in counters}),
+        exact_prompts=all(c.exact for c in counters),
+    )
+    if rephrase:
+        estimate.likely_tokens, estimate.likely_cost_usd = likely_tokens, likely_cost
+    return estimate
+
+
+def bound_note(misses: list[StageEstimate]) -> str:
+    """How plan's token numbers are made, in words (printed under the table)."""
+    generate = [e for e in misses if e.stage.stage == "generate"]
+    if not generate:
+        return ""
+    methods = sorted({method for e in generate for method in e.token_counting})
+    limits = sorted({int(e.stage.params["max_tokens"]) for e in generate})
+    judge = sorted(
+        {int(e.stage.params["validation"]["max_tokens"]) for e in generate if e.stage.params.get("validation")}
+    )
+    completions = f"max_tokens per request ({', '.join(map(str, limits))} per generation"
+    completions += f", {', '.join(map(str, judge))} per validation)" if judge else ")"
+    exact = all(e.exact_prompts for e in generate)
+    local = any(method.startswith(LOCAL_TOKENIZER) for method in methods)
+    framing = "as its chat template renders them" if local else "plus the chat framing (3 per message, 3 per reply)"
+    lines = [
+        "how the estimate is made: prompt tokens = every request the worker will send (its own planning of the "
+        f"records), counted with {'; '.join(methods)}, {framing}"
+        + ("; a validation prompt counts the generated text at max_tokens" if judge else ""),
+        f"completion tokens = {completions}, the most each request can return: real completions are shorter, so "
+        "real spend is usually well below",
+    ]
+    if not exact:
+        lines.append(
+            "note: prompt tokens are estimated, not counted, where the model's tokenizer was not available (see "
+            "above): the total is then no strict bound"
+        )
+    return "\n".join(lines)
 
 
 def estimate_training(stage: StagePlan, hours: float) -> StageEstimate:
@@ -204,7 +298,15 @@ def plan(
         "costUsd": round(sum(priced), 4),
         "unpricedModels": sorted({str(e.stage.params.get("model")) for e in unpriced}),
         "gpuHours": round(sum(e.gpu_hours for e in misses), 3),
+        "tokenCounting": sorted({method for e in misses for method in e.token_counting}),
+        "tokensAreUpperBound": all(e.exact_prompts for e in misses),
+        "likelyTokens": None,
+        "likelyCostUsd": None,
     }
+    generate_misses = [e for e in misses if e.stage.stage == "generate"]
+    if generate_misses and all(e.likely_tokens is not None for e in generate_misses):
+        totals["likelyTokens"] = sum(e.likely_tokens or 0 for e in generate_misses)
+        totals["likelyCostUsd"] = round(sum(e.likely_cost_usd or 0.0 for e in generate_misses), 4)
     if output != "table":
         data = {
             "experiment": experiment.name,
@@ -251,9 +353,18 @@ def plan(
         f"{totals['stages']} stages: {totals['hits']} hits, {totals['misses']} misses"
     )
     price_note = f" (unpriced: {', '.join(totals['unpricedModels'])})" if totals["unpricedModels"] else ""
+    bound = "upper bound" if all(e.exact_prompts for e in misses) else "estimate"
     click.echo(
         f"estimated cost of the misses: {totals['promptTokens']:,} prompt + {totals['completionTokens']:,} "
-        f"completion tokens (upper bound) = ${totals['costUsd']:.4f}{price_note}; "
+        f"completion tokens ({bound}) = ${totals['costUsd']:.4f}{price_note}; "
         f"{totals['gpuHours']:g} GPU-hours at {hours_per_training:g} h per training stage"
     )
+    note = bound_note(misses)
+    if note:
+        click.echo(note)
+    if totals["likelyTokens"] is not None:
+        click.echo(
+            f"likely: about {totals['likelyTokens']:,} tokens = ${totals['likelyCostUsd']:.4f}, if each rephrasing "
+            "is as long as its original (verdicts still at max_tokens)"
+        )
     click.echo("nothing was created")

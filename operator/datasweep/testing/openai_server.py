@@ -64,6 +64,11 @@ class ServerBehavior:
     always_fail_custom_ids: set[str] = field(default_factory=set)
     # consumed in order by `POST /v1/batches` (one fault per create), e.g. a 400 or a 429 insufficient_quota
     batch_create_faults: list[Fault] = field(default_factory=list)
+    # usage counting: tokens of a text (default: its words); prompts add the chat framing of `message_tokens`
+    # per message and `reply_tokens` per request, as OpenAI counts them
+    count_tokens: Callable[[str], int] | None = None
+    message_tokens: int = 0
+    reply_tokens: int = 0
 
 
 def _words(text: str) -> int:
@@ -109,8 +114,10 @@ class _State:
     def completion(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body.get("messages") or []
         text = answer_for(messages, self.behavior.reject_marker)
-        prompt_tokens = sum(_words(str(m.get("content") or "")) for m in messages)
-        completion_tokens = _words(text)
+        count = self.behavior.count_tokens or _words
+        framing = self.behavior.message_tokens * len(messages) + self.behavior.reply_tokens
+        prompt_tokens = sum(count(str(m.get("content") or "")) for m in messages) + framing
+        completion_tokens = count(text)
         return {
             "id": self.new_id("chatcmpl"),
             "object": "chat.completion",

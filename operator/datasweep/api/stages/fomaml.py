@@ -24,8 +24,9 @@ OPERATIONAL_FIELDS: dict[str, str] = {
     "log_freq": "how often a metrics line is written",
     "enable_gradient_checkpointing": "recomputes the same activations in backward: the same gradient",
     "use_fsdp": "parallelism (sharded instead of replicated parameters) over the same global batch",
-    "project_name": "a tracking label (seed 003 trainer.project_name) written into the metadata",
-    "experiment_name": "a tracking label (seed 003 trainer.experiment_name) written into the metadata",
+    "project_name": "a tracking label (trainer.project_name in the original recipe) written into the metadata",
+    "experiment_name": "a tracking label (trainer.experiment_name in the original recipe) written into the metadata",
+    "tensorboard": "writes event files of the same training beside the curves",
 }
 
 TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -64,7 +65,7 @@ class FomamlTask(ParamsModel):
         default_factory=list,
         max_length=100,
         description="Few-shot test files, as support_files (empty: few_shot_eval/<name>_test.* of the input, "
-        "seed 003's layout, when it exists)",
+        "the meta_train/few_shot_eval layout, when it exists)",
     )
     support_max_samples: int | None = Field(
         default=None, ge=1, description="Use at most this many support rows of this task (overrides the global cap)"
@@ -161,8 +162,8 @@ class FomamlParams(ParamsModel):
     tasks: list[FomamlTask] = Field(
         default_factory=list,
         max_length=200,
-        description="Seed 003 meta.tasks: each task's own support/query(/test) files and caps; when given, the "
-        "input is not prepared or split (task_key, templates and ratios do not apply)",
+        description="meta.tasks of the original recipe: each task's own support/query(/test) files and caps; "
+        "when given, the input is not prepared or split (task_key, templates and ratios do not apply)",
     )
     weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay of the outer optimizer")
     warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up of outer_lr over this many meta-steps")
@@ -181,17 +182,22 @@ class FomamlParams(ParamsModel):
         default=None,
         min_length=1,
         max_length=200,
-        description="Tracking label (seed 003 trainer.project_name) in training_metadata.json, eval_results.json "
+        description="Tracking label (trainer.project_name) in training_metadata.json, eval_results.json "
         "and the manifest (default: the batch)",
     )
     experiment_name: str | None = Field(
         default=None,
         min_length=1,
         max_length=200,
-        description="Tracking label (seed 003 trainer.experiment_name), as project_name (default: the "
+        description="Tracking label (trainer.experiment_name), as project_name (default: the "
         "Experiment's name)",
     )
     keep_checkpoints: int = Field(default=1, ge=1, description="Checkpoints kept on disk (oldest removed first)")
+    tensorboard: bool = Field(
+        default=False,
+        description="Also write TensorBoard event files (meta-train losses per step, few-shot loss before/after "
+        "adaptation per evaluation) under tensorboard/; needs the tensorboard or tensorboardX package",
+    )
 
     # --- evaluation ---
     eval_inner_steps: int | None = Field(

@@ -146,12 +146,12 @@ class GenerateParams(ParamsModel):
     max_scenario1: int | None = Field(
         default=None,
         ge=0,
-        description="code-scenarios: cap on function slices (scenario1), over all files (seed 001) or per split",
+        description="code-scenarios: cap on function slices (scenario1), over all files (default) or per split",
     )
     max_scenario2: int | None = Field(
         default=None,
         ge=0,
-        description="code-scenarios: cap on class slices (scenario2), over all files (seed 001) or per split",
+        description="code-scenarios: cap on class slices (scenario2), over all files (default) or per split",
     )
     caps_per_split: bool = Field(
         default=False,

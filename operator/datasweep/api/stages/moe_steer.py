@@ -24,6 +24,7 @@ DType = Literal["float32", "bfloat16", "float16"]
 OPERATIONAL_FIELDS: dict[str, str] = {
     "device": "where the model runs (auto picks cuda when present)",
     "log_every": "how often the loss is logged",
+    "tensorboard": "writes event files of the same training beside the curves",
 }
 
 
@@ -62,7 +63,7 @@ class MoeSteerParams(ParamsModel):
     pair_batches: bool = Field(
         default=True,
         description="paired input: a record's safe prompt (goal) and unsafe prompt (its jailbreak) land in the "
-        "same mixed batch, as seed 004 pairs them (records missing one side are unused). It needs as many safe "
+        "same mixed batch (records missing one side are unused). It needs as many safe "
         "as unsafe prompts per batch: with another safe_ratio, or false, the two labels are shuffled separately",
     )
 
@@ -94,7 +95,7 @@ class MoeSteerParams(ParamsModel):
     )
     aggregation: Aggregation = Field(
         default="per-batch-mean",
-        description="How batches are combined into one risk difference per expert: per-batch-mean (seed 004: "
+        description="How batches are combined into one risk difference per expert: per-batch-mean (the default: "
         "mean of each batch's p_unsafe - p_safe) or pooled (the SteerMoE paper: activation counts pooled over "
         "all tokens of every batch, then p_unsafe - p_safe); both are reported",
     )
@@ -103,7 +104,7 @@ class MoeSteerParams(ParamsModel):
         default=None,
         ge=0.0,
         le=1.0,
-        description="Select only experts whose risk difference (signed by direction) is above this (>, as seed 004)",
+        description="Select only experts whose risk difference (signed by direction) is strictly above this",
     )
     positive_only: bool = Field(
         default=True,
@@ -126,7 +127,7 @@ class MoeSteerParams(ParamsModel):
     max_grad_norm: float | None = Field(default=1.0, gt=0.0, description="Gradient clipping norm (None: off)")
     mask_router_logits: bool = Field(
         default=False,
-        description="Also mask the router during training, as seed 004's ExpertMaskingTrainer: in layers with a "
+        description="Also mask the router during training: in layers with a "
         "chosen expert, tokens are routed among the chosen experts only (the other experts' router logits are "
         "masked). Off: routing is the model's own and only the gradients are restricted",
     )
@@ -136,6 +137,11 @@ class MoeSteerParams(ParamsModel):
     torch_dtype: DType = Field(default="float32", description="Dtype the base model is loaded and trained in")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
     log_every: int = Field(default=10, ge=1, description="Log the loss every this many steps")
+    tensorboard: bool = Field(
+        default=False,
+        description="Also write TensorBoard event files (loss and learning rate per step, mean loss per epoch) "
+        "under tensorboard/; needs the tensorboard or tensorboardX package",
+    )
 
     @property
     def safe_per_batch(self) -> int:

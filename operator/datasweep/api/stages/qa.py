@@ -17,6 +17,7 @@ OPERATIONAL_FIELDS: dict[str, str] = {
     "plot_update_every": "how often the loss is logged and the curves redrawn",
     "per_device_eval_batch_size": "features per evaluation forward pass; each feature is scored on its own",
     "keep_last_checkpoints": "how many checkpoint-epoch-* directories stay on disk; best/ is kept",
+    "tensorboard": "writes event files of the same training beside the curves",
 }
 
 
@@ -87,6 +88,11 @@ class QaParams(ParamsModel):
     num_workers: int = Field(default=2, ge=0, description="DataLoader worker processes")
     plot_update_every: int = Field(
         default=100, ge=1, description="Optimizer steps between train-loss log lines and curve redraws"
+    )
+    tensorboard: bool = Field(
+        default=False,
+        description="Also write TensorBoard event files (train loss and learning rate per step, dev metrics per "
+        "epoch) under tensorboard/; needs the tensorboard or tensorboardX package",
     )
     keep_last_checkpoints: int = Field(
         default=1,

@@ -24,9 +24,10 @@ from datasweep.api.worker import WorkerSpecError, load_worker_spec
 from datasweep.store.atomic import atomic_write_json
 from datasweep.workloads.fomaml.data import DataError
 from datasweep.workloads.fomaml.stage import ParamsError, load_params
+from datasweep.workloads.tensorboard import TensorBoardUnavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
-BAD_INPUT = (WorkerSpecError, ParamsError, DataError, FileNotFoundError)
+BAD_INPUT = (WorkerSpecError, ParamsError, DataError, FileNotFoundError, TensorBoardUnavailable)
 
 
 def _exit_codes(func: F) -> F:

@@ -5,6 +5,8 @@ Output directory (`spec.outputDir`):
     validation_report.{json,txt}
     checkpoints/             resumable checkpoints (latest pointer + step_<N>/state.pt)
     metrics.jsonl            one line per logged meta-step; eval_history.jsonl every test_freq steps
+    training_curves.png      meta-train losses, and few-shot loss/accuracy before/after adaptation per evaluation
+    tensorboard/             TensorBoard event files (params.tensorboard)
     final_model/             save_pretrained model + tokenizer
     eval_results.json        few-shot loss/accuracy before and after K adaptation steps, per task
     training_metadata.json   params, base model, inputs, world size, timings
@@ -27,9 +29,12 @@ from datasweep.api.stages.fomaml import FomamlParams
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact
+from datasweep.workloads.curves import CURVES_FILE
 from datasweep.workloads.fomaml.data import META_TRAIN, DataError, load_tasks, prepare
 from datasweep.workloads.fomaml.distributed import DistContext, init_distributed
+from datasweep.workloads.fomaml.plots import EVAL_HISTORY, EVAL_RESULTS, METRICS, plot_fomaml_curves
 from datasweep.workloads.fomaml.validate import ValidationReport, validate_prepared
+from datasweep.workloads.tensorboard import check_available, event_files
 
 if TYPE_CHECKING:
     from datasweep.workloads.fomaml.trainer import MetaTrainer
@@ -122,14 +127,20 @@ def run_train(
 
     `labels`: the (batch, Experiment) that name the run when project_name/experiment_name are not set."""
     dist = dist or init_distributed(params.use_fsdp)
+    check_available(params.tensorboard)
     trainer, tokenizer = _build_trainer(data_dir, model_dir, params, dist)
-    trainer.train(output_dir, on_step=on_step)
-    save_final_model(trainer, tokenizer, output_dir / FINAL_MODEL)
-    results = trainer.evaluate()
-    results["truncated_examples"] = trainer.encoder.truncated
-    results.update(tracking(params, *(labels or (None, None))))
-    if dist.is_main:
-        atomic_write_json(output_dir / "eval_results.json", results)
+    try:
+        trainer.train(output_dir, on_step=on_step)
+        save_final_model(trainer, tokenizer, output_dir / FINAL_MODEL)
+        results = trainer.evaluate()
+        results["truncated_examples"] = trainer.encoder.truncated
+        results.update(tracking(params, *(labels or (None, None))))
+        if dist.is_main:
+            atomic_write_json(output_dir / EVAL_RESULTS, results)
+            trainer.record_evaluation(results)
+            plot_fomaml_curves(output_dir)
+    finally:
+        trainer.close_board()
     return results
 
 
@@ -156,6 +167,7 @@ def run_stage(spec: WorkerSpec) -> Manifest | None:
     """The whole stage from a WorkerSpec; returns the manifest (None on non-main ranks)."""
     started = time.monotonic()
     params = parse_params(spec.params, where="params")
+    check_available(params.tensorboard)  # before preparing data, not after training
     if "data" not in spec.inputs:
         raise DataError("worker spec: inputs.data (the generate artifact directory) is required for fomaml")
     if not spec.base_model:
@@ -212,8 +224,10 @@ def run_stage(spec: WorkerSpec) -> Manifest | None:
         reports = ["validation_report.json", "validation_report.txt", "training_metadata.json"]
         if (output_dir / "data" / "prepare_report.json").is_file():
             reports.append("data/prepare_report.json")
-        metrics = [name for name in ("metrics.jsonl", "eval_history.jsonl") if (output_dir / name).is_file()]
-        roles = Roles(reports=reports, model=FINAL_MODEL, metrics=[*metrics, "eval_results.json"])
+        reports.append(CURVES_FILE)
+        metrics = [name for name in (METRICS, EVAL_HISTORY) if (output_dir / name).is_file()]
+        metrics += [EVAL_RESULTS, *event_files(output_dir)]
+        roles = Roles(reports=reports, model=FINAL_MODEL, metrics=metrics)
         return finalize_artifact(
             output_dir, fingerprint=spec.fingerprint, stage=STAGE, roles=roles, usage=usage, extra=extra
         )

@@ -28,15 +28,15 @@ from datasweep.store.atomic import append_line_durably, atomic_write_text
 from datasweep.workloads.fomaml.data import DataError, TaskData
 from datasweep.workloads.fomaml.distributed import DistContext
 from datasweep.workloads.fomaml.modeling import Encoded, ExampleEncoder, collate, token_losses
+from datasweep.workloads.fomaml.plots import EVAL_HISTORY, METRICS, plot_fomaml_curves
 from datasweep.workloads.progress import Progress
+from datasweep.workloads.tensorboard import ScalarWriter, open_writer
 
 if TYPE_CHECKING:
     import torch
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
-METRICS = "metrics.jsonl"
-EVAL_HISTORY = "eval_history.jsonl"
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ class MetaTrainer:
             self.optimizer, lambda done: min(1.0, (done + 1) / warmup) if warmup else 1.0
         )
         self.step = 0
+        self.board: ScalarWriter | None = None  # TensorBoard events (main rank, params.tensorboard)
         self._theta: list[Any] | None = None
         self._meta: list[Any] | None = None
 
@@ -387,12 +388,35 @@ class MetaTrainer:
         history: list[dict[str, Any]] = []
         params = self.params
         progress = Progress("fomaml", params.total_steps, "steps", initial=self.step) if self.dist.is_main else None
+        if self.dist.is_main and self.board is None:
+            self.board = open_writer(output_dir, params.tensorboard, self.step if resumed else None)
         try:
             self._train_loop(metrics_path, eval_path, checkpoints, history, progress, on_step)
         finally:
             if progress is not None:
                 progress.close()
+            if self.board is not None:
+                self.board.flush()  # kept open for the final evaluation (run_train closes it)
         return history
+
+    def record_evaluation(self, summary: dict[str, Any]) -> None:
+        """An evaluation's mean few-shot scores into the TensorBoard events (main rank)."""
+        if self.board is None:
+            return
+        self.board.scalars(
+            {
+                f"fewshot/{metric}_{phase}": summary.get(f"mean_{phase}_{metric}")
+                for metric in ("loss", "token_accuracy", "exact_match")
+                for phase in ("before", "after")
+            },
+            int(summary["step"]),
+        )
+        self.board.flush()
+
+    def close_board(self) -> None:
+        if self.board is not None:
+            self.board.close()
+            self.board = None
 
     def _train_loop(
         self,
@@ -410,11 +434,23 @@ class MetaTrainer:
                 progress.update(self.step, query_loss=metrics.get("query_loss"))
             if self.dist.is_main and (self.step % params.log_freq == 0 or self.step == params.total_steps):
                 append_line_durably(metrics_path, json.dumps(metrics, sort_keys=True))
+                if self.board is not None:
+                    self.board.scalars(
+                        {
+                            "meta/query_loss": metrics.get("query_loss"),
+                            "meta/support_loss": metrics.get("support_loss"),
+                            "meta/learning_rate": metrics["lr"],
+                            "meta/grad_norm": metrics["grad_norm"],
+                        },
+                        self.step,
+                    )
             if params.test_freq and self.step % params.test_freq == 0 and self.step < params.total_steps:
                 summary = self.evaluate()
                 history.append(summary)
                 if self.dist.is_main:
                     append_line_durably(eval_path, json.dumps(summary, sort_keys=True))
+                    self.record_evaluation(summary)
+                    plot_fomaml_curves(metrics_path.parent)  # redrawn at every evaluation: watchable
             if self.step % params.save_freq == 0 or self.step == params.total_steps:
                 self.save_checkpoint(checkpoints)
             if on_step is not None:

@@ -91,8 +91,9 @@ def _model_dir(name: str | None) -> Path | None:
     return Path(name) if name and Path(name).is_dir() else None
 
 
-def transformers_model_paths(params: GenerateParams, spec: WorkerSpec) -> dict[str, Path]:
-    generation = _model_dir(params.model_path) or _model_dir(spec.base_model) or _model_dir(params.model)
+def transformers_model_paths(params: GenerateParams, base_model: str | None) -> dict[str, Path]:
+    """Model name -> local directory for the transformers backend (`base_model`: the worker spec's)."""
+    generation = _model_dir(params.model_path) or _model_dir(base_model) or _model_dir(params.model)
     if generation is None:
         raise GenerateInputError(
             f"backend transformers needs a local model directory: params.model_path, the spec's baseModel or "
@@ -114,7 +115,10 @@ def transformers_model_paths(params: GenerateParams, spec: WorkerSpec) -> dict[s
 def build_backend(params: GenerateParams, spec: WorkerSpec, phase: str, api_key: str, work: Path) -> Backend:
     if params.backend == "transformers":
         return TransformersBackend(
-            transformers_model_paths(params, spec), params.transformers_batch_size, params.device, params.seed
+            transformers_model_paths(params, spec.base_model),
+            params.transformers_batch_size,
+            params.device,
+            params.seed,
         )
     client = make_async_client(api_key, params.base_url, params.max_retries, params.request_timeout)
     if params.backend == "openai-batch":

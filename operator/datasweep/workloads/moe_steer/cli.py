@@ -15,6 +15,7 @@ import click
 from datasweep.api.params_file import ParamsFileError, load_params_mapping
 from datasweep.api.worker import WorkerSpecError, load_worker_spec
 from datasweep.workloads.moe_steer.errors import MoeSteerInputError
+from datasweep.workloads.tensorboard import TensorBoardUnavailable, check_available
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,7 +70,7 @@ def main(ctx: click.Context, spec_path: str | None) -> None:
     try:
         spec = load_worker_spec(spec_path, expected_stage="moe-steer")
         manifest = run_stage(spec, log=_log)
-    except (WorkerSpecError, MoeSteerInputError) as exc:
+    except (WorkerSpecError, MoeSteerInputError, TensorBoardUnavailable) as exc:
         _fail_bad_input(exc)
         return
     _log(f"done: {spec.output_dir} ({len(manifest.files)} files)")
@@ -87,7 +88,7 @@ def main(ctx: click.Context, spec_path: str | None) -> None:
     "--aggregation",
     type=click.Choice(["per-batch-mean", "pooled"]),
     default=None,
-    help="per-batch-mean (seed 004, default) or pooled over all tokens (the SteerMoE paper)",
+    help="per-batch-mean (default) or pooled over all tokens (the SteerMoE paper)",
 )
 @click.option("--max-per-layer", type=int, default=None, help="Select at most this many experts per layer")
 @_param_options
@@ -140,14 +141,15 @@ def train(
 ) -> None:
     """Fine-tune only the experts in expert_mask.npy on the analysis batches.
 
-    Writes final_model/, training_metadata.json and expert_mask.npy to --out.
+    Writes final_model/, training_metadata.json, training_curves.png and expert_mask.npy to --out.
     """
     from datasweep.workloads.moe_steer.stage import load_model, parse_params, train_stage
 
     try:
         params = parse_params(_params_from_flags(params_file, settings, flags))
+        check_available(params.tensorboard)  # before loading the model
         model, tokenizer, layout, device = load_model(model_path, params)
         target = Path(out_dir) if out_dir else Path(analysis_dir)
         train_stage(model, tokenizer, layout, device, Path(analysis_dir), target, params, model_path, log=_log)
-    except MoeSteerInputError as exc:
+    except (MoeSteerInputError, TensorBoardUnavailable) as exc:
         _fail_bad_input(exc)

@@ -15,6 +15,7 @@ from datasweep.api.stages.moe_steer import MoeSteerParams
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_write_json
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact
+from datasweep.workloads.curves import CURVES_FILE
 from datasweep.workloads.moe_steer.analysis import (
     EXPERT_MASK_FILE,
     analyze_batches,
@@ -31,7 +32,9 @@ from datasweep.workloads.moe_steer.data import (
 )
 from datasweep.workloads.moe_steer.errors import MoeSteerInputError
 from datasweep.workloads.moe_steer.experts import MoeLayout, discover_moe_layout
+from datasweep.workloads.moe_steer.plots import plot_moe_steer_curves
 from datasweep.workloads.moe_steer.training import FINAL_MODEL_DIR, resolve_device, save_model, train_experts
+from datasweep.workloads.tensorboard import check_available, event_files, open_writer
 
 ANALYSIS_METADATA_FILE = "analysis_metadata.json"
 TRAINING_METADATA_FILE = "training_metadata.json"
@@ -160,7 +163,13 @@ def train_stage(
             "train with the params the analysis used"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = train_experts(model, tokenizer, layout, batches, mask, params, device, log=log)
+    board = open_writer(out_dir, params.tensorboard)
+    try:
+        result = train_experts(model, tokenizer, layout, batches, mask, params, device, log=log, board=board)
+    finally:
+        if board is not None:
+            board.close()
+    plot_moe_steer_curves(result, out_dir)
     save_model(model, tokenizer, out_dir / FINAL_MODEL_DIR)
     if analysis_dir.resolve() != out_dir.resolve():
         shutil.copyfile(analysis_dir / EXPERT_MASK_FILE, out_dir / EXPERT_MASK_FILE)
@@ -179,6 +188,8 @@ def train_stage(
         "epochs_run": result.epochs_run,
         "batch_order": result.batch_order,
         "losses": [round(loss, 6) for loss in result.losses],
+        "learning_rates": result.learning_rates,
+        "epoch_losses": [round(loss, 6) for loss in result.epoch_losses],
         "first_loss": result.losses[0] if result.losses else None,
         "final_loss": result.losses[-1] if result.losses else None,
         "train_seconds": round(result.seconds, 3),
@@ -194,6 +205,7 @@ def run_stage(spec: WorkerSpec, log: Log = _quiet) -> Manifest:
     """Everything the Kubernetes Job runs for one moe-steer Artifact; finalize_artifact comes last."""
     start = time.perf_counter()
     params = parse_params(spec.params, where="spec.params")
+    check_available(params.tensorboard)  # before loading the model, not after training
     if not spec.base_model:
         raise MoeSteerInputError("spec.baseModel is required: the MoE causal LM to analyse and train")
     data, safe, unsafe = spec.inputs.get("data"), spec.inputs.get("safe"), spec.inputs.get("unsafe")
@@ -216,9 +228,9 @@ def run_stage(spec: WorkerSpec, log: Log = _quiet) -> Manifest:
         "steps": training["steps"],
         "loadReport": {k: analysis[k] for k in ("records", "skipped_empty", "duplicates_dropped", "unused_prompts")},
     }
-    reports = [BATCHES_FILE, ANALYSIS_METADATA_FILE, EXPERT_MASK_FILE]
+    reports = [BATCHES_FILE, ANALYSIS_METADATA_FILE, EXPERT_MASK_FILE, CURVES_FILE]
     reports += sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name.startswith(("risk_", "selected_")))
-    roles = Roles(reports=reports, model=FINAL_MODEL_DIR, metrics=[TRAINING_METADATA_FILE])
+    roles = Roles(reports=reports, model=FINAL_MODEL_DIR, metrics=[TRAINING_METADATA_FILE, *event_files(out_dir)])
     return finalize_artifact(
         out_dir, fingerprint=spec.fingerprint, stage=spec.stage, roles=roles, usage=usage, extra=extra
     )

@@ -27,6 +27,7 @@ from datasweep.workloads.moe_steer.encoding import encode_batch
 from datasweep.workloads.moe_steer.errors import MoeSteerInputError
 from datasweep.workloads.moe_steer.experts import MoeLayout
 from datasweep.workloads.progress import Progress
+from datasweep.workloads.tensorboard import ScalarWriter
 
 FINAL_MODEL_DIR = "final_model"
 
@@ -43,6 +44,8 @@ class TrainingResult:
     steps: int
     epochs_run: int
     losses: list[float] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)  # the rate each step was taken at
+    epoch_losses: list[float] = field(default_factory=list)  # mean loss of each epoch
     seconds: float = 0.0
     trainable_elements: int = 0
     batch_order: list[list[int]] = field(default_factory=list)  # batch_idx sequence per epoch
@@ -155,8 +158,10 @@ def train_experts(
     params: MoeSteerParams,
     device: Any = "cpu",
     log: Callable[[str], None] | None = None,
+    board: ScalarWriter | None = None,
 ) -> TrainingResult:
-    """Train the selected experts on the analysis batches (one optimizer step per batch)."""
+    """Train the selected experts on the analysis batches (one optimizer step per batch); `board` gets the
+    loss and learning rate of every step and the mean loss of every epoch (TensorBoard)."""
     import torch
 
     rows = [record for batch in batches for record in batch]
@@ -195,15 +200,24 @@ def train_experts(
                     break
                 members = [rows[i] for i in indices]
                 order.append(members[0].batch_idx)
+                lr = float(optimizer.param_groups[0]["lr"])
                 loss = masked_step(model, tokenizer, members, masked, optimizer, params, device)
                 scheduler.step()
                 result.steps += 1
                 result.losses.append(loss)
+                result.learning_rates.append(lr)
+                if board is not None:
+                    board.scalars({"train/loss": loss, "train/learning_rate": lr}, result.steps)
                 progress.update(result.steps, loss=loss)
                 if log and (result.steps % params.log_every == 0 or result.steps == total_steps):
                     log(f"step {result.steps}/{total_steps} epoch {epoch} loss {loss:.4f}")
             result.batch_order.append(order)
             result.epochs_run += 1
+            if order:
+                epoch_loss = result.losses[-len(order) :]
+                result.epoch_losses.append(sum(epoch_loss) / len(epoch_loss))
+                if board is not None:
+                    board.scalars({"train/epoch_loss": result.epoch_losses[-1]}, result.steps)
     finally:
         progress.close()
         for handle in handles:

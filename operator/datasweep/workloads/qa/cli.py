@@ -15,13 +15,14 @@ from datasweep.api.params_file import ParamsFileError, load_params_mapping
 from datasweep.api.worker import WorkerSpecError, load_worker_spec
 from datasweep.workloads.qa.data import QaDataError, find_split_files, gold_answers, load_split, load_train_dev
 from datasweep.workloads.qa.stage import QaParamsError, field_names, parse_params
+from datasweep.workloads.tensorboard import TensorBoardUnavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
 BAD_INPUT_EXIT = 2
 
 
 def _bad_input_errors() -> tuple[type[Exception], ...]:
-    errors: list[type[Exception]] = [WorkerSpecError, QaDataError, QaParamsError]
+    errors: list[type[Exception]] = [WorkerSpecError, QaDataError, QaParamsError, TensorBoardUnavailable]
     try:  # the model/resume errors live in torch-importing modules
         from datasweep.workloads.qa.modeling import QaModelError
         from datasweep.workloads.qa.training import QaResumeError

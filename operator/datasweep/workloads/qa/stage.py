@@ -16,6 +16,7 @@ from datasweep.api.stages.qa import QaParams
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
+from datasweep.workloads.curves import CURVES_FILE
 from datasweep.workloads.qa.data import (
     FieldNames,
     LoadReport,
@@ -25,6 +26,7 @@ from datasweep.workloads.qa.data import (
     load_split,
     load_train_dev,
 )
+from datasweep.workloads.tensorboard import event_files
 
 
 class QaParamsError(ValueError):
@@ -207,11 +209,12 @@ def run_stage(spec: WorkerSpec) -> Manifest:
             "test_nbest_predictions.json",
             "bad_records.jsonl",
             "train.log",
-            "training_curves.png",
+            CURVES_FILE,
         )
         if (output_dir / name).is_file()
     ]
     metrics = [name for name in ("metrics_history.json", "test_results.json") if (output_dir / name).is_file()]
+    metrics += event_files(output_dir)
     roles = Roles(reports=present, model=best.name, metrics=["eval_results.json", *metrics])
     return finalize_artifact(
         output_dir, fingerprint=spec.fingerprint, stage="qa", roles=roles, usage=usage, extra=extra

@@ -22,6 +22,7 @@ import torch
 
 from datasweep.api.stages.qa import QaParams
 from datasweep.store.atomic import append_line_durably, atomic_write_json
+from datasweep.workloads.curves import CURVES_FILE
 from datasweep.workloads.progress import Progress
 from datasweep.workloads.qa.data import QaRecord
 from datasweep.workloads.qa.features import Features, build_features, epoch_feature_indices
@@ -37,6 +38,7 @@ from datasweep.workloads.qa.modeling import (
     pick_device,
 )
 from datasweep.workloads.qa.plots import plot_training_curves
+from datasweep.workloads.tensorboard import ScalarWriter, check_available, open_writer
 
 CHECKPOINT_PREFIX = "checkpoint-epoch-"
 STATE_JSON = "trainer_state.json"
@@ -244,6 +246,8 @@ class QaTrainer:
         self.train_records = list(train_records)
         self.dev_records = list(dev_records)
         self.device = device or pick_device()
+        check_available(params.tensorboard)  # before any work: a missing package fails the stage at once
+        self.board: ScalarWriter | None = None
         self.log = TrainLog(self.output_dir / "train.log")
         self.weights = loss_weights(params)
         self.digest = params_digest(params, self.base_model)
@@ -378,7 +382,7 @@ class QaTrainer:
         atomic_write_json(self.output_dir / "metrics_history.json", self.state.history)
 
     def _plot(self) -> None:
-        plot_training_curves(self.state.history, self.output_dir / "training_curves.png")
+        plot_training_curves(self.state.history, self.output_dir / CURVES_FILE)
 
     # --- the loop ---
     def train(self, *, resume: bool = True, stop_after_epoch: int | None = None) -> TrainResult:
@@ -394,6 +398,30 @@ class QaTrainer:
                 f"train features {summary}, {self.steps_per_epoch} optimizer steps/epoch x {p.num_train_epochs} "
                 f"epochs, effective batch {p.per_device_batch_size * p.grad_accum_steps}, device {self.device}"
             )
+        resumed_at = self.state.global_step if resumed_from is not None else None
+        self.board = open_writer(self.output_dir, p.tensorboard, resumed_at)
+        try:
+            self._train_epochs(stop_after_epoch)
+        finally:
+            if self.board is not None:
+                self.board.close()
+        if self.state.best_epoch is None or self.state.best_metric is None:
+            raise RuntimeError("training finished without a dev evaluation")
+        return TrainResult(
+            best_dir=self.output_dir / "best",
+            best_epoch=self.state.best_epoch,
+            best_metric=self.state.best_metric,
+            null_threshold=self.state.best_threshold,
+            epochs_run=self.state.epoch,
+            stopped_early=self.state.stopped_early,
+            resumed_from=resumed_from,
+            history=self.state.history,
+            train_features=summary,
+            wall_seconds=time.monotonic() - started,
+        )
+
+    def _train_epochs(self, stop_after_epoch: int | None) -> None:
+        p = self.params
         dataset = FeatureDataset(self.train_features)
         collate = Collator(self.pad_token_id)
         # steps, loss, rate and ETA for people (a bar) and for `kubectl logs` (a line every few seconds)
@@ -425,6 +453,11 @@ class QaTrainer:
                     self.state.history["steps"].append(
                         [self.state.global_step, round(running[-1], 5), self.scheduler.get_last_lr()[0]]
                     )
+                    if self.board is not None:
+                        self.board.scalars(
+                            {"train/loss": running[-1], "train/learning_rate": self.scheduler.get_last_lr()[0]},
+                            self.state.global_step,
+                        )
                     if self.state.global_step % p.plot_update_every == 0:
                         self._log_train(epoch, running, parts, plot=True)
                         running = []
@@ -435,20 +468,6 @@ class QaTrainer:
             if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < p.num_train_epochs:
                 raise TrainingInterrupted(f"stopped after epoch {epoch} on request")
         progress.close()
-        if self.state.best_epoch is None or self.state.best_metric is None:
-            raise RuntimeError("training finished without a dev evaluation")
-        return TrainResult(
-            best_dir=self.output_dir / "best",
-            best_epoch=self.state.best_epoch,
-            best_metric=self.state.best_metric,
-            null_threshold=self.state.best_threshold,
-            epochs_run=self.state.epoch,
-            stopped_early=self.state.stopped_early,
-            resumed_from=resumed_from,
-            history=self.state.history,
-            train_features=summary,
-            wall_seconds=time.monotonic() - started,
-        )
 
     def _log_train(self, epoch: int, losses: list[float], parts: dict[str, torch.Tensor] | None, *, plot: bool) -> None:
         record: dict[str, Any] = {
@@ -476,6 +495,20 @@ class QaTrainer:
         zero = evaluate_zero(result, self.dev_records, self.params.f1_tokenization)
         row.update(zero)
         self.state.history["eval"].append(row)
+        if self.board is not None:
+            self.board.scalars(
+                {
+                    "dev/loss": metrics["eval_loss"],
+                    "dev/f1": metrics["tuned_f1"],
+                    "dev/exact": metrics.get("tuned_exact", metrics["exact"]),
+                    "dev/f1_threshold0": zero["f1"],
+                    "dev/exact_threshold0": zero["exact"],
+                    "dev/HasAns_f1": zero.get("HasAns_f1"),
+                    "dev/NoAns_f1": zero.get("NoAns_f1"),
+                },
+                self.state.global_step,
+            )
+            self.board.flush()
         value = _monitor_value(p.early_stopping_metric, metrics)
         improved = _improved(p.early_stopping_metric, value, self.state.best_metric, p.early_stopping_min_delta)
         self.log(
