@@ -189,8 +189,7 @@ class FomamlParams(ParamsModel):
         default=None,
         min_length=1,
         max_length=200,
-        description="Tracking label (trainer.experiment_name), as project_name (default: the "
-        "Experiment's name)",
+        description="Tracking label (trainer.experiment_name), as project_name (default: the Experiment's name)",
     )
     keep_checkpoints: int = Field(default=1, ge=1, description="Checkpoints kept on disk (oldest removed first)")
     tensorboard: bool = Field(
