@@ -69,11 +69,15 @@ def check(obj: dict[str, Any]) -> None:
 
 
 def images_for_real_node(plane: ControlPlane) -> dict[str, str]:
-    from images import IMAGES, ensure_images, image_id, tag_of
+    from images import IMAGES, ensure_images, image_id, is_current, tag_of
 
     tags = ensure_images(["operator", "worker"], quiet=True)
-    if "trainer" in IMAGES and image_id(tag_of("trainer")):
-        tags["trainer"] = tag_of("trainer")  # built before (make images WITH_TRAINER=1): not rebuilt here
+    # The trainer is built before (make images WITH_TRAINER=1), not rebuilt here (minutes); a stale one runs older
+    # worker code than this operator writes specs for, so it is not used.
+    if "trainer" in IMAGES and image_id(tag_of("trainer")) and not is_current("trainer"):
+        say("the trainer image is older than this checkout: tiny training skipped (`make images WITH_TRAINER=1`)")
+    elif "trainer" in IMAGES and image_id(tag_of("trainer")):
+        tags["trainer"] = tag_of("trainer")
         # Once per image id and node slot; the trainer's 6 GB take minutes: say so before the silence.
         say("importing the images into the node's containerd (the trainer, 6 GB, takes minutes the first time)")
     plane.import_images(list(tags.values()))
@@ -130,7 +134,7 @@ def real_demo(plane: ControlPlane, work: Path, data_root: Path) -> tuple[int, in
                     say("a tiny training result: generate -> qa with a tiny BERT, in the trainer image")
                     train_in_pod(plane, data_root, server.url, read_manifest)
                 else:
-                    say("tiny training: skipped (trainer image not built; `make images WITH_TRAINER=1`, ~10 min)")
+                    say("tiny training: skipped (no current trainer image; `make images WITH_TRAINER=1`, ~10 min)")
     finally:
         os.umask(previous_umask)
     return len(get(plane, NAMESPACE, "artifacts")["items"]), server.counts["POST /v1/chat/completions"]

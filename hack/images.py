@@ -276,16 +276,26 @@ def _docker_build(
         docker("image", "rm", previous, check=False)
 
 
-def build_image(name: str) -> tuple[str, float]:
-    """Build datasweep-<name>:TAG unless it is current; returns (what happened, seconds)."""
-    started = time.monotonic()
+def _wanted_hash(name: str) -> tuple[str, dict[str, bytes], str]:
+    """(Dockerfile, build context, content hash) of datasweep-<name> built from this checkout now."""
     dockerfile = f"images/{name}.Dockerfile"
     if not (REPO / dockerfile).is_file():
         raise ImageError(f"{dockerfile} does not exist; images are: {', '.join(IMAGES)}")
     base = dockerfile_base(REPO / dockerfile)
     ensure_base(base)
     files = context_files(dockerfile)
-    wanted = content_hash(files, image_id(base) or "")
+    return dockerfile, files, content_hash(files, image_id(base) or "")
+
+
+def is_current(name: str) -> bool:
+    """Whether datasweep-<name>:TAG is built from this checkout's sources (a stale image runs older code)."""
+    return image_label(tag_of(name), HASH_LABEL) == _wanted_hash(name)[2]
+
+
+def build_image(name: str) -> tuple[str, float]:
+    """Build datasweep-<name>:TAG unless it is current; returns (what happened, seconds)."""
+    started = time.monotonic()
+    dockerfile, files, wanted = _wanted_hash(name)
     tag = tag_of(name)
     if image_label(tag, HASH_LABEL) == wanted:
         return "current", time.monotonic() - started

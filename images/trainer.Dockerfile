@@ -18,7 +18,7 @@ WORKDIR /src
 # last layer.
 COPY pyproject.toml ./
 RUN mkdir -p operator/datasweep && touch README.md operator/datasweep/__init__.py \
- && /opt/datasweep/bin/pip install --no-compile ".[train]" && /opt/datasweep/bin/pip uninstall -y datasweep
+ && /opt/datasweep/bin/pip install --no-compile ".[train,tensorboard]" && /opt/datasweep/bin/pip uninstall -y datasweep
 COPY README.md ./
 COPY operator/ operator/
 # The stand-in package's setuptools build dir goes first: files there newer than the copied sources would win.
