@@ -132,6 +132,9 @@ def operator_process(namespace: str, work: Path, data_root: Path, points: int, q
                 "apiBurst": int(qps * 2),
                 "maxJobsPerNamespace": 0,
                 "createConcurrency": CONCURRENCY,
+                # kwok runs no worker, so no manifest appears (as in tests/e2e/operator_harness.py): without
+                # this every Job "fails" with NoManifest and (c) never sees a Succeeded Experiment.
+                "requireManifest": False,
             }
         )
     )

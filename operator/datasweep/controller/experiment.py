@@ -280,10 +280,11 @@ def _ensure_artifact(
         artifact, created = {}, False
     if not created:  # reuse: record this consumer (labels for selection; one merge patch, idempotent)
         artifact = client.patch_custom("Artifact", namespace, stage.artifact, {"metadata": marks})
+        # The object just returned saves a read: one status write per consumer, unless it conflicts.
+        _add_consumer(namespace, stage.artifact, name, plan.batch, artifact)
+    # A new Artifact lists this experiment in its status with its handler's first status write (artifact._patch)
     path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
     annotations = artifact["metadata"].get("annotations", {})
-    # The object just returned saves a read: one status write per Artifact and consumer, unless it conflicts.
-    _add_consumer(namespace, stage.artifact, name, plan.batch, artifact)
     if regenerate_token and annotations.get(labels.REGENERATE) != regenerate_token:
         client.patch_custom(
             "Artifact", namespace, stage.artifact, {"metadata": {"annotations": {labels.REGENERATE: regenerate_token}}}

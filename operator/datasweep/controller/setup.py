@@ -41,6 +41,7 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # Handler threads: enough for the bounded creates of one Experiment plus Job events meanwhile.
     settings.execution.max_workers = max(8, config.create_concurrency + 4)
     client.set_rate_limit(config.api_qps, config.api_burst)
+    client.warm_up()
     # Peering (several replicas, one active): Kopf pauses an operator that sees a peer with a higher or
     # equal priority, so each replica takes a distinct one; a standby takes over when the active one's
     # record is older than `lifetime` (docs/scale.md). Ignored when run with --standalone.

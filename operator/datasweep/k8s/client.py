@@ -117,6 +117,12 @@ def batch_api() -> Any:
     return client.BatchV1Api(api_client())
 
 
+def warm_up() -> None:
+    """Import the API classes now: kubernetes.client imports them (and every model they name) lazily, which
+    took seconds of CPU inside the first Experiment's handler, in the middle of its fan-out."""
+    custom(), core(), batch_api()
+
+
 def _create_or_get(create: Callable[[], Any], get: Callable[[], Any]) -> tuple[dict[str, Any], bool]:
     """Create; 409 AlreadyExists means someone (maybe us, earlier) made it: reuse it. Never check-then-create."""
     try:
