@@ -242,8 +242,13 @@ def _ensure_artifact(
     Returns its path and whether another experiment produced it (a cache hit)."""
     batch_object = naming.batch_object_name(plan.batch)
     marks = labels.consumer_marks(name, batch_object)
+    # Recorded already: its labels, and its status lists this experiment, or will with the first status write
+    # of the Artifact's handler (this experiment created it): a second run over the plan writes nothing.
     consumed = (
-        known is not None and name in known.listed and set(marks["labels"]) <= known.marks and not regenerate_token
+        known is not None
+        and (name in known.listed or known.first_experiment == name)
+        and set(marks["labels"]) <= known.marks
+        and not regenerate_token
     )
     if known is not None:
         _check_same_artifact(stage, known.fingerprint, known.stage)
