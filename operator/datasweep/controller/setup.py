@@ -53,8 +53,10 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     config = globals()["settings"]()
-    # Handler threads: enough for the bounded creates of one Experiment plus Job events meanwhile.
-    settings.execution.max_workers = max(8, config.create_concurrency + 4)
+    # Handler threads: the Experiment handler (its creates run in its own pool), as many Artifact handlers as
+    # creates in flight (each launches a Job in four round trips, one after the other: the operator is bound by
+    # round trips more than by CPU), and Job events meanwhile.
+    settings.execution.max_workers = max(8, 2 * config.create_concurrency + 4)
     client.set_rate_limit(config.api_qps, config.api_burst)
     client.warm_up()
     # Peering (several replicas, one active): Kopf pauses an operator that sees a peer with a higher or
