@@ -31,6 +31,16 @@ class DiffBase(kopf.AnnotationsDiffBaseStorage):
         return essence
 
 
+# Event handlers that run for every watch event of every Artifact, Job and Experiment (aggregate.py,
+# artifact.py): Kopf logs each run as "Handler 'artifact_event' succeeded." at INFO, about fifteen lines per
+# point of a sweep that say nothing; with --verbose they are kept.
+_QUIET_HANDLERS = tuple(f"Handler '{name}' succeeded." for name in ("artifact_event", "experiment_event", "job_event"))
+
+
+def _not_routine(record: logging.LogRecord) -> bool:
+    return record.levelno != logging.INFO or not str(record.msg).endswith(_QUIET_HANDLERS)
+
+
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In a pod: the service account; elsewhere: $KUBECONFIG (read now, not when a library was imported)."""
@@ -51,6 +61,9 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # ran a second time over all its points (measured at 300 points).
     settings.persistence.consistency_timeout = 60.0
     settings.posting.level = logging.INFO
+    objects = logging.getLogger("kopf.objects")
+    if objects.getEffectiveLevel() >= logging.INFO and _not_routine not in objects.filters:
+        objects.addFilter(_not_routine)
     settings.watching.server_timeout = 300
     config = globals()["settings"]()
     # Handler threads: the Experiment handler (its creates run in its own pool), as many Artifact handlers as
