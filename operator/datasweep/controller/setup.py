@@ -58,7 +58,9 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # After its own patch Kopf waits this long for the watch to deliver the patched version, and meanwhile does
     # not take older events for news. Its default (5 s) is shorter than the watch lags behind during a large
     # fan-out on a busy API server: a stale event then looks like a new creation, and the Experiment handler
-    # ran a second time over all its points (measured at 300 points).
+    # ran a second time over all its points (measured at 300 points; once even with 60 s on a machine loaded
+    # by other clusters, and that second run writes nothing: experiment._ensure_artifact). The cost: an object
+    # whose patched version never comes back (a watch restarted meanwhile) waits this long once.
     settings.persistence.consistency_timeout = 60.0
     settings.posting.level = logging.INFO
     objects = logging.getLogger("kopf.objects")
