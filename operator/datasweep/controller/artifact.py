@@ -60,9 +60,36 @@ def admission() -> Admission:
     return _ADMISSION
 
 
-def _patch(namespace: str, name: str, status: dict[str, Any], **changes: Any) -> None:
-    """Status of one Artifact; its consumers' aggregates follow from the watch event (aggregate.py)."""
-    client.patch_status("Artifact", namespace, name, changes)
+def _patch(namespace: str, name: str, body: Any, **changes: Any) -> None:
+    """Status of one Artifact; its consumers' aggregates follow from the watch event (aggregate.py).
+
+    The first write also lists the first experiment as a consumer: the Experiment handler that created the
+    Artifact leaves that to this write, which saves one status write per new Artifact of a fan-out. That one
+    is a read-modify-write with the resourceVersion (another Experiment may be adding itself meanwhile); later
+    ones are merge patches that leave the consumers alone."""
+    first = _experiment_of(body)
+    if not first or first in ((body.get("status") or {}).get("consumers") or []):
+        client.patch_status("Artifact", namespace, name, changes)
+        return
+
+    def mutate(current: dict[str, Any]) -> dict[str, Any]:
+        status = current.get("status") or {}
+        annotations = current["metadata"].get("annotations") or {}
+        return {**changes, **first_consumer(status, annotations, first)}
+
+    client.update_with_retry("Artifact", namespace, name, mutate, current=dict(body))
+
+
+def first_consumer(status: dict[str, Any], annotations: dict[str, str], first: str) -> dict[str, Any]:
+    """The status fields that record the Artifact's first experiment (listed first) and batch. Pure."""
+    consumers = list(status.get("consumers") or [])
+    if first not in consumers:
+        consumers.insert(0, first)
+    return {
+        "consumers": consumers,
+        "firstBatch": status.get("firstBatch") or annotations.get(labels.FIRST_BATCH),
+        "firstExperiment": status.get("firstExperiment") or first,
+    }
 
 
 def _ready_condition(status: dict[str, Any], value: bool, reason: str, message: str) -> list[dict[str, Any]]:
@@ -88,13 +115,13 @@ def _launch(namespace: str, name: str, body: Any, attempt: int, logger: Any) -> 
         client.create_service(namespace, service)
     _, created = client.create_job(namespace, job)
     job_name = job["metadata"]["name"]
-    if created:
+    if created and attempt:  # the first Job is in status.job; an Event each would be 10,000 more writes
         kopf.info(body, reason="JobCreated", message=f"Job {job_name} (attempt {attempt + 1})")
     logger.info("job %s %s", job_name, "created" if created else "already exists: reused")
     _patch(
         namespace,
         name,
-        status,
+        body,
         phase="Running",
         job=job_name,
         attempts=attempt + 1,
@@ -182,7 +209,7 @@ def reconcile(namespace: str, name: str, body: Any, retry: int, logger: Any) -> 
         _patch(
             namespace,
             name,
-            status,
+            body,
             phase="Pending",
             regeneratedFor=regenerate,
             manifest=None,
@@ -196,14 +223,17 @@ def reconcile(namespace: str, name: str, body: Any, retry: int, logger: Any) -> 
     if phase == "Failed" and not input_failed:
         if retry_token and retry_token != status.get("retriedFor"):
             kopf.info(body, reason="Retry", message=f"retry requested ({labels.RETRY}={retry_token})")
-            _patch(namespace, name, status, phase="Pending", retriedFor=retry_token, attempts=attempts)
+            _patch(namespace, name, body, phase="Pending", retriedFor=retry_token, attempts=attempts)
             _start(namespace, name, body, "Pending", status, attempts, logger)
         return
     if phase in ("Ready", "Running"):
         return
     if phase == "Retrying" and retry == 0:
+        # Kopf logs this wait as "failed temporarily" (ERROR): name the cause there, not only in an Event.
         delay = min(settings().retry_backoff_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
-        raise kopf.TemporaryError(f"attempt {attempts} failed; retrying in {delay:.0f}s", delay=delay)
+        ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        cause = f" ({ready.get('reason', 'JobFailed')}: {str(ready.get('message', ''))[:200]})"
+        raise kopf.TemporaryError(f"attempt {attempts} failed{cause}; retrying in {delay:.0f}s", delay=delay)
     if _start(namespace, name, body, phase, status, attempts, logger) == "InputMissing":
         # Nothing announces that an Artifact was created: look again until it exists or the wait times out.
         delay = max(1.0, min(settings().input_wait_timeout_seconds, 30.0))
@@ -216,7 +246,7 @@ _FAILED = ("InputCycle", "InvalidWorkerSpec", "InputFailed")
 
 def _fail(namespace: str, name: str, body: Any, status: dict[str, Any], reason: str, message: str) -> None:
     kopf.warn(body, reason=reason, message=message)
-    _patch(namespace, name, status, phase="Failed", conditions=_ready_condition(status, False, reason, message))
+    _patch(namespace, name, body, phase="Failed", conditions=_ready_condition(status, False, reason, message))
 
 
 def _start(
@@ -246,7 +276,7 @@ def _start(
             _patch(
                 namespace,
                 name,
-                status,
+                body,
                 phase="Failed",
                 conditions=_ready_condition(status, False, reason, message),
             )
@@ -271,7 +301,7 @@ def _start(
             _patch(
                 namespace,
                 name,
-                status,
+                body,
                 phase="Waiting",
                 waitingReason=reason,
                 waitingSince=now(),
@@ -430,7 +460,7 @@ def _record_job(
             if summary is not None:
                 changes["manifest"] = summary.model_dump(by_alias=True)
                 changes["usage"] = summary.usage.model_dump(by_alias=True)
-            _patch(namespace, artifact_name, status, **changes)
+            _patch(namespace, artifact_name, artifact, **changes)
             logger.info("artifact %s ready", artifact_name)
             return experiment, True
     failure = ended["Failed"]
@@ -443,7 +473,7 @@ def _record_job(
         _patch(
             namespace,
             artifact_name,
-            status,
+            artifact,
             phase="Retrying",
             job=name,
             attempts=attempts,
@@ -458,7 +488,7 @@ def _record_job(
     _patch(
         namespace,
         artifact_name,
-        status,
+        artifact,
         phase="Failed",
         job=name,
         attempts=attempts,
@@ -504,5 +534,6 @@ def _record_failed_create(namespace: str, job: str, artifact_name: str, cause: s
     message = f"Job {job} cannot create its pods: {cause} (the Artifact fails if this lasts {timeout:.0f}s)"
     ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     if ready.get("reason") != "PodsNotCreated" or ready.get("message") != message:
-        _patch(namespace, artifact_name, status, conditions=_ready_condition(status, False, "PodsNotCreated", message))
+        conditions = _ready_condition(status, False, "PodsNotCreated", message)
+        _patch(namespace, artifact_name, artifact, conditions=conditions)
     return None

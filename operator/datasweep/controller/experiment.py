@@ -253,8 +253,13 @@ def _ensure_artifact(
     Returns its path and whether another experiment produced it (a cache hit)."""
     batch_object = naming.batch_object_name(plan.batch)
     marks = labels.consumer_marks(name, batch_object)
+    # Recorded already: its labels, and its status lists this experiment, or will with the first status write
+    # of the Artifact's handler (this experiment created it): a second run over the plan writes nothing.
     consumed = (
-        known is not None and name in known.listed and set(marks["labels"]) <= known.marks and not regenerate_token
+        known is not None
+        and (name in known.listed or known.first_experiment == name)
+        and set(marks["labels"]) <= known.marks
+        and not regenerate_token
     )
     if known is not None:
         _check_same_artifact(stage, known.fingerprint, known.stage)
@@ -291,10 +296,11 @@ def _ensure_artifact(
         artifact, created = {}, False
     if not created:  # reuse: record this consumer (labels for selection; one merge patch, idempotent)
         artifact = client.patch_custom("Artifact", namespace, stage.artifact, {"metadata": marks})
+        # The object just returned saves a read: one status write per consumer, unless it conflicts.
+        _add_consumer(namespace, stage.artifact, name, plan.batch, artifact)
+    # A new Artifact lists this experiment in its status with its handler's first status write (artifact._patch)
     path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
     annotations = artifact["metadata"].get("annotations", {})
-    # The object just returned saves a read: one status write per Artifact and consumer, unless it conflicts.
-    _add_consumer(namespace, stage.artifact, name, plan.batch, artifact)
     if regenerate_token and annotations.get(labels.REGENERATE) != regenerate_token:
         client.patch_custom(
             "Artifact", namespace, stage.artifact, {"metadata": {"annotations": {labels.REGENERATE: regenerate_token}}}

@@ -38,9 +38,13 @@ class FakeCluster:
 
     def add(self, body: dict[str, Any]) -> dict[str, Any]:
         body = copy.deepcopy(body)
-        body["metadata"].update(namespace=NS, uid=f"uid-{body['metadata']['name']}")
+        body["metadata"].update(namespace=NS, uid=f"uid-{body['metadata']['name']}", resourceVersion="1")
         self.artifacts[body["metadata"]["name"]] = body
         return body
+
+    def _written(self, name: str) -> None:
+        meta = self.artifacts[name]["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
 
     def index(self) -> dict[Any, list[Any]]:
         """What Kopf's artifact_index holds for these Artifacts (the keys the handler reads)."""
@@ -68,10 +72,36 @@ class FakeCluster:
                 status.pop(key, None)
             else:
                 status[key] = copy.deepcopy(value)
+        self._written(name)
         return self.artifacts[name]
+
+    def update_with_retry(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        mutate: Any,
+        attempts: int = 8,
+        current: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """The client's read-modify-write: a stale resourceVersion conflicts and is read again."""
+        self.conflicts = getattr(self, "conflicts", 0)
+        for attempt in range(attempts):
+            if attempt or current is None:
+                current = self.get_custom(kind, namespace, name)
+            assert current is not None
+            changes = mutate(current)
+            if changes is None:
+                return current
+            if current["metadata"]["resourceVersion"] != self.artifacts[name]["metadata"]["resourceVersion"]:
+                self.conflicts += 1
+                continue
+            return self.patch_status(kind, namespace, name, changes)
+        raise RuntimeError("kept conflicting")
 
     def patch_custom(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.artifacts[name]["metadata"].setdefault("annotations", {}).update(patch["metadata"]["annotations"])
+        self._written(name)
         return self.artifacts[name]
 
     def create_job(self, namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -84,7 +114,7 @@ class FakeCluster:
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
     fake = FakeCluster()
-    for name in ("get_custom", "patch_status", "patch_custom", "create_job"):
+    for name in ("get_custom", "patch_status", "patch_custom", "create_job", "update_with_retry"):
         monkeypatch.setattr(client, name, getattr(fake, name))
     monkeypatch.setattr(client, "create_configmap", lambda namespace, body: (body, True))
     monkeypatch.setattr(client, "create_service", lambda namespace, body: (body, True))
@@ -317,3 +347,39 @@ def test_a_failed_training_attempt_retries_by_itself_until_retries_are_spent(clu
     assert "after 3 attempts" in cluster.ready(name)["message"]
     reconcile(cluster, name, retry=1)  # spent: nothing more without the retry annotation
     assert len(cluster.jobs) == 3
+
+
+def test_the_first_status_write_lists_the_first_experiment_and_keeps_a_consumer_added_meanwhile(
+    cluster: FakeCluster,
+) -> None:
+    """The Experiment that creates an Artifact does not write its status: the handler's first write lists it
+    (first), read-modify-write, so another Experiment that added itself since the handler's read is kept."""
+    generate, _ = planned()
+    name = generate["metadata"]["name"]
+    cluster.add(generate)
+    body = cluster.get_custom("Artifact", NS, name)  # the handler's read
+    # meanwhile a second Experiment reuses it (experiment._add_consumer, with the resourceVersion)
+    cluster.patch_status("Artifact", NS, name, {"consumers": ["other"], "firstBatch": "b", "firstExperiment": "e"})
+    handler._ARTIFACTS = cluster.index()
+    handler.reconcile(NS, name, body, 0, handler.LOG)
+    status = cluster.status(name)
+    assert status["phase"] == "Running"
+    assert status["consumers"] == ["e", "other"]
+    assert (status["firstBatch"], status["firstExperiment"]) == ("b", "e")
+    assert cluster.conflicts == 1  # the stale read was not written over
+    # later writes are plain merge patches that leave the consumers alone
+    handler._record_job(NS, status["job"], name, {"Complete": {}}, handler.LOG)
+    assert cluster.status(name)["phase"] == "Ready"
+    assert cluster.status(name)["consumers"] == ["e", "other"]
+
+
+def test_first_consumer_lists_the_first_experiment_first_once() -> None:
+    annotations = {labels.FIRST_BATCH: "b1"}
+    assert handler.first_consumer({}, annotations, "e") == {
+        "consumers": ["e"],
+        "firstBatch": "b1",
+        "firstExperiment": "e",
+    }
+    status = {"consumers": ["x", "e"], "firstBatch": "b0", "firstExperiment": "e"}
+    assert handler.first_consumer(status, annotations, "e") == status
+    assert handler.first_consumer({"consumers": ["x"]}, annotations, "e")["consumers"] == ["e", "x"]
