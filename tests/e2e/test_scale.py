@@ -70,7 +70,8 @@ class Watcher:
         assert self.peak_active <= PARALLELISM, f"{self.peak_active} Jobs ran at once (parallelism {PARALLELISM})"
         succeeded = [s.get("succeeded", 0) for s in self.samples]
         assert succeeded == sorted(succeeded), f"succeeded went backwards: {succeeded}"
-        assert max((s.get("running", 0) for s in self.samples), default=0) <= PARALLELISM
+        busiest = max(self.samples, key=lambda s: s.get("running", 0), default={})
+        assert busiest.get("running", 0) <= PARALLELISM, f"status counts {busiest} (Jobs at most {self.peak_active})"
 
 
 def status_of(control_plane: Any, ns: str, name: str) -> Any:

@@ -458,12 +458,24 @@ class LocalRunner:
             return found
 
         if not self.console.is_terminal:
+            # Every progress line a worker wrote (read on from where the last read stopped), not a sample of the
+            # latest: a phase that ends between two reads still shows its last line (e.g. 28/28 requests).
+            offsets: dict[str, int] = {}
+
+            def print_new_lines(task: StageTask) -> None:
+                lines, offsets[task.label] = progress_lines_after(task.log, offsets.get(task.label, 0))
+                for line in lines:
+                    self.console.print(f"  {task.plan.artifact}: {line}", highlight=False, markup=False)
 
             def report(task: StageTask | None) -> None:
                 if task is None:
-                    for running, line in new_progress_lines():
-                        self.console.print(f"  {running.plan.artifact}: {line}", highlight=False, markup=False)
+                    if time.monotonic() - last_read[0] >= 1.0:
+                        last_read[0] = time.monotonic()
+                        for running in result.tasks:
+                            if running.state == "running":
+                                print_new_lines(running)
                     return
+                print_new_lines(task)
                 word = "done" if task.state == "done" else "FAILED"
                 self.console.print(f"{word}: {task.label}", highlight=False)
 
@@ -510,6 +522,21 @@ def last_progress_line(log: Path | None) -> str | None:
     except OSError:
         return None
     return next((line for line in reversed(lines) if PROGRESS_LINE.match(line)), None)
+
+
+def progress_lines_after(log: Path | None, offset: int) -> tuple[list[str], int]:
+    """The progress lines a worker's log gained after byte `offset` (whole lines only), and where they end."""
+    if log is None:
+        return [], offset
+    try:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].decode("utf-8", errors="replace").splitlines()
+    return [line for line in lines if PROGRESS_LINE.match(line)], offset + end
 
 
 def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:

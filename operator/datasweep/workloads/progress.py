@@ -53,6 +53,7 @@ class Progress:
         self.interval = _interval()
         self.started = time.monotonic()
         self.last_line = -1.0
+        self.closed = False
         self._bar: Any = None
         if self.stream.isatty():
             from rich.console import Console
@@ -89,14 +90,18 @@ class Progress:
             self._bar.update(self._task, completed=done, status=self.status())
             return
         now = time.monotonic()
-        if done >= self.total or self.last_line < 0 or now - self.last_line >= self.interval:
+        # The last line is close()'s, once, with the final fields (a watcher and the final tally may both report
+        # done == total).
+        if done < self.total and (self.last_line < 0 or now - self.last_line >= self.interval):
             self.last_line = now
             print(self.line(), file=self.stream, flush=True)
 
     def close(self) -> None:
+        """The final line (also where a failure or an interrupt stopped it); a second close says nothing."""
+        if self.closed:
+            return
+        self.closed = True
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-            print(self.line(), file=self.stream, flush=True)
-        elif self.done < self.total:  # stopped early (a failure, an interrupt): say where
-            print(self.line(), file=self.stream, flush=True)
+        print(self.line(), file=self.stream, flush=True)

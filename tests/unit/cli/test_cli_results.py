@@ -68,7 +68,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, openai_server: Any) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPENAI_API_KEY", "test-key")
         patch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
-        _cli("run", experiment, "--root", workspace / "store", "-j", "2")
+        run = _cli("run", experiment, "--root", workspace / "store", "-j", "2")
+    (workspace / "run.out").write_text(run.output, encoding="utf-8")
     return workspace
 
 
@@ -123,3 +124,12 @@ def test_worker_logs_carry_plain_progress_lines(sweep: Path) -> None:
     assert any(line.startswith("validate: 78/78 requests (") and "tokens" in line for line in latest), latest
     assert sum(line.startswith("qa: ") and " steps (" in line and "loss" in line for line in latest) == 2, latest
     assert not any("\x1b" in log.read_text(encoding="utf-8") for log in logs)
+
+
+def test_run_shows_every_phase_finish_of_each_worker(sweep: Path) -> None:
+    """Not a sample of the latest line: a phase that ends between two reads of the log still shows its end."""
+    out = (sweep / "run.out").read_text(encoding="utf-8").splitlines()
+    for phase in ("generate", "validate"):
+        finished = [line for line in out if f": {phase}: 78/78 requests (" in line]
+        assert len(finished) == 2, out  # one per temperature
+    assert sum(": qa: " in line and " steps (" in line for line in out) >= 2, out
