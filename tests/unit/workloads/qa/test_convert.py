@@ -240,3 +240,24 @@ def test_the_stage_trains_on_converted_reports(tmp_path: Path) -> None:
     assert trained.exit_code == 0, trained.output
     history = json.loads((tmp_path / "o" / "metrics_history.json").read_text())
     assert history["eval"][0]["total"] == dev_eval["total"]  # same samples, same seeded split
+
+
+def test_report_ids_default_to_the_line_and_may_be_integers(tmp_path: Path) -> None:
+    reports = [
+        {"report": "标题甲", "fields": {"title": "甲"}},
+        {"id": 7, "report": "标题乙", "fields": {"title": "乙"}},
+    ]
+    assert [s["id"] for s in _convert(tmp_path, reports).samples] == ["line1:title", "7:title"]
+
+
+def test_skipped_bad_reports_reach_the_stage_as_problems(tmp_path: Path) -> None:
+    from datasweep.workloads.qa.data import load_train_dev
+
+    reports = [*make_reports(8, seed=4), {"id": "x", "report": "文本"}]
+    path = write_jsonl(tmp_path / "merged.jsonl", reports)
+    train, dev = load_train_dev({"validation": path}, FieldNames(), True, 0.25, 42, ConvertOptions())
+    assert [p["id"] for p in train.problems] == ["x"]
+    assert train.conversion is not None
+    assert train.conversion["reports"] == 8
+    assert {r.context for r in train.records}.isdisjoint({r.context for r in dev.records})
+    assert len(train.records) + len(dev.records) == train.conversion["samples"]
