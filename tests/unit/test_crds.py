@@ -44,3 +44,9 @@ def test_experiment_columns_read_conditions_and_counts() -> None:
     columns = crdgen.build_crds()["datasweep.io_experiments.yaml"]["spec"]["versions"][0]["additionalPrinterColumns"]
     assert [c["name"] for c in columns] == ["Batch", "Points", "Reused", "Running", "Done", "Failed", "Status", "Age"]
     assert columns[6]["jsonPath"] == '.status.conditions[?(@.type=="Succeeded")].reason'
+
+
+def test_a_param_two_kinds_share_keeps_both_kinds_values() -> None:
+    # moe-steer and qa both have input_format: the CRD still refuses a value neither knows
+    params, _ = crdgen.training_params_schema()
+    assert params["properties"]["input_format"]["enum"] == ["paired", "labeled", "squad", "reports"]

@@ -141,6 +141,8 @@ def _merge_param(first: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]
         merged = {"type": first["type"]}
         if "items" in first:
             merged["items"] = first["items"]
+        if "enum" in first and "enum" in other:  # e.g. input_format: the API server still refuses a typo
+            merged["enum"] = list(dict.fromkeys([*first["enum"], *other["enum"]]))
     if first.get("nullable") or other.get("nullable"):
         merged["nullable"] = True
     return merged

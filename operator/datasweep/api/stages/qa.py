@@ -121,6 +121,19 @@ class QaParams(ParamsModel):
         min_length=1,
         description="Record field holding SQuAD-style answers {text: [...], answer_start: [...]}; empty = no answer",
     )
+    input_format: Literal["squad", "reports"] = Field(
+        default="squad",
+        description="squad: records are QA samples (context, question, answers); reports: records are reports "
+        "{id, report, fields: {name: value or [values]}} converted to samples first, one question per field "
+        "(the field name), answers at every occurrence, negatives for fields a report lacks "
+        "(`datasweep worker qa convert` writes the same samples)",
+    )
+    report_negative_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        description="With input_format reports: at most this many generated negatives per positive sample, drawn "
+        "with `seed` (seed 002 has about 0.13); unset keeps every negative",
+    )
     dev_ratio: float = Field(
         default=0.1,
         ge=0,

@@ -14,7 +14,7 @@ import click
 from datasweep.api.params_file import ParamsFileError, load_params_mapping
 from datasweep.api.worker import WorkerSpecError, load_worker_spec
 from datasweep.workloads.qa.data import QaDataError, find_split_files, gold_answers, load_split, load_train_dev
-from datasweep.workloads.qa.stage import QaParamsError, field_names, parse_params
+from datasweep.workloads.qa.stage import QaParamsError, conversion_options, field_names, parse_params
 from datasweep.workloads.tensorboard import TensorBoardUnavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -101,7 +101,9 @@ def train(
     params = parse_params(_parse_overrides(params_file, overrides))
     files = find_split_files(data, dataset)
     skip = params.bad_records == "skip"
-    train_report, dev_report = load_train_dev(files, field_names(params), skip, params.dev_ratio, params.seed)
+    train_report, dev_report = load_train_dev(
+        files, field_names(params), skip, params.dev_ratio, params.seed, conversion_options(params)
+    )
     from datasweep.workloads.qa.training import QaTrainer
 
     trainer = QaTrainer(params, model_dir, output_dir.resolve(), train_report.records, dev_report.records)
@@ -240,3 +242,55 @@ def predict(
             }
         )
     )
+
+
+@main.command()
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Report records (jsonl/json/parquet): {id, report, fields: {name: value or [values]}}",
+)
+@click.option("--output", "output_path", required=True, type=click.Path(path_type=Path), help="QA samples jsonl")
+@click.option(
+    "--negative-ratio",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="At most this many generated negatives per positive (seeded draw); default: keep every negative",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True, help="Seed of the negative draw")
+@click.option("--id-field", default="id", show_default=True, help="Report record field holding the report id")
+@click.option("--skip-bad", is_flag=True, help="Leave invalid report records out (listed on stderr) instead of failing")
+@reports_bad_input
+def convert(
+    input_path: Path,
+    output_path: Path,
+    negative_ratio: float | None,
+    seed: int,
+    id_field: str,
+    skip_bad: bool,
+) -> None:
+    """Convert report records to QA samples with generated negatives (what `input_format: reports` trains on)."""
+    from datasweep.store.records import RecordFileError
+    from datasweep.workloads.qa.convert import ConvertOptions, convert_file, write_samples
+    from datasweep.workloads.qa.data import LoadReport
+
+    if not input_path.is_file():
+        raise QaDataError(f"{input_path}: report file not found")
+    try:
+        result = convert_file(input_path, ConvertOptions(negative_ratio=negative_ratio, seed=seed, id_field=id_field))
+    except RecordFileError as exc:
+        raise QaDataError(str(exc)) from exc
+    listing = LoadReport(problems=result.problems).describe_problems()
+    if result.problems and not skip_bad:
+        raise QaDataError(
+            f"{len(result.problems)} invalid report record(s) in {input_path} "
+            f"(fix them, or pass --skip-bad to leave them out):\n{listing}"
+        )
+    if result.problems:
+        click.echo(f"skipped {len(result.problems)} invalid report record(s):\n{listing}", err=True)
+    if not result.samples:
+        raise QaDataError(f"{input_path}: no QA samples (no valid report with a field)")
+    write_samples(output_path, result.samples)
+    click.echo(json.dumps({"output": str(output_path), **result.stats}))

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasweep.store.inputs import SPLIT_ALIASES, InputError, read_input, split_of
 from datasweep.store.records import RecordFileError, iter_records
+
+if TYPE_CHECKING:
+    from datasweep.workloads.qa.convert import ConvertOptions
 
 
 class QaDataError(ValueError):
@@ -41,6 +44,7 @@ class FieldNames:
 class LoadReport:
     records: list[QaRecord] = field(default_factory=list)
     problems: list[dict[str, str]] = field(default_factory=list)  # {"source", "id", "problem"}
+    conversion: dict[str, int] | None = None  # counts of the report -> QA conversion, when there was one
 
     def describe_problems(self, limit: int = 20) -> str:
         lines = [f"{p['source']} (id {p['id']}): {p['problem']}" for p in self.problems[:limit]]
@@ -119,11 +123,17 @@ def validate_record(raw: Any, fields: FieldNames, source: str) -> tuple[QaRecord
     return QaRecord(record_id, question, context, tuple(texts), tuple(starts), source), None, record_id
 
 
-def load_records(path: str | Path, fields: FieldNames = FieldNames()) -> LoadReport:
-    """Read and validate every record of one jsonl/parquet file (duplicate ids are problems too)."""
+def load_records(
+    path: str | Path, fields: FieldNames = FieldNames(), reports: ConvertOptions | None = None
+) -> LoadReport:
+    """Read and validate every record of one jsonl/parquet file (duplicate ids are problems too).
+
+    With `reports`, the file holds report records, converted to QA samples first (convert.py)."""
     source_path = Path(path)
     if not source_path.is_file():
         raise QaDataError(f"{source_path}: data file not found")
+    if reports is not None:
+        return _load_reports(source_path, reports)
     report = LoadReport()
     seen: set[str] = set()
 
@@ -145,6 +155,23 @@ def load_records(path: str | Path, fields: FieldNames = FieldNames()) -> LoadRep
     return report
 
 
+def _load_reports(path: Path, options: ConvertOptions) -> LoadReport:
+    from datasweep.workloads.qa.convert import convert_file
+
+    try:
+        converted = convert_file(path, options)
+    except RecordFileError as exc:
+        raise QaDataError(str(exc)) from exc
+    report = LoadReport(problems=converted.problems, conversion=converted.stats)
+    for sample in converted.samples:
+        # the converter writes the default field names; checking its samples keeps one definition of valid
+        record, problem, record_id = validate_record(sample, FieldNames(), f"{path} (report {sample['report_id']})")
+        if record is None:
+            raise AssertionError(f"converted sample {record_id} is invalid: {problem}")
+        report.records.append(record)
+    return report
+
+
 def find_split_files(data: str | Path, dataset: str | None = None) -> dict[str, Path]:
     """Split name -> file: an upstream artifact's accepted data (through its manifest), a raw dataset directory
     (`<dataset>_{train,validation,test}.jsonl`, `train.jsonl`, `dev.parquet`, ...). A file is the only split."""
@@ -163,11 +190,13 @@ def find_split_files(data: str | Path, dataset: str | None = None) -> dict[str, 
     return chosen
 
 
-def load_split(files: dict[str, Path], split: str, fields: FieldNames, skip_bad: bool) -> LoadReport:
+def load_split(
+    files: dict[str, Path], split: str, fields: FieldNames, skip_bad: bool, reports: ConvertOptions | None = None
+) -> LoadReport:
     if split not in files:
         names = ", ".join(SPLIT_ALIASES[split])
         raise QaDataError(f"no {split} split found (looked for *_{{{names}}}.jsonl/.parquet)")
-    report = load_records(files[split], fields)
+    report = load_records(files[split], fields, reports)
     if report.problems and not skip_bad:
         raise QaDataError(
             f"{len(report.problems)} invalid record(s) in {files[split]} "
@@ -203,13 +232,21 @@ def split_train_dev(records: Sequence[QaRecord], dev_ratio: float, seed: int) ->
 
 
 def load_train_dev(
-    files: dict[str, Path], fields: FieldNames, skip_bad: bool, dev_ratio: float, seed: int
+    files: dict[str, Path],
+    fields: FieldNames,
+    skip_bad: bool,
+    dev_ratio: float,
+    seed: int,
+    reports: ConvertOptions | None = None,
 ) -> tuple[LoadReport, LoadReport]:
     """Train and dev reports: the train and validation splits, or, when only one file is there (a merged
-    file), a seeded split of it by `dev_ratio`."""
+    file), a seeded split of it by `dev_ratio` (converted reports split whole: one report, one context)."""
     present = [split for split in ("train", "validation") if split in files]
     if len(present) != 1 or dev_ratio <= 0:
-        return load_split(files, "train", fields, skip_bad), load_split(files, "validation", fields, skip_bad)
-    merged = load_split(files, present[0], fields, skip_bad)
+        return (
+            load_split(files, "train", fields, skip_bad, reports),
+            load_split(files, "validation", fields, skip_bad, reports),
+        )
+    merged = load_split(files, present[0], fields, skip_bad, reports)
     train, dev = split_train_dev(merged.records, dev_ratio, seed)
-    return LoadReport(records=train, problems=merged.problems), LoadReport(records=dev)
+    return LoadReport(records=train, problems=merged.problems, conversion=merged.conversion), LoadReport(records=dev)

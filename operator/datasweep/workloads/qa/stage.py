@@ -17,6 +17,7 @@ from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
 from datasweep.workloads.curves import CURVES_FILE
+from datasweep.workloads.qa.convert import ConvertOptions
 from datasweep.workloads.qa.data import (
     FieldNames,
     LoadReport,
@@ -47,6 +48,13 @@ def field_names(params: QaParams) -> FieldNames:
         question=params.question_field,
         answers=params.answers_field,
     )
+
+
+def conversion_options(params: QaParams) -> ConvertOptions | None:
+    """How input files are converted from report records, or None when they are QA samples already."""
+    if params.input_format != "reports":
+        return None
+    return ConvertOptions(negative_ratio=params.report_negative_ratio, seed=params.seed, id_field=params.id_field)
 
 
 def write_bad_records(output_dir: Path, reports: dict[str, LoadReport]) -> int:
@@ -154,10 +162,11 @@ def run_stage(spec: WorkerSpec) -> Manifest:
     files = find_split_files(data, spec.dataset)
     skip = params.bad_records == "skip"
     fields = field_names(params)
-    train, dev = load_train_dev(files, fields, skip, params.dev_ratio, params.seed)
+    convert = conversion_options(params)
+    train, dev = load_train_dev(files, fields, skip, params.dev_ratio, params.seed, convert)
     reports = {"train": train, "validation": dev}
     if "test" in files:
-        reports["test"] = load_split(files, "test", fields, skip)
+        reports["test"] = load_split(files, "test", fields, skip, convert)
     skipped = write_bad_records(output_dir, reports)
 
     import torch
@@ -189,6 +198,9 @@ def run_stage(spec: WorkerSpec) -> Manifest:
         "skipped_records": skipped,
         "data_files": {split: str(path) for split, path in files.items()},
     }
+    converted = {split: report.conversion for split, report in reports.items() if report.conversion is not None}
+    if converted:
+        extra["converted_reports"] = converted
     if "test" in reports:
         settings.null_threshold = dev.threshold
         test = predict_records(best, reports["test"].records, settings, tune_threshold=False)
