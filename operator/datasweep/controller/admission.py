@@ -15,8 +15,20 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from datasweep.controller.indices import ArtifactInfo
+from datasweep.core import naming
+
 Key = tuple[str, str]  # (namespace, experiment)
 Grant = tuple[str, str, str]  # (namespace, experiment, artifact)
+
+
+def holds_slot(info: ArtifactInfo, job_exists: Callable[[str], bool]) -> bool:
+    """Whether an Artifact has a Job in flight when the operator starts: it is Running, or Pending/Waiting with
+    its current attempt's Job created (the last operator stopped between creating the Job and recording it;
+    `_start` adopts that Job whatever the limit, so it counts from the start, before anything else is let in)."""
+    if info.phase == "Running":
+        return True
+    return info.phase in ("Pending", "Waiting") and job_exists(naming.job_name(info.name, info.attempts))
 
 
 @dataclass

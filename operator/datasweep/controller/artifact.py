@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from datasweep.api.worker import WorkerSpecError, parse_worker_spec
-from datasweep.controller.admission import Admission, Grant
+from datasweep.controller.admission import Admission, Grant, holds_slot
 from datasweep.controller.indices import ARTIFACTS, JOBS, info_of, lookup
 from datasweep.controller.setup import settings
 from datasweep.core import naming
@@ -29,16 +29,17 @@ _ARTIFACTS: kopf.Index[Any, Any] | None = None
 
 @kopf.on.startup()
 def start_admission(**kwargs: Any) -> None:
-    """Fresh queues per operator run; Jobs in flight are counted from the index (Artifacts in phase Running)."""
+    """Fresh queues per operator run; Jobs in flight are counted from the indices (`holds_slot`)."""
     global _ADMISSION, _JOBS, _ARTIFACTS
     artifact_index: kopf.Index[Any, Any] = kwargs["artifact_index"]  # Kopf passes indices by their names
     _JOBS, _ARTIFACTS = kwargs["job_index"], artifact_index
 
     def seed(namespace: str) -> list[tuple[str, str]]:
         running = []
+        job_index = kwargs["job_index"]
         for name in lookup(artifact_index, ("ns", namespace)):
             info = info_of(artifact_index, namespace, name)
-            if info is not None and info.phase == "Running":
+            if info is not None and holds_slot(info, lambda job: (namespace, job) in job_index):
                 running.append((info.first_experiment or "", name))
         return running
 

@@ -35,6 +35,7 @@ class ArtifactInfo:
     usage: tuple[tuple[str, Any], ...]
     failure: tuple[str, str] | None  # (reason, message) of the Ready condition when Failed
     resource_version: str
+    attempts: int = 0  # status.attempts: the current attempt's Job is naming.job_name(name, attempts)
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
@@ -67,6 +68,7 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         usage=tuple(sorted((k, v) for k, v in usage.items() if not isinstance(v, dict | list))),
         failure=failure,
         resource_version=str(meta.get("resourceVersion", "")),
+        attempts=int(status.get("attempts") or 0),
     )
 
 

@@ -86,3 +86,25 @@ def test_concurrent_requests_and_releases_never_exceed_the_limit() -> None:
     assert sorted(done) == sorted(names)
     assert admission.waiting("ns", "exp") == []
     assert admission.running("ns", "exp") == 0
+
+
+def test_a_job_created_but_not_recorded_before_a_crash_holds_its_slot_from_the_start() -> None:
+    """The last operator created a Job and died before writing phase Running: the restarted one must count
+    that Job before it lets anything else in (it is adopted whatever the limit), or the limit is passed."""
+    from datasweep.controller.admission import holds_slot
+    from datasweep.controller.indices import ArtifactInfo, artifact_info
+    from datasweep.core import naming
+
+    def info(name: str, **status: object) -> ArtifactInfo:
+        return artifact_info(name, {"metadata": {"name": name}, "spec": {}, "status": status})
+
+    created = {naming.job_name("lost", 1)}  # its second attempt's Job exists
+
+    def exists(job: str) -> bool:
+        return job in created
+
+    assert holds_slot(info("running", phase="Running", attempts=1), exists)
+    assert holds_slot(info("lost", phase="Waiting", attempts=1), exists)
+    assert not holds_slot(info("lost", phase="Waiting", attempts=0), exists)
+    assert not holds_slot(info("queued", phase="Waiting", attempts=0), exists)
+    assert not holds_slot(info("lost", phase="Ready", attempts=1), exists)
