@@ -25,6 +25,7 @@ if str(HACK_DIR) not in sys.path:
     sys.path.insert(0, str(HACK_DIR))
 
 from controlplane import ControlPlane, build  # noqa: E402
+from datasweep.testing.openai_server import OpenAITestServer  # noqa: E402
 from tests.e2e.operator_harness import cluster_fixtures, install_crds, real_fixtures, write_dataset  # noqa: E402
 
 
@@ -127,3 +128,11 @@ def real_namespace(control_plane: ControlPlane, namespace: str, data_root: Path,
     finally:
         control_plane.kubectl("delete", "pods", "--all", "-n", namespace, "--grace-period=0", "--force", check=False)
         control_plane.kubectl("delete", "pv", pv, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def openai_server(control_plane: ControlPlane, real_images: dict[str, str]) -> Iterator[OpenAITestServer]:
+    """The OpenAI test server on the real node's bridge address: the only host address pods can reach."""
+    assert control_plane.node is not None  # real_images skips without a real node
+    with OpenAITestServer(host=control_plane.node.ip) as server:
+        yield server

@@ -88,12 +88,6 @@ def kill_container(control_plane: Any, pod: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def fast_server(control_plane: Any, real_images: dict[str, str]) -> Iterator[OpenAITestServer]:
-    with OpenAITestServer(host=control_plane.node.ip) as server:
-        yield server
-
-
-@pytest.fixture
 def slow_server(control_plane: Any, real_images: dict[str, str]) -> Iterator[OpenAITestServer]:
     with OpenAITestServer(ServerBehavior(latency_s=LATENCY_S), host=control_plane.node.ip) as server:
         yield server
@@ -195,14 +189,14 @@ def test_a_full_data_volume_fails_the_artifact_with_a_clear_message(
     crds: None,
     tiny_volume: Path,
     tmp_path: Path,
-    fast_server: OpenAITestServer,
+    openai_server: OpenAITestServer,
 ) -> None:
     ns = namespace
     write_big_dataset(tiny_volume)
     pv = real_fixtures(control_plane, ns, tiny_volume)
     try:
         with real_operator(ns, tiny_volume, tmp_path, real_images):
-            apply(control_plane, ns, with_server(experiment("full", purpose="full", retries=0), fast_server))
+            apply(control_plane, ns, with_server(experiment("full", purpose="full", retries=0), openai_server))
             done = wait_for("experiment finished", lambda: finished(control_plane, ns, "full"), POD_TIMEOUT)
         assert condition(done, "Failed")["status"] == "True", json.dumps(done.get("status"), indent=1)
         artifact = get(control_plane, ns, "artifacts")["items"][0]

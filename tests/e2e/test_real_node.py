@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +43,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
 CHART = REPO / "charts" / "datasweep"
 POD_TIMEOUT = 300.0  # a cold pod start on a busy 2-core machine takes seconds; many run one after another
-
-
-@pytest.fixture
-def openai_server(control_plane: Any, real_images: dict[str, str]) -> Iterator[OpenAITestServer]:
-    """The test server on the node's bridge address: the only host address pods can reach."""
-    with OpenAITestServer(host=control_plane.node.ip) as server:
-        yield server
 
 
 @contextlib.contextmanager

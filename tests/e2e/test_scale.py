@@ -26,8 +26,9 @@ SWEEP = {
 class Watcher:
     """Samples the Jobs and the Experiment's counts while the sweep runs (kubectl, its own thread)."""
 
-    def __init__(self, control_plane: Any, namespace: str, name: str) -> None:
+    def __init__(self, control_plane: Any, namespace: str, name: str, parallelism: int = PARALLELISM) -> None:
         self.plane, self.namespace, self.name = control_plane, namespace, name
+        self.parallelism = parallelism
         self.peak_active = 0
         self.samples: list[dict[str, int]] = []
         self._stop = threading.Event()
@@ -67,11 +68,12 @@ class Watcher:
             self._thread.join()
 
     def check(self) -> None:
-        assert self.peak_active <= PARALLELISM, f"{self.peak_active} Jobs ran at once (parallelism {PARALLELISM})"
+        limit = self.parallelism
+        assert self.peak_active <= limit, f"{self.peak_active} Jobs ran at once (parallelism {limit})"
         succeeded = [s.get("succeeded", 0) for s in self.samples]
         assert succeeded == sorted(succeeded), f"succeeded went backwards: {succeeded}"
         busiest = max(self.samples, key=lambda s: s.get("running", 0), default={})
-        assert busiest.get("running", 0) <= PARALLELISM, f"status counts {busiest} (Jobs at most {self.peak_active})"
+        assert busiest.get("running", 0) <= limit, f"status counts {busiest} (Jobs at most {self.peak_active})"
 
 
 def status_of(control_plane: Any, ns: str, name: str) -> Any:
