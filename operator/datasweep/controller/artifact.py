@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from datasweep.api.worker import WorkerSpecError, parse_worker_spec
 from datasweep.controller.admission import Admission, Grant, holds_slot
@@ -32,11 +33,11 @@ def start_admission(**kwargs: Any) -> None:
     """Fresh queues per operator run; Jobs in flight are counted from the indices (`holds_slot`)."""
     global _ADMISSION, _JOBS, _ARTIFACTS
     artifact_index: kopf.Index[Any, Any] = kwargs["artifact_index"]  # Kopf passes indices by their names
-    _JOBS, _ARTIFACTS = kwargs["job_index"], artifact_index
+    job_index: kopf.Index[Any, Any] = kwargs["job_index"]
+    _JOBS, _ARTIFACTS = job_index, artifact_index
 
     def seed(namespace: str) -> list[tuple[str, str]]:
         running = []
-        job_index = kwargs["job_index"]
         for name in lookup(artifact_index, ("ns", namespace)):
             info = info_of(artifact_index, namespace, name)
             if info is not None and holds_slot(info, lambda job: (namespace, job) in job_index):
@@ -354,7 +355,26 @@ def _wake_granted(grant: Grant) -> None:
     except Exception:
         # The slot stays taken; a nudge annotation makes Kopf run (and retry) the handler, which reuses it.
         LOG.exception("starting %s failed; handing it to its handler", name)
+        _nudge(namespace, name)
+
+
+def _nudge(namespace: str, name: str, delay: float = 1.0) -> None:
+    """Touch the Artifact's nudge annotation. While the API server is away (the usual reason the start failed)
+    try again later, backing off: a lost nudge leaves the Artifact waiting forever on the slot it holds."""
+    try:
         client.patch_custom("Artifact", namespace, name, {"metadata": {"annotations": {labels.NUDGED: now()}}})
+    except ApiException as exc:
+        if exc.status != 404:  # gone: nothing to start
+            _nudge_later(namespace, name, delay)
+    except Exception:  # connection refused or reset: the API server restarts
+        _nudge_later(namespace, name, delay)
+
+
+def _nudge_later(namespace: str, name: str, delay: float) -> None:
+    LOG.warning("nudging %s failed; trying again in %.0fs", name, delay)
+    timer = threading.Timer(delay, _nudge, (namespace, name, min(delay * 2, 30.0)))
+    timer.daemon = True
+    timer.start()
 
 
 def finished(namespace: str, name: str, experiment: str, index: kopf.Index[Any, Any]) -> None:
