@@ -15,6 +15,7 @@ from datasweep.api.worker import dump_worker_spec
 from datasweep.core.fingerprint import short
 from datasweep.core.plan import PlanInputs, StagePlan, plan_experiment
 from datasweep.core.worker_spec import worker_spec_for
+from datasweep.k8s.labels import consumers_of
 from datasweep.store.layout import dataset_files
 from tests.e2e.operator_harness import (
     apply,
@@ -340,7 +341,7 @@ def test_a_foreign_artifact_under_a_planned_name_is_not_reused(
     assert stage.artifact in events[0]["message"]
     kept = get(control_plane, namespace, "artifact", stage.artifact)
     assert kept["spec"]["fingerprint"] == "f" * 64
-    assert "victim" not in (kept.get("status") or {}).get("consumers", [])
+    assert "victim" not in consumers_of(kept["metadata"], kept.get("status") or {})
     jobs = get(control_plane, namespace, "jobs", selector=f"datasweep.io/fingerprint={short(stage.fingerprint)}")
     assert jobs["items"] == []
     assert json.dumps(answer.get("status", {})).count("_shared/Copa/poisoned") == 0

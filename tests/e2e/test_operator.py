@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from datasweep.k8s.labels import consumers_of
 from tests.e2e.operator_harness import (
     apply,
     condition,
@@ -60,7 +61,7 @@ def test_seed_scenario_reuses_the_shared_point(
         a for a in of_b if a["metadata"]["annotations"]["datasweep.io/first-experiment"] != "copa-topp"
     )
     assert reused_artifact["spec"]["semanticName"] == "temp07_topp10_gpt4o"
-    assert reused_artifact["status"]["consumers"] == ["copa-temperature", "copa-topp"]
+    assert consumers_of(reused_artifact["metadata"], reused_artifact["status"]) == ["copa-temperature", "copa-topp"]
     assert reused_artifact["status"]["firstBatch"] == "batch_20241229_temperature"
 
     by_id = {b_["spec"]["batchId"]: b_["status"]["counts"] for b_ in batches}
@@ -161,7 +162,7 @@ def test_concurrent_experiments_make_one_artifact_and_one_job_per_fingerprint(
     assert len(jobs) == 4
     fingerprints = [a["spec"]["fingerprint"] for a in artifacts]
     assert len(set(fingerprints)) == 4
-    consumers = sorted(c for a in artifacts for c in a["status"]["consumers"])
+    consumers = sorted(c for a in artifacts for c in consumers_of(a["metadata"], a.get("status") or {}))
     assert consumers == sorted(f"overlap-{i}" for i in range(10) for _ in range(2))
 
 

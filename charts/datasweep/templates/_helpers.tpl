@@ -169,10 +169,10 @@ the replicas peer through KopfPeering objects.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Prompts and worker specs are handed to Jobs as ConfigMaps.
+# Read only: prompts given as a ConfigMap key (configMapKeyRef). Worker specs reach Jobs as pod annotations.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch"]
 # Only `get`, to report a missing API-key Secret clearly; Jobs read the key through secretKeyRef.
 - apiGroups: [""]
   resources: ["secrets"]

@@ -43,7 +43,10 @@ class ArtifactStatus(CamelModel):
     attempts: int = 0
     first_batch: str | None = None
     first_experiment: str | None = None
-    consumers: list[str] = Field(default_factory=list)
+    consumers: list[str] = Field(
+        default_factory=list,
+        description="Written by earlier versions only; the consumers are the exp.datasweep.io/<name> labels",
+    )
     started_at: str | None = None
     completed_at: str | None = None
     usage: Usage = Field(default_factory=Usage)

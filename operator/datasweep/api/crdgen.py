@@ -367,7 +367,8 @@ def build_crds() -> dict[str, dict[str, Any]]:
             {"name": "Semantic", "type": "string", "jsonPath": ".spec.semanticName"},
             _condition_column("Ready", "Ready"),
             {"name": "First Batch", "type": "string", "jsonPath": ".status.firstBatch"},
-            {"name": "Consumers", "type": "string", "jsonPath": ".status.consumers", "priority": 0},
+            # Consumers are labels (kubectl get art -l exp.datasweep.io/NAME): a column shows the first one.
+            {"name": "First Experiment", "type": "string", "jsonPath": ".status.firstExperiment", "priority": 1},
         ],
     )
     artifact_spec = artifact["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]

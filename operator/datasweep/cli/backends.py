@@ -319,7 +319,7 @@ class ClusterBackend:
                     phase=status.get("phase") or "Pending",
                     first_batch=status.get("firstBatch"),
                     first_experiment=status.get("firstExperiment"),
-                    consumers=list(status.get("consumers") or []),
+                    consumers=k8s_labels.consumers_of(obj.get("metadata") or {}, status),
                     usage=_usage(status.get("usage")),
                     params=dict(spec.get("params") or {}),
                     inputs=list(spec.get("inputs") or []),

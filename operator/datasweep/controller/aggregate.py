@@ -28,7 +28,7 @@ from datasweep.controller.indices import (
     info_of,
     lookup,
 )
-from datasweep.controller.setup import settings
+from datasweep.controller.setup import DIFF_BASE, settings
 from datasweep.k8s import client, labels
 from datasweep.k8s.conditions import set_condition
 from datasweep.store.manifest import Usage
@@ -250,16 +250,12 @@ def stop_aggregator(**_: Any) -> None:
 
 # Async (on Kopf's loop, no thread hop): they only mark keys dirty, which takes a lock for a moment.
 @kopf.on.event(*ARTIFACTS)
-async def artifact_event(namespace: str | None, body: kopf.Body, **_: Any) -> None:
+async def artifact_event(namespace: str | None, body: kopf.Body, type: str | None, **_: Any) -> None:
     """Any change of an Artifact: its consumers' status is due (written coalesced, not now)."""
     assert namespace is not None
-    annotations = body["metadata"].get("annotations") or {}
-    consumers = set((body.get("status") or {}).get("consumers") or []) | set(
-        labels.consumers_in(body["metadata"].get("labels") or {}, annotations)
-    )
-    if first := annotations.get(labels.FIRST_EXPERIMENT):
-        consumers.add(first)
-    for experiment in consumers:
+    if type == "DELETED":
+        DIFF_BASE.forget(str(body["metadata"].get("uid")))
+    for experiment in labels.consumers_of(body["metadata"], body.get("status") or {}):
         mark_experiment(namespace, experiment)
 
 

@@ -63,35 +63,14 @@ def admission() -> Admission:
 
 
 def _patch(namespace: str, name: str, body: Any, **changes: Any) -> None:
-    """Status of one Artifact; its consumers' aggregates follow from the watch event (aggregate.py).
-
-    The first write also lists the first experiment as a consumer: the Experiment handler that created the
-    Artifact leaves that to this write, which saves one status write per new Artifact of a fan-out. That one
-    is a read-modify-write with the resourceVersion (another Experiment may be adding itself meanwhile); later
-    ones are merge patches that leave the consumers alone."""
-    first = _experiment_of(body)
-    if not first or first in ((body.get("status") or {}).get("consumers") or []):
-        client.patch_status("Artifact", namespace, name, changes)
-        return
-
-    def mutate(current: dict[str, Any]) -> dict[str, Any]:
-        status = current.get("status") or {}
-        annotations = current["metadata"].get("annotations") or {}
-        return {**changes, **first_consumer(status, annotations, first)}
-
-    client.update_with_retry("Artifact", namespace, name, mutate, current=dict(body))
-
-
-def first_consumer(status: dict[str, Any], annotations: dict[str, str], first: str) -> dict[str, Any]:
-    """The status fields that record the Artifact's first experiment (listed first) and batch. Pure."""
-    consumers = list(status.get("consumers") or [])
-    if first not in consumers:
-        consumers.insert(0, first)
-    return {
-        "consumers": consumers,
-        "firstBatch": status.get("firstBatch") or annotations.get(labels.FIRST_BATCH),
-        "firstExperiment": status.get("firstExperiment") or first,
-    }
+    """Status of one Artifact (a merge patch); its consumers' aggregates follow from the watch event
+    (aggregate.py). The first write also records the first experiment and batch from the annotations the
+    Experiment handler set (printer columns, `datasweep` views); consumers are the labels, not the status."""
+    status, annotations = body.get("status") or {}, body["metadata"].get("annotations") or {}
+    if not status.get("firstExperiment") and "firstExperiment" not in changes:
+        changes["firstExperiment"] = annotations.get(labels.FIRST_EXPERIMENT)
+        changes["firstBatch"] = status.get("firstBatch") or annotations.get(labels.FIRST_BATCH)
+    client.patch_status("Artifact", namespace, name, changes)
 
 
 def _ready_condition(status: dict[str, Any], value: bool, reason: str, message: str) -> list[dict[str, Any]]:
@@ -102,14 +81,7 @@ def _launch(namespace: str, name: str, body: Any, attempt: int, logger: Any) -> 
     status = dict(body.get("status") or {})
     annotations = body["metadata"].get("annotations", {})
     queue = annotations.get(labels.QUEUE)
-    configmap = naming.dns_name(name, "spec")
-    worker_yaml = body["spec"].get("worker", {}).get("workerSpec", "")
-    cm = builders.spec_configmap(configmap, worker_yaml, name)
-    kopf.adopt(cm, owner=body)
-    client.create_configmap(namespace, cm)
-    job = builders.worker_job(
-        dict(body), attempt=attempt, settings=settings(), spec_configmap_name=configmap, queue_name=queue
-    )
+    job = builders.worker_job(dict(body), attempt=attempt, settings=settings(), queue_name=queue)
     kopf.adopt(job, owner=body)
     if int(body["spec"].get("resources", {}).get("nodes", 1)) > 1:
         service = builders.headless_service(job)
@@ -127,8 +99,6 @@ def _launch(namespace: str, name: str, body: Any, attempt: int, logger: Any) -> 
         phase="Running",
         job=job_name,
         attempts=attempt + 1,
-        firstBatch=status.get("firstBatch") or annotations.get(labels.FIRST_BATCH),
-        firstExperiment=status.get("firstExperiment") or annotations.get(labels.FIRST_EXPERIMENT),
         startedAt=status.get("startedAt") or now(),
         conditions=_ready_condition(status, False, "JobRunning", f"Job {job_name} is producing the artifact"),
     )

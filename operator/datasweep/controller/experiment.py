@@ -248,19 +248,13 @@ def _ensure_artifact(
     queue: str | None,
     regenerate_token: str | None,
 ) -> tuple[str, bool]:
-    """Create the Artifact of one stage (409: reuse it and add this experiment as a consumer).
+    """Create the Artifact of one stage (409: reuse it and label it with this experiment as a consumer).
 
     Returns its path and whether another experiment produced it (a cache hit)."""
     batch_object = naming.batch_object_name(plan.batch)
     marks = labels.consumer_marks(name, batch_object)
-    # Recorded already: its labels, and its status lists this experiment, or will with the first status write
-    # of the Artifact's handler (this experiment created it): a second run over the plan writes nothing.
-    consumed = (
-        known is not None
-        and (name in known.listed or known.first_experiment == name)
-        and set(marks["labels"]) <= known.marks
-        and not regenerate_token
-    )
+    # Recorded already (its consumer labels are the record): a second run over the plan writes nothing.
+    consumed = known is not None and set(marks["labels"]) <= known.marks and not regenerate_token
     if known is not None:
         _check_same_artifact(stage, known.fingerprint, known.stage)
     if known is not None and consumed:
@@ -294,11 +288,8 @@ def _ensure_artifact(
             _check_same_artifact(stage, str(existing.get("fingerprint")), str(existing.get("stage")))
     else:
         artifact, created = {}, False
-    if not created:  # reuse: record this consumer (labels for selection; one merge patch, idempotent)
+    if not created:  # reuse: record this consumer, its labels (one merge patch, idempotent; no status write)
         artifact = client.patch_custom("Artifact", namespace, stage.artifact, {"metadata": marks})
-        # The object just returned saves a read: one status write per consumer, unless it conflicts.
-        _add_consumer(namespace, stage.artifact, name, plan.batch, artifact)
-    # A new Artifact lists this experiment in its status with its handler's first status write (artifact._patch)
     path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
     annotations = artifact["metadata"].get("annotations", {})
     if regenerate_token and annotations.get(labels.REGENERATE) != regenerate_token:
@@ -434,30 +425,6 @@ def _check_same_artifact(stage: StagePlan, fingerprint: str, kind: str) -> None:
         f"not reused. Delete that Artifact if it was made by hand (kubectl delete artifact {stage.artifact}); "
         "this Experiment retries",
     )
-
-
-def _add_consumer(namespace: str, artifact: str, experiment: str, batch: str, current: dict[str, Any]) -> None:
-    def mutate(current: dict[str, Any]) -> dict[str, Any] | None:
-        status = dict(current.get("status") or {})
-        consumers = list(status.get("consumers", []))
-        annotations = current["metadata"].get("annotations", {})
-        changed = False
-        if experiment not in consumers:
-            consumers.append(experiment)
-            changed = True
-        if not status.get("firstBatch"):
-            status["firstBatch"] = annotations.get(labels.FIRST_BATCH, batch)
-            status["firstExperiment"] = annotations.get(labels.FIRST_EXPERIMENT, experiment)
-            changed = True
-        if not changed:
-            return None
-        return {
-            "consumers": consumers,
-            "firstBatch": status["firstBatch"],
-            "firstExperiment": status["firstExperiment"],
-        }
-
-    client.update_with_retry("Artifact", namespace, artifact, mutate, current=current)
 
 
 @kopf.on.resume(*EXPERIMENTS)

@@ -28,8 +28,7 @@ class ArtifactInfo:
     first_experiment: str | None
     first_batch: str | None
     inputs: tuple[str, ...]
-    consumers: frozenset[str]  # status.consumers, the consumer annotations and the first experiment
-    listed: frozenset[str]  # status.consumers alone
+    consumers: frozenset[str]  # labels.consumers_of: the consumer labels and the first experiment
     marks: frozenset[str]  # the consumer label keys (exp.datasweep.io/..., batch.datasweep.io/...)
     path: str
     usage: tuple[tuple[str, Any], ...]
@@ -45,8 +44,6 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     annotations, labels_ = meta.get("annotations") or {}, meta.get("labels") or {}
     first = annotations.get(labels.FIRST_EXPERIMENT) or status.get("firstExperiment")
-    listed = frozenset(status.get("consumers") or [])
-    consumers = listed | set(labels.consumers_in(labels_, annotations)) | ({first} if first else set())
     phase = status.get("phase") or "Pending"
     failure = None
     if phase == "Failed":
@@ -61,8 +58,7 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         first_experiment=first,
         first_batch=annotations.get(labels.FIRST_BATCH) or status.get("firstBatch"),
         inputs=tuple(spec.get("inputs") or ()),
-        consumers=frozenset(consumers),
-        listed=listed,
+        consumers=frozenset(labels.consumers_of(meta, status)),
         marks=frozenset(k for k in labels_ if k.startswith((labels.EXPERIMENT_PREFIX, labels.BATCH_PREFIX))),
         path=str((spec.get("storage") or {}).get("path", "")),
         usage=tuple(sorted((k, v) for k, v in usage.items() if not isinstance(v, dict | list))),

@@ -6,12 +6,13 @@ import functools
 import logging
 import os
 import random
+import threading
 from typing import Any
 
 import kopf
 
 from datasweep.api.settings import OperatorSettings, load_settings
-from datasweep.k8s import client
+from datasweep.k8s import client, labels
 
 
 @functools.cache
@@ -20,15 +21,48 @@ def settings() -> OperatorSettings:
 
 
 class DiffBase(kopf.AnnotationsDiffBaseStorage):
-    """Kopf's diff base in an annotation, without an Artifact's spec: no Artifact handler reacts to its spec
-    (only to annotations), and the copy was 40% of each Artifact (3.7 of 9 KB), written, watched and read
-    again with every change of every Artifact of a fan-out."""
+    """Kopf's diff base: in an annotation for Experiments and Batches; in memory for Artifacts.
+
+    An Artifact's handler reacts only to its annotations (retry, regenerate, a nudge) and reads the object itself,
+    so what Kopf compares is small (no spec, no consumer marks) and need not survive a restart: a restarted
+    operator finds no diff base, Kopf calls the handler as for a new Artifact, and the handler, idempotent, does
+    what resuming would. Writing it back as an annotation cost one patch per Artifact (and its watch event),
+    a fifth of a fan-out's writes (docs/scale.md)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._artifacts: dict[str, kopf.BodyEssence] = {}
+        self._lock = threading.Lock()
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         essence = super().build(body=body, extra_fields=extra_fields)
         if body.get("kind") == "Artifact":
             essence.pop("spec", None)  # type: ignore[misc]
+            annotations = essence.get("metadata", {}).get("annotations") or {}
+            for key in [k for k in annotations if k.startswith(labels.EXPERIMENT_PREFIX)]:
+                del annotations[key]  # a consumer's full name: a cache hit is no news to the handler
         return essence
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        if body.get("kind") != "Artifact":
+            return super().fetch(body=body)
+        with self._lock:
+            return self._artifacts.get(str(body["metadata"].get("uid")))
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        if body.get("kind") != "Artifact":
+            super().store(body=body, patch=patch, essence=essence)
+            return
+        with self._lock:
+            self._artifacts[str(body["metadata"].get("uid"))] = essence
+
+    def forget(self, uid: str) -> None:
+        """The Artifact is gone (its DELETED event): nothing to compare with any more."""
+        with self._lock:
+            self._artifacts.pop(uid, None)
+
+
+DIFF_BASE = DiffBase(prefix="kopf.datasweep.io", ignored_fields=["metadata.labels"])
 
 
 # Event handlers that run for every watch event of every Artifact, Job and Experiment (aggregate.py,
@@ -54,7 +88,7 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.datasweep.io")
     # Labels are left out of the diff base: no handler reacts to them, and an Artifact gets one per consuming
     # Experiment and Batch (docs/scale.md); a consumer added must not cost a handler run and a diff-base write.
-    settings.persistence.diffbase_storage = DiffBase(prefix="kopf.datasweep.io", ignored_fields=["metadata.labels"])
+    settings.persistence.diffbase_storage = DIFF_BASE
     # After its own patch Kopf waits this long for the watch to deliver the patched version, and meanwhile does
     # not take older events for news. Its default (5 s) is shorter than the watch lags behind during a large
     # fan-out on a busy API server: a stale event then looks like a new creation, and the Experiment handler

@@ -14,6 +14,7 @@ from datasweep.k8s import labels
 DATA_MOUNT = "/data"
 SPEC_MOUNT = "/spec"
 SPEC_KEY = "worker.yaml"
+_SPEC_FIELD = f"metadata.annotations['{labels.WORKER_SPEC}']"
 RUN_AS_USER = 10001
 
 
@@ -75,15 +76,6 @@ def batch_body(batch_id: str, purpose: str, description: str) -> dict[str, Any]:
     }
 
 
-def spec_configmap(name: str, worker_spec_yaml: str, artifact: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "labels": {labels.ARTIFACT: artifact, labels.MANAGED_BY: "datasweep"}},
-        "data": {SPEC_KEY: worker_spec_yaml},
-    }
-
-
 def _job_labels(artifact: dict[str, Any], queue_name: str | None) -> dict[str, str]:
     spec = artifact["spec"]
     out = {
@@ -115,9 +107,7 @@ def _command(stage: str, gpus: int, nodes: int, job: str, service: str | None) -
     return ["datasweep", "worker", stage, "--spec", f"{SPEC_MOUNT}/{SPEC_KEY}"]
 
 
-def _volumes(
-    artifact: dict[str, Any], settings: OperatorSettings, spec_configmap_name: str
-) -> tuple[list[Any], list[Any]]:
+def _volumes(artifact: dict[str, Any], settings: OperatorSettings) -> tuple[list[Any], list[Any]]:
     worker = artifact["spec"].get("worker", {})
     volumes: list[dict[str, Any]] = [
         {
@@ -126,7 +116,16 @@ def _volumes(
                 "claimName": artifact["spec"]["storage"].get("claimName") or settings.data_claim_name
             },
         },
-        {"name": "spec", "configMap": {"name": spec_configmap_name}},
+        # The worker spec is the pod's own annotation, as a file (downward API): no ConfigMap per Artifact,
+        # one write fewer per point of a fan-out (docs/scale.md), and nothing to clean up.
+        {
+            "name": "spec",
+            "downwardAPI": {
+                "items": [
+                    {"path": SPEC_KEY, "fieldRef": {"fieldPath": f"metadata.annotations['{labels.WORKER_SPEC}']"}}
+                ]
+            },
+        },
         {"name": "tmp", "emptyDir": {}},
     ]
     mounts: list[dict[str, Any]] = [
@@ -146,7 +145,6 @@ def worker_job(
     *,
     attempt: int,
     settings: OperatorSettings,
-    spec_configmap_name: str,
     queue_name: str | None,
 ) -> dict[str, Any]:
     """The Job that produces an Artifact: deterministic name, labels, limits, non-root, secrets by reference."""
@@ -176,7 +174,7 @@ def worker_job(
                 "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": secret.get("key", "api-key")}},
             }
         )
-    volumes, mounts = _volumes(artifact, settings, spec_configmap_name)
+    volumes, mounts = _volumes(artifact, settings)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": defaults.service_account_name,
@@ -223,7 +221,13 @@ def worker_job(
         "completions": nodes,
         "parallelism": nodes,
         "template": {
-            "metadata": {"labels": dict(job_labels), "annotations": dict(defaults.pod_annotations)},
+            "metadata": {
+                "labels": dict(job_labels),
+                "annotations": {
+                    **defaults.pod_annotations,
+                    labels.WORKER_SPEC: str(spec.get("worker", {}).get("workerSpec", "")),
+                },
+            },
             "spec": pod_spec,
         },
     }

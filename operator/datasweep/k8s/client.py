@@ -182,39 +182,9 @@ def patch_status(kind: str, namespace: str, name: str, status: dict[str, Any]) -
     )
 
 
-def update_with_retry(
-    kind: str,
-    namespace: str,
-    name: str,
-    mutate: Callable[[dict[str, Any]], dict[str, Any] | None],
-    attempts: int = 8,
-    current: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """Read-modify-write of status with optimistic concurrency (resourceVersion); 409 Conflict re-reads.
-
-    `current`: the object as a create or patch just returned it, which saves the first read."""
-    for attempt in range(attempts):
-        if attempt or current is None:
-            current = get_custom(kind, namespace, name)
-        if current is None:
-            return None
-        status = mutate(current)
-        if status is None:
-            return current
-        body = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}, "status": status}
-        try:
-            return _as_dict(
-                custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURALS[kind], name, body)
-            )
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-    raise RuntimeError(f"{kind} {namespace}/{name}: status kept changing under us; will retry")
-
-
 def _plain(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """One request with a plain dict in and out. The typed APIs turn a dict body into their model (V1Job with
-    every nested model) and the answer back, then `_as_dict` undoes that: for the ConfigMap and Job of every
+    every nested model) and the answer back, then `_as_dict` undoes that: for the Job of every
     Artifact that was a sixth of the operator's CPU in a fan-out. Errors raise ApiException as theirs do."""
     api = api_client()
     headers = {"Accept": "application/json"}
@@ -230,13 +200,6 @@ def _plain(method: str, path: str, body: dict[str, Any] | None = None) -> dict[s
     result = json.loads(response.data)
     assert isinstance(result, dict)
     return result
-
-
-def create_configmap(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    path = f"/api/v1/namespaces/{namespace}/configmaps"
-    return _create_or_get(
-        lambda: _plain("POST", path, body), lambda: _plain("GET", f"{path}/{body['metadata']['name']}")
-    )
 
 
 def create_job(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:

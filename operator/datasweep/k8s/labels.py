@@ -1,5 +1,7 @@
 """Label and annotation keys of datasweep objects."""
 
+from typing import Any
+
 ARTIFACT = "datasweep.io/artifact"
 FINGERPRINT = "datasweep.io/fingerprint"  # the short fingerprint: label values stop at 63 characters
 STAGE = "datasweep.io/stage"
@@ -18,6 +20,7 @@ RETRY = "datasweep.io/retry"
 REGENERATE = "datasweep.io/regenerate"
 NUDGED = "datasweep.io/nudged"  # an input or a slot freed up: look again
 FAILED_ATTEMPT = "datasweep.io/failed-attempt"  # the last failed attempt, wakes the retry with backoff
+WORKER_SPEC = "datasweep.io/worker-spec"  # on a Job's pods: the worker spec, mounted as a file (downward API)
 LEGACY_FINGERPRINT = "datasweep.io/legacy-fingerprint"  # the seed tools' 12-hex MD5, kept by `datasweep import`
 
 # Consumers as labels, one key per Experiment and per Batch: an Artifact may serve many of each, and a label
@@ -61,3 +64,14 @@ def consumers_in(labels: dict[str, str], annotations: dict[str, str]) -> list[st
     """The consuming Experiments recorded in an Artifact's labels (full names from the annotations)."""
     keys = [k for k in labels if k.startswith(EXPERIMENT_PREFIX)]
     return sorted(annotations.get(k) or k[len(EXPERIMENT_PREFIX) :] for k in keys)
+
+
+def consumers_of(metadata: dict[str, Any], status: dict[str, Any]) -> list[str]:
+    """Every Experiment that consumes an Artifact, its first one first: the consumer labels, plus the
+    `status.consumers` list that earlier operator versions wrote (read, no longer written: a cache hit costs one
+    label patch, no status write)."""
+    annotations = metadata.get("annotations") or {}
+    first = annotations.get(FIRST_EXPERIMENT) or status.get("firstExperiment")
+    found = set(consumers_in(metadata.get("labels") or {}, annotations)) | set(status.get("consumers") or [])
+    found.discard(first)
+    return ([first] if first else []) + sorted(found)

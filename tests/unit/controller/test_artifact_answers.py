@@ -75,30 +75,6 @@ class FakeCluster:
         self._written(name)
         return self.artifacts[name]
 
-    def update_with_retry(
-        self,
-        kind: str,
-        namespace: str,
-        name: str,
-        mutate: Any,
-        attempts: int = 8,
-        current: dict[str, Any] | None = None,
-    ) -> dict[str, Any] | None:
-        """The client's read-modify-write: a stale resourceVersion conflicts and is read again."""
-        self.conflicts = getattr(self, "conflicts", 0)
-        for attempt in range(attempts):
-            if attempt or current is None:
-                current = self.get_custom(kind, namespace, name)
-            assert current is not None
-            changes = mutate(current)
-            if changes is None:
-                return current
-            if current["metadata"]["resourceVersion"] != self.artifacts[name]["metadata"]["resourceVersion"]:
-                self.conflicts += 1
-                continue
-            return self.patch_status(kind, namespace, name, changes)
-        raise RuntimeError("kept conflicting")
-
     def patch_custom(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.artifacts[name]["metadata"].setdefault("annotations", {}).update(patch["metadata"]["annotations"])
         self._written(name)
@@ -114,9 +90,8 @@ class FakeCluster:
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
     fake = FakeCluster()
-    for name in ("get_custom", "patch_status", "patch_custom", "create_job", "update_with_retry"):
+    for name in ("get_custom", "patch_status", "patch_custom", "create_job"):
         monkeypatch.setattr(client, name, getattr(fake, name))
-    monkeypatch.setattr(client, "create_configmap", lambda namespace, body: (body, True))
     monkeypatch.setattr(client, "create_service", lambda namespace, body: (body, True))
     monkeypatch.setattr(client, "job_pods", lambda namespace, job: [])
     for level in ("info", "warn"):
@@ -349,37 +324,34 @@ def test_a_failed_training_attempt_retries_by_itself_until_retries_are_spent(clu
     assert len(cluster.jobs) == 3
 
 
-def test_the_first_status_write_lists_the_first_experiment_and_keeps_a_consumer_added_meanwhile(
-    cluster: FakeCluster,
-) -> None:
-    """The Experiment that creates an Artifact does not write its status: the handler's first write lists it
-    (first), read-modify-write, so another Experiment that added itself since the handler's read is kept."""
+def test_status_writes_are_merge_patches_and_consumers_are_the_labels(cluster: FakeCluster) -> None:
+    """The first status write records the first experiment and batch from the annotations; no write lists
+    consumers (a cache hit is one label patch, no status write): they are read from the labels."""
     generate, _ = planned()
     name = generate["metadata"]["name"]
+    generate["metadata"]["labels"].update(labels.consumer_marks("other", "b")["labels"])  # a hit meanwhile
     cluster.add(generate)
-    body = cluster.get_custom("Artifact", NS, name)  # the handler's read
-    # meanwhile a second Experiment reuses it (experiment._add_consumer, with the resourceVersion)
-    cluster.patch_status("Artifact", NS, name, {"consumers": ["other"], "firstBatch": "b", "firstExperiment": "e"})
     handler._ARTIFACTS = cluster.index()
-    handler.reconcile(NS, name, body, 0, handler.LOG)
+    handler.reconcile(NS, name, cluster.get_custom("Artifact", NS, name), 0, handler.LOG)
     status = cluster.status(name)
     assert status["phase"] == "Running"
-    assert status["consumers"] == ["e", "other"]
-    assert (status["firstBatch"], status["firstExperiment"]) == ("b", "e")
-    assert cluster.conflicts == 1  # the stale read was not written over
-    # later writes are plain merge patches that leave the consumers alone
+    annotations = generate["metadata"]["annotations"]
+    assert status["firstExperiment"] == annotations[labels.FIRST_EXPERIMENT]
+    assert status["firstBatch"] == annotations[labels.FIRST_BATCH]
+    assert "consumers" not in status
     handler._record_job(NS, status["job"], name, {"Complete": {}}, handler.LOG)
     assert cluster.status(name)["phase"] == "Ready"
-    assert cluster.status(name)["consumers"] == ["e", "other"]
+    first = annotations[labels.FIRST_EXPERIMENT]
+    assert labels.consumers_of(cluster.artifacts[name]["metadata"], cluster.status(name)) == [first, "other"]
 
 
-def test_first_consumer_lists_the_first_experiment_first_once() -> None:
-    annotations = {labels.FIRST_BATCH: "b1"}
-    assert handler.first_consumer({}, annotations, "e") == {
-        "consumers": ["e"],
-        "firstBatch": "b1",
-        "firstExperiment": "e",
+def test_consumers_of_lists_the_first_experiment_first_and_reads_old_status_lists() -> None:
+    meta = {
+        "labels": {labels.experiment_key("zeta"): "true", labels.experiment_key("alpha"): "true"},
+        "annotations": {labels.FIRST_EXPERIMENT: "zeta"},
     }
-    status = {"consumers": ["x", "e"], "firstBatch": "b0", "firstExperiment": "e"}
-    assert handler.first_consumer(status, annotations, "e") == status
-    assert handler.first_consumer({"consumers": ["x"]}, annotations, "e")["consumers"] == ["e", "x"]
+    assert labels.consumers_of(meta, {}) == ["zeta", "alpha"]
+    assert labels.consumers_of(meta, {"consumers": ["old"]}) == ["zeta", "alpha", "old"]
+    long_name = "e" * 80  # too long for a label key: the annotation of the same key has the full name
+    marks = labels.consumer_marks(long_name, "b")
+    assert labels.consumers_of(marks, {"firstExperiment": long_name}) == [long_name]

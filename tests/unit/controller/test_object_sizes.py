@@ -43,9 +43,9 @@ def test_no_object_of_a_10000_point_sweep_exceeds_256_kib() -> None:
     assert len(plan.points) == POINTS
     settings = OperatorSettings(dataRoot=None)
     paths: dict[str, str] = {}
-    biggest_artifact = biggest_configmap = 0
+    biggest_artifact = biggest_job = 0
     # 100 experiments share every Artifact, half of them with names too long for a label key: the marks
-    # and the status they add are the same for every Artifact, so they are measured once and added.
+    # they add are the same for every Artifact, so they are measured once and added.
     consumers = [f"experiment-{i:03d}-" + "x" * (40 if i % 2 else 200) for i in range(100)]
     marks: dict[str, dict[str, str]] = {"labels": {}, "annotations": {}}
     for consumer in consumers:
@@ -53,7 +53,6 @@ def test_no_object_of_a_10000_point_sweep_exceeds_256_kib() -> None:
             marks[key].update(values)
     shared_status = {
         "phase": "Failed",
-        "consumers": consumers,
         "conditions": [{"type": "Ready", "status": "False", "reason": "JobFailed", "message": "m" * 1024}],
         "manifest": {"files": 3, "rows": 10**6, "bytes": 10**9, "sha256": "f" * 64, "path": "p" * 200},
     }
@@ -79,12 +78,13 @@ def test_no_object_of_a_10000_point_sweep_exceeds_256_kib() -> None:
                 worker=worker,
             )
             biggest_artifact = max(biggest_artifact, size(body) + overhead)
-            configmap = builders.spec_configmap(naming.dns_name(stage.artifact, "spec"), worker["workerSpec"], "a")
-            biggest_configmap = max(biggest_configmap, size(configmap))
-            body["status"] = {**shared_status, "consumers": consumers[:1]}
+            job = builders.worker_job(body, attempt=0, settings=settings, queue_name="team-a")  # carries the spec
+            biggest_job = max(biggest_job, size(job))
+            body["metadata"]["labels"].update(marks["labels"])
+            body["status"] = shared_status
             infos.append(artifact_info(stage.artifact, body))
     assert biggest_artifact < LIMIT
-    assert biggest_configmap < LIMIT
+    assert biggest_job < LIMIT
 
     planned = Planned(
         points=POINTS,

@@ -41,7 +41,7 @@ def job_for(stage: StagePlan, worker: dict[str, Any] | None = None, queue: str |
         queue_name=queue,
         worker=worker or {},
     )
-    return builders.worker_job(artifact, attempt=1, settings=settings, spec_configmap_name="cm", queue_name=queue)
+    return builders.worker_job(artifact, attempt=1, settings=settings, queue_name=queue)
 
 
 def test_generate_job_reads_the_key_through_a_secret_reference() -> None:
@@ -64,6 +64,20 @@ def test_generate_job_reads_the_key_through_a_secret_reference() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert "nvidia.com/gpu" not in str(container["resources"])
+
+
+def test_the_worker_spec_is_the_pods_annotation_mounted_by_the_downward_api() -> None:
+    """No ConfigMap per Artifact: the file the command names is the pod's own annotation."""
+    generate, _ = stages()
+    job = job_for(generate, {"workerSpec": "stage: generate\nfingerprint: abc\n"})
+    pod = job["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert pod["metadata"]["annotations"][labels.WORKER_SPEC] == "stage: generate\nfingerprint: abc\n"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "spec")
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "spec")
+    (item,) = volume["downwardAPI"]["items"]
+    assert f"{mount['mountPath']}/{item['path']}" == container["command"][-1]
+    assert item["fieldRef"]["fieldPath"] == f"metadata.annotations['{labels.WORKER_SPEC}']"
 
 
 def test_training_job_requests_gpus_and_tolerates_gpu_nodes() -> None:
