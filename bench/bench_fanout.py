@@ -15,7 +15,8 @@ Targets: (b)/(a) <= 2.0, (c)/(a) <= 1.0, RSS <= 300 MB, idle CPU <= 2% of a core
 
     python bench/bench_fanout.py [--points 1000] [--idle 60] [--qps 500]
 
-`--points 10000` runs the large case (slow on a small machine: see docs/scale.md for what was measured).
+`--points 10000` runs the large case (slow on a small machine: see docs/scale.md for what was measured);
+`--points 10000 --idle-only` measures (d) alone, on 10,000 Ready Artifacts the bare client makes.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from tests.e2e.operator_harness import (  # noqa: E402
 )
 
 from controlplane import ControlPlane, build  # noqa: E402
-from datasweep.k8s import client  # noqa: E402
+from datasweep.k8s import client, labels  # noqa: E402
 
 CONCURRENCY = 8
 
@@ -84,22 +85,32 @@ def new_namespace(plane: ControlPlane, name: str, data_root: Path) -> str:
     return name
 
 
+def bare_artifact(index: int, consumer: str | None = None) -> dict[str, Any]:
+    """An Artifact as a bare client writes it: marked imported (no Job to run), or consumed by `consumer` (its
+    label and first-experiment annotation, as the operator's Experiment handler writes them)."""
+    metadata: dict[str, Any] = {"name": f"bare-{index:05d}", "labels": {"datasweep.io/imported": "true"}}
+    if consumer is not None:
+        metadata = {
+            "name": f"bare-{index:05d}",
+            "labels": labels.consumer_marks(consumer, "bench")["labels"],
+            "annotations": {labels.FIRST_EXPERIMENT: consumer, labels.FIRST_BATCH: "bench"},
+        }
+    return {
+        "apiVersion": "datasweep.io/v1alpha1",
+        "kind": "Artifact",
+        "metadata": metadata,
+        "spec": {
+            "stage": "generate",
+            "dataset": "Copa",
+            "fingerprint": f"{index:064x}",
+            "semanticName": f"bare_{index}",
+            "storage": {"path": f"_shared/Copa/bare_{index}"},
+        },
+    }
+
+
 def bare_client(plane: ControlPlane, namespace: str, points: int) -> float:
     """(a): what the API server and the Job controller take for N Artifacts and N Jobs, no operator."""
-
-    def artifact(index: int) -> dict[str, Any]:
-        return {
-            "apiVersion": "datasweep.io/v1alpha1",
-            "kind": "Artifact",
-            "metadata": {"name": f"bare-{index:05d}", "labels": {"datasweep.io/imported": "true"}},
-            "spec": {
-                "stage": "generate",
-                "dataset": "Copa",
-                "fingerprint": f"{index:064x}",
-                "semanticName": f"bare_{index}",
-                "storage": {"path": f"_shared/Copa/bare_{index}"},
-            },
-        }
 
     def job(index: int) -> dict[str, Any]:
         return {
@@ -118,7 +129,7 @@ def bare_client(plane: ControlPlane, namespace: str, points: int) -> float:
         }
 
     def both(index: int) -> None:
-        client.create_custom(namespace, artifact(index))
+        client.create_custom(namespace, bare_artifact(index))
         client.create_job(namespace, job(index))
 
     started = time.monotonic()
@@ -190,12 +201,61 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def idle_only(plane: ControlPlane, work: Path, data_root: Path, n: int, qps: float, idle: float) -> int:
+    """(d) alone, for an N whose full fan-out does not fit this machine: N Ready Artifacts made by the bare
+    client as the operator would have left them, then the operator started on them: its start-up (every
+    Artifact goes through its handler once), then RSS and CPU while idle."""
+    ns = new_namespace(plane, "bench-idle", data_root)
+    ready = {"phase": "Ready", "firstExperiment": "idle", "firstBatch": "bench", "attempts": 1}
+
+    def make(index: int) -> None:
+        client.create_custom(ns, bare_artifact(index, consumer="idle"))
+        client.patch_status("Artifact", ns, f"bare-{index:05d}", ready)
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
+        list(pool.map(make, range(n)))
+    print(f"bare client: {n} Ready Artifacts in {time.monotonic() - started:.1f}s", flush=True)
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    operator = operator_process(ns, work, data_root, n, qps, liveness)
+    try:
+        started = time.monotonic()
+        wait_for("the operator's liveness probe", lambda: live(liveness), timeout=300)
+        # Start-up is over when a 10 s window costs less than 2% of a core.
+        while True:
+            cpu0, t0 = cpu_seconds(operator.pid), time.monotonic()
+            time.sleep(10)
+            if (cpu_seconds(operator.pid) - cpu0) / (time.monotonic() - t0) < 0.02:
+                break
+        settled = time.monotonic() - started - 10
+        print(f"operator start-up over {n} Artifacts: {settled:.0f}s, RSS {rss_mb(operator.pid):.0f} MB", flush=True)
+        cpu0, t0 = cpu_seconds(operator.pid), time.monotonic()
+        time.sleep(idle)
+        idle_cpu = (cpu_seconds(operator.pid) - cpu0) / (time.monotonic() - t0) * 100
+        rss = rss_mb(operator.pid)
+    finally:
+        operator.send_signal(signal.SIGTERM)
+        try:
+            operator.wait(30)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+    print(f"\nN = {n} Artifacts, idle only (made by the bare client: the full fan-out is not run at this N)")
+    print(f"{'measure':<22}{'value':>10}{'target':>10}  ok")
+    for name, value, target in (("RSS MB", rss, 300.0), ("idle CPU %", idle_cpu, 2.0)):
+        print(f"{name:<22}{value:>10.2f}{target:>10.2f}  {'yes' if value <= target else 'NO'}")
+    print(f"operator log: {work / 'operator.log'}")
+    return 0 if rss <= 300 and idle_cpu <= 2.0 else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=1000)
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idling measured in (d)")
     parser.add_argument("--qps", type=float, default=500.0, help="the operator's apiQps for this run")
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument(
+        "--idle-only", action="store_true", help="(d) alone, on N Ready Artifacts made by the bare client"
+    )
     args = parser.parse_args()
     n = args.points
     build()
@@ -206,6 +266,8 @@ def main() -> int:
         os.environ["KUBECONFIG"] = str(plane.kubeconfig)
         client.reset()
         install_crds(plane)
+        if args.idle_only:
+            return idle_only(plane, work, data_root, n, args.qps, args.idle)
 
         bare_ns = new_namespace(plane, "bench-bare", data_root)
         t_a = bare_client(plane, bare_ns, n)

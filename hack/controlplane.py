@@ -666,6 +666,9 @@ class ControlPlane:
             "--service-account-private-key-file", str(pki / "sa.key"),
             "--root-ca-file", str(pki / "ca.crt"),
             "--controllers", ",".join(KCM_CONTROLLERS),
+            # The default client limit (20 QPS) let the Job controller finish about 5 Jobs a second: a 1,000-Job
+            # sweep then waited minutes on the test cluster, not on the operator (bench/bench_fanout.py).
+            "--kube-api-qps", "200", "--kube-api-burst", "400",
             "--profiling=false",
         ])  # fmt: skip
         self._spawn("kube-scheduler", [

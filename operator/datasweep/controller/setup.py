@@ -71,8 +71,22 @@ DIFF_BASE = DiffBase(prefix="kopf.datasweep.io", ignored_fields=["metadata.label
 _QUIET_HANDLERS = tuple(f"Handler '{name}' succeeded." for name in ("artifact_event", "experiment_event", "job_event"))
 
 
-def _not_routine(record: logging.LogRecord) -> bool:
-    return record.levelno != logging.INFO or not str(record.msg).endswith(_QUIET_HANDLERS)
+class _RoutineLines(logging.Filter):
+    """Keep the operator's INFO lines in its log but out of the API server: Kopf posts each object's log line
+    as a Kubernetes Event, which was three Event writes per Artifact of a fan-out ("job ... created", "Handler
+    'artifact_changed' succeeded.", "Creation is processed"), as many as the Artifact's own writes. What users
+    should see as Events is posted on purpose (kopf.info/kopf.warn: CacheHit, JobFailed, Retry, ...); warnings
+    and errors (a handler failing) are still posted. Unless verbose, the routine lines are dropped."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        record.k8s_skip = True
+        return self.verbose or not str(record.msg).endswith(_QUIET_HANDLERS)
 
 
 @kopf.on.login()
@@ -98,8 +112,8 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     settings.persistence.consistency_timeout = 60.0
     settings.posting.level = logging.INFO
     objects = logging.getLogger("kopf.objects")
-    if objects.getEffectiveLevel() >= logging.INFO and _not_routine not in objects.filters:
-        objects.addFilter(_not_routine)
+    if not any(isinstance(f, _RoutineLines) for f in objects.filters):
+        objects.addFilter(_RoutineLines(verbose=objects.getEffectiveLevel() < logging.INFO))
     settings.watching.server_timeout = 300
     config = globals()["settings"]()
     # Handler threads: the Experiment handler (its creates run in its own pool), as many Artifact handlers as
