@@ -290,13 +290,22 @@ def _start(
 @kopf.on.resume(*ARTIFACTS)
 @kopf.on.create(*ARTIFACTS)
 @kopf.on.update(*ARTIFACTS, field="metadata.annotations")
-def artifact_changed(namespace: str | None, name: str, retry: int, logger: kopf.Logger, **kwargs: Any) -> None:
+def artifact_changed(
+    namespace: str | None, name: str, retry: int, logger: kopf.Logger, body: kopf.Body, reason: str, **_: Any
+) -> None:
     assert namespace is not None
-    # Read it now, under its lock: Kopf's copy may predate a launch (or even a completion) by a wake-up.
     with _lock(namespace, name):
-        body = client.get_custom("Artifact", namespace, name)
-        if body is not None:
-            reconcile(namespace, name, body, retry, logger)
+        current: Any = dict(body) if _fresh(body, reason, retry) else client.get_custom("Artifact", namespace, name)
+        if current is not None:
+            reconcile(namespace, name, current, retry, logger)
+
+
+def _fresh(body: kopf.Body, reason: str, retry: int) -> bool:
+    """Kopf's copy is as new as a read would be: a just-created Artifact, first try, no status and no inputs.
+    Nothing else starts such an Artifact (a wake-up comes only to one that asked for a slot, which writes its
+    status, or to a dependent), so the read each new Artifact of a fan-out cost is saved. Otherwise read it
+    now, under its lock: Kopf's copy may predate a launch (or even a completion) by a wake-up."""
+    return reason == "create" and retry == 0 and not body.get("status") and not body["spec"].get("inputs")
 
 
 def _wake(namespace: str, experiment: str, name: str) -> list[Grant]:
@@ -386,7 +395,14 @@ def _pod_failure(namespace: str, job: str) -> str:
     return "; ".join(found)
 
 
-@kopf.on.event(*JOBS, labels={labels.ARTIFACT: kopf.PRESENT})
+def _job_ended(status: kopf.Status, **_: Any) -> bool:
+    """Checked on Kopf's loop: the other events of a Job (created, pod started) need no handler thread."""
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+
+
+@kopf.on.event(*JOBS, labels={labels.ARTIFACT: kopf.PRESENT}, when=_job_ended)
 def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     job_status = body.get("status") or {}
     ended = {c.get("type"): c for c in job_status.get("conditions") or [] if c.get("status") == "True"}

@@ -355,3 +355,12 @@ def test_consumers_of_lists_the_first_experiment_first_and_reads_old_status_list
     long_name = "e" * 80  # too long for a label key: the annotation of the same key has the full name
     marks = labels.consumer_marks(long_name, "b")
     assert labels.consumers_of(marks, {"firstExperiment": long_name}) == [long_name]
+
+
+def test_only_a_just_created_artifact_without_inputs_skips_the_read() -> None:
+    generate, training = planned()
+    assert handler._fresh(kopf.Body(generate), "create", 0)
+    assert not handler._fresh(kopf.Body(generate), "create", 1)  # a retry: a wake-up may have started it
+    assert not handler._fresh(kopf.Body(generate), "resume", 0)
+    assert not handler._fresh(kopf.Body({**generate, "status": {"phase": "Waiting"}}), "create", 0)
+    assert not handler._fresh(kopf.Body(training), "create", 0)  # woken when its input finishes
