@@ -153,7 +153,7 @@ def live(url: str) -> bool:
 
 
 def operator_process(
-    namespace: str, work: Path, data_root: Path, points: int, qps: float, liveness: str
+    namespace: str, work: Path, data_root: Path, points: int, qps: float, liveness: str, creates: int = CONCURRENCY
 ) -> subprocess.Popen[bytes]:
     config = work / "operator.yaml"
     config.write_text(
@@ -164,7 +164,7 @@ def operator_process(
                 "apiQps": qps,
                 "apiBurst": int(qps * 2),
                 "maxJobsPerNamespace": 0,
-                "createConcurrency": CONCURRENCY,
+                "createConcurrency": creates,
                 # kwok runs no worker, so no manifest appears (as in tests/e2e/operator_harness.py): without
                 # this every Job "fails" with NoManifest and (c) never sees a Succeeded Experiment.
                 "requireManifest": False,
@@ -254,6 +254,9 @@ def main() -> int:
     parser.add_argument("--qps", type=float, default=500.0, help="the operator's apiQps for this run")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument(
+        "--creates", type=int, default=CONCURRENCY, help="the operator's createConcurrency (the bare client keeps 8)"
+    )
+    parser.add_argument(
         "--idle-only", action="store_true", help="(d) alone, on N Ready Artifacts made by the bare client"
     )
     args = parser.parse_args()
@@ -275,7 +278,7 @@ def main() -> int:
 
         ns = new_namespace(plane, "bench-operator", data_root)
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
-        operator = operator_process(ns, work, data_root, n, args.qps, liveness)
+        operator = operator_process(ns, work, data_root, n, args.qps, liveness, args.creates)
         try:
             # The operator's start-up (imports, login, CRD discovery, first LISTs) is not fan-out.
             wait_for("the operator's liveness probe", lambda: live(liveness), timeout=300)
@@ -326,7 +329,9 @@ def main() -> int:
         ("idle CPU %", idle_cpu, 2.0),
         ("new Jobs on re-apply", float(new_jobs), 0.0),
     ]
-    print(f"\nN = {n} points (operator apiQps {args.qps:g}, {CONCURRENCY} creates in flight)")
+    print(
+        f"\nN = {n} points (operator apiQps {args.qps:g}, createConcurrency {args.creates}; bare client {CONCURRENCY})"
+    )
     print(f"{'measure':<22}{'value':>10}{'target':>10}  ok")
     for name, value, target in rows:
         print(f"{name:<22}{value:>10.2f}{target:>10.2f}  {'yes' if value <= target else 'NO'}")
