@@ -510,7 +510,7 @@ def _add_consumer(namespace: str, artifact: str, experiment: str, batch: str, cu
         return {
             "consumers": consumers,
             "firstBatch": status["firstBatch"],
-            "firstExperiment": status["firstExperiment"],
+            "firstExperiment": status.get("firstExperiment"),  # none on an imported Artifact (firstBatch: the tree's)
         }
 
     client.update_with_retry("Artifact", namespace, artifact, mutate, current=current)
