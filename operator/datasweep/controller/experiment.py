@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -249,6 +250,7 @@ def _reuse_imported(
         return plan, {}
     root = settings().volume_root(None)
 
+    @functools.cache  # once per dataset, not per point: a stat per candidate on the volume
     def candidates(dataset: str) -> list[ArtifactInfo]:
         infos = (info_of(index, namespace, n) for n in lookup(index, ("imported", namespace, dataset)))
         return [
