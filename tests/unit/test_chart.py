@@ -72,7 +72,7 @@ APPLICATION_RULES = {
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "patch"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "services"): {"get", "list", "watch", "create", "delete"},
-    ("", "configmaps"): {"get", "list", "watch", "create"},
+    ("", "configmaps"): {"get", "list", "watch"},
     ("", "secrets"): {"get"},
 }
 TRAINJOB_RULES = {("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create"}}

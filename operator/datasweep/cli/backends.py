@@ -40,6 +40,7 @@ class ArtifactView:
     manifest: ManifestSummary | None = None
     imported: bool = False
     legacy_fingerprint: str | None = None
+    source_sha256: str | None = None  # import --source: the hash of the dataset it was generated from
     label_keys: frozenset[str] = frozenset()  # on a cluster: the consumer labels (exp./batch.datasweep.io/...)
 
     @property
@@ -141,6 +142,7 @@ def _view_of_local(artifact: LocalArtifact) -> ArtifactView:
         manifest=artifact.manifest,
         imported=artifact.imported,
         legacy_fingerprint=artifact.legacy_fingerprint,
+        source_sha256=artifact.source_sha256,
     )
 
 
@@ -326,6 +328,7 @@ class ClusterBackend:
                     manifest=_manifest(status.get("manifest")),
                     imported=labels.get(k8s_labels.IMPORTED) == "true",
                     legacy_fingerprint=annotations.get(k8s_labels.LEGACY_FINGERPRINT),
+                    source_sha256=annotations.get(k8s_labels.SOURCE_SHA256),
                     label_keys=frozenset(labels),
                 )
             )

@@ -470,11 +470,6 @@ def import_tree(
         raise BadInput(f"import registers {tree} in place; pass --root {tree} (or leave --root out), not --root {root}")
     hashes = _source_hashes(sources)
     to_cluster = cluster or (root is None and choose_backend(None, False, namespace, kube_context).kind == "cluster")
-    if to_cluster and hashes:
-        raise BadInput(
-            "--source: reuse of imported directories is matched by the local runner (`datasweep run --root TREE`); "
-            "the operator does not match them yet: import with --root TREE"
-        )
     found, problems = scan_seed_tree(tree)
     for problem in problems:
         click.echo(f"warning: {problem}", err=True)
@@ -521,35 +516,47 @@ def import_tree(
         )
 
 
+def imported_artifact_body(a: LocalArtifact) -> dict[str, Any]:
+    """The Artifact object of an imported directory. `import --source` adds the dataset's hash as an annotation:
+    with it and spec.params (the recorded parameters) the operator matches planned points from its index."""
+    source = {k8s_labels.SOURCE_SHA256: a.source_sha256} if a.source_sha256 else {}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Artifact",
+        "metadata": {
+            "name": a.name,
+            "labels": {k8s_labels.IMPORTED: "true", k8s_labels.STAGE: a.stage},
+            "annotations": {k8s_labels.LEGACY_FINGERPRINT: a.legacy_fingerprint or "", **source},
+        },
+        "spec": {
+            "stage": a.stage,
+            "dataset": a.dataset,
+            "fingerprint": a.fingerprint,
+            "semanticName": a.semantic_name,
+            "params": a.params,
+            "storage": {"path": a.path},
+        },
+    }
+
+
 def _import_to_cluster(backend: ClusterBackend, found: list[ImportedDir]) -> int:
     from kubernetes.client.exceptions import ApiException
 
     created = 0
     for item in found:
         a = item.artifact
-        body: dict[str, Any] = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Artifact",
-            "metadata": {
-                "name": a.name,
-                "labels": {k8s_labels.IMPORTED: "true", k8s_labels.STAGE: a.stage},
-                "annotations": {k8s_labels.LEGACY_FINGERPRINT: a.legacy_fingerprint or ""},
-            },
-            "spec": {
-                "stage": a.stage,
-                "dataset": a.dataset,
-                "fingerprint": a.fingerprint,
-                "semanticName": a.semantic_name,
-                "params": a.params,
-                "storage": {"path": a.path},
-            },
-        }
+        body = imported_artifact_body(a)
         try:
             backend.api.create_namespaced_custom_object(GROUP, VERSION, backend.namespace, "artifacts", body)
             created += 1
         except ApiException as exc:
             if exc.status != 409:
                 raise BadInput(f"creating Artifact {a.name}: {exc.status} {exc.reason}: {exc.body}") from exc
+            if a.source_sha256:  # --source given again on a tree already imported
+                annotations = {k8s_labels.SOURCE_SHA256: a.source_sha256}
+                backend.api.patch_namespaced_custom_object(
+                    GROUP, VERSION, backend.namespace, "artifacts", a.name, {"metadata": {"annotations": annotations}}
+                )
         status = {
             "status": {
                 "phase": a.phase,

@@ -22,7 +22,7 @@ from datasweep.cli.common import (
     print_table,
 )
 from datasweep.cli.run import experiment_options
-from datasweep.core.imported import ImportedMatch
+from datasweep.core.imported import ImportedMatch, find_match
 from datasweep.core.plan import StagePlan
 from datasweep.local.experiment_file import (
     ExperimentFileError,
@@ -255,23 +255,26 @@ def plan(
     for point in the_plan.points:
         generate_rel: str | None = None
         for stage in point.stages:
+            imported = None
+            sha256 = experiment.datasets[stage.dataset].sha256
             if backend.kind == "cluster":
                 found = existing.get(stage.artifact)
                 if found is not None and found.fingerprint != stage.fingerprint:
                     found = None  # another fingerprint under the planned name: the operator never reuses it
                 hit, where = found is not None, (f"{found.path} ({found.phase})" if found else None)
+                if not hit and not force and stage.stage == "generate":  # as the operator matches (experiment.py)
+                    ready = [a for a in existing.values() if a.imported and a.ready]
+                    imported = find_match(stage.params, stage.dataset, sha256, ready)
             else:
                 hit, where = local_hits(backend.root, stage, generate_rel)
-                imported = None
                 if not hit and not force:
-                    sha256 = experiment.datasets[stage.dataset].sha256
                     imported = imported_match(Registry(backend.root), backend.root, stage, sha256)
-                if imported is not None:
-                    estimates.append(StageEstimate(stage, True, imported.path, imported=imported))
-                    generate_rel = imported.path
-                    continue
-                if stage.stage not in TRAINING_STAGES:
+                if imported is None and stage.stage not in TRAINING_STAGES:
                     generate_rel = where
+            if imported is not None:
+                estimates.append(StageEstimate(stage, True, imported.path, imported=imported))
+                generate_rel = imported.path
+                continue
             if hit:
                 estimates.append(StageEstimate(stage, True, where))
             elif stage.stage == "generate":

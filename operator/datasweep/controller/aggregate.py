@@ -57,6 +57,11 @@ def _usage(infos: Iterable[ArtifactInfo]) -> Usage:
     return total
 
 
+def _reused(info: ArtifactInfo, experiment: str) -> bool:
+    """Made for another Experiment, or imported (`datasweep import`: no Experiment made it)."""
+    return info.imported or info.first_experiment not in (None, experiment)
+
+
 def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo], max_failures: int) -> dict[str, Any]:
     """The Experiment's status (without `observedGeneration`/`batch`) from its Artifacts as indexed. Pure."""
     mine = {i.name: i for i in infos if i.name in planned.artifacts}
@@ -71,7 +76,7 @@ def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo],
         generate = mine.get(generate_name)
         if generate is None:
             continue
-        counts["reused" if generate.first_experiment not in (None, name) else "created"] += 1
+        counts["reused" if _reused(generate, name) else "created"] += 1
         stages = training.get(generate_name, [])
         phases = [generate.phase] + [s.phase for s in stages]
         phases += ["Pending"] * (planned.stages - len(phases))
@@ -87,8 +92,8 @@ def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo],
         pending=planned.points - succeeded - failed - running, running=running, succeeded=succeeded, failed=failed
     )
     failures = sorted((i for i in mine.values() if i.failure), key=lambda i: i.name)
-    reused = [i for i in mine.values() if i.first_experiment not in (None, name)]
-    produced = [i for i in mine.values() if i.first_experiment in (None, name)]
+    reused = [i for i in mine.values() if _reused(i, name)]
+    produced = [i for i in mine.values() if not _reused(i, name)]
     generation = planned.generation
     all_data = data_ready == planned.points
     all_trained = trained == len(planned.artifacts) - planned.points

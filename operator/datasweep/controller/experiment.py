@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import functools
 import json
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -17,9 +19,10 @@ from datasweep.api._base import describe_validation_error
 from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.api.worker import TRAINING_STAGES, dump_worker_spec
 from datasweep.controller import aggregate
-from datasweep.controller.indices import EXPERIMENTS, ArtifactInfo, info_of
+from datasweep.controller.indices import EXPERIMENTS, ArtifactInfo, info_of, lookup
 from datasweep.controller.setup import settings
 from datasweep.core import naming
+from datasweep.core.imported import ImportedMatch, plan_matches
 from datasweep.core.plan import Plan, PlanError, PlanInputs, StagePlan, plan_experiment
 from datasweep.core.shape import check_shapes, check_task_files
 from datasweep.core.worker_spec import worker_spec_for
@@ -237,6 +240,49 @@ def _worker_details(
     return details
 
 
+def _reuse_imported(
+    namespace: str, plan: Plan, index: kopf.Index[Any, Any] | None
+) -> tuple[Plan, dict[str, tuple[StagePlan, ImportedMatch, ArtifactInfo]]]:
+    """The plan with every generate stage that has no Artifact of its own but matches a Ready imported directory
+    (`datasweep import --source`, core/imported.py) replaced by that imported Artifact, and its training stages
+    reading from it (they nest under its path, as locally); and, by imported Artifact name, what replaced what."""
+    if index is None:
+        return plan, {}
+    root = settings().volume_root(None)
+
+    @functools.cache  # once per dataset, not per point: a stat per candidate on the volume
+    def candidates(dataset: str) -> list[ArtifactInfo]:
+        infos = (info_of(index, namespace, n) for n in lookup(index, ("imported", namespace, dataset)))
+        return [
+            info
+            for info in infos
+            if info is not None
+            and info.stage == "generate"
+            and info.phase == "Ready"
+            and (root is None or layout.is_complete(root / info.path))  # its data still there, where visible
+        ]
+
+    own = [p.generate for p in plan.points if info_of(index, namespace, p.generate.artifact) is None]
+    matches = plan_matches(own, candidates)
+    if not matches:
+        return plan, {}
+    reused: dict[str, tuple[StagePlan, ImportedMatch, ArtifactInfo]] = {}
+    points = []
+    for point in plan.points:
+        match = matches.get(point.generate.artifact)
+        info = info_of(index, namespace, match.artifact) if match is not None else None
+        if match is None or info is None:
+            points.append(point)
+            continue
+        # Under the imported Artifact's own name and fingerprint `_ensure_artifact` adds this consumer, as on a
+        # cache hit (the planned generate Artifact is never created)
+        generate = dataclasses.replace(point.generate, artifact=info.name, fingerprint=info.fingerprint)
+        training = tuple(dataclasses.replace(t, inputs=(info.name,)) for t in point.training)
+        points.append(dataclasses.replace(point, generate=generate, training=training))
+        reused[info.name] = (point.generate, match, info)
+    return dataclasses.replace(plan, points=tuple(points)), reused
+
+
 def _ensure_artifact(
     namespace: str,
     name: str,
@@ -328,6 +374,9 @@ def reconcile(
 
     queue = spec.queue_name or settings().queue_name
     token = f"{meta.get('uid', '')}-{generation}" if spec.force_regenerate else None
+    reused: dict[str, tuple[StagePlan, ImportedMatch, ArtifactInfo]] = {}
+    if not spec.force_regenerate:
+        plan, reused = _reuse_imported(namespace, plan, index)
     generate_paths: dict[str, str] = {}
     hits = 0
     # Generate stages first (training stages need their paths), each wave with a bounded number of creates
@@ -336,7 +385,9 @@ def reconcile(
         with concurrent.futures.ThreadPoolExecutor(settings().create_concurrency) as pool:
             for wave in ([p.generate for p in plan.points], [t for p in plan.points for t in p.training]):
                 known = {
-                    stage.artifact: info_of(index, namespace, stage.artifact) if index is not None else None
+                    stage.artifact: reused[stage.artifact][2]
+                    if stage.artifact in reused
+                    else (info_of(index, namespace, stage.artifact) if index is not None else None)
                     for stage in wave
                 }
                 futures = [
@@ -355,10 +406,10 @@ def reconcile(
                     for stage in wave
                 ]
                 results = [future.result() for future in futures]
-                for stage, (path, reused) in zip(wave, results, strict=True):
+                for stage, (path, hit) in zip(wave, results, strict=True):
                     if stage.stage not in TRAINING_STAGES:
                         generate_paths[stage.artifact] = path
-                        hits += reused
+                        hits += hit and stage.artifact not in reused
     except Refused as exc:
         _fail(namespace, name, status, generation, exc.reason, str(exc))
         if exc.reason == "NameClash":
@@ -369,9 +420,16 @@ def reconcile(
     if data_root is not None:
         for point in plan.points:
             layout.link_into_batch(data_root, plan.batch, point.dataset, generate_paths[point.generate.artifact])
-    misses = len(plan.points) - hits
+    misses = len(plan.points) - hits - len(reused)
     if hits:
         kopf.info(body, reason="CacheHit", message=f"{hits} point(s) reuse data an identical configuration produced")
+    for planned, match, _ in reused.values():
+        kopf.info(
+            body,
+            reason="CacheHit",
+            message=f"point {planned.dataset}/{planned.semantic_name} ({planned.artifact}) reuses imported directory "
+            f"{match.path} (Artifact {match.artifact}; matched {', '.join(match.matched)})",
+        )
     if misses:
         kopf.info(body, reason="CacheMiss", message=f"{misses} point(s) need new data")
     conditions = [c for c in status.get("conditions", []) if c.get("type") != "Failed"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from datasweep.core.imported import recorded_params
 from datasweep.k8s import labels
 
 ARTIFACTS = ("datasweep.io", "v1alpha1", "artifacts")
@@ -35,9 +36,19 @@ class ArtifactInfo:
     failure: tuple[str, str] | None  # (reason, message) of the Ready condition when Failed
     resource_version: str
     attempts: int = 0  # status.attempts: the current attempt's Job is naming.job_name(name, attempts)
+    dataset: str = ""
+    imported: bool = False  # registered by `datasweep import`: no Experiment produced it
+    # `import --source`: the source dataset's hash and the recorded parameters a match reads (core/imported.py)
+    source_sha256: str | None = None
+    recorded: tuple[tuple[str, Any], ...] = ()
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The recorded parameters of an imported directory (an ImportedRecord for core.imported.find_match)."""
+        return dict(self.recorded)
 
 
 def artifact_info(name: str, body: Any) -> ArtifactInfo:
@@ -50,6 +61,8 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
         failure = (str(ready.get("reason", "Failed")), str(ready.get("message", ""))[:512])
     usage = status.get("usage") or {}
+    imported = labels_.get(labels.IMPORTED) == "true"
+    source_sha256 = annotations.get(labels.SOURCE_SHA256) if imported else None
     return ArtifactInfo(
         name=name,
         stage=str(spec.get("stage", "")),
@@ -65,15 +78,22 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         failure=failure,
         resource_version=str(meta.get("resourceVersion", "")),
         attempts=int(status.get("attempts") or 0),
+        dataset=str(spec.get("dataset", "")),
+        imported=imported,
+        source_sha256=source_sha256,
+        recorded=tuple(sorted(recorded_params(spec.get("params") or {}).items())) if source_sha256 else (),
     )
 
 
 @kopf.index(*ARTIFACTS)
 def artifact_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     """("art", ns, name) -> ArtifactInfo; ("exp", ns, experiment) -> name per consumer; ("dep", ns, input) ->
-    name per input; ("ns", ns) -> name."""
+    name per input; ("ns", ns) -> name; ("imported", ns, dataset) -> name of an imported directory that a
+    planned point may reuse (`import --source`)."""
     info = artifact_info(name, body)
     keys: dict[Any, Any] = {("art", namespace, name): info, ("ns", namespace): name}
+    if info.source_sha256:
+        keys[("imported", namespace, info.dataset)] = name
     for experiment in info.consumers:
         keys[("exp", namespace, experiment)] = name
     for input_name in info.inputs:

@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 import math
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from datasweep.core.plan import StagePlan
 
 # seed 000 `parameters` key -> (path in our generate params, the seed's default when the key is missing)
 SEED_PARAMS: dict[str, tuple[tuple[str, ...], Any]] = {
@@ -130,4 +133,28 @@ def find_match(
     return None
 
 
-__all__ = ["ImportedMatch", "find_match", "match_point", "seed_prompt_hash"]
+def recorded_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an imported directory's recorded parameters that `match_point` reads (the operator's index
+    keeps only this: the rest of the seed's metadata never decides a match)."""
+    return {key: params[key] for key in (*SEED_PARAMS, *PROMPT_HASHES) if key in params}
+
+
+def plan_matches(
+    stages: Iterable[StagePlan], candidates: Callable[[str], Iterable[ImportedRecord]]
+) -> dict[str, ImportedMatch]:
+    """Planned generate Artifact -> the imported directory it reuses, for the generate stages given (those
+    without an Artifact of their own); `candidates(dataset)` are the Ready imported directories of a dataset.
+
+    The dataset hash compared is the one the point was fingerprinted with. Two points of one plan never match
+    the same directory: they differ in a grid axis, and every grid axis is a recorded parameter."""
+    matches = {}
+    for stage in stages:
+        if stage.stage != "generate":
+            continue
+        found = find_match(stage.params, stage.dataset, stage.canonical["dataset"]["sha256"], candidates(stage.dataset))
+        if found is not None:
+            matches[stage.artifact] = found
+    return matches
+
+
+__all__ = ["ImportedMatch", "find_match", "match_point", "plan_matches", "recorded_params", "seed_prompt_hash"]

@@ -22,6 +22,9 @@ NUDGED = "datasweep.io/nudged"  # an input or a slot freed up: look again
 FAILED_ATTEMPT = "datasweep.io/failed-attempt"  # the last failed attempt, wakes the retry with backoff
 WORKER_SPEC = "datasweep.io/worker-spec"  # on a Job's pods: the worker spec, mounted as a file (downward API)
 LEGACY_FINGERPRINT = "datasweep.io/legacy-fingerprint"  # the seed tools' 12-hex MD5, kept by `datasweep import`
+# `datasweep import --source DATASET=DIR`: the content hash of the dataset an imported directory was generated
+# from; with it, a planned point with the same recorded parameters reuses the directory (core/imported.py)
+SOURCE_SHA256 = "datasweep.io/source-sha256"
 
 # Consumers as labels, one key per Experiment and per Batch: an Artifact may serve many of each, and a label
 # key (unlike a value) can say "this one too". `kubectl get art -l exp.datasweep.io/NAME` lists an

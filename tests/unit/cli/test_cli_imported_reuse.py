@@ -1,14 +1,12 @@
 """Seed 000: an imported seed-format directory is reused by a new point whose parameters, prompt hashes and
 dataset hash all match (`datasweep import --source`); `plan` shows it as "imported" with what was matched.
 
-The tree is written as seed 000's generator.py leaves it: `.fingerprint` (its MD5 of the parameter set),
-`experiment_metadata.json` with `parameters` (gen_*/val_* and the MD5 hashes of the two prompts), the data
-under `<Dataset>/`, no manifest.
+The tree is written as seed 000's generator.py leaves it (datasweep.testing.seed_tree, which the cluster's
+e2e test shares).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -20,49 +18,7 @@ from cli_helpers import copa_dataset, fake_worker_command, generation
 
 from conftest import Invoke
 from datasweep.local.registry import Registry
-
-REPHRASE = "Rephrase this sentence, keeping its meaning: {text}"
-JUDGE = "Same meaning? Original: {original} Rephrased: {rephrased} Answer yes or no."
-NAME = "temp07_topp10_gpt4o"
-
-
-def seed_md5(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return hashlib.md5(text.encode("utf-8")).hexdigest()
-
-
-def seed_generated_dir(tree: Path, source: Path, **overrides: Any) -> Path:
-    parameters = {
-        "gen_model": "gpt-4o",
-        "gen_temperature": 0.7,
-        "gen_top_p": 1.0,
-        "gen_max_tokens": 256,
-        "gen_frequency_penalty": 0.0,
-        "gen_presence_penalty": 0.0,
-        "val_model": "gpt-4o",
-        "val_temperature": 0.0,
-        "gen_prompt_hash": seed_md5(REPHRASE)[:8],
-        "val_prompt_hash": seed_md5(JUDGE)[:8],
-        **overrides,
-    }
-    directory = tree / "_shared" / "Copa" / NAME
-    (directory / "Copa").mkdir(parents=True)
-    for path in sorted(source.glob("copa_*.jsonl")):  # the kept records, one per source record here
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        lines = [json.dumps({**row, "original_text": row["text"], "text": f"Rephrased: {row['text']}"}) for row in rows]
-        (directory / "Copa" / path.name).write_text("\n".join(lines) + "\n")
-    (directory / ".fingerprint").write_text(seed_md5(parameters)[:12] + "\n")
-    metadata = {
-        "experiment": {"batch_id": "batch_20241229_temperature", "purpose": "temperature_study"},
-        "semantic_name": NAME,
-        "created_at": "2024-12-29T10:30:00",
-        "parameters": parameters,
-    }
-    (directory / "experiment_metadata.json").write_text(json.dumps(metadata, indent=2))
-    link = tree / "batch_20241229_temperature" / "Copa" / NAME
-    link.parent.mkdir(parents=True)
-    link.symlink_to(Path("..") / ".." / "_shared" / "Copa" / NAME)
-    return directory
+from datasweep.testing.seed_tree import JUDGE, NAME, REPHRASE, seed_generated_dir
 
 
 @pytest.fixture

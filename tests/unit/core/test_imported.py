@@ -7,7 +7,15 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from datasweep.core.imported import find_match, match_point, seed_prompt_hash
+from datasweep.api.experiment import GRID_AXES
+from datasweep.core.imported import (
+    SEED_PARAMS,
+    find_match,
+    match_point,
+    plan_matches,
+    recorded_params,
+    seed_prompt_hash,
+)
 
 PROMPT = "Réécris : {text}"  # accented: NFC and NFD differ
 
@@ -77,3 +85,37 @@ def test_the_first_match_by_path_wins() -> None:
     found = find_match(point(), "Copa", "a" * 64, [later, earlier])
     assert found is not None
     assert found.artifact == "a"
+
+
+def test_the_recorded_params_are_what_a_match_reads() -> None:
+    recorded = seed(gen_top_p=1.0, note="kept by the seed", experiment={"batch_id": "b"})
+    assert recorded_params(recorded) == {k: v for k, v in recorded.items() if k not in ("note", "experiment")}
+    kept = match_point(point(), "Copa", "a" * 64, Record(params=recorded_params(recorded)))
+    assert kept is not None
+    assert kept == match_point(point(), "Copa", "a" * 64, Record(params=recorded))
+
+
+def test_every_grid_axis_is_a_recorded_parameter() -> None:
+    """So two points of one plan never match the same imported directory (plan_matches relies on it)."""
+    assert set(GRID_AXES) <= {path[0] for path, _ in SEED_PARAMS.values() if len(path) == 1}
+
+
+@dataclass
+class Stage:
+    artifact: str
+    params: dict[str, Any]
+    stage: str = "generate"
+    dataset: str = "Copa"
+    canonical: dict[str, Any] = field(default_factory=lambda: {"dataset": {"name": "Copa", "sha256": "a" * 64}})
+
+
+def test_plan_matches_compares_the_hash_each_point_was_planned_with() -> None:
+    records = {"Copa": [Record(params=seed())]}
+    stages = [
+        Stage("hit", point()),
+        Stage("other-temperature", point(temperature=0.9)),
+        Stage("other-data", point(), canonical={"dataset": {"name": "Copa", "sha256": "b" * 64}}),
+        Stage("prepared", point(), stage="dataset"),
+    ]
+    found = plan_matches(stages, lambda dataset: records.get(dataset, []))  # type: ignore[arg-type]
+    assert {k: v.artifact for k, v in found.items()} == {"hit": "copa-imported"}

@@ -126,7 +126,7 @@ def test_quantities_may_be_numbers_and_reach_the_pod_as_strings() -> None:
             "resources": resources.model_dump(by_alias=True, exclude_none=True),
         },
     }
-    job = worker_job(artifact, attempt=0, settings=OperatorSettings(), spec_configmap_name="c", queue_name=None)
+    job = worker_job(artifact, attempt=0, settings=OperatorSettings(), queue_name=None)
     requests = job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
     assert requests == {"cpu": "8", "memory": "64Gi"}
 
