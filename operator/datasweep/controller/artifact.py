@@ -452,10 +452,12 @@ def _record_job(
                 "the data volume: the worker wrote elsewhere (check its /data mount and the spec's outputDir)",
             }
         else:
+            # Without the volume the worker's termination message carries the summary (a LIST of the Job's pods);
+            # with it, no manifest means no worker wrote one (kwok, requireManifest off): nothing to list.
             summary = (
                 manifest.summary(path=artifact["spec"]["storage"]["path"])
                 if manifest is not None
-                else _termination_summary(namespace, name)
+                else (_termination_summary(namespace, name) if root is None else None)
             )
             changes: dict[str, Any] = {
                 "phase": "Ready",
