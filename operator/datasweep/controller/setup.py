@@ -12,7 +12,11 @@ from typing import Any
 import kopf
 
 from datasweep.api.settings import OperatorSettings, load_settings
+from datasweep.controller import _kopf_toggles
 from datasweep.k8s import client, labels
+
+# Before any watcher starts: Kopf's start-up gate is quadratic in the objects listed (_kopf_toggles.py).
+_SHARED_START_GATE = _kopf_toggles.install()
 
 
 @functools.cache
@@ -130,3 +134,5 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     settings.peering.lifetime = config.peering_lifetime_seconds
     settings.peering.stealth = True
     logger.info("datasweep operator: data root %s", config.data_root)
+    if not _SHARED_START_GATE:
+        logger.warning("this Kopf version's start-up gate is not patched: start-up over many objects is slow")
