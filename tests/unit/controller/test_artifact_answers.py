@@ -357,10 +357,19 @@ def test_consumers_of_lists_the_first_experiment_first_and_reads_old_status_list
     assert labels.consumers_of(marks, {"firstExperiment": long_name}) == [long_name]
 
 
-def test_only_a_just_created_artifact_without_inputs_skips_the_read() -> None:
+def test_a_just_created_artifact_without_inputs_or_a_settled_finished_one_skips_the_read() -> None:
     generate, training = planned()
     assert handler._fresh(kopf.Body(generate), "create", 0)
     assert not handler._fresh(kopf.Body(generate), "create", 1)  # a retry: a wake-up may have started it
     assert not handler._fresh(kopf.Body(generate), "resume", 0)
     assert not handler._fresh(kopf.Body({**generate, "status": {"phase": "Waiting"}}), "create", 0)
     assert not handler._fresh(kopf.Body(training), "create", 0)  # woken when its input finishes
+    ready = {**generate, "status": {"phase": "Ready"}}
+    assert handler._fresh(kopf.Body(ready), "resume", 0)  # a restart over finished Artifacts reads none
+    regenerate = {**ready, "metadata": {**generate["metadata"], "annotations": {labels.REGENERATE: "t1"}}}
+    assert not handler._fresh(kopf.Body(regenerate), "update", 0)  # a request to act on: read it first
+    done = {**regenerate, "status": {"phase": "Ready", "regeneratedFor": "t1"}}
+    assert handler._fresh(kopf.Body(done), "resume", 0)
+    retried = {**generate, "metadata": {**generate["metadata"], "annotations": {labels.RETRY: "r"}}}
+    assert not handler._fresh(kopf.Body({**retried, "status": {"phase": "Failed"}}), "update", 0)
+    assert not handler._fresh(kopf.Body({**generate, "status": {"phase": "Running"}}), "resume", 0)
