@@ -97,6 +97,11 @@ def assert_one_job_per_artifact(control_plane: Any, ns: str, name: str, points: 
     assert obj["status"]["counts"]["succeeded"] == points
 
 
+def batch_ready(control_plane: Any, ns: str) -> int:
+    items = get(control_plane, ns, "batches")["items"]
+    return int(((items[0].get("status") or {}).get("counts") or {}).get("ready", 0)) if items else 0
+
+
 def test_200_point_sweep_finishes_within_parallelism(
     control_plane: Any, ready_namespace: str, data_root: Path, tmp_path: Path
 ) -> None:
@@ -112,6 +117,8 @@ def test_200_point_sweep_finishes_within_parallelism(
             interval=2,
             explain=lambda: status_of(control_plane, ns, "wide"),
         )
+        # The Batch follows its Experiment's status event, written coalesced (about a second later).
+        wait_for("the Batch counts 200 ready", lambda: batch_ready(control_plane, ns) == 200, timeout=30)
     watcher.check()
     assert_one_job_per_artifact(control_plane, ns, "wide", 200)
     batch = get(control_plane, ns, "batches")["items"][0]

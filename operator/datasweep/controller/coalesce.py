@@ -32,6 +32,7 @@ class Coalescer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Write what is pending now (a graceful stop leaves statuses current), then end the writer."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
@@ -52,19 +53,20 @@ class Coalescer:
 
     def _next(self) -> Hashable | None:
         with self._cond:
-            while not self._stopped:
+            while True:
                 if self._due:
                     key, due = min(self._due.items(), key=lambda item: item[1])
                     wait = due - time.monotonic()
-                    if wait <= 0:
+                    if wait <= 0 or self._stopped:
                         del self._due[key]
                         self._last[key] = time.monotonic()
                         self._busy = True
                         return key
                     self._cond.wait(wait)
+                elif self._stopped:
+                    return None
                 else:
                     self._cond.wait()
-            return None
 
     def _run(self) -> None:
         while (key := self._next()) is not None:
@@ -72,7 +74,8 @@ class Coalescer:
                 self._flush(key)
             except Exception:  # the API server may be away for a moment: write again later
                 LOG.exception("status of %s not written; retrying in %.0fs", key, self._retry_delay)
-                self.mark(key, delay=self._retry_delay)
+                if not self._stopped:  # stopping: the next operator recomputes it at start-up
+                    self.mark(key, delay=self._retry_delay)
             finally:
                 with self._cond:
                     self._busy = False
