@@ -201,6 +201,21 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def idle_usage(pid: int, seconds: float) -> tuple[float, float]:
+    """(d): the operator's RSS (MB) after `seconds` of idling, and its CPU meanwhile (% of a core)."""
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return rss_mb(pid), (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) * 100
+
+
+def stop(operator: subprocess.Popen[bytes]) -> None:
+    operator.send_signal(signal.SIGTERM)
+    try:
+        operator.wait(30)
+    except subprocess.TimeoutExpired:
+        operator.kill()
+
+
 def idle_only(plane: ControlPlane, work: Path, data_root: Path, n: int, qps: float, idle: float) -> int:
     """(d) alone, for an N whose full fan-out does not fit this machine: N Ready Artifacts made by the bare
     client as the operator would have left them, then the operator started on them: its start-up (every
@@ -229,16 +244,9 @@ def idle_only(plane: ControlPlane, work: Path, data_root: Path, n: int, qps: flo
                 break
         settled = time.monotonic() - started - 10
         print(f"operator start-up over {n} Artifacts: {settled:.0f}s, RSS {rss_mb(operator.pid):.0f} MB", flush=True)
-        cpu0, t0 = cpu_seconds(operator.pid), time.monotonic()
-        time.sleep(idle)
-        idle_cpu = (cpu_seconds(operator.pid) - cpu0) / (time.monotonic() - t0) * 100
-        rss = rss_mb(operator.pid)
+        rss, idle_cpu = idle_usage(operator.pid, idle)
     finally:
-        operator.send_signal(signal.SIGTERM)
-        try:
-            operator.wait(30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
+        stop(operator)
     print(f"\nN = {n} Artifacts, idle only (made by the bare client: the full fan-out is not run at this N)")
     print(f"{'measure':<22}{'value':>10}{'target':>10}  ok")
     for name, value, target in (("RSS MB", rss, 300.0), ("idle CPU %", idle_cpu, 2.0)):
@@ -310,17 +318,10 @@ def main() -> int:
             t_a = (t_a + t_a2) / 2
 
             time.sleep(5)  # the last coalesced status writes
-            cpu0, t0 = cpu_seconds(operator.pid), time.monotonic()
-            time.sleep(args.idle)
-            idle_cpu = (cpu_seconds(operator.pid) - cpu0) / (time.monotonic() - t0) * 100
-            rss = rss_mb(operator.pid)
+            rss, idle_cpu = idle_usage(operator.pid, args.idle)
             print(f"(d) idle with {count(plane, ns, 'artifacts')} Artifacts: RSS {rss:.0f} MB, CPU {idle_cpu:.2f}%")
         finally:
-            operator.send_signal(signal.SIGTERM)
-            try:
-                operator.wait(30)
-            except subprocess.TimeoutExpired:
-                operator.kill()
+            stop(operator)
 
     rows = [
         ("(b)/(a) fan-out", t_b / t_a, 2.0),
