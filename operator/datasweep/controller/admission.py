@@ -89,18 +89,22 @@ class Admission:
     def force(self, namespace: str, experiment: str, artifact: str) -> None:
         """A Job exists already (created before a crash): count it, whatever the limit."""
         with self._lock:
+            in_flight = self._namespace(namespace)  # seed first: seeding later would count it twice or not at all
             queue = self._queue(namespace, experiment)
             queue.waiting.pop(artifact, None)
             queue.running.add(artifact)
-            self._namespace(namespace).add(artifact)
+            in_flight.add(artifact)
 
     def release(self, namespace: str, experiment: str, artifact: str) -> list[Grant]:
         """A Job finished (or will not start): free its slot and grant the next waiting Artifacts."""
         with self._lock:
+            # Seed first: when a restarted operator's first call is the release of a Job the index still shows
+            # in flight, seeding after the discard would put it back, holding its slot forever.
+            in_flight = self._namespace(namespace)
             queue = self._queue(namespace, experiment)
             queue.running.discard(artifact)
             queue.waiting.pop(artifact, None)
-            self._namespace(namespace).discard(artifact)
+            in_flight.discard(artifact)
             return self._grant(namespace, first=experiment)
 
     def forget(self, namespace: str, experiment: str, artifact: str) -> list[Grant]:

@@ -44,6 +44,26 @@ def test_restart_counts_the_jobs_in_flight_from_the_index() -> None:
     assert admission.running("ns", "exp") == 3
 
 
+def test_a_restart_whose_first_call_releases_a_seeded_job_frees_its_slot() -> None:
+    # CI saw this order: the Job of r0 ended while the operator was down; its event is the first call after
+    # the restart, and the index still says r0 runs. Its slot must be free for the three waiting after it.
+    admission = Admission(lambda ns: [("exp", "r0")])
+    assert admission.release("ns", "exp", "r0") == []
+    assert admission.running("ns", "exp") == 0
+    assert admission.request("ns", "exp", "a1", 1)
+    assert not admission.request("ns", "exp", "a2", 1)
+    assert admission.release("ns", "exp", "a1") == [("ns", "exp", "a2")]
+
+
+def test_a_restart_whose_first_call_forces_an_adopted_job_counts_the_seeded_ones_too() -> None:
+    admission = Admission(lambda ns: [("exp", "r0")])
+    admission.force("ns", "exp", "adopted")
+    assert admission.running("ns", "exp") == 2
+    assert admission.release("ns", "exp", "r0") == []
+    assert admission.release("ns", "exp", "adopted") == []
+    assert admission.running("ns", "exp") == 0
+
+
 def test_concurrent_requests_and_releases_never_exceed_the_limit() -> None:
     admission = Admission(lambda ns: [], namespace_limit=5)
     limit, lock = 4, threading.Lock()
