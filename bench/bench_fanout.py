@@ -22,8 +22,10 @@ Targets: (b)/(a) <= 2.0, (c)/(a) <= 1.0, RSS <= 300 MB, idle CPU <= 2% of a core
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -136,6 +138,26 @@ def bare_client(plane: ControlPlane, namespace: str, points: int) -> float:
     with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
         list(pool.map(both, range(points)))
     return time.monotonic() - started
+
+
+def api_requests(plane: ControlPlane) -> collections.Counter[str]:
+    """kube-apiserver's own count of the requests it answered so far, by verb and resource (its /metrics)."""
+    tally: collections.Counter[str] = collections.Counter()
+    for line in plane.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            fields = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            if fields.get("verb") in ("WATCH", "CONNECT"):
+                continue  # long-running: counted when they end, not per event
+            resource = fields.get("resource", "") + (f"/{fields['subresource']}" if fields.get("subresource") else "")
+            tally[f"{fields.get('verb')} {resource}"] += int(float(line.rsplit(" ", 1)[1]))
+    return tally
+
+
+def print_requests(what: str, before: collections.Counter[str], after: collections.Counter[str], n: int) -> None:
+    """The requests the API server answered during one phase, per point: where its time went."""
+    spent = after - before
+    top = ", ".join(f"{key} {count / n:.2f}" for key, count in spent.most_common(8))
+    print(f"    API requests during {what}: {sum(spent.values()) / n:.2f} per point ({top})", flush=True)
 
 
 def free_port() -> int:
@@ -273,7 +295,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="datasweep-bench-fanout-"))
     data_root = work / "data"
     write_dataset(data_root)
-    with ControlPlane.start() as plane:
+    # No real node: every Job here runs on kwok, and a kubelet would only take CPU from the control plane.
+    with ControlPlane.start(real_node=False) as plane:
         os.environ["KUBECONFIG"] = str(plane.kubeconfig)
         client.reset()
         install_crds(plane)
@@ -281,8 +304,10 @@ def main() -> int:
             return idle_only(plane, work, data_root, n, args.qps, args.idle)
 
         bare_ns = new_namespace(plane, "bench-bare", data_root)
+        before = api_requests(plane)
         t_a = bare_client(plane, bare_ns, n)
         print(f"(a) bare client: {n} Artifacts + {n} Jobs in {t_a:.1f}s", flush=True)
+        print_requests("(a)", before, api_requests(plane), n)
 
         ns = new_namespace(plane, "bench-operator", data_root)
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
@@ -292,6 +317,7 @@ def main() -> int:
             wait_for("the operator's liveness probe", lambda: live(liveness), timeout=300)
             time.sleep(1)
             first = experiment("fanout-a", purpose="fanout", parallelism=1024, maxPoints=n, generation=grid(n))
+            before, operator_cpu = api_requests(plane), cpu_seconds(operator.pid)
             started = time.monotonic()
             apply(plane, ns, first)
             wait_for(
@@ -302,6 +328,8 @@ def main() -> int:
             )
             t_b = time.monotonic() - started
             print(f"(b) operator: {n} Artifacts + {n} Jobs exist {t_b:.1f}s after apply", flush=True)
+            print_requests("(b)", before, api_requests(plane), n)
+            print(f"    operator CPU during (b): {cpu_seconds(operator.pid) - operator_cpu:.1f}s", flush=True)
             wait_for("the first Experiment done", lambda: succeeded(plane, ns, "fanout-a"), timeout=args.timeout)
 
             jobs_before = count(plane, ns, "jobs", "datasweep.io/artifact")

@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from datasweep.api.worker import WorkerSpecError, parse_worker_spec
 from datasweep.controller.admission import Admission, Grant, holds_slot
-from datasweep.controller.indices import ARTIFACTS, JOBS, info_of, lookup
+from datasweep.controller.indices import ARTIFACTS, EVENTS, JOBS, info_of, lookup
 from datasweep.controller.setup import settings
 from datasweep.core import naming
 from datasweep.k8s import builders, client, labels
@@ -517,7 +517,7 @@ def _record_job(
 
 # The Job controller reports pods it cannot create (missing ServiceAccount, quota, a rejected pod spec) only as
 # FailedCreate Events on the Job, never in its status (kubernetes/kubernetes#100726): follow those Events.
-@kopf.on.event("", "v1", "events", field="reason", value="FailedCreate")
+@kopf.on.event(*EVENTS, field="reason", value="FailedCreate")
 def job_failed_create(namespace: str | None, body: kopf.Body, type: str | None, **kwargs: Any) -> None:
     involved = body.get("involvedObject") or {}
     if type == "DELETED" or involved.get("kind") != "Job" or namespace is None:

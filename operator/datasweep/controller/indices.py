@@ -18,6 +18,7 @@ from datasweep.k8s import labels
 ARTIFACTS = ("datasweep.io", "v1alpha1", "artifacts")
 EXPERIMENTS = ("datasweep.io", "v1alpha1", "experiments")
 JOBS = ("batch", "v1", "jobs")
+EVENTS = ("", "v1", "events")
 
 
 @dataclass(frozen=True)

@@ -85,3 +85,25 @@ def test_an_artifacts_diff_base_stays_in_memory_and_ignores_consumer_annotations
     patch = kopf.Patch()
     storage.store(body=experiment, patch=patch, essence=storage.build(body=experiment))
     assert "kopf.datasweep.io/last-handled-configuration" in patch["metadata"]["annotations"]
+
+
+def test_jobs_and_events_are_filtered_by_the_api_server(monkeypatch: Any) -> None:
+    from kopf._cogs.structs.references import Resource
+
+    from datasweep.controller import setup
+
+    monkeypatch.setattr(setup.client, "warm_up", lambda: None)
+    settings = kopf.OperatorSettings()
+    setup.configure(settings=settings, logger=logging.getLogger("test"))
+
+    def selectors(group: str, version: str, plural: str) -> tuple[list[str], list[str]]:
+        resource = Resource(group, version, plural, namespaced=True)
+        return list(settings.watching.label_selectors.collect(resource)), list(
+            settings.watching.field_selectors.collect(resource)
+        )
+
+    # Only our Jobs and the FailedCreate Events of Jobs reach the operator; every Artifact and Experiment does.
+    assert selectors("batch", "v1", "jobs") == ([labels.ARTIFACT], [])
+    assert selectors("", "v1", "events") == ([], ["reason=FailedCreate,involvedObject.kind=Job"])
+    assert selectors("events.k8s.io", "v1", "events") == ([], [])
+    assert selectors("datasweep.io", "v1alpha1", "artifacts") == ([], [])

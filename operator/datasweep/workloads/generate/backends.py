@@ -80,23 +80,51 @@ def make_async_client(api_key: str, base_url: str | None, max_retries: int, time
     return AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout)
 
 
-async def check_endpoint(client: AsyncOpenAI, timeout_s: float = 15.0) -> None:
-    """One cheap request (GET /models, no retries) before fanning out: an unreachable or wrong baseURL, or a
-    refused key, is one line now instead of minutes of retries. A server without /models is fine."""
+async def check_endpoint(
+    client: AsyncOpenAI, timeout_s: float = 15.0, attempts: int = 3, backoff_s: float = 1.0
+) -> None:
+    """One cheap request (GET /models) before fanning out: an unreachable or wrong baseURL, or a refused key, is
+    one line within seconds instead of minutes of retries. A server without /models is fine, and so is one that
+    accepts the connection but is too busy to answer in time: it is reachable, the requests' own timeouts and
+    retries deal with it. A refused or timed-out connection is tried `attempts` times (a server still starting)."""
     where = str(client.base_url).rstrip("/")
-    try:
-        await client.with_options(max_retries=0, timeout=timeout_s).models.list()
-    except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-        raise GenerateInputError(
-            f"cannot reach the endpoint {where} ({type(exc).__name__}: {exc}); check generation.baseURL "
-            "and that the server is up"
-        ) from exc
-    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-        raise GenerateInputError(
-            f"the endpoint {where} refused the API key ({type(exc).__name__}); check the API key secret"
-        ) from exc
-    except openai.APIStatusError:
-        return  # reachable: servers that do not list models answer 404 here
+    for attempt in range(1, attempts + 1):
+        try:
+            await client.with_options(max_retries=0, timeout=timeout_s).models.list()
+            return
+        except openai.APITimeoutError as exc:
+            # By name: the SDK's transport (httpx, httpx2 since openai 3) names its connect timeout so.
+            if type(exc.__cause__).__name__ != "ConnectTimeout":
+                log.warning(
+                    "the endpoint %s accepted the connection but did not answer GET /models within %.0fs: going on",
+                    where,
+                    timeout_s,
+                )
+                return
+            unreachable: Exception = exc
+        except openai.APIConnectionError as exc:
+            unreachable = exc
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise GenerateInputError(
+                f"the endpoint {where} refused the API key ({type(exc).__name__}); check the API key secret"
+            ) from exc
+        except openai.APIStatusError:
+            return  # reachable: servers that do not list models answer 404 here
+        if attempt < attempts:
+            delay = backoff_s * 2 ** (attempt - 1)
+            log.warning(
+                "cannot reach the endpoint %s (%s), attempt %d of %d: trying again in %.0fs",
+                where,
+                type(unreachable).__name__,
+                attempt,
+                attempts,
+                delay,
+            )
+            await asyncio.sleep(delay)
+    raise GenerateInputError(
+        f"cannot reach the endpoint {where} ({type(unreachable).__name__}: {unreachable}); check "
+        "generation.baseURL and that the server is up"
+    ) from unreachable
 
 
 class ChatCompletionsBackend:

@@ -45,3 +45,35 @@ def test_an_unreachable_base_url_fails_before_any_request_in_one_line(api_key, s
     assert len(errors) == 1
     assert f"cannot reach the endpoint {url}" in errors[0]
     assert "generation.baseURL" in errors[0]
+
+
+def test_a_server_that_accepts_but_is_slow_to_answer_the_check_is_reachable(caplog: pytest.LogCaptureFixture) -> None:
+    # CI saw a busy test server miss the check's timeout, and the pod failed "cannot reach" although the
+    # server was up: a connection accepted is reachable (the kernel accepts it while nobody calls accept()).
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    from datasweep.workloads.generate.backends import check_endpoint
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        url = f"http://127.0.0.1:{listening.getsockname()[1]}/v1"
+        client = AsyncOpenAI(base_url=url, api_key="k")
+        asyncio.run(check_endpoint(client, timeout_s=0.5))
+    assert "accepted the connection but did not answer GET /models" in caplog.text
+
+
+def test_a_refused_connection_is_tried_again_then_named_in_one_error(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    from datasweep.workloads.generate.backends import check_endpoint
+    from datasweep.workloads.generate.inputs import GenerateInputError
+
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    with pytest.raises(GenerateInputError, match=f"cannot reach the endpoint {url}"):
+        asyncio.run(check_endpoint(AsyncOpenAI(base_url=url, api_key="k"), attempts=3, backoff_s=0.01))
+    assert caplog.text.count("attempt ") == 2  # a line per failed try, the last one is the error
