@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import functools
 import os
 import re
 import signal
@@ -31,8 +32,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +50,18 @@ from tests.e2e.operator_harness import (  # noqa: E402
     cluster_fixtures,
     condition,
     experiment,
-    get,
     install_crds,
     wait_for,
     write_dataset,
 )
 
 from controlplane import ControlPlane, build  # noqa: E402
-from datasweep.k8s import client, labels  # noqa: E402
+from datasweep.api.experiment import parse_spec  # noqa: E402
+from datasweep.api.settings import CONFIG_ENV  # noqa: E402
+from datasweep.controller import experiment as experiment_handler  # noqa: E402
+from datasweep.controller import setup  # noqa: E402
+from datasweep.k8s import builders, client, labels  # noqa: E402
+from datasweep.store import layout  # noqa: E402
 
 CONCURRENCY = 8
 
@@ -70,11 +77,60 @@ def grid(points: int) -> dict[str, Any]:
     return {"temperature": temperatures, "maxTokens": tokens}
 
 
+def sweep(name: str, points: int) -> dict[str, Any]:
+    """The bench's N-point Experiment (every point's Job may run at once)."""
+    return experiment(name, purpose="fanout", parallelism=1024, maxPoints=points, generation=grid(points))
+
+
 def count(plane: ControlPlane, namespace: str, kind: str, selector: str = "") -> int:
     args = ["get", kind, "-n", namespace, "-o", "name"]
     if selector:
         args += ["-l", selector]
     return len(plane.kubectl(*args).stdout.split())
+
+
+class Creations:
+    """Counts the Artifacts and our Jobs created in a namespace from two watches, so that waiting for (b) costs the
+    API server one event per object: polling with `kubectl get` (a process and a LIST of every object, every
+    second) cost a large share of this 2-core machine during (b), and (a) has no such poller."""
+
+    def __init__(self, namespace: str) -> None:
+        self.names: dict[str, set[str]] = {"artifacts": set(), "jobs": set()}
+        self._changed = threading.Condition()
+        custom = client.custom()
+        artifacts = functools.partial(
+            custom.list_namespaced_custom_object, "datasweep.io", "v1alpha1", namespace, "artifacts"
+        )
+        jobs = functools.partial(client.batch_api().list_namespaced_job, namespace, label_selector=labels.ARTIFACT)
+        for kind, lister in (("artifacts", artifacts), ("jobs", jobs)):
+            threading.Thread(target=self._follow, args=(kind, lister), daemon=True).start()
+
+    def _follow(self, kind: str, lister: Any) -> None:
+        from kubernetes import watch
+
+        version = ""
+        stream = watch.Watch().stream  # type: ignore[no-untyped-call,unused-ignore]
+        try:
+            while True:  # a watch the API server ends is resumed from the last version seen
+                for event in stream(lister, resource_version=version, timeout_seconds=300):  # type: ignore[no-untyped-call,unused-ignore]
+                    obj = event["object"]
+                    metadata = obj["metadata"] if isinstance(obj, dict) else obj.metadata.to_dict()
+                    version = metadata["resource_version" if "resource_version" in metadata else "resourceVersion"]
+                    with self._changed:
+                        self.names[kind].add(metadata["name"])
+                        self._changed.notify_all()
+        except Exception:  # the control plane stopped at the end of the run
+            return
+
+    def wait(self, n: int, timeout: float) -> None:
+        with self._changed:
+            done = self._changed.wait_for(lambda: all(len(names) >= n for names in self.names.values()), timeout)
+        if not done:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {n} of each: {self.counts()}")
+
+    def counts(self) -> dict[str, int]:
+        with self._changed:
+            return {kind: len(names) for kind, names in self.names.items()}
 
 
 def new_namespace(plane: ControlPlane, name: str, data_root: Path) -> str:
@@ -87,56 +143,45 @@ def new_namespace(plane: ControlPlane, name: str, data_root: Path) -> str:
     return name
 
 
-def bare_artifact(index: int, consumer: str | None = None) -> dict[str, Any]:
-    """An Artifact as a bare client writes it: marked imported (no Job to run), or consumed by `consumer` (its
-    label and first-experiment annotation, as the operator's Experiment handler writes them)."""
-    metadata: dict[str, Any] = {"name": f"bare-{index:05d}", "labels": {"datasweep.io/imported": "true"}}
-    if consumer is not None:
-        metadata = {
-            "name": f"bare-{index:05d}",
-            "labels": labels.consumer_marks(consumer, "bench")["labels"],
-            "annotations": {labels.FIRST_EXPERIMENT: consumer, labels.FIRST_BATCH: "bench"},
-        }
-    return {
-        "apiVersion": "datasweep.io/v1alpha1",
-        "kind": "Artifact",
-        "metadata": metadata,
-        "spec": {
-            "stage": "generate",
-            "dataset": "Copa",
-            "fingerprint": f"{index:064x}",
-            "semanticName": f"bare_{index}",
-            "storage": {"path": f"_shared/Copa/bare_{index}"},
-        },
-    }
+def bare_objects(namespace: str, points: int, consumer: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The Artifact and Job of each point of the bench's N-point Experiment, built by the operator's own planner
+    and builders (no storage claim on the volume, no owner reference): the bare client writes the same objects
+    the operator writes, so that (a) and (b) differ only by the operator."""
+    spec = parse_spec(sweep(consumer, points)["spec"])
+    plan = experiment_handler.plan_for(namespace, spec, datetime.now(UTC))
+    config = setup.settings()
+    objects = []
+    for point in plan.points:
+        stage = point.generate
+        path = layout.shared_relpath(stage.dataset, f"{stage.semantic_name}_{stage.short_fingerprint}")
+        worker = experiment_handler._worker_details(spec, stage, path, {}, batch=plan.batch, experiment=consumer)
+        artifact = builders.artifact_body(
+            stage,
+            storage_path=path,
+            settings=config,
+            experiment=consumer,
+            batch=plan.batch,
+            retries=spec.retries,
+            parallelism=spec.parallelism,
+            queue_name=None,
+            worker=worker,
+        )
+        artifact["metadata"]["labels"].update(labels.consumer_marks(consumer, plan.batch)["labels"])
+        objects.append((artifact, builders.worker_job(artifact, attempt=0, settings=config, queue_name=None)))
+    return objects
 
 
 def bare_client(plane: ControlPlane, namespace: str, points: int) -> float:
     """(a): what the API server and the Job controller take for N Artifacts and N Jobs, no operator."""
+    objects = bare_objects(namespace, points, "bare")
 
-    def job(index: int) -> dict[str, Any]:
-        return {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": f"bare-{index:05d}", "labels": {"bench": "bare"}},
-            "spec": {
-                "backoffLimit": 0,
-                "template": {
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "containers": [{"name": "w", "image": "busybox"}],
-                    }
-                },
-            },
-        }
-
-    def both(index: int) -> None:
-        client.create_custom(namespace, bare_artifact(index))
-        client.create_job(namespace, job(index))
+    def both(pair: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        client.create_custom(namespace, pair[0])
+        client.create_job(namespace, pair[1])
 
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
-        list(pool.map(both, range(points)))
+        list(pool.map(both, objects))
     return time.monotonic() - started
 
 
@@ -153,11 +198,34 @@ def api_requests(plane: ControlPlane) -> collections.Counter[str]:
     return tally
 
 
-def print_requests(what: str, before: collections.Counter[str], after: collections.Counter[str], n: int) -> None:
-    """The requests the API server answered during one phase, per point: where its time went."""
-    spent = after - before
-    top = ", ".join(f"{key} {count / n:.2f}" for key, count in spent.most_common(8))
-    print(f"    API requests during {what}: {sum(spent.values()) / n:.2f} per point ({top})", flush=True)
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok")
+
+
+def control_plane_cpu() -> collections.Counter[str]:
+    """CPU seconds used so far by each control-plane component (every process of this machine by that name)."""
+    used: collections.Counter[str] = collections.Counter()  # float values: Counter's typing says int
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            command, fields = stat.read_text().split("(", 1)[1].rsplit(")", 1)
+        except OSError:
+            continue  # gone meanwhile
+        if command.startswith(CONTROL_PLANE):
+            ticks = fields.split()
+            used[command] += (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")  # type: ignore[assignment]
+    return used
+
+
+def snapshot(plane: ControlPlane) -> tuple[collections.Counter[str], collections.Counter[str]]:
+    return api_requests(plane), control_plane_cpu()
+
+
+def print_work(what: str, before: tuple[collections.Counter[str], ...], plane: ControlPlane, n: int) -> None:
+    """What the API server answered during one phase, per point, and the CPU each component spent: where the
+    time went."""
+    requests, cpu = (after - earlier for after, earlier in zip(snapshot(plane), before, strict=True))
+    top = ", ".join(f"{key} {count / n:.2f}" for key, count in requests.most_common(8))
+    print(f"    API requests during {what}: {sum(requests.values()) / n:.2f} per point ({top})", flush=True)
+    print(f"    CPU seconds during {what}: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.most_common()), flush=True)
 
 
 def free_port() -> int:
@@ -174,9 +242,8 @@ def live(url: str) -> bool:
         return False
 
 
-def operator_process(
-    namespace: str, work: Path, data_root: Path, points: int, qps: float, liveness: str, creates: int = CONCURRENCY
-) -> subprocess.Popen[bytes]:
+def write_config(work: Path, data_root: Path, points: int, qps: float, creates: int) -> Path:
+    """The operator's settings; the bench process reads them too, to build the bare client's objects."""
     config = work / "operator.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -193,6 +260,12 @@ def operator_process(
             }
         )
     )
+    os.environ[CONFIG_ENV] = str(config)
+    setup.settings.cache_clear()
+    return config
+
+
+def operator_process(namespace: str, work: Path, config: Path, liveness: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO / "operator"))
     log = (work / "operator.log").open("wb")
     return subprocess.Popen(
@@ -206,8 +279,9 @@ def operator_process(
     )
 
 
-def succeeded(plane: ControlPlane, namespace: str, name: str) -> bool:
-    obj = get(plane, namespace, "experiment", name)
+def succeeded(namespace: str, name: str) -> bool:
+    """A GET from this process: a `kubectl` process twice a second would take CPU from what (c) measures."""
+    obj = client.get_custom("Experiment", namespace, name) or {}
     return condition(obj, "Succeeded").get("status") == "True"
 
 
@@ -238,23 +312,41 @@ def stop(operator: subprocess.Popen[bytes]) -> None:
         operator.kill()
 
 
-def idle_only(plane: ControlPlane, work: Path, data_root: Path, n: int, qps: float, idle: float) -> int:
+def idle_only(plane: ControlPlane, work: Path, config: Path, data_root: Path, n: int, idle: float) -> int:
     """(d) alone, for an N whose full fan-out does not fit this machine: N Ready Artifacts made by the bare
     client as the operator would have left them, then the operator started on them: its start-up (every
     Artifact goes through its handler once), then RSS and CPU while idle."""
     ns = new_namespace(plane, "bench-idle", data_root)
-    ready = {"phase": "Ready", "firstExperiment": "idle", "firstBatch": "bench", "attempts": 1}
 
-    def make(index: int) -> None:
-        client.create_custom(ns, bare_artifact(index, consumer="idle"))
-        client.patch_status("Artifact", ns, f"bare-{index:05d}", ready)
+    def make(artifact: dict[str, Any]) -> None:
+        client.create_custom(ns, artifact)
+        name, annotations = artifact["metadata"]["name"], artifact["metadata"]["annotations"]
+        ready = {
+            "phase": "Ready",
+            "firstExperiment": "idle",
+            "firstBatch": annotations[labels.FIRST_BATCH],
+            "attempts": 1,
+            "job": f"{name}-0",
+            "startedAt": "2026-12-01T00:00:00Z",
+            "completedAt": "2026-12-01T00:01:00Z",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Produced",
+                    "message": f"Job {name}-0 completed",
+                    "lastTransitionTime": "2026-12-01T00:01:00Z",
+                }
+            ],
+        }
+        client.patch_status("Artifact", ns, name, ready)
 
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
-        list(pool.map(make, range(n)))
+        list(pool.map(make, (artifact for artifact, _ in bare_objects(ns, n, "idle"))))
     print(f"bare client: {n} Ready Artifacts in {time.monotonic() - started:.1f}s", flush=True)
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
-    operator = operator_process(ns, work, data_root, n, qps, liveness)
+    operator = operator_process(ns, work, config, liveness)
     try:
         started = time.monotonic()
         wait_for("the operator's liveness probe", lambda: live(liveness), timeout=300)
@@ -295,48 +387,46 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="datasweep-bench-fanout-"))
     data_root = work / "data"
     write_dataset(data_root)
+    config = write_config(work, data_root, n, args.qps, args.creates)
     # No real node: every Job here runs on kwok, and a kubelet would only take CPU from the control plane.
     with ControlPlane.start(real_node=False) as plane:
         os.environ["KUBECONFIG"] = str(plane.kubeconfig)
         client.reset()
         install_crds(plane)
         if args.idle_only:
-            return idle_only(plane, work, data_root, n, args.qps, args.idle)
+            return idle_only(plane, work, config, data_root, n, args.idle)
 
         bare_ns = new_namespace(plane, "bench-bare", data_root)
-        before = api_requests(plane)
+        before = snapshot(plane)
         t_a = bare_client(plane, bare_ns, n)
         print(f"(a) bare client: {n} Artifacts + {n} Jobs in {t_a:.1f}s", flush=True)
-        print_requests("(a)", before, api_requests(plane), n)
+        print_work("(a)", before, plane, n)
 
         ns = new_namespace(plane, "bench-operator", data_root)
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
-        operator = operator_process(ns, work, data_root, n, args.qps, liveness, args.creates)
+        operator = operator_process(ns, work, config, liveness)
         try:
             # The operator's start-up (imports, login, CRD discovery, first LISTs) is not fan-out.
             wait_for("the operator's liveness probe", lambda: live(liveness), timeout=300)
             time.sleep(1)
-            first = experiment("fanout-a", purpose="fanout", parallelism=1024, maxPoints=n, generation=grid(n))
-            before, operator_cpu = api_requests(plane), cpu_seconds(operator.pid)
+            first = sweep("fanout-a", n)
+            creations = Creations(ns)
+            time.sleep(1)  # the watches are open
+            before, operator_cpu = snapshot(plane), cpu_seconds(operator.pid)
             started = time.monotonic()
             apply(plane, ns, first)
-            wait_for(
-                f"{n} Artifacts and {n} Jobs",
-                lambda: count(plane, ns, "artifacts") >= n and count(plane, ns, "jobs", "datasweep.io/artifact") >= n,
-                timeout=args.timeout,
-                interval=1,
-            )
+            creations.wait(n, args.timeout)
             t_b = time.monotonic() - started
             print(f"(b) operator: {n} Artifacts + {n} Jobs exist {t_b:.1f}s after apply", flush=True)
-            print_requests("(b)", before, api_requests(plane), n)
+            print_work("(b)", before, plane, n)
             print(f"    operator CPU during (b): {cpu_seconds(operator.pid) - operator_cpu:.1f}s", flush=True)
-            wait_for("the first Experiment done", lambda: succeeded(plane, ns, "fanout-a"), timeout=args.timeout)
+            wait_for("the first Experiment done", lambda: succeeded(ns, "fanout-a"), timeout=args.timeout)
 
             jobs_before = count(plane, ns, "jobs", "datasweep.io/artifact")
-            second = experiment("fanout-b", purpose="fanout", parallelism=1024, maxPoints=n, generation=grid(n))
+            second = sweep("fanout-b", n)
             started = time.monotonic()
             apply(plane, ns, second)
-            wait_for("the second Experiment done", lambda: succeeded(plane, ns, "fanout-b"), timeout=args.timeout)
+            wait_for("the second Experiment done", lambda: succeeded(ns, "fanout-b"), timeout=args.timeout)
             t_c = time.monotonic() - started
             new_jobs = count(plane, ns, "jobs", "datasweep.io/artifact") - jobs_before
             print(f"(c) re-apply, all hits: Succeeded in {t_c:.1f}s, {new_jobs} new Jobs", flush=True)

@@ -40,6 +40,11 @@ class DiffBase(kopf.AnnotationsDiffBaseStorage):
         self._lock = threading.Lock()
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        if body.get("kind") == "Artifact":
+            # Kopf deep-copies the whole body (spec, status) before dropping most of it: hand it the metadata only.
+            meta = body.get("metadata") or {}
+            kept = {k: meta[k] for k in ("name", "namespace", "uid", "annotations") if k in meta}
+            body = kopf.Body({"kind": "Artifact", "metadata": kept})
         essence = super().build(body=body, extra_fields=extra_fields)
         if body.get("kind") == "Artifact":
             essence.pop("spec", None)  # type: ignore[misc]
