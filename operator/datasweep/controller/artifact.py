@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -200,12 +203,17 @@ def reconcile(namespace: str, name: str, body: Any, retry: int, logger: Any) -> 
         return
     if phase in ("Ready", "Running"):
         return
-    if phase == "Retrying" and retry == 0:
-        # Kopf logs this wait as "failed temporarily" (ERROR): name the cause there, not only in an Event.
-        delay = min(settings().retry_backoff_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
-        ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-        cause = f" ({ready.get('reason', 'JobFailed')}: {str(ready.get('message', ''))[:200]})"
-        raise kopf.TemporaryError(f"attempt {attempts} failed{cause}; retrying in {delay:.0f}s", delay=delay)
+    if phase == "Retrying":
+        backoff = min(settings().retry_backoff_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
+        left = backoff - _seconds_since(status.get("waitingSince"))
+        if left > 0:
+            # A nudge later, not a Kopf retry delay: Kopf would hold this Artifact's worker asleep meanwhile, and
+            # its workers are limited (setup.py): a sweep failing everywhere would hold up every other Artifact.
+            ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+            cause = f" ({ready.get('reason', 'JobFailed')}: {str(ready.get('message', ''))[:200]})"
+            logger.warning(f"attempt {attempts} failed{cause}; retrying in {left:.0f}s")
+            LATER.nudge(namespace, name, left + 1.0)  # + 1 s: waitingSince is in whole seconds
+            return
     if _start(namespace, name, body, phase, status, attempts, logger) == "InputMissing":
         # Nothing announces that an Artifact was created: look again until it exists or the wait times out.
         delay = max(1.0, min(settings().input_wait_timeout_seconds, 30.0))
@@ -346,23 +354,69 @@ def _wake_granted(grant: Grant) -> None:
         _nudge(namespace, name)
 
 
-def _nudge(namespace: str, name: str, delay: float = 1.0) -> None:
+def _nudge(namespace: str, name: str, retry_in: float = 1.0) -> None:
     """Touch the Artifact's nudge annotation. While the API server is away (the usual reason the start failed)
     try again later, backing off: a lost nudge leaves the Artifact waiting forever on the slot it holds."""
     try:
         client.patch_custom("Artifact", namespace, name, {"metadata": {"annotations": {labels.NUDGED: now()}}})
     except ApiException as exc:
         if exc.status != 404:  # gone: nothing to start
-            _nudge_later(namespace, name, delay)
+            LOG.warning("nudging %s failed; trying again in %.0fs", name, retry_in)
+            LATER.nudge(namespace, name, retry_in, min(retry_in * 2, 30.0))
     except Exception:  # connection refused or reset: the API server restarts
-        _nudge_later(namespace, name, delay)
+        LOG.warning("nudging %s failed; trying again in %.0fs", name, retry_in)
+        LATER.nudge(namespace, name, retry_in, min(retry_in * 2, 30.0))
 
 
-def _nudge_later(namespace: str, name: str, delay: float) -> None:
-    LOG.warning("nudging %s failed; trying again in %.0fs", name, delay)
-    timer = threading.Timer(delay, _nudge, (namespace, name, min(delay * 2, 30.0)))
-    timer.daemon = True
-    timer.start()
+class Later:
+    """Nudges Artifacts when their time comes (a retry's backoff, a nudge that failed), from one thread: no
+    Kopf worker asleep meanwhile, no thread per Artifact. Asked twice for one Artifact, the earlier time wins.
+    Lost with the process: a restarted operator resumes every Artifact, and asks again."""
+
+    def __init__(self, nudge: Callable[[str, str, float], None]) -> None:
+        self._nudge = nudge
+        self._due: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, str, str, float]] = []
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def nudge(self, namespace: str, name: str, delay: float, retry_in: float = 1.0) -> None:
+        at = time.monotonic() + max(delay, 0.0)
+        with self._changed:
+            if self._due.get((namespace, name), float("inf")) <= at:
+                return
+            self._due[(namespace, name)] = at
+            heapq.heappush(self._heap, (at, namespace, name, retry_in))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="datasweep-later", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def pending(self) -> int:
+        with self._changed:
+            return len(self._due)
+
+    def _next(self) -> tuple[str, str, float]:
+        with self._changed:
+            while True:
+                if self._heap and self._heap[0][0] <= time.monotonic():
+                    at, namespace, name, retry_in = heapq.heappop(self._heap)
+                    if self._due.get((namespace, name)) == at:  # else superseded by an earlier one
+                        del self._due[(namespace, name)]
+                        return namespace, name, retry_in
+                    continue
+                self._changed.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+
+    def _run(self) -> None:
+        while True:
+            namespace, name, retry_in = self._next()
+            try:
+                self._nudge(namespace, name, retry_in)
+            except Exception:  # never lose the thread
+                LOG.exception("nudging %s failed", name)
+
+
+LATER = Later(_nudge)
 
 
 def finished(namespace: str, name: str, experiment: str, index: kopf.Index[Any, Any]) -> None:
@@ -495,6 +549,8 @@ def _record_job(
             phase="Retrying",
             job=name,
             attempts=attempts,
+            waitingReason="RetryBackoff",
+            waitingSince=now(),  # the backoff counts from here (reconcile)
             conditions=_ready_condition(status, False, reason, message),
         )
         # Wakes the Artifact's handler, which waits out the backoff and asks for a slot again.

@@ -294,7 +294,13 @@ def test_pods_that_cannot_be_created_are_surfaced_then_fail_the_artifact(cluster
     assert any(reason == "PodsNotCreated" for _, reason, _ in cluster.events)
 
 
-def test_a_failed_training_attempt_retries_by_itself_until_retries_are_spent(cluster: FakeCluster) -> None:
+def test_a_failed_training_attempt_retries_by_itself_until_retries_are_spent(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nudged: list[str] = []
+    later = handler.Later(lambda namespace, name, retry_in: nudged.append(name))
+    monkeypatch.setattr(handler, "LATER", later)
+    monkeypatch.setattr(handler, "settings", lambda: OperatorSettings(data_root=None, retry_backoff_seconds=60))
     generate, training = planned()
     generate["status"] = {"phase": "Ready"}
     cluster.add(generate)
@@ -304,7 +310,7 @@ def test_a_failed_training_attempt_retries_by_itself_until_retries_are_spent(clu
     assert training["spec"]["retries"] == 2
 
     for attempt in range(3):
-        reconcile(cluster, name, retry=1)  # Kopf's retry after the backoff (or the first run)
+        reconcile(cluster, name)  # the first run, or the nudge after the backoff
         status = cluster.status(name)
         assert (status["phase"], status["attempts"]) == ("Running", attempt + 1)
         assert status["job"] == naming.job_name(name, attempt)
@@ -315,12 +321,16 @@ def test_a_failed_training_attempt_retries_by_itself_until_retries_are_spent(clu
             assert cluster.status(name)["phase"] == "Retrying"
             annotations = cluster.artifacts[name]["metadata"]["annotations"]
             assert annotations[labels.FAILED_ATTEMPT] == str(attempt + 1)
-            with pytest.raises(kopf.TemporaryError, match="retrying"):
-                reconcile(cluster, name, retry=0)
+            # Its wake-up waits out the backoff without a Job, and without holding Kopf's worker: a nudge later.
+            reconcile(cluster, name)
+            assert len(cluster.jobs) == attempt + 1
+            assert later.pending() == 1
+            assert not nudged
+            cluster.artifacts[name]["status"]["waitingSince"] = "2020-01-01T00:00:00Z"  # the backoff is over
     assert len(cluster.jobs) == 3
     assert cluster.status(name)["phase"] == "Failed"
     assert "after 3 attempts" in cluster.ready(name)["message"]
-    reconcile(cluster, name, retry=1)  # spent: nothing more without the retry annotation
+    reconcile(cluster, name)  # spent: nothing more without the retry annotation
     assert len(cluster.jobs) == 3
 
 
@@ -373,3 +383,29 @@ def test_a_just_created_artifact_without_inputs_or_a_settled_finished_one_skips_
     retried = {**generate, "metadata": {**generate["metadata"], "annotations": {labels.RETRY: "r"}}}
     assert not handler._fresh(kopf.Body({**retried, "status": {"phase": "Failed"}}), "update", 0)
     assert not handler._fresh(kopf.Body({**generate, "status": {"phase": "Running"}}), "resume", 0)
+
+
+def test_later_nudges_each_artifact_once_at_its_earliest_time() -> None:
+    import threading
+    import time
+
+    nudged: list[tuple[str, float]] = []
+    done = threading.Event()
+
+    def nudge(namespace: str, name: str, retry_in: float) -> None:
+        nudged.append((name, time.monotonic()))
+        if len(nudged) == 2:
+            done.set()
+
+    later = handler.Later(nudge)
+    started = time.monotonic()
+    later.nudge(NS, "a", 30.0)
+    later.nudge(NS, "a", 0.2)  # asked again sooner: the sooner wins, once
+    later.nudge(NS, "b", 0.1)
+    later.nudge(NS, "b", 20.0)  # asked again later: the earlier time stays
+    assert done.wait(10), nudged
+    assert [name for name, _ in nudged] == ["b", "a"]
+    assert all(at - started < 5 for _, at in nudged)
+    time.sleep(0.3)
+    assert len(nudged) == 2
+    assert later.pending() == 0

@@ -25,7 +25,7 @@ def test_a_nudge_that_fails_while_the_api_server_is_down_is_retried(monkeypatch:
         return {}
 
     monkeypatch.setattr(artifact.client, "patch_custom", patch_custom)
-    artifact._nudge("ns", "a", delay=0.01)
+    artifact._nudge("ns", "a", retry_in=0.01)
     assert delivered.wait(10), calls
     assert calls == ["a", "a", "a"]
 
@@ -38,6 +38,6 @@ def test_a_nudge_for_a_deleted_artifact_stops(monkeypatch: pytest.MonkeyPatch) -
         raise ApiException(status=404)
 
     monkeypatch.setattr(artifact.client, "patch_custom", patch_custom)
-    artifact._nudge("ns", "gone", delay=0.01)
+    artifact._nudge("ns", "gone", retry_in=0.01)
     threading.Event().wait(0.2)
     assert calls == ["gone"]
