@@ -1,11 +1,13 @@
 """Fan-out of an N-point sweep on the real control plane (issue 14), side by side with a bare client.
 
-(a) a bare client (the operator's client layer, no operator) creates N Artifacts and N Jobs, 8 in flight;
+(a) a bare client (the operator's client layer, no operator) creates N Artifacts and N Jobs, 8 in flight: the
+    objects the operator would write, built by its planner and builders;
 (b) the operator (`datasweep operator`, its own process) from `kubectl apply` of an N-point Experiment until
     its N Artifacts and N Jobs exist;
 (c) the same grid applied as a second Experiment (every point a cache hit) until it is Succeeded, counting
     the Jobs it creates (must be 0);
 (d) the operator's RSS and CPU over 60 s of idling with the N Artifacts present.
+During (a) and (b) it prints the API requests per point (kube-apiserver's /metrics) and each component's CPU.
 
 (a) runs again after (c), in a fresh namespace: the ratios divide by the mean of both bare runs, so that a
 machine whose load changes during the run (other tests, other clusters) skews them less. (b) starts once the
