@@ -18,7 +18,9 @@ Targets: (b)/(a) <= 2.0, (c)/(a) <= 1.0, RSS <= 300 MB, idle CPU <= 2% of a core
     python bench/bench_fanout.py [--points 1000] [--idle 60] [--qps 500]
 
 `--points 10000` runs the large case (slow on a small machine: see docs/scale.md for what was measured);
-`--points 10000 --idle-only` measures (d) alone, on 10,000 Ready Artifacts the bare client makes.
+`--points 10000 --idle-only` measures (d) alone, on 10,000 Ready Artifacts the bare client makes;
+`--points 1000 --kill-after 300` SIGKILLs the operator once 300 Jobs exist and checks the sweep still finishes
+with one Job per Artifact.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import collections
 import concurrent.futures
 import functools
+import itertools
 import os
 import re
 import signal
@@ -129,6 +132,11 @@ class Creations:
             done = self._changed.wait_for(lambda: all(len(names) >= n for names in self.names.values()), timeout)
         if not done:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {n} of each: {self.counts()}")
+
+    def wait_jobs(self, k: int, timeout: float) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.names["jobs"]) >= k, timeout):
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {k} Jobs: {self.counts()}")
 
     def counts(self) -> dict[str, int]:
         with self._changed:
@@ -267,9 +275,11 @@ def write_config(work: Path, data_root: Path, points: int, qps: float, creates: 
     return config
 
 
-def operator_process(namespace: str, work: Path, config: Path, liveness: str) -> subprocess.Popen[bytes]:
+def operator_process(
+    namespace: str, work: Path, config: Path, liveness: str, log_name: str = "operator.log"
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO / "operator"))
-    log = (work / "operator.log").open("wb")
+    log = (work / log_name).open("wb")
     return subprocess.Popen(
         [
             *(sys.executable, "-m", "datasweep", "operator", "--namespace", namespace),
@@ -371,6 +381,49 @@ def idle_only(plane: ControlPlane, work: Path, config: Path, data_root: Path, n:
     return 0 if rss <= 300 and idle_cpu <= 2.0 else 1
 
 
+def killed_midway(
+    plane: ControlPlane, work: Path, data_root: Path, config: Path, n: int, k: int, timeout: float
+) -> int:
+    """An N-point sweep whose operator is SIGKILLed once K of its Jobs exist, then started again: it must finish
+    with exactly one Job per Artifact, its succeeded count never going down."""
+    ns = new_namespace(plane, "bench-kill", data_root)
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    operator = operator_process(ns, work, config, liveness)
+    wait_for("the operator's liveness probe", lambda: live(liveness), timeout=300)
+    creations = Creations(ns)
+    time.sleep(1)  # the watches are open
+    started = time.monotonic()
+    apply(plane, ns, sweep("fanout-kill", n))
+    creations.wait_jobs(k, timeout)
+    operator.kill()
+    operator.wait(30)
+    print(f"operator SIGKILLed {time.monotonic() - started:.1f}s after apply, with {creations.counts()}", flush=True)
+    operator = operator_process(ns, work, config, liveness, "operator-after-kill.log")
+    samples: list[int] = []
+
+    def done() -> bool:
+        status = (client.get_custom("Experiment", ns, "fanout-kill") or {}).get("status") or {}
+        samples.append(int((status.get("counts") or {}).get("succeeded", 0)))
+        return condition({"status": status}, "Succeeded").get("status") == "True"
+
+    try:
+        wait_for("the sweep done after the restart", done, timeout=timeout, interval=2)
+    finally:
+        stop(operator)
+    took = time.monotonic() - started
+    jobs = client.batch_api().list_namespaced_job(ns, label_selector=labels.ARTIFACT).items
+    per_artifact = collections.Counter(job.metadata.labels[labels.ARTIFACT] for job in jobs)
+    duplicates = sum(count > 1 for count in per_artifact.values())
+    backwards = sum(later < earlier for earlier, later in itertools.pairwise(samples))
+    print(
+        f"\nN = {n} points, operator SIGKILLed after {k} Jobs and started again: Succeeded {took:.1f}s after apply; "
+        f"{len(jobs)} Jobs for {len(per_artifact)} Artifacts, {duplicates} Artifacts with more than one Job; "
+        f"succeeded count went down {backwards} times in {len(samples)} samples"
+    )
+    print(f"operator logs: {work / 'operator.log'}, {work / 'operator-after-kill.log'}")
+    return 0 if len(jobs) == n and not duplicates and not backwards else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=1000)
@@ -382,6 +435,13 @@ def main() -> int:
     )
     parser.add_argument(
         "--idle-only", action="store_true", help="(d) alone, on N Ready Artifacts made by the bare client"
+    )
+    parser.add_argument(
+        "--kill-after",
+        type=int,
+        default=0,
+        metavar="K",
+        help="instead of (a)-(d): SIGKILL the operator once K Jobs exist, start it again, check the sweep finishes",
     )
     args = parser.parse_args()
     n = args.points
@@ -397,6 +457,8 @@ def main() -> int:
         install_crds(plane)
         if args.idle_only:
             return idle_only(plane, work, config, data_root, n, args.idle)
+        if args.kill_after:
+            return killed_midway(plane, work, data_root, config, n, args.kill_after, args.timeout)
 
         bare_ns = new_namespace(plane, "bench-bare", data_root)
         before = snapshot(plane)
