@@ -207,8 +207,8 @@ def reconcile(namespace: str, name: str, body: Any, retry: int, logger: Any) -> 
         backoff = min(settings().retry_backoff_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
         left = backoff - _seconds_since(status.get("waitingSince"))
         if left > 0:
-            # A nudge later, not a Kopf retry delay: Kopf would hold this Artifact's worker asleep meanwhile, and
-            # its workers are limited (setup.py): a sweep failing everywhere would hold up every other Artifact.
+            # A nudge later, not a Kopf retry delay: Kopf would keep this Artifact's worker (and its body) asleep
+            # meanwhile, for every Artifact of a sweep failing everywhere.
             ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
             cause = f" ({ready.get('reason', 'JobFailed')}: {str(ready.get('message', ''))[:200]})"
             logger.warning(f"attempt {attempts} failed{cause}; retrying in {left:.0f}s")

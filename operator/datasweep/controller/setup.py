@@ -125,14 +125,10 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     if not any(isinstance(f, _RoutineLines) for f in objects.filters):
         objects.addFilter(_RoutineLines(verbose=objects.getEffectiveLevel() < logging.INFO))
     settings.watching.server_timeout = 300
-    # Kopf runs one worker per object with news, by default all at once: a start-up over 3,000 Artifacts held
-    # 3,000 workers and bodies at a time (34 s, 240 MB resident after it; 13 s and 173 MB with these). A bounded
-    # number run; the others queue. No Artifact handler sleeps in its worker (a retry's backoff is a nudge
-    # later, artifact.LATER), so a sweep failing everywhere does not hold the others up. An idle worker exits
-    # soon: with a bound, one lingering for Kopf's default 5 s keeps a queued object from its turn.
+    # Kopf lists in chunks (no single response holding every object). Its workers stay unbounded on purpose:
+    # with `queueing.worker_limit`, a start-up over more objects than the limit deadlocks (each running worker
+    # waits for every object to be indexed, and the queued ones never run), which a restart mid-sweep hit.
     settings.watching.chunk_size = 500
-    settings.queueing.worker_limit = 256
-    settings.queueing.idle_timeout = 0.5
     # Filtered by the API server, not by Kopf: the handlers' own filters would let every Job and Event of the
     # namespace be encoded, sent, decoded and queued first (a sweep makes about four Events per Job).
     settings.watching.label_selectors[JOBS] = labels.ARTIFACT
