@@ -127,16 +127,11 @@ class Creations:
         except Exception:  # the control plane stopped at the end of the run
             return
 
-    def wait(self, n: int, timeout: float) -> None:
+    def wait(self, artifacts: int, jobs: int, timeout: float) -> None:
         with self._changed:
-            done = self._changed.wait_for(lambda: all(len(names) >= n for names in self.names.values()), timeout)
-        if not done:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {n} of each: {self.counts()}")
-
-    def wait_jobs(self, k: int, timeout: float) -> None:
-        with self._changed:
-            if not self._changed.wait_for(lambda: len(self.names["jobs"]) >= k, timeout):
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {k} Jobs: {self.counts()}")
+            wanted = {"artifacts": artifacts, "jobs": jobs}
+            if not self._changed.wait_for(lambda: all(len(self.names[k]) >= n for k, n in wanted.items()), timeout):
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {wanted}: {self.counts()}")
 
     def counts(self) -> dict[str, int]:
         with self._changed:
@@ -164,19 +159,7 @@ def bare_objects(namespace: str, points: int, consumer: str) -> list[tuple[dict[
     for point in plan.points:
         stage = point.generate
         path = layout.shared_relpath(stage.dataset, f"{stage.semantic_name}_{stage.short_fingerprint}")
-        worker = experiment_handler._worker_details(spec, stage, path, {}, batch=plan.batch, experiment=consumer)
-        artifact = builders.artifact_body(
-            stage,
-            storage_path=path,
-            settings=config,
-            experiment=consumer,
-            batch=plan.batch,
-            retries=spec.retries,
-            parallelism=spec.parallelism,
-            queue_name=None,
-            worker=worker,
-        )
-        artifact["metadata"]["labels"].update(labels.consumer_marks(consumer, plan.batch)["labels"])
+        artifact = experiment_handler.planned_artifact(spec, stage, path, plan, {}, consumer, None)
         objects.append((artifact, builders.worker_job(artifact, attempt=0, settings=config, queue_name=None)))
     return objects
 
@@ -394,7 +377,7 @@ def killed_midway(
     time.sleep(1)  # the watches are open
     started = time.monotonic()
     apply(plane, ns, sweep("fanout-kill", n))
-    creations.wait_jobs(k, timeout)
+    creations.wait(0, k, timeout)
     operator.kill()
     operator.wait(30)
     print(f"operator SIGKILLed {time.monotonic() - started:.1f}s after apply, with {creations.counts()}", flush=True)
@@ -479,7 +462,7 @@ def main() -> int:
             before, operator_cpu = snapshot(plane), cpu_seconds(operator.pid)
             started = time.monotonic()
             apply(plane, ns, first)
-            creations.wait(n, args.timeout)
+            creations.wait(n, n, args.timeout)
             t_b = time.monotonic() - started
             print(f"(b) operator: {n} Artifacts + {n} Jobs exist {t_b:.1f}s after apply", flush=True)
             print_work("(b)", before, plane, n)

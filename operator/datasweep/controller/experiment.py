@@ -283,6 +283,33 @@ def _reuse_imported(
     return dataclasses.replace(plan, points=tuple(points)), reused
 
 
+def planned_artifact(
+    spec: ExperimentSpec,
+    stage: StagePlan,
+    path: str,
+    plan: Plan,
+    generate_paths: dict[str, str],
+    experiment: str,
+    queue: str | None,
+) -> dict[str, Any]:
+    """The Artifact the Experiment handler creates for one planned stage, consumed by `experiment`."""
+    body = builders.artifact_body(
+        stage,
+        storage_path=path,
+        settings=settings(),
+        experiment=experiment,
+        batch=plan.batch,
+        retries=spec.retries,
+        parallelism=spec.parallelism,
+        queue_name=queue,
+        worker=_worker_details(spec, stage, path, generate_paths, batch=plan.batch, experiment=experiment),
+    )
+    marks = labels.consumer_marks(experiment, naming.batch_object_name(plan.batch))
+    body["metadata"]["labels"].update(marks["labels"])
+    body["metadata"]["annotations"].update(marks.get("annotations", {}))
+    return body
+
+
 def _ensure_artifact(
     namespace: str,
     name: str,
@@ -306,20 +333,7 @@ def _ensure_artifact(
     if known is not None and consumed:
         return known.path, known.first_experiment not in (None, name)  # resumed: nothing to write
     if known is None:
-        path = _storage_path(stage, generate_paths)
-        body = builders.artifact_body(
-            stage,
-            storage_path=path,
-            settings=settings(),
-            experiment=name,
-            batch=plan.batch,
-            retries=spec.retries,
-            parallelism=spec.parallelism,
-            queue_name=queue,
-            worker=_worker_details(spec, stage, path, generate_paths, batch=plan.batch, experiment=name),
-        )
-        body["metadata"]["labels"].update(marks["labels"])
-        body["metadata"]["annotations"].update(marks.get("annotations", {}))
+        body = planned_artifact(spec, stage, _storage_path(stage, generate_paths), plan, generate_paths, name, queue)
         try:
             artifact, created = client.create_custom(namespace, body)
         except ApiException as exc:
