@@ -41,7 +41,10 @@ class Coalescer:
     def mark(self, key: Hashable, delay: float = 0.0) -> None:
         """Write `key` soon: not before `interval` after its last write; a pending mark is kept, not repeated."""
         with self._cond:
-            earliest = max(time.monotonic() + delay, self._last.get(key, 0.0) + self._interval)
+            earliest = time.monotonic() + delay
+            last = self._last.get(key)
+            if last is not None:  # never written: no lower bound (monotonic time counts from boot, not from 0)
+                earliest = max(earliest, last + self._interval)
             if key in self._due and self._due[key] <= earliest:
                 return
             self._due[key] = earliest

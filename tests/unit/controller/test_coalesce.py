@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Hashable
+
+import pytest
 
 from datasweep.controller.coalesce import Coalescer
 
@@ -40,3 +43,19 @@ def test_a_failed_write_during_a_stop_is_not_retried_forever() -> None:
     coalescer.start()
     coalescer.stop(timeout=5)
     assert attempts == ["batch"]
+
+
+def test_the_suite_runs_on_a_freshly_booted_clock() -> None:
+    """tests/conftest.py: a fresh machine's clock, so 0.0-as-long-ago bugs fail here and not only on new CI."""
+    assert time.monotonic() < 24 * 3600  # the session started with it near 1 s
+
+
+def test_the_first_write_is_not_held_back_on_a_freshly_booted_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [5.0]  # up five seconds, interval an hour
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    coalescer = Coalescer(lambda key: None, interval=3600.0)
+    coalescer.mark("experiment")
+    assert coalescer._due == {"experiment": 5.0}
+    coalescer._next()  # due now: taken at once
+    coalescer.mark("experiment")
+    assert coalescer._due == {"experiment": 3605.0}  # later writes keep the interval
