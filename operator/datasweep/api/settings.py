@@ -71,6 +71,24 @@ class OperatorSettings(CamelModel):
         description="How long a Job may fail to create its pods (FailedCreate: missing ServiceAccount, quota) "
         "before its Artifact fails (PodsNotCreated)",
     )
+    resync_period_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        description="How often every non-terminal Artifact is compared with its Job and pods (from the operator's "
+        "indices: a Job that ended unseen, a Job deleted, a pod stuck)",
+    )
+    pod_stuck_report_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a pod may fail to start (image not pullable, missing Secret, unschedulable) before "
+        "its Artifact's Ready condition names the cause",
+    )
+    pod_stuck_timeout_seconds: float = Field(
+        default=900.0,
+        ge=0,
+        description="How long a pod may fail to start before its Artifact fails with that cause (the Job's "
+        "activeDeadlineSeconds stays the outer bound)",
+    )
     require_manifest: bool = Field(
         default=True,
         description="A completed Job makes its Artifact Ready only when the worker's manifest.json is on the data "

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -19,6 +19,7 @@ from datasweep.controller.admission import Admission, Grant, holds_slot
 from datasweep.controller.indices import ARTIFACTS, EVENTS, JOBS, info_of, lookup
 from datasweep.controller.setup import settings
 from datasweep.core import naming
+from datasweep.core.recovery import STUCK_REASONS, Action, Step, after_failure
 from datasweep.k8s import builders, client, labels
 from datasweep.k8s.conditions import now, set_condition
 from datasweep.store import layout
@@ -68,12 +69,43 @@ def admission() -> Admission:
 def _patch(namespace: str, name: str, body: Any, **changes: Any) -> None:
     """Status of one Artifact (a merge patch); its consumers' aggregates follow from the watch event
     (aggregate.py). The first write also records the first experiment and batch from the annotations the
-    Experiment handler set (printer columns, `datasweep` views); consumers are the labels, not the status."""
+    Experiment handler set (printer columns, `datasweep` views); consumers are the labels, not the status.
+
+    Conditional on the resourceVersion `body` was read at: what is written was computed from `body`, and a
+    handler working from an older copy must never move the Artifact backwards (Ready -> Running). A 409 goes
+    up to `_on_latest`, which reads the Artifact again and recomputes. `body` then holds what was written,
+    for a second write by the same handler."""
     status, annotations = body.get("status") or {}, body["metadata"].get("annotations") or {}
     if not status.get("firstExperiment") and "firstExperiment" not in changes:
         changes["firstExperiment"] = annotations.get(labels.FIRST_EXPERIMENT)
         changes["firstBatch"] = status.get("firstBatch") or annotations.get(labels.FIRST_BATCH)
-    client.patch_status("Artifact", namespace, name, changes)
+    version = body["metadata"].get("resourceVersion")
+    written = client.patch_status("Artifact", namespace, name, changes, resource_version=version)
+    # Replaced, not changed in place: `body` may share its parts with Kopf's own copy.
+    body["metadata"] = {**body["metadata"], "resourceVersion": (written.get("metadata") or {}).get("resourceVersion")}
+    body["status"] = dict(written.get("status") or {})
+
+
+_T = TypeVar("_T")
+_CONFLICT_TRIES = 5
+
+
+def _on_latest(namespace: str, name: str, act: Callable[[dict[str, Any]], _T], first: Any = None) -> _T | None:
+    """`act` on the Artifact (`first`, or read now); when one of its conditional writes finds the Artifact
+    changed since it was read (409), read it again and act on that: what was computed from the older copy is
+    dropped. None when the Artifact does not exist."""
+    current = first if first is not None else client.get_custom("Artifact", namespace, name)
+    for _ in range(_CONFLICT_TRIES):
+        if current is None:
+            return None
+        try:
+            return act(current)
+        except ApiException as exc:
+            if not client.is_conflict(exc):
+                raise
+        LOG.info("artifact %s changed since it was read: reading it again", name)
+        current = client.get_custom("Artifact", namespace, name)
+    raise kopf.TemporaryError(f"artifact {name} kept changing while being reconciled", delay=1.0)
 
 
 def _ready_condition(status: dict[str, Any], value: bool, reason: str, message: str) -> list[dict[str, Any]]:
@@ -302,10 +334,21 @@ def artifact_changed(
     namespace: str | None, name: str, retry: int, logger: kopf.Logger, body: kopf.Body, reason: str, **_: Any
 ) -> None:
     assert namespace is not None
+    seen: list[dict[str, Any]] = []
+
+    def act(current: dict[str, Any]) -> None:
+        seen.append(current)
+        reconcile(namespace, name, current, retry, logger)
+
+    grants: list[Grant] = []
     with _lock(namespace, name):
-        current: Any = dict(body) if _fresh(body, reason, retry) else client.get_custom("Artifact", namespace, name)
-        if current is not None:
-            reconcile(namespace, name, current, retry, logger)
+        first: Any = dict(body) if _fresh(body, reason, retry) else client.get_custom("Artifact", namespace, name)
+        _on_latest(namespace, name, act, first)
+        if len(seen) > 1 and (seen[-1].get("status") or {}).get("phase") in ("Ready", "Failed"):
+            # Kopf's copy was older than the Artifact (a restart's listing): a slot `_start` took on it is not needed.
+            grants = admission().forget(namespace, _experiment_of(seen[-1]), name)
+    for grant in grants:
+        _wake_granted(grant)
 
 
 def _fresh(body: kopf.Body, reason: str, retry: int) -> bool:
@@ -328,19 +371,22 @@ def _fresh(body: kopf.Body, reason: str, retry: int) -> bool:
 def _wake(namespace: str, experiment: str, name: str) -> list[Grant]:
     """Start one Artifact now if it can be (a dependent whose input finished, or one granted a slot);
     returns the slots it gave back (it needs none any more) for the caller to hand on."""
-    with _lock(namespace, name):
-        body = client.get_custom("Artifact", namespace, name)
-        if body is None:
-            return admission().forget(namespace, experiment, name)
+
+    def act(body: dict[str, Any]) -> bool:
+        """True: it holds its slot (started, waiting for one, or running)."""
         status = dict(body.get("status") or {})
         phase = status.get("phase", "Pending")
         imported = body["metadata"].get("labels", {}).get(labels.IMPORTED) == "true"
         started = phase in ("Pending", "Waiting") and not imported
         if started and _start(namespace, name, body, phase, status, int(status.get("attempts", 0)), LOG) not in _FAILED:
+            return True
+        return bool(phase == "Running")
+
+    with _lock(namespace, name):
+        latest = client.get_custom("Artifact", namespace, name)
+        if latest is not None and _on_latest(namespace, name, act, latest):
             return []
-        if phase == "Running":
-            return []
-    return admission().forget(namespace, _experiment_of(body), name)
+    return admission().forget(namespace, _experiment_of(latest) if latest is not None else experiment, name)
 
 
 def _wake_granted(grant: Grant) -> None:
@@ -442,20 +488,22 @@ def _termination_summary(namespace: str, job: str) -> ManifestSummary | None:
     return None
 
 
-def _pod_failure(namespace: str, job: str) -> str:
-    """Why the Job's pods failed, naming each pod: e.g. "pod x-abc: OOMKilled (exit code 137)"."""
-    found = []
+def _pod_failure(namespace: str, job: str) -> tuple[str, list[int]]:
+    """Why the Job's pods failed, naming each pod: e.g. "pod x-abc: OOMKilled (exit code 137)", and the exit
+    codes."""
+    found, codes = [], []
     for pod in client.job_pods(namespace, job):
         name, status = pod["metadata"]["name"], pod.get("status") or {}
         for container in status.get("containerStatuses") or []:
             ended = (container.get("state") or {}).get("terminated") or {}
             if ended and ended.get("exitCode", 0) != 0:
+                codes.append(int(ended["exitCode"]))
                 detail = f"pod {name}: {ended.get('reason') or 'Error'} (exit code {ended.get('exitCode')})"
                 last_line = str(ended.get("message") or "").strip().splitlines()[-1:]
                 found.append(detail + (f": {last_line[0][:300]}" if last_line else ""))
         if not found and status.get("phase") == "Failed" and status.get("reason"):
             found.append(f"pod {name}: {status['reason']} {status.get('message', '')}".strip())
-    return "; ".join(found)
+    return "; ".join(found), codes
 
 
 def _job_ended(status: kopf.Status, **_: Any) -> bool:
@@ -472,26 +520,38 @@ def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Lo
     if "Complete" not in ended and "Failed" not in ended:
         return
     assert namespace is not None
-    artifact_name = body["metadata"]["labels"][labels.ARTIFACT]
+    job_ended(namespace, name, body["metadata"]["labels"][labels.ARTIFACT], ended, kwargs["artifact_index"], logger)
+
+
+def job_ended(
+    namespace: str, job: str, artifact_name: str, ended: dict[str, Any], index: kopf.Index[Any, Any], logger: Any
+) -> None:
+    """A Job ended (its event, or the resync found it ended unrecorded): record it, then free its slot."""
     with _lock(namespace, artifact_name):
-        outcome = _record_job(namespace, name, artifact_name, ended, logger)
+        outcome = _record_job(namespace, job, artifact_name, ended, logger)
     if outcome is None:
         return
     experiment, done = outcome
     if done:
-        finished(namespace, artifact_name, experiment, kwargs["artifact_index"])
+        finished(namespace, artifact_name, experiment, index)
     else:  # retrying after a backoff: it asks for a slot again then
         for grant in admission().release(namespace, experiment, artifact_name):
             _wake_granted(grant)
 
 
 def _record_job(
-    namespace: str, name: str, artifact_name: str, ended: dict[str, Any], logger: kopf.Logger
+    namespace: str, name: str, artifact_name: str, ended: dict[str, Any], logger: Any
 ) -> tuple[str, bool] | None:
     """Record a finished Job on its Artifact: (experiment, no further attempt) or None when nothing changed."""
-    artifact = client.get_custom("Artifact", namespace, artifact_name)
-    if artifact is None:
-        return None
+    return _on_latest(
+        namespace, artifact_name, lambda artifact: _record_job_on(namespace, name, artifact, dict(ended), logger)
+    )
+
+
+def _record_job_on(
+    namespace: str, name: str, artifact: dict[str, Any], ended: dict[str, Any], logger: Any
+) -> tuple[str, bool] | None:
+    artifact_name = artifact["metadata"]["name"]
     status = dict(artifact.get("status") or {})
     phase, attempts = status.get("phase", "Pending"), int(status.get("attempts", 0))
     recorded = status.get("job") == name and phase == "Running"
@@ -537,11 +597,21 @@ def _record_job(
             return experiment, True
     failure = ended["Failed"]
     message = f"Job {name} failed: {failure.get('reason', '')} {failure.get('message', '')}".strip()
-    if pods := _pod_failure(namespace, name):
+    pods, exit_codes = _pod_failure(namespace, name)
+    if pods:
         message = f"{message}; {pods}"
-    kopf.warn(artifact, reason=reason, message=message)  # type: ignore[arg-type]
     retries = int(artifact["spec"].get("retries", settings().retries))
-    if attempts <= retries:
+    if reason == "NoManifest":
+        retry = attempts <= retries
+    else:
+        reason, retry = after_failure(attempts, retries, exit_codes, str(failure.get("reason", "")))
+    if reason == "BadInput":
+        message = (
+            f"{message} (the worker rejected its input, exit code 2: not retried; fix the Experiment and retry "
+            f"with the annotation {labels.RETRY}=<any new value>)"
+        )
+    kopf.warn(artifact, reason=reason, message=message)  # type: ignore[arg-type]
+    if retry:
         _patch(
             namespace,
             artifact_name,
@@ -558,7 +628,9 @@ def _record_job(
             "Artifact", namespace, artifact_name, {"metadata": {"annotations": {labels.FAILED_ATTEMPT: str(attempts)}}}
         )
         return experiment, False
-    final = f"{message} (after {attempts} attempts; retry with the annotation {labels.RETRY}=<any new value>)"
+    final = message
+    if reason != "BadInput":
+        final += f" (after {attempts} attempts; retry with the annotation {labels.RETRY}=<any new value>)"
     _patch(
         namespace,
         artifact_name,
@@ -584,18 +656,24 @@ def job_failed_create(namespace: str | None, body: kopf.Body, type: str | None, 
         return  # not a Job of ours
     since = body.get("firstTimestamp") or body.get("eventTime") or body["metadata"].get("creationTimestamp")
     with _lock(namespace, artifact_name):
-        experiment = _record_failed_create(namespace, job, artifact_name, str(body.get("message", "")), since)
+        experiment = _on_latest(
+            namespace,
+            artifact_name,
+            lambda artifact: _record_failed_create(namespace, job, artifact, str(body.get("message", "")), since),
+        )
     if experiment is not None:
         finished(namespace, artifact_name, experiment, kwargs["artifact_index"])
 
 
-def _record_failed_create(namespace: str, job: str, artifact_name: str, cause: str, since: str | None) -> str | None:
+def _record_failed_create(
+    namespace: str, job: str, artifact: dict[str, Any], cause: str, since: str | None
+) -> str | None:
     """Say on the Artifact why its Job has no pods; fail it once that lasted podsNotCreatedTimeoutSeconds.
     Returns the experiment when it failed (its slot is free), else None. Bounded: the Job controller retries and
     reports again, at least every few minutes."""
-    artifact = client.get_custom("Artifact", namespace, artifact_name)
-    status = dict((artifact or {}).get("status") or {})
-    if artifact is None or status.get("job") != job or status.get("phase") != "Running":
+    artifact_name = artifact["metadata"]["name"]
+    status = dict(artifact.get("status") or {})
+    if status.get("job") != job or status.get("phase") != "Running":
         return None  # an older attempt, or already recorded
     waited, timeout = _seconds_since(since), settings().pods_not_created_timeout_seconds
     if waited >= timeout:
@@ -611,3 +689,58 @@ def _record_failed_create(namespace: str, job: str, artifact_name: str, cause: s
         conditions = _ready_condition(status, False, "PodsNotCreated", message)
         _patch(namespace, artifact_name, artifact, conditions=conditions)
     return None
+
+
+def relaunch_deleted(namespace: str, name: str, job: str) -> None:
+    """The resync found the Running Artifact's Job gone (twice, a walk apart): confirm with a GET, then launch
+    the next attempt (Event JobDeleted). The Artifact keeps its admission slot."""
+
+    def act(body: Any) -> None:
+        status = dict(body.get("status") or {})
+        if status.get("phase") != "Running" or status.get("job") != job or client.job_exists(namespace, job):
+            return  # recorded or relaunched meanwhile, or only the index lagged
+        attempts = int(status.get("attempts", 0))
+        message = f"Job {job} was deleted before it ended: launching attempt {attempts + 1}"
+        kopf.info(body, reason="JobDeleted", message=message)
+        LOG.warning("artifact %s: %s", name, message)
+        _launch(namespace, name, body, attempts, LOG)
+
+    with _lock(namespace, name):
+        _on_latest(namespace, name, act)
+
+
+def pod_stuck(namespace: str, name: str, job: str, step: Step, index: kopf.Index[Any, Any]) -> None:
+    """A pod of the Artifact's Job cannot start (core/recovery.py): say why on its Ready condition (REPORT),
+    fail it with that reason and delete the Job (FAIL), or take the reason back once the pod started (CLEAR)."""
+    timeout = settings().pod_stuck_timeout_seconds
+
+    def act(body: Any) -> str | None:
+        status = dict(body.get("status") or {})
+        if status.get("phase") != "Running" or status.get("job") != job:
+            return None
+        ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        if step.action is Action.CLEAR or step.problem is None:
+            if ready.get("reason") in STUCK_REASONS:
+                running = _ready_condition(status, False, "JobRunning", f"Job {job} is producing the artifact")
+                _patch(namespace, name, body, conditions=running)
+            return None
+        problem = step.problem
+        cause = f"pod {problem.pod} cannot start: {problem.reason}: {problem.detail}"
+        if step.action is Action.FAIL:
+            message = (
+                f"{cause} (for {step.waited:.0f}s, podStuckTimeoutSeconds {timeout:.0f}); fix it and retry with the "
+                f"annotation {labels.RETRY}=<any new value>"
+            )
+            _fail(namespace, name, body, status, problem.reason, message)
+            return _experiment_of(body)
+        message = f"{cause} (for {step.waited:.0f}s; the Artifact fails if this lasts {timeout:.0f}s)"
+        if ready.get("reason") != problem.reason:
+            kopf.warn(body, reason=problem.reason, message=message)
+        _patch(namespace, name, body, conditions=_ready_condition(status, False, problem.reason, message))
+        return None
+
+    with _lock(namespace, name):
+        experiment = _on_latest(namespace, name, act)
+    if experiment is not None:
+        client.delete_job(namespace, job)  # its pods hold a node (or a quota) while they wait
+        finished(namespace, name, experiment, index)

@@ -13,11 +13,13 @@ from typing import Any
 import kopf
 
 from datasweep.core.imported import recorded_params
+from datasweep.core.recovery import STUCK_REASONS, JobEnd, PodProblem, job_end, pod_problem
 from datasweep.k8s import labels
 
 ARTIFACTS = ("datasweep.io", "v1alpha1", "artifacts")
 EXPERIMENTS = ("datasweep.io", "v1alpha1", "experiments")
 JOBS = ("batch", "v1", "jobs")
+PODS = ("", "v1", "pods")
 EVENTS = ("", "v1", "events")
 
 
@@ -42,6 +44,8 @@ class ArtifactInfo:
     # `import --source`: the source dataset's hash and the recorded parameters a match reads (core/imported.py)
     source_sha256: str | None = None
     recorded: tuple[tuple[str, Any], ...] = ()
+    job: str = ""  # status.job: the Job of the current (or last) attempt
+    stuck: tuple[str, str] | None = None  # (reason, message) of the Ready condition when a pod is stuck
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
@@ -57,10 +61,12 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
     annotations, labels_ = meta.get("annotations") or {}, meta.get("labels") or {}
     first = annotations.get(labels.FIRST_EXPERIMENT) or status.get("firstExperiment")
     phase = status.get("phase") or "Pending"
-    failure = None
+    failure = stuck = None
+    ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     if phase == "Failed":
-        ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
         failure = (str(ready.get("reason", "Failed")), str(ready.get("message", ""))[:512])
+    elif phase == "Running" and ready.get("reason") in STUCK_REASONS:
+        stuck = (str(ready["reason"]), str(ready.get("message", ""))[:512])
     usage = status.get("usage") or {}
     imported = labels_.get(labels.IMPORTED) == "true"
     source_sha256 = annotations.get(labels.SOURCE_SHA256) if imported else None
@@ -83,6 +89,8 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         imported=imported,
         source_sha256=source_sha256,
         recorded=tuple(sorted(recorded_params(spec.get("params") or {}).items())) if source_sha256 else (),
+        job=str(status.get("job") or ""),
+        stuck=stuck,
     )
 
 
@@ -106,6 +114,21 @@ def artifact_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) 
 def job_index(namespace: str | None, name: str, labels: kopf.Labels, **_: Any) -> Any:
     """(ns, Job name) -> the Artifact it produces: a Job created just before a crash is found without a GET."""
     return {(namespace, name): labels.get("datasweep.io/artifact")}
+
+
+@kopf.index(*JOBS, labels={labels.ARTIFACT: kopf.PRESENT})
+def job_end_index(namespace: str | None, name: str, status: kopf.Status, **_: Any) -> Any:
+    """(ns, Job name) -> JobEnd, for ended Jobs only: what the resync compares each Artifact with."""
+    ended: JobEnd | None = job_end(status)
+    return {(namespace, name): ended} if ended is not None else None
+
+
+@kopf.index(*PODS, labels={labels.ARTIFACT: kopf.PRESENT})
+def pod_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """(ns, Job name) -> PodProblem, for the pods that cannot start only (a few, not one per pod)."""
+    problem: PodProblem | None = pod_problem(body)
+    job = (body["metadata"].get("labels") or {}).get("job-name")
+    return {(namespace, job): problem} if problem is not None and job else None
 
 
 @dataclass(frozen=True)

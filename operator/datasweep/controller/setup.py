@@ -13,7 +13,7 @@ import kopf
 
 from datasweep.api.settings import OperatorSettings, load_settings
 from datasweep.controller import _kopf_toggles
-from datasweep.controller.indices import EVENTS, JOBS
+from datasweep.controller.indices import EVENTS, JOBS, PODS
 from datasweep.k8s import client, labels
 
 # Before any watcher starts: Kopf's start-up gate is quadratic in the objects listed (_kopf_toggles.py).
@@ -132,6 +132,7 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # Filtered by the API server, not by Kopf: the handlers' own filters would let every Job and Event of the
     # namespace be encoded, sent, decoded and queued first (a sweep makes about four Events per Job).
     settings.watching.label_selectors[JOBS] = labels.ARTIFACT
+    settings.watching.label_selectors[PODS] = labels.ARTIFACT  # the Jobs' pod template carries it (builders.py)
     settings.watching.field_selectors[EVENTS] = "reason=FailedCreate,involvedObject.kind=Job"
     config = globals()["settings"]()
     # Handler threads: the Experiment handler (its creates run in its own pool), as many Artifact handlers as

@@ -9,6 +9,7 @@ from datasweep.api.settings import OperatorSettings
 from datasweep.core import naming
 from datasweep.core.fingerprint import short
 from datasweep.core.plan import StagePlan
+from datasweep.core.recovery import EXIT_BAD_INPUT
 from datasweep.k8s import labels
 
 DATA_MOUNT = "/data"
@@ -216,6 +217,17 @@ def worker_job(
     job_labels = _job_labels(artifact, queue_name)
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,  # the operator retries with backoff (spec.retries), each attempt a new Job
+        # Bad input (the workers' exit code 2) fails the Job at once, reason PodFailurePolicy, and the operator does
+        # not retry it (core/recovery.py); a pod evicted or preempted (DisruptionTarget) is replaced, not counted.
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": "worker", "operator": "In", "values": [EXIT_BAD_INPUT]},
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]
+        },
         "ttlSecondsAfterFinished": defaults.ttl_seconds_after_finished,
         "activeDeadlineSeconds": defaults.active_deadline_seconds,
         "completions": nodes,

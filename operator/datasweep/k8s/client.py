@@ -174,12 +174,22 @@ def patch_custom(kind: str, namespace: str, name: str, patch: dict[str, Any]) ->
     return _as_dict(custom().patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name, patch))
 
 
-def patch_status(kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+def patch_status(
+    kind: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+) -> dict[str, Any]:
+    """A merge patch of the status. With `resource_version` it is conditional: the API server answers 409
+    Conflict when the object changed since that version was read (a write that depends on what was read)."""
+    body: dict[str, Any] = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
     return _as_dict(
-        custom().patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURALS[kind], name, {"status": status}
-        )
+        custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURALS[kind], name, body)
     )
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A conditional write lost to a newer version of the object: read it again and recompute."""
+    return isinstance(exc, ApiException) and exc.status == 409
 
 
 def _plain(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -212,6 +222,17 @@ def create_job(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bo
 def job_exists(namespace: str, name: str) -> bool:
     try:
         batch_api().read_namespaced_job(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def delete_job(namespace: str, name: str) -> bool:
+    """Delete a Job and its pods (background propagation); False when it was already gone."""
+    try:
+        batch_api().delete_namespaced_job(name, namespace, propagation_policy="Background")
     except ApiException as exc:
         if exc.status == 404:
             return False

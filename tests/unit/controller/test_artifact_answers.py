@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from datasweep.api.experiment import ExperimentSpec
 from datasweep.api.settings import OperatorSettings
@@ -65,7 +66,11 @@ class FakeCluster:
     def get_custom(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.artifacts.get(name))
 
-    def patch_status(self, kind: str, namespace: str, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    def patch_status(
+        self, kind: str, namespace: str, name: str, changes: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        if resource_version is not None and resource_version != self.artifacts[name]["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")  # what the API server answers a stale precondition
         status = self.artifacts[name].setdefault("status", {})
         for key, value in changes.items():
             if value is None:
@@ -73,7 +78,7 @@ class FakeCluster:
             else:
                 status[key] = copy.deepcopy(value)
         self._written(name)
-        return self.artifacts[name]
+        return copy.deepcopy(self.artifacts[name])
 
     def patch_custom(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.artifacts[name]["metadata"].setdefault("annotations", {}).update(patch["metadata"]["annotations"])
