@@ -92,6 +92,7 @@ def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo],
         pending=planned.points - succeeded - failed - running, running=running, succeeded=succeeded, failed=failed
     )
     failures = sorted((i for i in mine.values() if i.failure), key=lambda i: i.name)
+    stuck = sorted((i for i in mine.values() if i.stuck), key=lambda i: i.name)
     reused = [i for i in mine.values() if _reused(i, name)]
     produced = [i for i in mine.values() if not _reused(i, name)]
     generation = planned.generation
@@ -103,6 +104,12 @@ def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo],
     conditions = set_condition(
         conditions, "Trained", all_trained, "Trained" if all_trained else "Training", "", generation
     )
+    if stuck:  # pods that cannot start (resync.py): named here and on the Batch, before they fail
+        cause = stuck[0].stuck or ("", "")
+        message = f"{len(stuck)} Artifact(s) cannot start; first: {stuck[0].name}: {cause[0]}: {cause[1]}"[:1024]
+        conditions = set_condition(conditions, "Stalled", True, cause[0], message, generation)
+    else:
+        conditions = [c for c in conditions if c.get("type") != "Stalled"]
     if failures:
         first = failures[0].failure or ("Failed", "")
         message = f"{len(failures)} Artifact(s) failed; first: {failures[0].name}: {first[0]}: {first[1]}"[:1024]
@@ -116,7 +123,8 @@ def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo],
             "Succeeded",
             done,
             "Succeeded" if done else "InProgress",
-            f"{succeeded}/{planned.points} points done",
+            f"{succeeded}/{planned.points} points done"
+            + (f"; {len(stuck)} cannot start (see Stalled)" if stuck else ""),
             generation,
         )
     return {
@@ -139,8 +147,10 @@ def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo],
     }
 
 
-def summarize_batch(summaries: list[ExperimentSummary], max_failures: int) -> dict[str, Any]:
-    """The Batch's status from its Experiments' statuses as indexed. Pure."""
+def summarize_batch(
+    summaries: list[ExperimentSummary], max_failures: int, conditions: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The Batch's status from its Experiments' statuses as indexed (`conditions`: its last ones). Pure."""
     counts = {"experiments": len(summaries), "points": 0, "reused": 0, "created": 0, "ready": 0, "failed": 0}
     usage, saved, total = Usage(), Usage(), 0
     items: list[dict[str, str]] = []
@@ -161,7 +171,15 @@ def summarize_batch(summaries: list[ExperimentSummary], max_failures: int) -> di
             if len(items) < max_failures:
                 items.append({"artifact": artifact, "stage": stage, "reason": reason, "message": message})
     names = sorted(s.name for s in summaries)
+    stalled = [s for s in sorted(summaries, key=lambda s: s.name) if s.stalled]
+    if stalled:
+        reason, message = stalled[0].stalled or ("", "")
+        text = f"{len(stalled)} Experiment(s) stalled; first: {stalled[0].name}: {message}"[:1024]
+        conditions = set_condition(conditions or [], "Stalled", True, reason, text)
+    else:
+        conditions = [c for c in conditions or [] if c.get("type") != "Stalled"]
     return {
+        "conditions": conditions,
         "experiments": names[:MAX_BATCH_EXPERIMENTS_LISTED],
         "counts": counts,
         "failures": {"total": total, "items": items},
@@ -208,7 +226,8 @@ class Aggregator:
                 planned.conditions = status["conditions"]  # keeps lastTransitionTime across writes
         else:
             summaries = lookup(self.experiments, ("batch", namespace, name))
-            status = summarize_batch(summaries, self.config.max_failures_listed)
+            previous = self._written.get(key, {}).get("conditions")
+            status = summarize_batch(summaries, self.config.max_failures_listed, previous)
         if self._written.get(key) == status:
             return
         try:

@@ -139,6 +139,7 @@ class ExperimentSummary:
     saved: tuple[tuple[str, Any], ...]
     failures: tuple[tuple[str, str, str, str], ...]  # (artifact, stage, reason, message)
     failures_total: int
+    stalled: tuple[str, str] | None = None  # (reason, message) of its Stalled condition: pods that cannot start
 
 
 def _flat(raw: Any) -> tuple[tuple[str, Any], ...]:
@@ -162,6 +163,14 @@ def experiment_index(namespace: str | None, name: str, meta: kopf.Meta, status: 
             for f in failures.get("items") or []
         ),
         failures_total=int(failures.get("total", 0)),
+        stalled=next(
+            (
+                (str(c.get("reason", "")), str(c.get("message", "")))
+                for c in status.get("conditions") or []
+                if c.get("type") == "Stalled" and c.get("status") == "True"
+            ),
+            None,
+        ),
     )
     return {("batch", namespace, batch): summary}
 

@@ -101,3 +101,21 @@ def test_multi_node_training_is_an_indexed_job_with_a_headless_service() -> None
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert f"--master-addr={job['metadata']['name']}-0.{service['metadata']['name']}" in command
     assert "--node-rank=$(JOB_COMPLETION_INDEX)" in command
+
+
+def test_bad_input_fails_the_job_at_once_and_a_disrupted_pod_is_replaced() -> None:
+    """Exit code 2 (the workers' bad input) ends the Job (reason PodFailurePolicy), which the operator does not
+    retry (core/recovery.py); an evicted or preempted pod does not count as a failure. The pods carry the
+    Artifact's label: the operator watches them with that label as a server-side selector."""
+    generate, training = stages()
+    for stage in (generate, training):
+        job = job_for(stage)
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # required by podFailurePolicy
+        rules = job["spec"]["podFailurePolicy"]["rules"]
+        assert rules[0] == {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": container["name"], "operator": "In", "values": [2]},
+        }
+        assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        assert job["spec"]["template"]["metadata"]["labels"][labels.ARTIFACT] == stage.artifact
