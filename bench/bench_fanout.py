@@ -20,7 +20,9 @@ Targets: (b)/(a) <= 2.0, (c)/(a) <= 1.0, RSS <= 300 MB, idle CPU <= 2% of a core
 `--points 10000` runs the large case (slow on a small machine: see docs/scale.md for what was measured);
 `--points 10000 --idle-only` measures (d) alone, on 10,000 Ready Artifacts the bare client makes;
 `--points 1000 --kill-after 300` SIGKILLs the operator once 300 Jobs exist and checks the sweep still finishes
-with one Job per Artifact.
+with one Job per Artifact; `--points 1000 --kills 3 --kill-after 20s` SIGKILLs it three times in the first 20 s
+after the apply (each time once the restarted operator is live again). Either exits non-zero when the sweep does
+not finish, an Artifact is not Ready, or an Artifact has more than one Job.
 """
 
 from __future__ import annotations
@@ -364,11 +366,20 @@ def idle_only(plane: ControlPlane, work: Path, config: Path, data_root: Path, n:
     return 0 if rss <= 300 and idle_cpu <= 2.0 else 1
 
 
+def kill_points(kill_after: str, kills: int) -> tuple[str, list[float]]:
+    """`--kill-after 300`: once 300 Jobs exist; `--kill-after 20s`: within 20 s of the apply. `kills` kills, spread
+    evenly up to that point: ("jobs" or "seconds", the thresholds)."""
+    unit = "seconds" if kill_after.endswith("s") else "jobs"
+    limit = float(kill_after.rstrip("s"))
+    return unit, [limit * (i + 1) / kills for i in range(kills)]
+
+
 def killed_midway(
-    plane: ControlPlane, work: Path, data_root: Path, config: Path, n: int, k: int, timeout: float
+    plane: ControlPlane, work: Path, data_root: Path, config: Path, n: int, kill_after: str, kills: int, timeout: float
 ) -> int:
-    """An N-point sweep whose operator is SIGKILLed once K of its Jobs exist, then started again: it must finish
-    with exactly one Job per Artifact, its succeeded count never going down."""
+    """An N-point sweep whose operator is SIGKILLed `kills` times (once K of its Jobs exist, or within K seconds),
+    each time started again: it must finish with every Artifact Ready and exactly one Job per Artifact, its
+    succeeded count never going down."""
     ns = new_namespace(plane, "bench-kill", data_root)
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
     operator = operator_process(ns, work, config, liveness)
@@ -377,11 +388,21 @@ def killed_midway(
     time.sleep(1)  # the watches are open
     started = time.monotonic()
     apply(plane, ns, sweep("fanout-kill", n))
-    creations.wait(0, k, timeout)
-    operator.kill()
-    operator.wait(30)
-    print(f"operator SIGKILLed {time.monotonic() - started:.1f}s after apply, with {creations.counts()}", flush=True)
-    operator = operator_process(ns, work, config, liveness, "operator-after-kill.log")
+    unit, thresholds = kill_points(kill_after, kills)
+    logs = [work / "operator.log"]
+    for number, threshold in enumerate(thresholds, 1):
+        if unit == "jobs":
+            creations.wait(0, int(threshold), timeout)
+        else:
+            time.sleep(max(0.0, started + threshold - time.monotonic()))
+        operator.kill()
+        operator.wait(30)
+        at = time.monotonic() - started
+        print(f"operator SIGKILLed ({number}/{kills}) {at:.1f}s after apply, with {creations.counts()}", flush=True)
+        logs.append(work / f"operator-after-kill-{number}.log")
+        operator = operator_process(ns, work, config, liveness, logs[-1].name)
+        if number < kills:  # the next kill hits an operator that runs, not one still importing
+            wait_for("the operator's liveness probe", lambda: live(liveness), timeout=300)
     samples: list[int] = []
 
     def done() -> bool:
@@ -389,8 +410,12 @@ def killed_midway(
         samples.append(int((status.get("counts") or {}).get("succeeded", 0)))
         return condition({"status": status}, "Succeeded").get("status") == "True"
 
+    finished = True
     try:
-        wait_for("the sweep done after the restart", done, timeout=timeout, interval=2)
+        wait_for("the sweep done after the restarts", done, timeout=timeout, interval=2)
+    except AssertionError as exc:  # timed out: say what is left, then fail
+        finished = False
+        print(f"NOT FINISHED: {exc}", flush=True)
     finally:
         stop(operator)
     took = time.monotonic() - started
@@ -398,13 +423,19 @@ def killed_midway(
     per_artifact = collections.Counter(job.metadata.labels[labels.ARTIFACT] for job in jobs)
     duplicates = sum(count > 1 for count in per_artifact.values())
     backwards = sum(later < earlier for earlier, later in itertools.pairwise(samples))
-    print(
-        f"\nN = {n} points, operator SIGKILLed after {k} Jobs and started again: Succeeded {took:.1f}s after apply; "
-        f"{len(jobs)} Jobs for {len(per_artifact)} Artifacts, {duplicates} Artifacts with more than one Job; "
-        f"succeeded count went down {backwards} times in {len(samples)} samples"
+    phases = collections.Counter(
+        (a.get("status") or {}).get("phase", "Pending") for a in client.list_custom("Artifact", ns)
     )
-    print(f"operator logs: {work / 'operator.log'}, {work / 'operator-after-kill.log'}")
-    return 0 if len(jobs) == n and not duplicates and not backwards else 1
+    when = f"once {kill_after} Jobs existed" if unit == "jobs" else f"within {kill_after} of the apply"
+    print(
+        f"\nN = {n} points, operator SIGKILLed {kills} time(s) {when} and started again each time: "
+        + (f"Succeeded {took:.1f}s after apply; " if finished else f"NOT Succeeded after {took:.1f}s; ")
+        + f"Artifacts by phase {dict(phases)}; {len(jobs)} Jobs for {len(per_artifact)} Artifacts, {duplicates} "
+        f"Artifacts with more than one Job; succeeded count went down {backwards} times in {len(samples)} samples"
+    )
+    print("operator logs: " + ", ".join(str(log) for log in logs))
+    ok = finished and phases.get("Ready", 0) == n and len(jobs) == n and not duplicates and not backwards
+    return 0 if ok else 1
 
 
 def main() -> int:
@@ -421,11 +452,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--kill-after",
-        type=int,
-        default=0,
+        default="",
         metavar="K",
-        help="instead of (a)-(d): SIGKILL the operator once K Jobs exist, start it again, check the sweep finishes",
+        help="instead of (a)-(d): SIGKILL the operator once K Jobs exist (K) or within K seconds of the apply (Ks), "
+        "start it again, check the sweep finishes with one Job per Artifact",
     )
+    parser.add_argument("--kills", type=int, default=1, help="with --kill-after: how many times, spread evenly")
     args = parser.parse_args()
     n = args.points
     build()
@@ -441,7 +473,7 @@ def main() -> int:
         if args.idle_only:
             return idle_only(plane, work, config, data_root, n, args.idle)
         if args.kill_after:
-            return killed_midway(plane, work, data_root, config, n, args.kill_after, args.timeout)
+            return killed_midway(plane, work, data_root, config, n, args.kill_after, args.kills, args.timeout)
 
         bare_ns = new_namespace(plane, "bench-bare", data_root)
         before = snapshot(plane)

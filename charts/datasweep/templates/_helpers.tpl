@@ -95,6 +95,9 @@ app.kubernetes.io/part-of: datasweep
   "retryBackoffSeconds" .Values.retryBackoffSeconds
   "inputWaitTimeoutSeconds" .Values.inputWaitTimeoutSeconds
   "podsNotCreatedTimeoutSeconds" .Values.podsNotCreatedTimeoutSeconds
+  "resyncPeriodSeconds" .Values.resyncPeriodSeconds
+  "podStuckReportSeconds" .Values.podStuckReportSeconds
+  "podStuckTimeoutSeconds" .Values.podStuckTimeoutSeconds
   "apiQps" .Values.scale.apiQps
   "apiBurst" .Values.scale.apiBurst
   "createConcurrency" .Values.scale.createConcurrency
