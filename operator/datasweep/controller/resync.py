@@ -71,13 +71,15 @@ class Resync:
             if info.phase not in NON_TERMINAL or info.imported:
                 continue
             job = info.job if info.phase == "Running" else naming.job_name(info.name, info.attempts)
-            ended = next(iter(lookup(self.ends, (namespace, job))), None)
+            key = (namespace, job)
+            # Membership first: most Jobs have not ended and have no stuck pod (a lookup copies the values).
+            ended = next(iter(lookup(self.ends, key)), None) if key in self.ends else None
             observed = Observed(
                 phase=info.phase,
                 job=job,
-                job_exists=(namespace, job) in self.jobs,
+                job_exists=key in self.jobs,
                 ended=ended,
-                problems=tuple(lookup(self.pods, (namespace, job))),
+                problems=tuple(lookup(self.pods, key)) if key in self.pods else (),
                 reported=info.stuck[0] if info.stuck else None,
                 missing_before=(namespace, info.name, job) in self._suspects,
             )
