@@ -108,6 +108,15 @@ def _on_latest(namespace: str, name: str, act: Callable[[dict[str, Any]], _T], f
     raise kopf.TemporaryError(f"artifact {name} kept changing while being reconciled", delay=1.0)
 
 
+def _event(body: Any, reason: str, message: str, warning: bool = False) -> None:
+    """An Event on the Artifact. Kopf posts Events only from its handlers' context; the resync's thread
+    (resync.py) has none, so there it is posted through the client."""
+    try:
+        (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
+    except LookupError:
+        client.post_event(body, "Warning" if warning else "Normal", reason, message)
+
+
 def _ready_condition(status: dict[str, Any], value: bool, reason: str, message: str) -> list[dict[str, Any]]:
     return set_condition(status.get("conditions", []), "Ready", value, reason, message)
 
@@ -125,7 +134,7 @@ def _launch(namespace: str, name: str, body: Any, attempt: int, logger: Any) -> 
     _, created = client.create_job(namespace, job)
     job_name = job["metadata"]["name"]
     if created and attempt:  # the first Job is in status.job; an Event each would be 10,000 more writes
-        kopf.info(body, reason="JobCreated", message=f"Job {job_name} (attempt {attempt + 1})")
+        _event(body, "JobCreated", f"Job {job_name} (attempt {attempt + 1})")
     logger.info("job %s %s", job_name, "created" if created else "already exists: reused")
     _patch(
         namespace,
@@ -229,7 +238,7 @@ def reconcile(namespace: str, name: str, body: Any, retry: int, logger: Any) -> 
     )
     if phase == "Failed" and not input_failed:
         if retry_token and retry_token != status.get("retriedFor"):
-            kopf.info(body, reason="Retry", message=f"retry requested ({labels.RETRY}={retry_token})")
+            _event(body, "Retry", f"retry requested ({labels.RETRY}={retry_token})")
             _patch(namespace, name, body, phase="Pending", retriedFor=retry_token, attempts=attempts)
             _start(namespace, name, body, "Pending", status, attempts, logger)
         return
@@ -257,7 +266,7 @@ _FAILED = ("InputCycle", "InvalidWorkerSpec", "InputFailed")
 
 
 def _fail(namespace: str, name: str, body: Any, status: dict[str, Any], reason: str, message: str) -> None:
-    kopf.warn(body, reason=reason, message=message)
+    _event(body, reason, message, warning=True)
     _patch(namespace, name, body, phase="Failed", conditions=_ready_condition(status, False, reason, message))
 
 
@@ -307,7 +316,7 @@ def _start(
             return "InputFailed"  # terminal: no further polling
         if phase != "Waiting" or status.get("waitingReason") != reason:
             if reason != "Throttled":  # one Event per waiting Artifact of a 10,000-point sweep would be noise
-                kopf.info(body, reason=reason, message=message)
+                _event(body, reason, message)
             if reason == "InputMissing":
                 message += f"; waiting up to {settings().input_wait_timeout_seconds:.0f}s for it to be created"
             _patch(
@@ -610,7 +619,7 @@ def _record_job_on(
             f"{message} (the worker rejected its input, exit code 2: not retried; fix the Experiment and retry "
             f"with the annotation {labels.RETRY}=<any new value>)"
         )
-    kopf.warn(artifact, reason=reason, message=message)  # type: ignore[arg-type]
+    _event(artifact, reason, message, warning=True)
     if retry:
         _patch(
             namespace,
@@ -701,7 +710,7 @@ def relaunch_deleted(namespace: str, name: str, job: str) -> None:
             return  # recorded or relaunched meanwhile, or only the index lagged
         attempts = int(status.get("attempts", 0))
         message = f"Job {job} was deleted before it ended: launching attempt {attempts + 1}"
-        kopf.info(body, reason="JobDeleted", message=message)
+        _event(body, "JobDeleted", message)
         LOG.warning("artifact %s: %s", name, message)
         _launch(namespace, name, body, attempts, LOG)
 
@@ -735,7 +744,7 @@ def pod_stuck(namespace: str, name: str, job: str, step: Step, index: kopf.Index
             return _experiment_of(body)
         message = f"{cause} (for {step.waited:.0f}s; the Artifact fails if this lasts {timeout:.0f}s)"
         if ready.get("reason") != problem.reason:
-            kopf.warn(body, reason=problem.reason, message=message)
+            _event(body, problem.reason, message, warning=True)
         _patch(namespace, name, body, conditions=_ready_condition(status, False, problem.reason, message))
         return None
 

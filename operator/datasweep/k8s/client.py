@@ -219,6 +219,33 @@ def create_job(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bo
     )
 
 
+def post_event(involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """A core/v1 Event about `involved` (what kopf.info/warn post, for threads outside Kopf's handlers)."""
+    meta = involved["metadata"]
+    namespace = meta["namespace"]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion"),
+            "kind": involved.get("kind"),
+            "name": meta["name"],
+            "namespace": namespace,
+            "uid": meta.get("uid"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "datasweep"},
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+    _plain("POST", f"/api/v1/namespaces/{namespace}/events", event)
+
+
 def job_exists(namespace: str, name: str) -> bool:
     try:
         batch_api().read_namespaced_job(name, namespace)
