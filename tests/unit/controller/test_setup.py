@@ -104,6 +104,7 @@ def test_jobs_and_events_are_filtered_by_the_api_server(monkeypatch: Any) -> Non
 
     # Only our Jobs and the FailedCreate Events of Jobs reach the operator; every Artifact and Experiment does.
     assert selectors("batch", "v1", "jobs") == ([labels.ARTIFACT], [])
+    assert selectors("", "v1", "pods") == ([labels.ARTIFACT], [])  # the Jobs' pods (resync.py)
     assert selectors("", "v1", "events") == ([], ["reason=FailedCreate,involvedObject.kind=Job"])
     assert selectors("events.k8s.io", "v1", "events") == ([], [])
     assert selectors("datasweep.io", "v1alpha1", "artifacts") == ([], [])
