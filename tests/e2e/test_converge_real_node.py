@@ -43,8 +43,8 @@ def test_an_image_that_cannot_be_pulled_is_named_then_fails_the_artifact(
 ) -> None:
     ns = real_namespace
     absent = "localhost/datasweep-worker:absent-from-the-node"
-    images = {"worker": absent, "trainer": absent, "pullPolicy": "Never"}
-    with real_operator(ns, data_root, tmp_path, real_images, images=images, podStuckTimeoutSeconds=40, **FAST_RESYNC):
+    images = {"worker": absent, "trainer": absent}  # pulled with pullPolicy Never (real_node_settings)
+    with real_operator(ns, data_root, tmp_path, images, podStuckTimeoutSeconds=60, **FAST_RESYNC):
         apply(control_plane, ns, with_server(experiment("pull", purpose="pull", retries=2), openai_server))
 
         def named() -> Any:
