@@ -96,7 +96,8 @@ class Resync:
     def act(self, due: Due) -> None:
         step = due.step
         if step.action is Action.RECORD and due.ended is not None:
-            LOG.info("job %s of %s ended unrecorded: recording it", due.job, due.name)
+            # Often only the index lagging behind a Job end just recorded: the Job-end path reads it first.
+            LOG.info("job %s of %s ended, the index shows it unrecorded: recording it", due.job, due.name)
             ended = {due.ended.type: {"reason": due.ended.reason, "message": due.ended.message}}
             artifact.job_ended(due.namespace, due.job, due.name, ended, self.artifacts, LOG)
         elif step.action is Action.RELAUNCH:
