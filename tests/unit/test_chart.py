@@ -44,6 +44,9 @@ CONFIG_KEYS = {
     "retryBackoffSeconds",
     "inputWaitTimeoutSeconds",
     "podsNotCreatedTimeoutSeconds",
+    "resyncPeriodSeconds",
+    "podStuckReportSeconds",
+    "podStuckTimeoutSeconds",
     "apiQps",
     "apiBurst",
     "createConcurrency",
@@ -113,6 +116,7 @@ CUSTOM_VALUES: dict[str, Any] = {
     "retries": 5,
     "retryBackoffSeconds": 30,
     "inputWaitTimeoutSeconds": 600,
+    "podStuckTimeoutSeconds": 1800,
     "extraArgs": ["--verbose"],
     "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
     "nodeSelector": {"pool": "system"},
@@ -378,6 +382,11 @@ def test_customized_render_cluster_wide_existing_claim_custom_images(tmp_path: P
     assert (config["queueName"], config["maxPoints"], config["retries"]) == ("team-a", 64, 5)
     assert config["retryBackoffSeconds"] == 30
     assert (config["inputWaitTimeoutSeconds"], config["podsNotCreatedTimeoutSeconds"]) == (600, 300)
+    assert (config["resyncPeriodSeconds"], config["podStuckReportSeconds"], config["podStuckTimeoutSeconds"]) == (
+        30,
+        60,
+        1800,
+    )
 
     cluster_roles = {o["metadata"]["name"]: o for o in by_kind(objects, "ClusterRole")}
     assert set(cluster_roles) == {
