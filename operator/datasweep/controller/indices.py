@@ -42,6 +42,7 @@ class ArtifactInfo:
     # `import --source`: the source dataset's hash and the recorded parameters a match reads (core/imported.py)
     source_sha256: str | None = None
     recorded: tuple[tuple[str, Any], ...] = ()
+    details: str = ""  # labels.DETAILS: a re-applied Experiment compares its planned details without a read
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
@@ -83,6 +84,7 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         imported=imported,
         source_sha256=source_sha256,
         recorded=tuple(sorted(recorded_params(spec.get("params") or {}).items())) if source_sha256 else (),
+        details=str(annotations.get(labels.DETAILS, "")),
     )
 
 
