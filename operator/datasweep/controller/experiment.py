@@ -21,7 +21,7 @@ from datasweep.api.artifact import ArtifactSpec
 from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.api.worker import TRAINING_STAGES, dump_worker_spec
 from datasweep.controller import aggregate
-from datasweep.controller.indices import EXPERIMENTS, ArtifactInfo, info_of, lookup
+from datasweep.controller.indices import EXPERIMENTS, ArtifactInfo, artifact_info, info_of, lookup
 from datasweep.controller.setup import settings
 from datasweep.core import naming
 from datasweep.core.fingerprint import fingerprint
@@ -737,6 +737,54 @@ def _check_same_artifact(stage: StagePlan, fingerprint: str, kind: str) -> None:
         f"not reused. Delete that Artifact if it was made by hand (kubectl delete artifact {stage.artifact}); "
         "this Experiment retries",
     )
+
+
+def retry_failed(namespace: str, experiment: str, token: str, index: kopf.Index[Any, Any]) -> tuple[list[str], int]:
+    """Put the retry annotation on every failed Artifact `experiment` consumes (what `datasweep retry` asks for):
+    conditional on the resourceVersion the index has, so one that left Failed meanwhile is not marked for later.
+    Returns the retried names and how many failed for an input (they start again once it is Ready)."""
+    retried, waiting = [], 0
+    for artifact in sorted(set(lookup(index, ("exp", namespace, experiment)))):
+        info = info_of(index, namespace, artifact)
+        version = info.resource_version if info is not None else None
+        for _ in range(5):
+            if info is None or info.phase != "Failed" or info.imported:
+                break
+            if (info.failure or ("",))[0] == "InputFailed":
+                waiting += 1
+                break
+            patch = {"metadata": {"resourceVersion": version, "annotations": {labels.RETRY: token}}}
+            try:
+                client.patch_custom("Artifact", namespace, artifact, patch)
+            except ApiException as exc:
+                if exc.status not in (404, 409):
+                    raise
+                body = client.get_custom("Artifact", namespace, artifact) if exc.status == 409 else None
+                info = artifact_info(artifact, body) if body is not None else None
+                version = info.resource_version if info is not None else None
+                continue
+            retried.append(artifact)
+            break
+    return retried, waiting
+
+
+@kopf.on.update(*EXPERIMENTS, field="metadata.annotations")
+def experiment_retry(
+    namespace: str | None, name: str, old: Any, new: Any, body: kopf.Body, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """The annotation datasweep.io/retry on an Experiment retries all its failed points at once (`datasweep retry`):
+    researchers may patch Experiments, not Artifacts (docs/deploy.md)."""
+    token = (new or {}).get(labels.RETRY)
+    if namespace is None or not token or token == (old or {}).get(labels.RETRY):
+        return
+    retried, waiting = retry_failed(namespace, name, str(token), kwargs["artifact_index"])
+    message = f"{len(retried)} failed Artifact(s) retried ({labels.RETRY}={token})" + (
+        f": {_names(retried)}" if retried else ""
+    )
+    if waiting:
+        message += f"; {waiting} failed for an input and start again once it is Ready"
+    kopf.info(body, reason="Retry", message=message)
+    logger.info(message)
 
 
 @kopf.on.resume(*EXPERIMENTS)

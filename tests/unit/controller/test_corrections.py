@@ -252,3 +252,28 @@ def test_the_conflict_and_the_update_are_announced_once_per_apply(monkeypatch: p
     assert "a0, a1, a2, a3, a4 and 2 more; 2 Failed relaunched: a0, a1" in events[0][2]
     assert "keep the worker details of Experiment first" in events[1][2]
     assert "Correct Experiment first (kubectl apply), or delete it" in events[1][2]
+
+
+def test_a_retry_on_the_experiment_retries_its_failed_artifacts_conditionally(api: FakeApi) -> None:
+    """`datasweep retry` annotates the Experiment; the operator marks each failed Artifact it consumes, with the
+    resourceVersion its index saw: one that changed meanwhile is read again and marked only if still Failed."""
+    spec = spec_with(WRONG, generation={"temperature": [0.1, 0.2, 0.3, 0.4]})
+    plan, _ = planned(spec)
+    names = [p.generate.artifact for p in plan.points]
+    statuses = [failed(), failed("InputFailed"), {"phase": "Ready"}, failed()]
+    for point, status in zip(plan.points, statuses, strict=True):
+        path = controller._storage_path(point.generate, {})
+        api.add(controller.planned_artifact(spec, point.generate, path, plan, {}, "exp", None), status)
+    index: dict[Any, list[Any]] = {("exp", NS, "exp"): names}
+    for name, body in api.artifacts.items():
+        index[("art", NS, name)] = [artifact_info(name, body)]
+
+    def retried_meanwhile(name: str) -> None:  # the last one left Failed after the index saw it
+        api.artifacts[names[3]]["status"] = {"phase": "Running"}
+        api.artifacts[names[3]]["metadata"]["resourceVersion"] = "5"
+
+    api.before_patch = retried_meanwhile
+    retried, waiting = controller.retry_failed(NS, "exp", "cli-1", index)  # type: ignore[arg-type]
+    assert (retried, waiting) == ([names[0]], 1)
+    assert api.artifacts[names[0]]["metadata"]["annotations"][labels.RETRY] == "cli-1"
+    assert all(labels.RETRY not in api.artifacts[n]["metadata"]["annotations"] for n in names[1:])
