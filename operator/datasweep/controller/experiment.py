@@ -397,6 +397,16 @@ class Correction:
     decided_by: str | None = None  # another Experiment decides them: nothing was written
 
 
+@dataclasses.dataclass(frozen=True)
+class Applying:
+    """How this run of the Experiment handler treats the Artifacts it plans."""
+
+    decides: Callable[[str], bool]  # whether an Experiment exists: while it does, it decides what it decided
+    # A Failed Artifact is relaunched by a correction the user applied (a create or an update of the spec),
+    # not by a resume: an operator restart or upgrade (new images, new defaults) never relaunches failed points.
+    relaunch: bool
+
+
 # A Failed Artifact is relaunched by a correction unless it failed for an input (that one is relaunched instead;
 # its dependents start again once it is Ready) or before any Job could run (hand-made Artifacts).
 _NOT_RELAUNCHED = ("InputFailed", "InputCycle", "InvalidWorkerSpec")
@@ -408,7 +418,7 @@ def _correct_details(
     name: str,
     artifact: dict[str, Any] | None,
     produced_as: Callable[[dict[str, Any]], dict[str, Any]],
-    decides: Callable[[str], bool],
+    applying: Applying,
 ) -> Correction | None:
     """Give a not-Ready Artifact the worker details this Experiment plans, when it decides them: the Artifact's
     decider (labels.DETAILS_FROM, else its first experiment) while that Experiment exists, else whoever applies.
@@ -438,10 +448,12 @@ def _correct_details(
         else:
             fields = _changed_fields(current, planned)
             decider = annotations.get(labels.DETAILS_FROM) or annotations.get(labels.FIRST_EXPERIMENT) or experiment
-            if decider != experiment and decides(decider):
+            if decider != experiment and applying.decides(decider):
                 return Correction(name, tuple(fields), decided_by=decider)
             ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-            relaunch = status.get("phase") == "Failed" and ready.get("reason") not in _NOT_RELAUNCHED
+            relaunch = (
+                applying.relaunch and status.get("phase") == "Failed" and ready.get("reason") not in _NOT_RELAUNCHED
+            )
             wanted_annotations = wanted["metadata"]["annotations"]
             patch["metadata"]["annotations"] = {
                 **{key: wanted_annotations.get(key) for key in DETAIL_ANNOTATIONS},
@@ -477,7 +489,7 @@ def _ensure_artifact(
     known: ArtifactInfo | None,
     queue: str | None,
     regenerate_token: str | None,
-    decides: Callable[[str], bool],
+    applying: Applying,
 ) -> tuple[str, bool, Correction | None]:
     """Create the Artifact of one stage (409: reuse it and label it with this experiment as a consumer); one that
     is not Ready takes the worker details planned now (`_correct_details`).
@@ -517,7 +529,7 @@ def _ensure_artifact(
         )
         if known.details == details_digest(wanted):
             return known.path, hit, None
-        correction = _correct_details(namespace, name, stage.artifact, None, produced_as, decides)
+        correction = _correct_details(namespace, name, stage.artifact, None, produced_as, applying)
         return known.path, hit, correction
     if known is None:
         body = planned_artifact(spec, stage, _storage_path(stage, generate_paths), plan, generate_paths, name, queue)
@@ -538,7 +550,7 @@ def _ensure_artifact(
     correction = None
     if not created:  # reuse: record this consumer, its labels (one merge patch, idempotent; no status write)
         artifact = client.patch_custom("Artifact", namespace, stage.artifact, {"metadata": marks})
-        correction = _correct_details(namespace, name, stage.artifact, artifact, produced_as, decides)
+        correction = _correct_details(namespace, name, stage.artifact, artifact, produced_as, applying)
     path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
     annotations = artifact["metadata"].get("annotations", {})
     if regenerate_token and annotations.get(labels.REGENERATE) != regenerate_token:
@@ -549,7 +561,12 @@ def _ensure_artifact(
 
 
 def reconcile(
-    namespace: str, name: str, body: kopf.Body, logger: kopf.Logger, index: kopf.Index[Any, Any] | None = None
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    logger: kopf.Logger,
+    index: kopf.Index[Any, Any] | None = None,
+    relaunch: bool = True,
 ) -> None:
     meta, status = body["metadata"], dict(body.get("status") or {})
     generation = int(meta.get("generation", 1))
@@ -583,7 +600,7 @@ def reconcile(
     generate_paths: dict[str, str] = {}
     hits = 0
     corrections: list[Correction] = []
-    decides = _exists_checker(namespace)
+    applying = Applying(decides=_exists_checker(namespace), relaunch=relaunch)
     # Generate stages first (training stages need their paths), each wave with a bounded number of creates
     # in flight: a 10,000-point plan neither waits on one round trip at a time nor floods the API server.
     try:
@@ -607,7 +624,7 @@ def reconcile(
                         known[stage.artifact],
                         queue,
                         token,
-                        decides,
+                        applying,
                     )
                     for stage in wave
                 ]
@@ -792,4 +809,4 @@ def experiment_retry(
 @kopf.on.update(*EXPERIMENTS, field="spec")
 def experiment_changed(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     assert namespace is not None
-    reconcile(namespace, name, body, logger, kwargs["artifact_index"])
+    reconcile(namespace, name, body, logger, kwargs["artifact_index"], relaunch=kwargs.get("reason") != "resume")

@@ -119,12 +119,16 @@ def create(api: FakeApi, experiment: str, spec: ExperimentSpec, status: dict[str
     return stage
 
 
-def apply(api: FakeApi, experiment: str, spec: ExperimentSpec, *, indexed: bool = True) -> controller.Correction | None:
-    """What the Experiment handler does for the point on an apply: the Artifact as Kopf's index has it."""
+def apply(
+    api: FakeApi, experiment: str, spec: ExperimentSpec, *, indexed: bool = True, resume: bool = False
+) -> controller.Correction | None:
+    """What the Experiment handler does for the point on an apply (or a resume): the Artifact as Kopf's index
+    has it."""
     plan, stage = planned(spec)
     known = artifact_info(stage.artifact, api.artifacts[stage.artifact]) if indexed else None
+    applying = controller.Applying(decides=controller._exists_checker(NS), relaunch=not resume)
     _, _, correction = controller._ensure_artifact(
-        NS, experiment, spec, stage, plan, {}, known, spec.queue_name, None, controller._exists_checker(NS)
+        NS, experiment, spec, stage, plan, {}, known, spec.queue_name, None, applying
     )
     return correction
 
@@ -203,6 +207,21 @@ def test_a_removed_secret_and_resource_are_removed_not_merged(api: FakeApi) -> N
     assert api.artifacts[stage.artifact]["spec"]["worker"]["apiKeySecret"] == {"name": "new-key", "key": "k"}
     apply(api, "exp", spec_with(WRONG))
     assert "apiKeySecret" not in api.artifacts[stage.artifact]["spec"]["worker"]
+
+
+def test_an_operator_restart_with_new_settings_updates_failed_artifacts_without_relaunching_them(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume (operator restart or upgrade: new images here) is no correction by the user: the details are
+    updated, a Failed point waits for a retry."""
+    stage = create(api, "exp", spec_with(RIGHT), failed())
+    upgraded = OperatorSettings(data_root=None, images={"worker": "registry.example/datasweep-worker:2"})
+    monkeypatch.setattr(controller, "settings", lambda: upgraded)
+    correction = apply(api, "exp", spec_with(RIGHT), resume=True)
+    assert correction == controller.Correction(stage.artifact, ("image",), relaunched=False)
+    body = api.artifacts[stage.artifact]
+    assert body["spec"]["image"] == "registry.example/datasweep-worker:2"
+    assert labels.RETRY not in body["metadata"]["annotations"]
 
 
 def test_an_input_failure_is_not_relaunched_by_a_correction(api: FakeApi) -> None:
