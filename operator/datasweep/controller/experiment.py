@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import hashlib
 import json
 from collections.abc import Callable
 from contextlib import suppress
@@ -24,7 +25,6 @@ from datasweep.controller import aggregate
 from datasweep.controller.indices import EXPERIMENTS, ArtifactInfo, artifact_info, info_of, lookup
 from datasweep.controller.setup import settings
 from datasweep.core import naming
-from datasweep.core.fingerprint import fingerprint
 from datasweep.core.imported import ImportedMatch, plan_matches
 from datasweep.core.plan import Plan, PlanError, PlanInputs, StagePlan, plan_experiment
 from datasweep.core.shape import check_shapes, check_task_files
@@ -357,10 +357,15 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def details_digest(body: dict[str, Any]) -> str:
-    """Recorded on the Artifact (labels.DETAILS, in the index): a re-applied Experiment finds unchanged details
-    without reading the Artifact."""
-    return fingerprint(worker_details(body))[:16]
+def details_digest(planned: dict[str, Any]) -> str:
+    """Of a planned Artifact (`_produced_as`), recorded on it (labels.DETAILS, in the index): a re-applied
+    Experiment finds unchanged details without reading the Artifact. From the planned values as they are (no
+    model validation: a tenth of the time, for each Artifact of a fan-out)."""
+    annotations = planned["metadata"]["annotations"]
+    details = {key: planned["spec"].get(key) for key in DETAIL_FIELDS}
+    details.update({key: annotations.get(key) for key in DETAIL_ANNOTATIONS})
+    text = json.dumps(_without_nulls(details), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _changed_fields(current: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
