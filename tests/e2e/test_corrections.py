@@ -114,9 +114,9 @@ def test_two_experiments_ready_artifacts_and_retry_on_kwok(
         # A second Experiment shares the failed point with another URL: the first one decides, and says so.
         second = experiment("second", purpose="second", retries=0, generation={"baseURL": url_b, "temperature": 0.7})
         apply(control_plane, ns, second)
-        (conflict,) = wait_for(
+        conflict = wait_for(
             "the conflict Event", lambda: events(control_plane, ns, "second", "DetailsConflict"), POD_TIMEOUT
-        )
+        )[0]
         assert "keep the worker details of Experiment first" in conflict
         assert "params.base_url" in conflict
         assert get(control_plane, ns, "artifact", name)["spec"]["params"]["base_url"] == url_a
@@ -149,7 +149,7 @@ def test_two_experiments_ready_artifacts_and_retry_on_kwok(
             lambda: get(control_plane, ns, "artifact", name)["status"].get("attempts") == 3,
             POD_TIMEOUT,
         )
-        (retry,) = wait_for("the Retry Event", lambda: events(control_plane, ns, "first", "Retry"))
+        retry = wait_for("the Retry Event", lambda: events(control_plane, ns, "first", "Retry"))[0]
         assert "1 failed Artifact(s) retried" in retry
         assert name in retry
 
