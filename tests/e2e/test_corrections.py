@@ -97,7 +97,15 @@ def test_two_experiments_ready_artifacts_and_retry_on_kwok(
         early = wait_for("early finished", lambda: finished(control_plane, ns, "early"))
         assert condition(early, "Succeeded")["status"] == "True"
     (ready,) = get(control_plane, ns, "artifacts")["items"]
-    ready_name, ready_version = ready["metadata"]["name"], ready["metadata"]["resourceVersion"]
+    ready_name = ready["metadata"]["name"]
+
+    def untouched() -> bool:  # what a later Experiment may add is its consumer label, nothing else
+        now = get(control_plane, ns, "artifact", ready_name)
+        return (now["spec"], now["status"], now["metadata"].get("annotations")) == (
+            ready["spec"],
+            ready["status"],
+            ready["metadata"].get("annotations"),
+        )
 
     failing = {"jobDefaults": {"podAnnotations": {"datasweep.io/kwok-fail": "true"}}}
     first = experiment("first", purpose="first", retries=0, generation={"baseURL": url_a, "temperature": [0.5, 0.7]})
@@ -110,6 +118,7 @@ def test_two_experiments_ready_artifacts_and_retry_on_kwok(
         (shared,) = [a for a in get(control_plane, ns, "artifacts")["items"] if a["metadata"]["name"] != ready_name]
         name = shared["metadata"]["name"]
         assert shared["status"]["phase"] == "Failed"
+        ready_version = get(control_plane, ns, "artifact", ready_name)["metadata"]["resourceVersion"]  # consumed
 
         # A second Experiment shares the failed point with another URL: the first one decides, and says so.
         second = experiment("second", purpose="second", retries=0, generation={"baseURL": url_b, "temperature": 0.7})
@@ -137,8 +146,9 @@ def test_two_experiments_ready_artifacts_and_retry_on_kwok(
         assert url_fixed in job["spec"]["template"]["metadata"]["annotations"][labels.WORKER_SPEC]
         wait_for("it failed again (kwok)", lambda: artifact_phase(control_plane, ns, name) == "Failed", POD_TIMEOUT)
         ready_now = get(control_plane, ns, "artifact", ready_name)
-        assert ready_now["metadata"]["resourceVersion"] == ready_version
+        assert ready_now["metadata"]["resourceVersion"] == ready_version  # not even written
         assert ready_now["spec"]["params"]["base_url"] == url_a
+        assert untouched()
 
         # `datasweep retry`: one annotation on the Experiment; the operator retries its failed point.
         result = CliRunner().invoke(cli, ["retry", "first", "--cluster", "-n", ns], catch_exceptions=False)
@@ -165,3 +175,4 @@ def test_two_experiments_ready_artifacts_and_retry_on_kwok(
         )
         assert taken["metadata"]["annotations"][labels.DETAILS_FROM] == "second"
     assert get(control_plane, ns, "artifact", ready_name)["metadata"]["resourceVersion"] == ready_version
+    assert untouched()
