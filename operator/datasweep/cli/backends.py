@@ -286,11 +286,12 @@ class ClusterBackend:
     def location(self) -> str:
         return f"namespace {self.namespace}" + (f" (context {self.context})" if self.context else "")
 
-    def _list(self, plural: str) -> list[dict[str, Any]]:
+    def _list(self, plural: str, label_selector: str = "") -> list[dict[str, Any]]:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            result = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
+            selected = {"label_selector": label_selector} if label_selector else {}
+            result = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, **selected)
         except ApiException as exc:
             if exc.status == 404:
                 raise BadInput(

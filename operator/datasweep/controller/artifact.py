@@ -261,6 +261,12 @@ def reconcile(namespace: str, name: str, body: Any, retry: int, logger: Any) -> 
         raise kopf.TemporaryError("waiting for an input Artifact to be created", delay=delay)
 
 
+def _input_failed(status: dict[str, Any]) -> bool:
+    return status.get("phase") == "Failed" and any(
+        c.get("reason") == "InputFailed" for c in status.get("conditions", []) if c.get("type") == "Ready"
+    )
+
+
 # `_start`'s answers that leave the Artifact Failed: it needs no admission slot any more.
 _FAILED = ("InputCycle", "InvalidWorkerSpec", "InputFailed")
 
@@ -386,7 +392,7 @@ def _wake(namespace: str, experiment: str, name: str) -> list[Grant]:
         status = dict(body.get("status") or {})
         phase = status.get("phase", "Pending")
         imported = body["metadata"].get("labels", {}).get(labels.IMPORTED) == "true"
-        started = phase in ("Pending", "Waiting") and not imported
+        started = (phase in ("Pending", "Waiting") or _input_failed(status)) and not imported
         if started and _start(namespace, name, body, phase, status, int(status.get("attempts", 0)), LOG) not in _FAILED:
             return True
         return bool(phase == "Running")
@@ -481,7 +487,8 @@ def finished(namespace: str, name: str, experiment: str, index: kopf.Index[Any, 
         _wake_granted(grant)
     for dependent in set(lookup(index, ("dep", namespace, name))):
         info = info_of(index, namespace, dependent)
-        if info is None or info.phase in ("Pending", "Waiting"):
+        # Failed for this input: it starts again once the input is Ready (a retried or corrected input)
+        if info is None or info.phase in ("Pending", "Waiting") or (info.failure or ("",))[0] == "InputFailed":
             _wake_granted((namespace, "", dependent))
 
 

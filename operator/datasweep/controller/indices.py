@@ -46,6 +46,7 @@ class ArtifactInfo:
     recorded: tuple[tuple[str, Any], ...] = ()
     job: str = ""  # status.job: the Job of the current (or last) attempt
     stuck: tuple[str, str] | None = None  # (reason, message) of the Ready condition when a pod is stuck
+    details: str = ""  # labels.DETAILS: a re-applied Experiment compares its planned details without a read
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
@@ -91,6 +92,7 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         recorded=tuple(sorted(recorded_params(spec.get("params") or {}).items())) if source_sha256 else (),
         job=str(status.get("job") or ""),
         stuck=stuck,
+        details=str(annotations.get(labels.DETAILS, "")),
     )
 
 

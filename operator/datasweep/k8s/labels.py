@@ -18,6 +18,10 @@ PARALLELISM = "datasweep.io/parallelism"
 QUEUE = "datasweep.io/queue-name"
 RETRY = "datasweep.io/retry"
 REGENERATE = "datasweep.io/regenerate"
+# How the Artifact is produced (params, image, resources, retries, worker details; controller/experiment.py):
+# a digest of the details its Experiment planned, and the Experiment that decided them when not its first one
+DETAILS = "datasweep.io/details-sha256"
+DETAILS_FROM = "datasweep.io/details-from"
 NUDGED = "datasweep.io/nudged"  # an input or a slot freed up: look again
 FAILED_ATTEMPT = "datasweep.io/failed-attempt"  # the last failed attempt, wakes the retry with backoff
 WORKER_SPEC = "datasweep.io/worker-spec"  # on a Job's pods: the worker spec, mounted as a file (downward API)

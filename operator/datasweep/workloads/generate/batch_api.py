@@ -11,7 +11,9 @@ batch, and neither does a forced regeneration of the same fingerprint.
 
 Terminal batches (completed, expired, cancelled, failed) are ingested: output lines are joined on
 custom_id into the journal, ids found in the error file (or nowhere) are resubmitted, and only those,
-up to `max_batch_attempts` submissions per id.
+up to `max_batch_attempts` submissions per id in one round. A run that finds ids whose attempts an earlier
+run used up (it failed; the cause may be fixed now: a retried Job, a corrected Artifact) starts a new round:
+those are sent again, never the answered ones.
 
 The raw files stay in the artifact for audit (seed 001 keeps them): `batch_api/<phase>-<n>_input.jsonl`
 (what was uploaded), `batch_api/<batch id>_output.jsonl` and `_errors.jsonl` (as downloaded) and
@@ -100,18 +102,22 @@ class BatchState:
         self.path = path
         self.submissions: list[dict[str, Any]] = []
         self.run = uuid.uuid4().hex[:12]
+        self.round = 0  # attempts count within a round; a rerun after the attempts ran out starts the next
         if path.exists():
             saved = json.loads(path.read_text(encoding="utf-8"))
             self.submissions = list(saved.get("submissions", []))
             self.run = str(saved.get("run") or self.run)
+            self.round = int(saved.get("round") or 0)
 
     def save(self) -> None:
-        atomic_write_json(self.path, {"run": self.run, "submissions": self.submissions})
+        atomic_write_json(self.path, {"run": self.run, "round": self.round, "submissions": self.submissions})
 
     def attempts(self) -> Counter[str]:
+        """Submissions per custom id in the current round."""
         counts: Counter[str] = Counter()
         for submission in self.submissions:
-            counts.update(submission["custom_ids"])
+            if int(submission.get("round") or 0) == self.round:
+                counts.update(submission["custom_ids"])
         return counts
 
 
@@ -162,6 +168,7 @@ class BatchBackend:
             "batch_id": None,
             "status": "uploading",
             "ingested": False,
+            "round": self.state.round,
         }
         self.state.submissions.append(submission)
         self.state.save()
@@ -271,6 +278,20 @@ class BatchBackend:
                 continue
             active.append(submission)
             self.batch_ids.append(submission["batch_id"])
+        in_flight = {custom_id for submission in active for custom_id in submission["custom_ids"]}
+        attempts = self.state.attempts()
+        used_up = [c for c in by_id if c not in in_flight and attempts[c] >= self.max_attempts]
+        if used_up:  # an earlier run gave up on these: this rerun (after a fix) sends them again
+            self.state.round += 1
+            self.state.save()
+            log.info(
+                "%s: %d request(s) used up their %d Batch API attempts in an earlier run: sending them again "
+                "(round %d)",
+                self.phase,
+                len(used_up),
+                self.max_attempts,
+                self.state.round + 1,
+            )
         last_errors: dict[str, str] = {}
         final_failures: list[Failure] = []
         while True:

@@ -165,3 +165,26 @@ def test_split_batches_end_to_end(api_key, spec_factory):
         assert len(server.batch_request_log) == 9
     metadata = json.loads((spec.output_path / "experiment_metadata.json").read_text())
     assert len(metadata["lineage"]["batch_ids"]["generate"]) == 3
+
+
+def test_a_rerun_after_the_attempts_ran_out_sends_the_failed_requests_again(api_key, spec_factory):
+    """Issue 22: the attempts of a run that gave up do not carry over; after a fix the rerun sends exactly the
+    failed requests again (never the answered ones) and completes."""
+    failing = "gen:train:0:text"
+    behavior = ServerBehavior(always_fail_custom_ids={failing})
+    with serve_openai(behavior) as server:
+        spec = spec_factory(batch_params(server.url, validation=None, max_batch_attempts=2))
+        with pytest.raises(GenerateFailed, match="1 of 9 requests failed"):
+            run_generate(spec)
+        assert Counter(server.batch_request_log)[failing] == 2
+        assert server.counts["POST /v1/batches"] == 2
+        behavior.always_fail_custom_ids.clear()  # the cause is fixed (a quota raised, a bad request corrected)
+        manifest = run_generate(spec)
+        assert server.counts["POST /v1/batches"] == 3
+        third = list(server.batches.values())[2]
+        resent = server.state.file_bytes[third["input_file_id"]].decode().splitlines()
+        assert [json.loads(line)["custom_id"] for line in resent] == [failing]
+        assert Counter(server.batch_request_log)[failing] == 3
+        assert max(count for custom_id, count in Counter(server.batch_request_log).items() if custom_id != failing) == 1
+    assert manifest.usage.requests == 9
+    assert read_manifest(spec.output_path) is not None
