@@ -216,6 +216,8 @@ def worker_job(
     job_labels = _job_labels(artifact, queue_name)
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,  # the operator retries with backoff (spec.retries), each attempt a new Job
+        # A resumed (unsuspended) Job starts its pod once the stopped one is gone: never two workers on a journal.
+        "podReplacementPolicy": "Failed",
         "ttlSecondsAfterFinished": defaults.ttl_seconds_after_finished,
         "activeDeadlineSeconds": defaults.active_deadline_seconds,
         "completions": nodes,

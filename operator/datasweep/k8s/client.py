@@ -219,6 +219,18 @@ def job_exists(namespace: str, name: str) -> bool:
     return True
 
 
+def set_job_suspended(namespace: str, name: str, suspended: bool) -> bool:
+    """Suspend or resume a Job (spec.suspend: the Job controller stops or restarts its pods); False when the Job
+    does not exist."""
+    try:
+        batch_api().patch_namespaced_job(name, namespace, {"spec": {"suspend": suspended}})
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def create_service(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     name = body["metadata"]["name"]
     return _create_or_get(
