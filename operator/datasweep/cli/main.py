@@ -34,6 +34,8 @@ COMMANDS: dict[str, str] = {
     "import": "datasweep.cli.maintenance:import_tree",
     "unlink": "datasweep.cli.maintenance:unlink",
     "results": "datasweep.cli.results:results",
+    "suspend": "datasweep.cli.suspend:suspend",
+    "resume": "datasweep.cli.suspend:resume",
     "completion": "datasweep.cli.completion:completion",
 }
 

@@ -49,6 +49,7 @@ def raise_on_sigterm() -> None:
 async def run_until_stopped(work: Coroutine[Any, Any, T]) -> T:
     """Await `work` as a task that SIGTERM cancels; once its cleanup ran, raise `Stopped`."""
     loop = asyncio.get_running_loop()
+    _received.clear()
     task = loop.create_task(work)
     previous = signal.getsignal(signal.SIGTERM)
 
