@@ -39,6 +39,7 @@ def test_sigterm_cancels_the_work_after_its_cleanup_and_exits_143() -> None:
         finally:
             cleaned.append(True)
 
+    before = signal.getsignal(signal.SIGTERM)
     started = time.monotonic()
     with pytest.raises(Stopped) as stopped:
         asyncio.run(run_until_stopped(work()))
@@ -46,7 +47,7 @@ def test_sigterm_cancels_the_work_after_its_cleanup_and_exits_143() -> None:
     assert cleaned == [True]
     assert stopped.value.code == 143
     assert str(stopped.value) == "stopped by SIGTERM"
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # what was there before
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_sigterm_mid_phase_leaves_every_received_answer_in_the_journal(tmp_path: Path) -> None:
