@@ -223,7 +223,10 @@ def set_job_suspended(namespace: str, name: str, suspended: bool) -> bool:
     """Suspend or resume a Job (spec.suspend: the Job controller stops or restarts its pods); False when the Job
     does not exist."""
     try:
-        batch_api().patch_namespaced_job(name, namespace, {"spec": {"suspend": suspended}})
+        # A merge patch, said so: for a dict the client would pick the first type it lists, a JSON patch.
+        batch_api().patch_namespaced_job(
+            name, namespace, {"spec": {"suspend": suspended}}, _content_type="application/merge-patch+json"
+        )
     except ApiException as exc:
         if exc.status == 404:
             return False

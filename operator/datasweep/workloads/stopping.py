@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections.abc import Coroutine
 from types import FrameType
 from typing import Any, TypeVar
@@ -47,7 +48,10 @@ def raise_on_sigterm() -> None:
 
 
 async def run_until_stopped(work: Coroutine[Any, Any, T]) -> T:
-    """Await `work` as a task that SIGTERM cancels; once its cleanup ran, raise `Stopped`."""
+    """Await `work` as a task that SIGTERM cancels; once its cleanup ran, raise `Stopped`. (Signals reach the
+    main thread only: elsewhere `work` is awaited as it is.)"""
+    if threading.current_thread() is not threading.main_thread():
+        return await work
     loop = asyncio.get_running_loop()
     _received.clear()
     task = loop.create_task(work)

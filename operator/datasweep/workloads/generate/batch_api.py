@@ -284,12 +284,15 @@ class BatchBackend:
         for submission in active:
             submission["stopped"] = True
         self.state.save()
-        for submission in active:
-            try:
-                await asyncio.wait_for(self.client.batches.cancel(submission["batch_id"]), timeout_s)
-                log.info("cancelled batch %s (stopped)", submission["batch_id"])
+
+        async def cancel(batch_id: str) -> None:
+            try:  # all at once, within the pod's grace period (30 s by default)
+                await asyncio.wait_for(self.client.batches.cancel(batch_id), timeout_s)
+                log.info("cancelled batch %s (stopped)", batch_id)
             except (openai.APIError, TimeoutError) as exc:  # it runs on; a resumed run ingests it as it ends
-                log.warning("cancelling batch %s failed: %s", submission["batch_id"], exc)
+                log.warning("cancelling batch %s failed: %s", batch_id, exc)
+
+        await asyncio.gather(*(cancel(submission["batch_id"]) for submission in active))
 
     async def _run(
         self, requests: Sequence[ChatRequest], journal: Journal, active: list[dict[str, Any]]
