@@ -2,8 +2,9 @@
 real node's workers and the test server's request count: test_suspend_real_node.py).
 
 Seed 000's two Experiments share one Artifact. Deleting A stops the Jobs only A was waiting for and keeps the
-shared one running for B; suspending B stops the rest, as suspended Jobs (not failed, not deleted); resuming B
-restarts B's three, the same Jobs, while A's stay stopped. Nothing is deleted.
+shared one running for B; suspending B (`datasweep suspend`) stops the rest, as suspended Jobs (not failed, not
+deleted); resuming B (`datasweep resume`) restarts B's three, the same Jobs, while A's stay stopped. Nothing is
+deleted.
 """
 
 from __future__ import annotations
@@ -11,9 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
+
+from datasweep.cli import main
 from tests.e2e.operator_harness import apply, condition, get, running_operator, seed_experiments, wait_for
 
 LONG_PODS = {"jobDefaults": {"podAnnotations": {"datasweep.io/kwok-duration": "600s"}}}
+
+
+def cli(command: str, experiment: str, ns: str) -> Any:
+    result = CliRunner().invoke(main.cli, [command, experiment, "--cluster", "-n", ns], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
 
 
 def phases(control_plane: Any, ns: str) -> dict[str, str]:
@@ -59,8 +69,8 @@ def test_delete_suspend_and_resume_follow_who_consumes_each_artifact(
         assert "deleted: copa-temperature" in condition(artifact, "Ready")["message"]
         assert artifact["status"]["attempts"] == 1
 
-        b["spec"]["suspend"] = True
-        apply(control_plane, ns, b)
+        suspended = cli("suspend", "copa-topp", ns)  # spec.suspend, as `kubectl apply` of it would set
+        assert "experiment copa-topp suspended" in suspended.output
         wait_for(
             "every Artifact Suspended",
             lambda: set(phases(control_plane, ns).values()) == {"Suspended"},
@@ -78,8 +88,7 @@ def test_delete_suspend_and_resume_follow_who_consumes_each_artifact(
         assert condition(exp_b, "Suspended")["status"] == "True"
         assert "datasweep resume copa-topp" in condition(exp_b, "Suspended")["message"]
 
-        b["spec"]["suspend"] = False
-        apply(control_plane, ns, b)
+        assert "experiment copa-topp resumed" in cli("resume", "copa-topp", ns).output
         wait_for(
             "B's three Running again",
             lambda: {s for s, p in phases(control_plane, ns).items() if p == "Running"} == {shared, *only_b},
