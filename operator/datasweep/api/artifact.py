@@ -33,7 +33,8 @@ class ArtifactSpec(CamelModel):
     worker: dict[str, Any] = Field(default_factory=dict, description="Job details: source dir, base model, secrets")
 
 
-Phase = Literal["Pending", "Waiting", "Running", "Retrying", "Ready", "Failed"]
+# Suspended: every Experiment consuming it is suspended or deleted; no Job runs (its Job, if any, is suspended).
+Phase = Literal["Pending", "Waiting", "Running", "Retrying", "Suspended", "Ready", "Failed"]
 
 
 class ArtifactStatus(CamelModel):
@@ -54,3 +55,6 @@ class ArtifactStatus(CamelModel):
     regenerated_for: str | None = None
     waiting_reason: str | None = Field(default=None, description="Why a Waiting Artifact waits")
     waiting_since: str | None = Field(default=None, description="When the current waiting reason began")
+    suspended_job: str | None = Field(
+        default=None, description="The Job suspended with this Artifact: resumed, not replaced, when it resumes"
+    )

@@ -138,6 +138,12 @@ class ExperimentSpec(CamelModel):
     )
     max_points: int = Field(default=256, ge=1, le=10000, description="Refuse grids larger than this")
     retries: int = Field(default=2, ge=0, le=20, description="Retries per Artifact before it is Failed")
+    suspend: bool = Field(
+        default=False,
+        description="Stop spending (the convention of Job, JobSet and Kueue): no Job starts for this Experiment, "
+        "and the Jobs of its Artifacts that no running Experiment consumes are suspended (their pods stop; "
+        "workers keep what they answered). false resumes them. Never in a fingerprint",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -35,6 +35,8 @@ COMMANDS: dict[str, str] = {
     "unlink": "datasweep.cli.maintenance:unlink",
     "results": "datasweep.cli.results:results",
     "retry": "datasweep.cli.retry:retry",
+    "suspend": "datasweep.cli.suspend:suspend",
+    "resume": "datasweep.cli.suspend:resume",
     "completion": "datasweep.cli.completion:completion",
 }
 
@@ -48,6 +50,9 @@ def cli() -> None:
 @cli.group(cls=LazyGroup, lazy_subcommands=WORKERS)
 def worker() -> None:
     """Run one stage's workload (what the operator's Jobs run): datasweep worker STAGE --spec FILE."""
+    from datasweep.workloads.stopping import raise_on_sigterm
+
+    raise_on_sigterm()  # a suspended or deleted Job: end cleanly (workloads/stopping.py), exit 143
 
 
 def invoked_name(argv0: str) -> str:

@@ -95,6 +95,13 @@ def run(
     for note in result.notes:
         console.print(f"note: {note}")
     todo = sum(task.state == "pending" for task in result.tasks)
+    if experiment.spec.suspend and todo:
+        # A local run has no suspend of its own (Ctrl-C stops it, a rerun resumes): honour the file's, say so.
+        console.print(
+            f"experiment {experiment.name} has spec.suspend: true: {todo} stage(s) not started; set it to false "
+            "(or remove it) to run them. A local run is stopped with Ctrl-C and resumed by rerunning it"
+        )
+        sys.exit(0)
     console.print(
         f"experiment {experiment.name} -> {plan.batch} under {runner.root}: {result.summary()}; "
         f"{todo} stage(s) to run with --jobs {jobs}"

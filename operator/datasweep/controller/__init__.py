@@ -1,5 +1,5 @@
 """Kopf handlers, one module per kind; importing this package registers them all."""
 
-from datasweep.controller import artifact, batch, experiment, resync, setup
+from datasweep.controller import artifact, batch, experiment, resync, setup, suspension
 
-__all__ = ["artifact", "batch", "experiment", "resync", "setup"]
+__all__ = ["artifact", "batch", "experiment", "resync", "setup", "suspension"]

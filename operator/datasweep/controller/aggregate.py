@@ -30,7 +30,7 @@ from datasweep.controller.indices import (
 )
 from datasweep.controller.setup import DIFF_BASE, settings
 from datasweep.k8s import client, labels
-from datasweep.k8s.conditions import set_condition
+from datasweep.k8s.conditions import condition_status, set_condition
 from datasweep.store.manifest import Usage
 
 LOG = logging.getLogger("datasweep.aggregate")
@@ -118,11 +118,12 @@ def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo],
     else:
         conditions = [c for c in conditions if c.get("type") != "Failed"]
         done = succeeded == planned.points
+        suspended = condition_status(conditions, "Suspended") == "True"  # set by the Experiment handler
         conditions = set_condition(
             conditions,
             "Succeeded",
             done,
-            "Succeeded" if done else "InProgress",
+            "Succeeded" if done else ("Suspended" if suspended else "InProgress"),
             f"{succeeded}/{planned.points} points done"
             + (f"; {len(stuck)} cannot start (see Stalled)" if stuck else ""),
             generation,

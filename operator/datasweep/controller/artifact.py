@@ -16,10 +16,11 @@ from kubernetes.client.exceptions import ApiException
 
 from datasweep.api.worker import WorkerSpecError, parse_worker_spec
 from datasweep.controller.admission import Admission, Grant, holds_slot
-from datasweep.controller.indices import ARTIFACTS, EVENTS, JOBS, info_of, lookup
+from datasweep.controller.indices import ARTIFACTS, EVENTS, JOBS, info_of, lookup, suspended_of
 from datasweep.controller.setup import settings
 from datasweep.core import naming
 from datasweep.core.recovery import STUCK_REASONS, Action, Step, after_failure
+from datasweep.core.suspension import stop_reason
 from datasweep.k8s import builders, client, labels
 from datasweep.k8s.conditions import now, set_condition
 from datasweep.store import layout
@@ -30,15 +31,17 @@ LOG = logging.getLogger("datasweep.artifact")
 _ADMISSION: Admission | None = None
 _JOBS: kopf.Index[Any, Any] | None = None
 _ARTIFACTS: kopf.Index[Any, Any] | None = None
+_EXPERIMENTS: kopf.Index[Any, Any] | None = None
+SUSPENDED = "Suspended"
 
 
 @kopf.on.startup()
 def start_admission(**kwargs: Any) -> None:
     """Fresh queues per operator run; Jobs in flight are counted from the indices (`holds_slot`)."""
-    global _ADMISSION, _JOBS, _ARTIFACTS
+    global _ADMISSION, _JOBS, _ARTIFACTS, _EXPERIMENTS
     artifact_index: kopf.Index[Any, Any] = kwargs["artifact_index"]  # Kopf passes indices by their names
     job_index: kopf.Index[Any, Any] = kwargs["job_index"]
-    _JOBS, _ARTIFACTS = job_index, artifact_index
+    _JOBS, _ARTIFACTS, _EXPERIMENTS = job_index, artifact_index, kwargs["experiment_index"]
 
     def seed(namespace: str) -> list[tuple[str, str]]:
         running = []
@@ -131,8 +134,10 @@ def _launch(namespace: str, name: str, body: Any, attempt: int, logger: Any) -> 
         service = builders.headless_service(job)
         kopf.adopt(service, owner=body)
         client.create_service(namespace, service)
-    _, created = client.create_job(namespace, job)
+    existing, created = client.create_job(namespace, job)
     job_name = job["metadata"]["name"]
+    if not created and (existing.get("spec") or {}).get("suspend"):  # suspended with its Artifact: resume it
+        client.set_job_suspended(namespace, job_name, False)
     if created and attempt:  # the first Job is in status.job; an Event each would be 10,000 more writes
         _event(body, "JobCreated", f"Job {job_name} (attempt {attempt + 1})")
     logger.info("job %s %s", job_name, "created" if created else "already exists: reused")
@@ -143,6 +148,7 @@ def _launch(namespace: str, name: str, body: Any, attempt: int, logger: Any) -> 
         phase="Running",
         job=job_name,
         attempts=attempt + 1,
+        **({"suspendedJob": None} if status.get("suspendedJob") else {}),
         startedAt=status.get("startedAt") or now(),
         conditions=_ready_condition(status, False, "JobRunning", f"Job {job_name} is producing the artifact"),
     )
@@ -201,6 +207,41 @@ def _inputs_blocked(namespace: str, body: Any) -> tuple[str, str] | None:
     return None
 
 
+def why_stopped(namespace: str, body: Any) -> str | None:
+    """Why this Artifact must not run now: every Experiment consuming it is suspended or deleted
+    (core/suspension.py), read from the indices; None when it may run."""
+    if _EXPERIMENTS is None:
+        return None
+    consumers = labels.consumers_of(body["metadata"], body.get("status") or {})
+    return stop_reason(consumers, suspended_of(_EXPERIMENTS, namespace, consumers))
+
+
+def suspend(namespace: str, name: str, body: Any, why: str) -> None:
+    """Record the Artifact Suspended; a Job in flight is suspended, not deleted: the Job controller stops its pods
+    (SIGTERM, then the grace period) without counting a failure, and resuming restarts the same Job, whose
+    worker resumes from its journal. The caller holds the Artifact's lock and releases its admission slot."""
+    status = dict(body.get("status") or {})
+    job = status.get("job") if status.get("phase") == "Running" else None
+    if job is not None and not client.set_job_suspended(namespace, str(job), True):
+        job = None  # the Job is gone: resuming starts the current attempt afresh
+    if status.get("phase") == SUSPENDED and status.get("waitingReason") == SUSPENDED:
+        ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        if ready.get("message") == why:
+            return  # recorded already
+    kopf.info(body, reason=SUSPENDED, message=why)
+    changes: dict[str, Any] = {"suspendedJob": job} if job is not None else {}
+    _patch(
+        namespace,
+        name,
+        body,
+        phase=SUSPENDED,
+        waitingReason=SUSPENDED,
+        waitingSince=now(),
+        conditions=_ready_condition(status, False, SUSPENDED, why),
+        **changes,
+    )
+
+
 def _experiment_of(body: Any) -> str:
     return str(body["metadata"].get("annotations", {}).get(labels.FIRST_EXPERIMENT) or "")
 
@@ -241,6 +282,13 @@ def reconcile(namespace: str, name: str, body: Any, retry: int, logger: Any) -> 
             _event(body, "Retry", f"retry requested ({labels.RETRY}={retry_token})")
             _patch(namespace, name, body, phase="Pending", retriedFor=retry_token, attempts=attempts)
             _start(namespace, name, body, "Pending", status, attempts, logger)
+        return
+    if phase == "Running" and (why := why_stopped(namespace, body)) is not None:
+        # Its consumers were suspended or deleted while nobody watched (an operator restart): stop its Job, and
+        # hand its slot on through the handlers (a wake-up from here would nest the Artifacts' locks).
+        suspend(namespace, name, body, why)
+        for grant in admission().release(namespace, _experiment_of(body), name):
+            LATER.nudge(grant[0], grant[2], 0.0)
         return
     if phase in ("Ready", "Running"):
         return
@@ -289,6 +337,9 @@ def _start(
         admission().force(namespace, experiment, name)
         _launch(namespace, name, body, attempts, logger)  # created before a crash: adopt it, whatever the limit
         return None
+    if (why := why_stopped(namespace, body)) is not None:
+        suspend(namespace, name, body, why)  # no Job while no running Experiment wants it (core/suspension.py)
+        return SUSPENDED
     blocked = _inputs_blocked(namespace, body)
     if blocked is None and not admission().request(namespace, experiment, name, _limit_of(body)):
         blocked = (
@@ -335,7 +386,9 @@ def _start(
                 conditions=_ready_condition(status, False, reason, message),
             )
         return reason  # started by `_wake` when an input finishes or admission grants it a slot
-    _launch(namespace, name, body, attempts, logger)  # on error Kopf retries; the slot stays ours meanwhile
+    # A suspended Job is resumed under its own attempt: a suspension is not a failed attempt.
+    suspended_job = attempts and status.get("suspendedJob") == naming.job_name(name, attempts - 1)
+    _launch(namespace, name, body, attempts - 1 if suspended_job else attempts, logger)  # on error Kopf retries
     return None
 
 
@@ -392,8 +445,9 @@ def _wake(namespace: str, experiment: str, name: str) -> list[Grant]:
         status = dict(body.get("status") or {})
         phase = status.get("phase", "Pending")
         imported = body["metadata"].get("labels", {}).get(labels.IMPORTED) == "true"
-        started = (phase in ("Pending", "Waiting") or _input_failed(status)) and not imported
-        if started and _start(namespace, name, body, phase, status, int(status.get("attempts", 0)), LOG) not in _FAILED:
+        started = (phase in ("Pending", "Waiting", SUSPENDED) or _input_failed(status)) and not imported
+        answer = _start(namespace, name, body, phase, status, int(status.get("attempts", 0)), LOG) if started else None
+        if started and answer not in (*_FAILED, SUSPENDED):
             return True
         return bool(phase == "Running")
 
@@ -570,7 +624,9 @@ def _record_job_on(
     artifact_name = artifact["metadata"]["name"]
     status = dict(artifact.get("status") or {})
     phase, attempts = status.get("phase", "Pending"), int(status.get("attempts", 0))
-    recorded = status.get("job") == name and phase == "Running"
+    # A Suspended one's Job may end before its pods stop: that end counts.
+    recorded = status.get("job") == name and (phase == "Running" or status.get("suspendedJob") == name)
+    cleared = {"suspendedJob": None} if status.get("suspendedJob") else {}
     # The operator stopped between creating this Job and recording it: the Job is the current attempt.
     lost_launch = phase in ("Pending", "Waiting") and name == naming.job_name(artifact_name, attempts)
     if not (recorded or lost_launch):
@@ -604,6 +660,7 @@ def _record_job_on(
                 "attempts": attempts,
                 "completedAt": now(),
                 "conditions": _ready_condition(status, True, "Produced", f"Job {name} completed"),
+                **cleared,
             }
             if summary is not None:
                 changes["manifest"] = summary.model_dump(by_alias=True)
@@ -638,6 +695,7 @@ def _record_job_on(
             waitingReason="RetryBackoff",
             waitingSince=now(),  # the backoff counts from here (reconcile)
             conditions=_ready_condition(status, False, reason, message),
+            **cleared,
         )
         # Wakes the Artifact's handler, which waits out the backoff and asks for a slot again.
         client.patch_custom(
@@ -655,6 +713,7 @@ def _record_job_on(
         job=name,
         attempts=attempts,
         conditions=_ready_condition(status, False, reason, final),
+        **cleared,
     )
     return experiment, True
 

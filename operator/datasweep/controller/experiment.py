@@ -21,7 +21,7 @@ from datasweep.api._base import describe_validation_error
 from datasweep.api.artifact import ArtifactSpec
 from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.api.worker import TRAINING_STAGES, dump_worker_spec
-from datasweep.controller import aggregate
+from datasweep.controller import aggregate, suspension
 from datasweep.controller.indices import EXPERIMENTS, ArtifactInfo, artifact_info, info_of, lookup
 from datasweep.controller.setup import settings
 from datasweep.core import naming
@@ -580,6 +580,8 @@ def reconcile(
     except ValidationError as exc:
         _fail(namespace, name, status, generation, "InvalidSpec", describe_validation_error(exc, "spec"))
         raise kopf.PermanentError(f"invalid spec: {describe_validation_error(exc, 'spec')}") from exc
+    if spec.suspend and index is not None:  # first: stopping waits neither on the plan nor on its errors
+        suspension.stop_soon(namespace, name, index)
     created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00")).astimezone(UTC)
     try:
         plan = plan_for(namespace, spec, created)
@@ -667,6 +669,7 @@ def reconcile(
     conditions = set_condition(
         conditions, "Planned", True, "Planned", f"{len(plan.points)} points, {len(plan.stages)} stages", generation
     )
+    conditions = _suspended_condition(conditions, spec.suspend, name, generation)
     counts = {"points": len(plan.points), "artifacts": len(plan.stages)}
     client.patch_status(
         "Experiment",
@@ -675,6 +678,8 @@ def reconcile(
         {"observedGeneration": generation, "batch": plan.batch, "counts": counts, "conditions": conditions},
     )
     logger.info("planned %d points in %s", len(plan.points), plan.batch)
+    if not spec.suspend and index is not None:  # resumed, or a new consumer of a suspended Artifact
+        suspension.converge(namespace, name, False, index, also=[stage.artifact for stage in plan.stages])
     state = aggregate.aggregator()
     if state is not None:  # from now on its status is aggregated from the index (aggregate.py)
         state.plan(
@@ -735,6 +740,21 @@ def _announce(body: kopf.Body, corrections: list[Correction]) -> None:
             f"{_names([c.artifact for c in items])}. Correct Experiment {decider} (kubectl apply), or delete it and "
             "apply this one again",
         )
+
+
+def _suspended_condition(
+    conditions: list[dict[str, Any]], suspended: bool, name: str, generation: int
+) -> list[dict[str, Any]]:
+    """The Suspended condition (as JobSet has it) while spec.suspend is true, and False once resumed."""
+    if suspended:
+        message = (
+            "spec.suspend is true: no Job starts for this Experiment, and the Jobs of its Artifacts that no running "
+            f"Experiment consumes are suspended; resume: datasweep resume {name} (or spec.suspend: false)"
+        )
+        return set_condition(conditions, "Suspended", True, "Suspended", message, generation)
+    if any(c.get("type") == "Suspended" for c in conditions):
+        return set_condition(conditions, "Suspended", False, "Resumed", "spec.suspend is false", generation)
+    return conditions
 
 
 def _api_message(exc: ApiException) -> str:

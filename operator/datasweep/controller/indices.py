@@ -7,6 +7,7 @@ also after a restart (docs/indexing in Kopf). Values are small frozen records, n
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,11 +150,15 @@ def _flat(raw: Any) -> tuple[tuple[str, Any], ...]:
 
 
 @kopf.index(*EXPERIMENTS)
-def experiment_index(namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any) -> Any:
-    """("batch", ns, Batch object name) -> ExperimentSummary of what its status says now."""
+def experiment_index(
+    namespace: str | None, name: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> Any:
+    """("batch", ns, Batch object name) -> ExperimentSummary of what its status says now; ("suspend", ns, name)
+    -> its spec.suspend, for every Experiment that exists (core/suspension.py)."""
+    suspended = {("suspend", namespace, name): spec.get("suspend") is True}
     batch = (meta.get("labels") or {}).get(labels.BATCH)
     if not batch:
-        return None
+        return suspended
     failures = status.get("failures") or {}
     summary = ExperimentSummary(
         name=name,
@@ -174,7 +179,7 @@ def experiment_index(namespace: str | None, name: str, meta: kopf.Meta, status: 
             None,
         ),
     )
-    return {("batch", namespace, batch): summary}
+    return {("batch", namespace, batch): summary, **suspended}
 
 
 def lookup(index: kopf.Index[Any, Any], key: Any) -> list[Any]:
@@ -184,3 +189,13 @@ def lookup(index: kopf.Index[Any, Any], key: Any) -> list[Any]:
 def info_of(index: kopf.Index[Any, Any], namespace: str, name: str) -> ArtifactInfo | None:
     values = lookup(index, ("art", namespace, name))
     return values[0] if values else None
+
+
+def suspended_of(index: kopf.Index[Any, Any], namespace: str, experiments: Iterable[str]) -> dict[str, bool]:
+    """Experiment name -> its spec.suspend, for those of `experiments` that exist (from the experiment index)."""
+    found = {}
+    for name in experiments:
+        values = lookup(index, ("suspend", namespace, name))
+        if values:
+            found[name] = bool(values[0])
+    return found

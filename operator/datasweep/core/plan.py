@@ -30,6 +30,7 @@ SPEC_OPERATIONAL_FIELDS: dict[str, str] = {
     "max_points": "a guard on the grid size",
     "retries": "how often a failed Job is retried",
     "force_regenerate": "makes a fresh Artifact for the same fingerprint (SPEC 2)",
+    "suspend": "stops and resumes the Jobs; what they produce is the same",
     "datasets.source": "where the files are; their content hash is fingerprinted",
     "datasets.sha256": "the content hash given by hand; the hash itself is fingerprinted",
     "generation.api_key_secret": "the credential",

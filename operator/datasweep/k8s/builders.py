@@ -228,6 +228,8 @@ def worker_job(
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]
         },
+        # A resumed (unsuspended) Job starts its pod once the stopped one is gone: never two workers on a journal.
+        "podReplacementPolicy": "Failed",
         "ttlSecondsAfterFinished": defaults.ttl_seconds_after_finished,
         "activeDeadlineSeconds": defaults.active_deadline_seconds,
         "completions": nodes,

@@ -267,6 +267,21 @@ def delete_job(namespace: str, name: str) -> bool:
     return True
 
 
+def set_job_suspended(namespace: str, name: str, suspended: bool) -> bool:
+    """Suspend or resume a Job (spec.suspend: the Job controller stops or restarts its pods); False when the Job
+    does not exist."""
+    try:
+        # A merge patch, said so: for a dict the client would pick the first type it lists, a JSON patch.
+        batch_api().patch_namespaced_job(
+            name, namespace, {"spec": {"suspend": suspended}}, _content_type="application/merge-patch+json"
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def create_service(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     name = body["metadata"]["name"]
     return _create_or_get(

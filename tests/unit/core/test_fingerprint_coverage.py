@@ -88,6 +88,7 @@ SPEC_OPERATIONAL_CHANGES: dict[str, Any] = {
     "max_points": lambda raw: raw.update(maxPoints=9),
     "retries": lambda raw: raw.update(retries=5),
     "force_regenerate": lambda raw: raw.update(forceRegenerate=True),
+    "suspend": lambda raw: raw.update(suspend=True),
     "datasets.source": lambda raw: raw["datasets"][0].update(source={"pvc": "sources", "path": "elsewhere"}),
     "datasets.sha256": lambda raw: raw["datasets"][0].update(sha256="a" * 64),
     # these two become generate params that are operational there

@@ -19,6 +19,10 @@ The raw files stay in the artifact for audit (seed 001 keeps them): `batch_api/<
 (what was uploaded), `batch_api/<batch id>_output.jsonl` and `_errors.jsonl` (as downloaded) and
 `batch_api/<batch id>.json` (the batch object when it ended).
 
+A stop (SIGTERM: the Job suspended or deleted) cancels the batches in flight, to stop spending; they are marked
+`stopped` and count as no attempt, and a resumed run polls them to their end, keeps what they answered and sends
+the rest again. Ctrl-C (SIGINT, a local run) leaves them running: a rerun resumes polling them.
+
 A refused `batches.create` (400, quota, auth) ends the run with the API's message (exit 2): the uploaded
 input file is kept in the state, and a rerun submits it without uploading again.
 """
@@ -29,6 +33,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +44,7 @@ import openai
 from openai import AsyncOpenAI
 
 from datasweep.store.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from datasweep.workloads import stopping
 from datasweep.workloads.generate.backends import ChatRequest, Failure, result_from_completion
 from datasweep.workloads.generate.inputs import GenerateFailed, GenerateInputError
 from datasweep.workloads.generate.journal import Journal
@@ -113,10 +119,10 @@ class BatchState:
         atomic_write_json(self.path, {"run": self.run, "round": self.round, "submissions": self.submissions})
 
     def attempts(self) -> Counter[str]:
-        """Submissions per custom id in the current round."""
+        """Submissions per custom id in the current round; a batch cancelled by a stop (SIGTERM) is not an attempt."""
         counts: Counter[str] = Counter()
         for submission in self.submissions:
-            if int(submission.get("round") or 0) == self.round:
+            if int(submission.get("round") or 0) == self.round and not submission.get("stopped"):
                 counts.update(submission["custom_ids"])
         return counts
 
@@ -269,8 +275,34 @@ class BatchBackend:
         return failed
 
     async def run(self, requests: Sequence[ChatRequest], journal: Journal) -> list[Failure]:
+        active: list[dict[str, Any]] = []  # the submissions in flight, kept current by `_run`
+        try:
+            return await self._run(requests, journal, active)
+        except asyncio.CancelledError:
+            if stopping.received() == signal.SIGTERM:  # a stop (suspended or deleted Job), not Ctrl-C
+                await self._cancel(active)
+            raise
+
+    async def _cancel(self, active: list[dict[str, Any]], timeout_s: float = 10.0) -> None:
+        """Cancel the batches in flight: stop spending. Marked `stopped`, they are no attempt of their requests;
+        a resumed run polls them to their end (cancelled), keeps what they answered and sends the rest again."""
+        for submission in active:
+            submission["stopped"] = True
+        self.state.save()
+
+        async def cancel(batch_id: str) -> None:
+            try:  # all at once, within the pod's grace period (30 s by default)
+                await asyncio.wait_for(self.client.batches.cancel(batch_id), timeout_s)
+                log.info("cancelled batch %s (stopped)", batch_id)
+            except (openai.APIError, TimeoutError) as exc:  # it runs on; a resumed run ingests it as it ends
+                log.warning("cancelling batch %s failed: %s", batch_id, exc)
+
+        await asyncio.gather(*(cancel(submission["batch_id"]) for submission in active))
+
+    async def _run(
+        self, requests: Sequence[ChatRequest], journal: Journal, active: list[dict[str, Any]]
+    ) -> list[Failure]:
         by_id = {request.custom_id: request for request in requests if request.custom_id not in journal}
-        active: list[dict[str, Any]] = []
         for submission in self.state.submissions:
             if submission["ingested"]:
                 continue
@@ -332,7 +364,7 @@ class BatchBackend:
                         self.state.save()
                     still_active.append(submission)
                 ended = len(still_active) < len(active)
-                active = still_active
+                active[:] = still_active
                 if ended:
                     break  # resubmit what failed while the rest keep running
         return final_failures

@@ -33,8 +33,8 @@ def _setup_logging(verbose: bool) -> None:
 def main(ctx: click.Context, spec_path: Path | None, verbose: bool) -> None:
     """Generate a dataset (rephrase + validate, or code scenarios): datasweep worker generate --spec FILE.
 
-    Exit codes: 0 done, 2 bad input (spec, params, dataset files, API key), 1 other failure
-    (answered requests are kept; rerunning resumes without paying twice).
+    Exit codes: 0 done, 2 bad input (spec, params, dataset files, API key), 1 other failure, 143 stopped by
+    SIGTERM (answered requests are kept; rerunning resumes without paying twice).
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -46,6 +46,7 @@ def main(ctx: click.Context, spec_path: Path | None, verbose: bool) -> None:
     from datasweep.store.manifest import write_failure_message
     from datasweep.workloads.generate.inputs import GenerateFailed, GenerateInputError
     from datasweep.workloads.generate.worker import run_generate
+    from datasweep.workloads.stopping import Stopped
 
     def fail(message: str, code: int) -> None:
         click.echo(message, err=True)
@@ -61,6 +62,8 @@ def main(ctx: click.Context, spec_path: Path | None, verbose: bool) -> None:
         fail(f"error: {exc}", EXIT_BAD_INPUT)
     except GenerateFailed as exc:
         fail(f"failed: {exc}", EXIT_FAILED)
+    except Stopped as exc:  # a suspended or deleted Job: the journals are drained, a rerun resumes
+        fail(f"{exc}: answered requests are kept in {output}/.work and a rerun sends only the rest", 128 + exc.signum)
     except OSError as exc:
         full = disk_full(exc)
         if full is None:

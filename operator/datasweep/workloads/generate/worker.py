@@ -54,6 +54,7 @@ from datasweep.workloads.generate.tasks import (
     validation_prompt,
 )
 from datasweep.workloads.progress import Progress
+from datasweep.workloads.stopping import run_until_stopped
 
 log = logging.getLogger("datasweep.generate")
 
@@ -526,7 +527,9 @@ def run_generate(spec: WorkerSpec) -> Manifest:
         ", ".join(splits),
         params.backend,
     )
-    generated, validated, gpu_seconds = asyncio.run(_generate(spec, params, plan, api_key, work))
+    # SIGTERM (a suspended or deleted Job) cancels the requests in flight and drains the journals: a rerun sends
+    # only what was in flight; then Stopped (exit 143).
+    generated, validated, gpu_seconds = asyncio.run(run_until_stopped(_generate(spec, params, plan, api_key, work)))
     manifest = compile_outputs(
         spec, params, splits, plan, generated, validated, started, gpu_seconds, submitted_batch_ids(work)
     )
