@@ -49,6 +49,8 @@ CONFIG_KEYS = {
     "createConcurrency",
     "maxJobsPerNamespace",
     "statusIntervalSeconds",
+    "progressIntervalSeconds",
+    "progressWritesPerSecond",
     "peeringLifetimeSeconds",
 }
 

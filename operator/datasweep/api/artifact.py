@@ -10,6 +10,7 @@ from datasweep.api._base import CamelModel
 from datasweep.api.common import Condition, Resources, VolumeRelPath
 from datasweep.api.worker import StageKind
 from datasweep.store.manifest import ManifestSummary, Usage
+from datasweep.store.progress import ProgressReport
 
 
 class ArtifactStorage(CamelModel):
@@ -54,3 +55,6 @@ class ArtifactStatus(CamelModel):
     regenerated_for: str | None = None
     waiting_reason: str | None = Field(default=None, description="Why a Waiting Artifact waits")
     waiting_since: str | None = Field(default=None, description="When the current waiting reason began")
+    progress: ProgressReport | None = Field(
+        default=None, description="The worker's last progress report (its output directory's .progress.json)"
+    )

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "import": "datasweep.cli.maintenance:import_tree",
     "unlink": "datasweep.cli.maintenance:unlink",
     "results": "datasweep.cli.results:results",
+    "watch": "datasweep.cli.watch:watch",
     "completion": "datasweep.cli.completion:completion",
 }
 

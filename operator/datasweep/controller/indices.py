@@ -21,6 +21,10 @@ JOBS = ("batch", "v1", "jobs")
 EVENTS = ("", "v1", "events")
 
 
+def _flat(raw: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, v) for k, v in (raw or {}).items() if not isinstance(v, dict | list)))
+
+
 @dataclass(frozen=True)
 class ArtifactInfo:
     name: str
@@ -42,9 +46,13 @@ class ArtifactInfo:
     # `import --source`: the source dataset's hash and the recorded parameters a match reads (core/imported.py)
     source_sha256: str | None = None
     recorded: tuple[tuple[str, Any], ...] = ()
+    progress: tuple[tuple[str, Any], ...] = ()  # status.progress: the worker's last report as the operator wrote it
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
+
+    def progress_dict(self) -> dict[str, Any]:
+        return dict(self.progress)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -83,6 +91,7 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         imported=imported,
         source_sha256=source_sha256,
         recorded=tuple(sorted(recorded_params(spec.get("params") or {}).items())) if source_sha256 else (),
+        progress=_flat(status.get("progress")),
     )
 
 
@@ -116,10 +125,7 @@ class ExperimentSummary:
     saved: tuple[tuple[str, Any], ...]
     failures: tuple[tuple[str, str, str, str], ...]  # (artifact, stage, reason, message)
     failures_total: int
-
-
-def _flat(raw: Any) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, v) for k, v in (raw or {}).items() if not isinstance(v, dict | list)))
+    progress: tuple[tuple[str, Any], ...] = ()
 
 
 @kopf.index(*EXPERIMENTS)
@@ -139,6 +145,7 @@ def experiment_index(namespace: str | None, name: str, meta: kopf.Meta, status: 
             for f in failures.get("items") or []
         ),
         failures_total=int(failures.get("total", 0)),
+        progress=_flat(status.get("progress")),
     )
     return {("batch", namespace, batch): summary}
 

@@ -174,11 +174,15 @@ def patch_custom(kind: str, namespace: str, name: str, patch: dict[str, Any]) ->
     return _as_dict(custom().patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name, patch))
 
 
-def patch_status(kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+def patch_status(
+    kind: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+) -> dict[str, Any]:
+    """A merge patch of the status; with `resource_version`, only onto that version (else 409 Conflict)."""
+    body: dict[str, Any] = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
     return _as_dict(
-        custom().patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURALS[kind], name, {"status": status}
-        )
+        custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURALS[kind], name, body)
     )
 
 
