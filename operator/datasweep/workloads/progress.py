@@ -2,17 +2,19 @@
 plain log lines elsewhere (a Job's `kubectl logs`, `datasweep run`'s worker logs), one every
 $DATASWEEP_PROGRESS_INTERVAL seconds (default 15) and one at the end, never control characters.
 
-A worker that calls `record_progress_in(its output directory)` also keeps the stage's progress file there
-(store/progress.py), rewritten at most every $DATASWEEP_PROGRESS_FILE_INTERVAL seconds (default 5) and at the
-end of each phase: what the operator shows in the Artifact's status and `datasweep watch` reads."""
+A worker that runs its stage inside `recording_progress(its output directory)` also keeps the stage's progress
+file there (store/progress.py), rewritten at most every $DATASWEEP_PROGRESS_FILE_INTERVAL seconds (default 5)
+and at the end of each phase: what the operator shows in the Artifact's status and `datasweep watch` reads."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -96,10 +98,17 @@ class ProgressFile:
 _FILE: ProgressFile | None = None
 
 
-def record_progress_in(directory: Path | None) -> None:
-    """Keep this process's progress file in `directory` (a worker's output directory); None stops it."""
+@contextlib.contextmanager
+def recording_progress(directory: Path) -> Iterator[ProgressFile]:
+    """While the block runs, every Progress of this process keeps the stage's progress file in `directory` (a
+    worker's output directory)."""
     global _FILE
-    _FILE = ProgressFile(directory, _interval(FILE_INTERVAL_ENV, DEFAULT_FILE_INTERVAL_S)) if directory else None
+    previous = _FILE
+    _FILE = ProgressFile(directory, _interval(FILE_INTERVAL_ENV, DEFAULT_FILE_INTERVAL_S))
+    try:
+        yield _FILE
+    finally:
+        _FILE = previous
 
 
 def plan_progress(total: int) -> None:

@@ -12,15 +12,15 @@ import pytest
 
 from datasweep.store.progress import PROGRESS_NAME, ProgressReport, read_progress, write_progress
 from datasweep.workloads import progress as progress_module
-from datasweep.workloads.progress import Progress, phase_already_done, plan_progress, record_progress_in
+from datasweep.workloads.progress import Progress, phase_already_done, plan_progress, recording_progress
 
 
 @pytest.fixture
 def recording(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("DATASWEEP_PROGRESS_FILE_INTERVAL", "0")
-    record_progress_in(tmp_path)
-    yield tmp_path
-    record_progress_in(None)
+    with recording_progress(tmp_path):
+        yield tmp_path
+    assert progress_module._FILE is None  # the block ends, the recording ends
 
 
 def _read(directory: Path) -> ProgressReport:
@@ -79,8 +79,7 @@ def test_writes_are_bounded_by_the_interval_and_the_end_is_always_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DATASWEEP_PROGRESS_FILE_INTERVAL", "3600")
-    record_progress_in(tmp_path)
-    try:
+    with recording_progress(tmp_path):
         bar = Progress("qa", 50, "steps", stream=io.StringIO())
         bar.update(1, loss=2.0)  # the first report is written at once
         for done in range(2, 50):
@@ -88,8 +87,6 @@ def test_writes_are_bounded_by_the_interval_and_the_end_is_always_written(
         assert _read(tmp_path).done == 1
         bar.close()
         assert _read(tmp_path).done == 49
-    finally:
-        record_progress_in(None)
 
 
 def test_no_file_unless_the_worker_asks_and_a_volume_error_never_fails_the_work(tmp_path: Path) -> None:
@@ -99,15 +96,11 @@ def test_no_file_unless_the_worker_asks_and_a_volume_error_never_fails_the_work(
     assert not (tmp_path / PROGRESS_NAME).exists()
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")
-    record_progress_in(blocked)
-    try:
+    with recording_progress(blocked) as recorder:
         other = Progress("generate", 2, "requests", stream=io.StringIO())
         other.update(1)  # the write fails: logged once, the worker goes on
         other.close()
-        assert progress_module._FILE is not None
-        assert progress_module._FILE.warned
-    finally:
-        record_progress_in(None)
+        assert recorder.warned
 
 
 def test_reader_answers_none_for_a_missing_or_foreign_file(tmp_path: Path) -> None:
