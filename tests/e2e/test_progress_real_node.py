@@ -64,6 +64,7 @@ def test_kubectl_get_exp_and_watch_show_progress_and_cost_mid_run(
             final_watch = watch_once(ns)
 
     status = obj["status"]
+    print(f"mid-run: kubectl get exp -> {row}; status.progress {status['progress']}; watch: {watched.output}")
     # The columns read the summed status: a percent below 100 and dollars above zero while the Job runs.
     assert re.fullmatch(r"\d{1,2}%", row["PROGRESS"]), row
     assert re.fullmatch(r"\$\d+\.\d{4}", row["COST"]), row
