@@ -52,6 +52,8 @@ CONFIG_KEYS = {
     "createConcurrency",
     "maxJobsPerNamespace",
     "statusIntervalSeconds",
+    "progressIntervalSeconds",
+    "progressWritesPerSecond",
     "peeringLifetimeSeconds",
 }
 

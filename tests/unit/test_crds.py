@@ -42,8 +42,30 @@ def test_each_crd_is_structural_with_status_columns_short_names_and_category(nam
 
 def test_experiment_columns_read_conditions_and_counts() -> None:
     columns = crdgen.build_crds()["datasweep.io_experiments.yaml"]["spec"]["versions"][0]["additionalPrinterColumns"]
-    assert [c["name"] for c in columns] == ["Batch", "Points", "Reused", "Running", "Done", "Failed", "Status", "Age"]
-    assert columns[6]["jsonPath"] == '.status.conditions[?(@.type=="Succeeded")].reason'
+    assert [c["name"] for c in columns] == [
+        "Batch",
+        "Points",
+        "Reused",
+        "Running",
+        "Done",
+        "Failed",
+        "Progress",
+        "Cost",
+        "Status",
+        "Age",
+    ]
+    assert columns[6]["jsonPath"] == ".status.progress.summary"
+    assert columns[7]["jsonPath"] == ".status.progress.cost"
+    assert columns[8]["jsonPath"] == '.status.conditions[?(@.type=="Succeeded")].reason'
+
+
+def test_artifact_columns_show_phase_and_the_ready_reason_beside_the_existing_ones() -> None:
+    columns = crdgen.build_crds()["datasweep.io_artifacts.yaml"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    by_name = {c["name"]: c["jsonPath"] for c in columns}
+    assert by_name["Phase"] == ".status.phase"
+    assert by_name["Reason"] == '.status.conditions[?(@.type=="Ready")].reason'
+    assert by_name["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert {"Stage", "Dataset", "Semantic", "First Batch", "First Experiment", "Age"} <= set(by_name)
 
 
 def test_a_param_two_kinds_share_keeps_both_kinds_values() -> None:

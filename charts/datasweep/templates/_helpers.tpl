@@ -103,6 +103,8 @@ app.kubernetes.io/part-of: datasweep
   "createConcurrency" .Values.scale.createConcurrency
   "maxJobsPerNamespace" .Values.scale.maxJobsPerNamespace
   "statusIntervalSeconds" .Values.scale.statusIntervalSeconds
+  "progressIntervalSeconds" .Values.scale.progressIntervalSeconds
+  "progressWritesPerSecond" .Values.scale.progressWritesPerSecond
   "peeringLifetimeSeconds" .Values.scale.peeringLifetimeSeconds
 }}
 {{- toYaml $config }}

@@ -10,6 +10,7 @@ from datasweep.api._base import CamelModel
 from datasweep.api.common import Condition, Resources, VolumeRelPath
 from datasweep.api.worker import StageKind
 from datasweep.store.manifest import ManifestSummary, Usage
+from datasweep.store.progress import ProgressReport
 
 
 class ArtifactStorage(CamelModel):
@@ -57,4 +58,7 @@ class ArtifactStatus(CamelModel):
     waiting_since: str | None = Field(default=None, description="When the current waiting reason began")
     suspended_job: str | None = Field(
         default=None, description="The Job suspended with this Artifact: resumed, not replaced, when it resumes"
+    )
+    progress: ProgressReport | None = Field(
+        default=None, description="The worker's last progress report (its output directory's .progress.json)"
     )

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from datasweep.api._base import CamelModel
 from datasweep.api.common import Condition
-from datasweep.api.experiment import Failures
+from datasweep.api.experiment import Failures, SweepProgress
 from datasweep.store.manifest import Usage
 
 
@@ -46,3 +46,4 @@ class BatchStatus(CamelModel):
     failures: Failures = Field(default_factory=Failures)
     usage: Usage = Field(default_factory=Usage)
     saved_by_reuse: Usage = Field(default_factory=Usage)
+    progress: SweepProgress = Field(default_factory=SweepProgress)

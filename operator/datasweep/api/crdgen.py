@@ -352,6 +352,9 @@ def build_crds() -> dict[str, dict[str, Any]]:
             {"name": "Running", "type": "integer", "jsonPath": ".status.counts.running"},
             {"name": "Done", "type": "integer", "jsonPath": ".status.counts.succeeded"},
             {"name": "Failed", "type": "integer", "jsonPath": ".status.counts.failed"},
+            # Progress and dollars so far, summed from the running Artifacts' reports (core/progress.py).
+            {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
+            {"name": "Cost", "type": "string", "jsonPath": ".status.progress.cost"},
             _condition_column("Status", "Succeeded", "reason"),
         ],
     )
@@ -366,6 +369,8 @@ def build_crds() -> dict[str, dict[str, Any]]:
             {"name": "Dataset", "type": "string", "jsonPath": ".spec.dataset"},
             {"name": "Semantic", "type": "string", "jsonPath": ".spec.semanticName"},
             _condition_column("Ready", "Ready"),
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            _condition_column("Reason", "Ready", "reason"),
             {"name": "First Batch", "type": "string", "jsonPath": ".status.firstBatch"},
             # Consumers are labels (kubectl get art -l exp.datasweep.io/NAME): a column shows the first one.
             {"name": "First Experiment", "type": "string", "jsonPath": ".status.firstExperiment", "priority": 1},
@@ -388,6 +393,8 @@ def build_crds() -> dict[str, dict[str, Any]]:
             {"name": "Points", "type": "integer", "jsonPath": ".status.counts.points"},
             {"name": "Reused", "type": "integer", "jsonPath": ".status.counts.reused"},
             {"name": "Ready", "type": "integer", "jsonPath": ".status.counts.ready"},
+            {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
+            {"name": "Cost", "type": "string", "jsonPath": ".status.progress.cost"},
         ],
     )
     return {

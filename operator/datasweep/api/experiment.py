@@ -214,6 +214,21 @@ class Counts(CamelModel):
     failed: int = 0
 
 
+class SweepProgress(CamelModel):
+    """A running sweep summed over its Artifacts (their status.progress, from the workers' progress files)."""
+
+    percent: int = Field(default=0, ge=0, le=100, description="Work done over all planned Artifacts")
+    summary: str = Field(default="", description="The PROGRESS column, e.g. 37%")
+    cost: str = Field(default="", description="The COST column: dollars so far, e.g. $0.1234")
+    cost_usd: float = Field(default=0.0, description="Produced Artifacts' usage plus what unfinished ones spent so far")
+    tokens: int = 0
+    requests_done: int = Field(default=0, description="Of the Artifacts reporting requests now")
+    requests_total: int = 0
+    steps_done: int = Field(default=0, description="Of the Artifacts reporting training steps now")
+    steps_total: int = 0
+    eta_seconds: int | None = Field(default=None, description="At the rate seen since the operator started")
+
+
 class ExperimentStatus(CamelModel):
     observed_generation: int | None = None
     batch: str | None = None
@@ -222,3 +237,4 @@ class ExperimentStatus(CamelModel):
     failures: Failures = Field(default_factory=Failures)
     usage: Usage = Field(default_factory=Usage)
     saved_by_reuse: Usage = Field(default_factory=Usage)
+    progress: SweepProgress = Field(default_factory=SweepProgress)

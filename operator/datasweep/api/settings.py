@@ -55,6 +55,14 @@ class OperatorSettings(CamelModel):
     status_interval_seconds: float = Field(
         default=1.0, ge=0, description="At most one status patch per object per interval"
     )
+    progress_interval_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How often Running Artifacts' progress files are read from the data volume (0: never)",
+    )
+    progress_writes_per_second: float = Field(
+        default=5.0, gt=0, description="At most this many Artifact progress writes a second, over all Artifacts"
+    )
     peering_lifetime_seconds: int = Field(
         default=60, ge=5, description="With replicas > 1: how long a silent active replica blocks a standby"
     )

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "retry": "datasweep.cli.retry:retry",
     "suspend": "datasweep.cli.suspend:suspend",
     "resume": "datasweep.cli.suspend:resume",
+    "watch": "datasweep.cli.watch:watch",
     "completion": "datasweep.cli.completion:completion",
 }
 

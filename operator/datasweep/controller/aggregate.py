@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -18,6 +19,7 @@ from typing import Any, cast
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from datasweep.api.experiment import SweepProgress
 from datasweep.api.settings import OperatorSettings
 from datasweep.controller.coalesce import Coalescer
 from datasweep.controller.indices import (
@@ -28,10 +30,13 @@ from datasweep.controller.indices import (
     info_of,
     lookup,
 )
+from datasweep.controller.progress import ProgressPoller
 from datasweep.controller.setup import DIFF_BASE, settings
+from datasweep.core.progress import StageState, combine, eta_seconds, sweep_fraction, sweep_progress
 from datasweep.k8s import client, labels
 from datasweep.k8s.conditions import condition_status, set_condition
 from datasweep.store.manifest import Usage
+from datasweep.store.progress import ProgressReport
 
 LOG = logging.getLogger("datasweep.aggregate")
 MAX_BATCH_EXPERIMENTS_LISTED = 256
@@ -62,8 +67,27 @@ def _reused(info: ArtifactInfo, experiment: str) -> bool:
     return info.imported or info.first_experiment not in (None, experiment)
 
 
-def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo], max_failures: int) -> dict[str, Any]:
-    """The Experiment's status (without `observedGeneration`/`batch`) from its Artifacts as indexed. Pure."""
+def _report(info: ArtifactInfo) -> ProgressReport | None:
+    try:
+        return ProgressReport.model_validate(info.progress_dict()) if info.progress else None
+    except ValueError:
+        return None  # written by another version: shown again from the next report
+
+
+def stage_states(name: str, planned: Planned, infos: list[ArtifactInfo]) -> list[StageState]:
+    """The planned Artifacts that exist, as core.progress sums them. Pure."""
+    return [
+        StageState(i.phase, not _reused(i, name), Usage.model_validate(i.usage_dict()), _report(i))
+        for i in infos
+        if i.name in planned.artifacts
+    ]
+
+
+def summarize_experiment(
+    name: str, planned: Planned, infos: list[ArtifactInfo], max_failures: int, eta: int | None = None
+) -> dict[str, Any]:
+    """The Experiment's status (without `observedGeneration`/`batch`) from its Artifacts as indexed; `eta`:
+    the seconds left that the caller measured (core.progress.eta_seconds). Pure."""
     mine = {i.name: i for i in infos if i.name in planned.artifacts}
     training: dict[str, list[ArtifactInfo]] = {}
     for info in mine.values():
@@ -145,7 +169,17 @@ def summarize_experiment(name: str, planned: Planned, infos: list[ArtifactInfo],
         },
         "usage": _usage(produced).model_dump(by_alias=True),
         "savedByReuse": _usage(reused).model_dump(by_alias=True),
+        "progress": sweep_progress(stage_states(name, planned, infos), len(planned.artifacts), eta).model_dump(
+            by_alias=True
+        ),
     }
+
+
+def _sweep(summary: ExperimentSummary) -> SweepProgress:
+    try:
+        return SweepProgress.model_validate(dict(summary.progress))
+    except ValueError:
+        return SweepProgress()
 
 
 def summarize_batch(
@@ -155,7 +189,9 @@ def summarize_batch(
     counts = {"experiments": len(summaries), "points": 0, "reused": 0, "created": 0, "ready": 0, "failed": 0}
     usage, saved, total = Usage(), Usage(), 0
     items: list[dict[str, str]] = []
+    progress: list[tuple[SweepProgress, int]] = []
     for summary in sorted(summaries, key=lambda s: s.name):
+        progress.append((_sweep(summary), int(dict(summary.counts).get("points", 0))))
         exp_counts = dict(summary.counts)
         for key, source in (
             ("points", "points"),
@@ -186,6 +222,7 @@ def summarize_batch(
         "failures": {"total": total, "items": items},
         "usage": usage.model_dump(by_alias=True),
         "savedByReuse": saved.model_dump(by_alias=True),
+        "progress": combine(progress).model_dump(by_alias=True),
     }
 
 
@@ -200,8 +237,16 @@ class Aggregator:
         self.config = config
         self.planned: dict[tuple[str, str], Planned] = {}
         self._written: dict[Hashable, dict[str, Any]] = {}
+        self._origins: dict[tuple[str, str], tuple[float, float]] = {}  # (when, fraction) first seen: the ETA's rate
         self._lock = threading.Lock()
         self.coalescer = Coalescer(self._flush, config.status_interval_seconds)
+        self.progress = ProgressPoller(
+            artifact_index,
+            config.volume_root(None),
+            config.progress_interval_seconds,
+            config.progress_writes_per_second,
+            self.coalescer.mark,
+        )
 
     def plan(self, namespace: str, name: str, planned: Planned) -> None:
         with self._lock:
@@ -212,9 +257,13 @@ class Aggregator:
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             self.planned.pop((namespace, name), None)
+            self._origins.pop((namespace, name), None)
 
     def _flush(self, key: Hashable) -> None:
         kind, namespace, name = cast(tuple[str, str, str], key)
+        if kind == "Artifact":
+            self.progress.write(namespace, name)
+            return
         if kind == "Experiment":
             with self._lock:
                 planned = self.planned.get((namespace, name))
@@ -222,7 +271,12 @@ class Aggregator:
                 return  # not planned by this process yet: its resume handler will plan it
             names = set(lookup(self.artifacts, ("exp", namespace, name)))
             infos = [i for n in names if (i := info_of(self.artifacts, namespace, n)) is not None]
-            status = summarize_experiment(name, planned, infos, self.config.max_failures_listed)
+            fraction = sweep_fraction(stage_states(name, planned, infos), len(planned.artifacts))
+            now = time.monotonic()
+            with self._lock:
+                origin = self._origins.setdefault((namespace, name), (now, fraction))
+            eta = eta_seconds(origin, now, fraction)
+            status = summarize_experiment(name, planned, infos, self.config.max_failures_listed, eta)
             with self._lock:
                 planned.conditions = status["conditions"]  # keeps lastTransitionTime across writes
         else:
@@ -263,12 +317,14 @@ def start_aggregator(**kwargs: Any) -> None:
     global _AGGREGATOR
     _AGGREGATOR = Aggregator(kwargs["artifact_index"], kwargs["experiment_index"], settings())
     _AGGREGATOR.coalescer.start()
+    _AGGREGATOR.progress.start()
 
 
 @kopf.on.cleanup()
 def stop_aggregator(**_: Any) -> None:
     global _AGGREGATOR
     if _AGGREGATOR is not None:
+        _AGGREGATOR.progress.stop()
         _AGGREGATOR.coalescer.stop()
         _AGGREGATOR = None
 

@@ -24,6 +24,10 @@ PODS = ("", "v1", "pods")
 EVENTS = ("", "v1", "events")
 
 
+def _flat(raw: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, v) for k, v in (raw or {}).items() if not isinstance(v, dict | list)))
+
+
 @dataclass(frozen=True)
 class ArtifactInfo:
     name: str
@@ -48,9 +52,13 @@ class ArtifactInfo:
     job: str = ""  # status.job: the Job of the current (or last) attempt
     stuck: tuple[str, str] | None = None  # (reason, message) of the Ready condition when a pod is stuck
     details: str = ""  # labels.DETAILS: a re-applied Experiment compares its planned details without a read
+    progress: tuple[tuple[str, Any], ...] = ()  # status.progress: the worker's last report as the operator wrote it
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
+
+    def progress_dict(self) -> dict[str, Any]:
+        return dict(self.progress)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -94,6 +102,7 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         job=str(status.get("job") or ""),
         stuck=stuck,
         details=str(annotations.get(labels.DETAILS, "")),
+        progress=_flat(status.get("progress")),
     )
 
 
@@ -143,10 +152,7 @@ class ExperimentSummary:
     failures: tuple[tuple[str, str, str, str], ...]  # (artifact, stage, reason, message)
     failures_total: int
     stalled: tuple[str, str] | None = None  # (reason, message) of its Stalled condition: pods that cannot start
-
-
-def _flat(raw: Any) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, v) for k, v in (raw or {}).items() if not isinstance(v, dict | list)))
+    progress: tuple[tuple[str, Any], ...] = ()
 
 
 @kopf.index(*EXPERIMENTS)
@@ -178,6 +184,7 @@ def experiment_index(
             ),
             None,
         ),
+        progress=_flat(status.get("progress")),
     )
     return {("batch", namespace, batch): summary, **suspended}
 

@@ -24,6 +24,7 @@ from datasweep.api.worker import WorkerSpecError, load_worker_spec
 from datasweep.store.atomic import atomic_write_json
 from datasweep.workloads.fomaml.data import DataError
 from datasweep.workloads.fomaml.stage import ParamsError, load_params
+from datasweep.workloads.progress import recording_progress
 from datasweep.workloads.tensorboard import TensorBoardUnavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,7 +92,8 @@ def _run_spec(spec_file: Path) -> None:
     from datasweep.workloads.fomaml.stage import run_stage
 
     spec = load_worker_spec(spec_file, expected_stage="fomaml")
-    manifest = run_stage(spec)
+    with recording_progress(spec.output_path):
+        manifest = run_stage(spec)
     if manifest is not None:
         click.echo(
             f"fomaml complete: {spec.output_dir} ({len(manifest.files)} files, "

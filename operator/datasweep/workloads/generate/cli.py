@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from datasweep.api.worker import WorkerSpecError, load_worker_spec
+from datasweep.workloads.progress import recording_progress
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -57,7 +58,8 @@ def main(ctx: click.Context, spec_path: Path | None, verbose: bool) -> None:
     try:
         spec = load_worker_spec(spec_path, expected_stage="generate")
         output = spec.output_path
-        manifest = run_generate(spec)
+        with recording_progress(output):
+            manifest = run_generate(spec)
     except (WorkerSpecError, GenerateInputError) as exc:
         fail(f"error: {exc}", EXIT_BAD_INPUT)
     except GenerateFailed as exc:

@@ -53,7 +53,7 @@ from datasweep.workloads.generate.tasks import (
     plan_task,
     validation_prompt,
 )
-from datasweep.workloads.progress import Progress
+from datasweep.workloads.progress import Progress, phase_already_done, plan_progress
 from datasweep.workloads.stopping import run_until_stopped
 
 log = logging.getLogger("datasweep.generate")
@@ -175,12 +175,17 @@ def validation_request(item: WorkItem, generated: str, params: GenerateParams) -
 Meter = Callable[[int, int], float | None]  # (prompt tokens, completion tokens) -> USD, None when unpriced
 
 
-def _report(progress: Progress, journal: Journal, meter: Meter | None) -> None:
-    """Requests done, tokens and cost so far, from the journal."""
+def _spent(journal: Journal, meter: Meter | None) -> tuple[int, int, float | None]:
+    """Requests answered, their tokens and their cost so far, from the journal."""
     entries = list(journal.done.values())
     prompt = sum(int(e.get("prompt_tokens") or 0) for e in entries)
     completion = sum(int(e.get("completion_tokens") or 0) for e in entries)
-    progress.update(len(entries), tokens=prompt + completion, cost=meter(prompt, completion) if meter else None)
+    return len(entries), prompt + completion, meter(prompt, completion) if meter else None
+
+
+def _report(progress: Progress, journal: Journal, meter: Meter | None) -> None:
+    done, tokens, cost = _spent(journal, meter)
+    progress.update(done, tokens=tokens, cost=cost)
 
 
 async def _watch(progress: Progress, journal: Journal, meter: Meter | None) -> None:
@@ -201,6 +206,8 @@ async def run_phase(
         len(todo),
     )
     if not todo:
+        _, tokens, cost = _spent(journal, meter)
+        phase_already_done(len(requests), tokens, cost)
         return
     client = getattr(backend, "client", None)
     if isinstance(client, AsyncOpenAI):
@@ -470,6 +477,7 @@ async def _generate(
         return lambda prompt, completion: pricing.estimate_cost(model, prompt, completion, table, batch)
 
     requests = [generation_request(item, params) for item in plan.items]
+    plan_progress(len(requests) * (2 if params.validation is not None else 1))
     await run_phase(backend, requests, generated, "generate", meter_for(params.model))
     if isinstance(backend, TransformersBackend):
         gpu_seconds += backend.gpu_seconds

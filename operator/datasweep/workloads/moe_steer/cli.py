@@ -15,6 +15,7 @@ import click
 from datasweep.api.params_file import ParamsFileError, load_params_mapping
 from datasweep.api.worker import WorkerSpecError, load_worker_spec
 from datasweep.workloads.moe_steer.errors import MoeSteerInputError
+from datasweep.workloads.progress import recording_progress
 from datasweep.workloads.tensorboard import TensorBoardUnavailable, check_available
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,7 +70,8 @@ def main(ctx: click.Context, spec_path: str | None) -> None:
 
     try:
         spec = load_worker_spec(spec_path, expected_stage="moe-steer")
-        manifest = run_stage(spec, log=_log)
+        with recording_progress(spec.output_path):
+            manifest = run_stage(spec, log=_log)
     except (WorkerSpecError, MoeSteerInputError, TensorBoardUnavailable) as exc:
         _fail_bad_input(exc)
         return

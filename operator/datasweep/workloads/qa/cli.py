@@ -13,6 +13,7 @@ import click
 
 from datasweep.api.params_file import ParamsFileError, load_params_mapping
 from datasweep.api.worker import WorkerSpecError, load_worker_spec
+from datasweep.workloads.progress import recording_progress
 from datasweep.workloads.qa.data import QaDataError, find_split_files, gold_answers, load_split, load_train_dev
 from datasweep.workloads.qa.stage import QaParamsError, conversion_options, field_names, parse_params
 from datasweep.workloads.tensorboard import TensorBoardUnavailable
@@ -75,7 +76,8 @@ def main(ctx: click.Context, spec_path: Path | None) -> None:
     from datasweep.workloads.qa.stage import run_stage
 
     spec = load_worker_spec(spec_path, expected_stage="qa")
-    manifest = run_stage(spec)
+    with recording_progress(spec.output_path):
+        manifest = run_stage(spec)
     click.echo(json.dumps({"outputDir": spec.output_dir, "files": len(manifest.files), **manifest.extra}, default=str))
 
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from datasweep.cli.main import cli
 from datasweep.cli.results import headline_metrics
 from datasweep.store.manifest import read_manifest
+from datasweep.store.progress import read_progress
 
 from .test_cli import TRAIN_PARAMS, _spec
 
@@ -34,3 +35,8 @@ def test_fomaml_headline_metrics_and_progress_lines(tiny_model: Path, tmp_path: 
     assert metrics["queryLossBefore"] == round(results["mean_before_loss"], 4)
     assert metrics["queryLossAfter"] == round(results["mean_after_loss"], 4)
     assert metrics["steps"] == 2
+    # the worker's last report, what the operator shows in the Artifact's status
+    report = read_progress(out)
+    assert report is not None
+    assert (report.phase, report.unit, report.done, report.total) == ("fomaml", "steps", 2, 2)
+    assert report.loss is not None

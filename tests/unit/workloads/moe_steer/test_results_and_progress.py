@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from datasweep.cli.main import cli
 from datasweep.cli.results import headline_metrics
 from datasweep.store.manifest import read_manifest
+from datasweep.store.progress import read_progress
 
 from .test_cli import _spec
 
@@ -32,3 +33,7 @@ def test_moe_steer_headline_metrics_and_progress_lines(tiny_olmoe: Path, paired_
     assert metrics["riskDiffSelectedMin"] == round(min(selected), 4)
     assert metrics["finalLoss"] == round(json.loads((out / "training_metadata.json").read_text())["final_loss"], 4)
     assert metrics["steps"] == 2
+    report = read_progress(out)  # the worker's last report: steps and the last loss
+    assert report is not None
+    assert (report.unit, report.done, report.total) == ("steps", 2, 2)
+    assert report.loss is not None
