@@ -210,9 +210,12 @@ def _inputs_blocked(namespace: str, body: Any) -> tuple[str, str] | None:
 def why_stopped(namespace: str, body: Any) -> str | None:
     """Why this Artifact must not run now: every Experiment consuming it is suspended or deleted
     (core/suspension.py), read from the indices; None when it may run."""
+    return why_consumers_stopped(namespace, labels.consumers_of(body["metadata"], body.get("status") or {}))
+
+
+def why_consumers_stopped(namespace: str, consumers: list[str]) -> str | None:
     if _EXPERIMENTS is None:
         return None
-    consumers = labels.consumers_of(body["metadata"], body.get("status") or {})
     return stop_reason(consumers, suspended_of(_EXPERIMENTS, namespace, consumers))
 
 
@@ -228,7 +231,7 @@ def suspend(namespace: str, name: str, body: Any, why: str) -> None:
         ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
         if ready.get("message") == why:
             return  # recorded already
-    kopf.info(body, reason=SUSPENDED, message=why)
+    _event(body, SUSPENDED, why)  # also from the resync's thread
     changes: dict[str, Any] = {"suspendedJob": job} if job is not None else {}
     _patch(
         namespace,
@@ -659,6 +662,7 @@ def _record_job_on(
                 "job": name,
                 "attempts": attempts,
                 "completedAt": now(),
+                "progress": None,  # the manifest's usage is the final word; a last report may lag behind it
                 "conditions": _ready_condition(status, True, "Produced", f"Job {name} completed"),
                 **cleared,
             }

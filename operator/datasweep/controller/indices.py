@@ -151,8 +151,8 @@ class ExperimentSummary:
     saved: tuple[tuple[str, Any], ...]
     failures: tuple[tuple[str, str, str, str], ...]  # (artifact, stage, reason, message)
     failures_total: int
-    stalled: tuple[str, str] | None = None  # (reason, message) of its Stalled condition: pods that cannot start
     progress: tuple[tuple[str, Any], ...] = ()
+    stalled: tuple[str, str] | None = None  # (reason, message) of its Stalled condition: pods that cannot start
 
 
 @kopf.index(*EXPERIMENTS)

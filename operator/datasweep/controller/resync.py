@@ -5,7 +5,9 @@ Job and pods as Kopf's indices show them, whatever events were missed (docs/scal
   failed): recorded by the Job-end path (artifact.job_ended);
 - its Job is gone (deleted by hand, or by the cluster): the next attempt is launched, Event JobDeleted;
 - a pod of its Job cannot start (image not pullable, a missing Secret, no node that fits): the Ready condition
-  says why after `podStuckReportSeconds`, and the Artifact fails with that reason after `podStuckTimeoutSeconds`.
+  says why after `podStuckReportSeconds`, and the Artifact fails with that reason after `podStuckTimeoutSeconds`;
+- it runs while no running Experiment consumes it (each suspended or deleted, and the event that should have
+  stopped it was missed, or came while it was being launched): its Job is suspended (suspension.py).
 
 One thread walks the indices: no LIST, no Kopf worker per Artifact. The decisions are core/recovery.py's;
 the writes go through artifact.py, under the Artifact's lock, conditional on what was read.
@@ -24,7 +26,7 @@ from typing import Any
 import kopf
 
 from datasweep.api.settings import OperatorSettings
-from datasweep.controller import artifact
+from datasweep.controller import artifact, suspension
 from datasweep.controller.indices import ArtifactInfo, info_of, lookup
 from datasweep.controller.setup import settings
 from datasweep.core import naming
@@ -56,6 +58,7 @@ class Resync:
         self.artifacts, self.jobs, self.ends, self.pods = artifacts, jobs, ends, pods
         self.config = config
         self._suspects: set[tuple[str, str, str]] = set()  # (ns, artifact, Job) missing on the last walk
+        self.unwanted: list[tuple[str, str]] = []  # (ns, artifact): Running with no running consumer, last walk
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -66,10 +69,16 @@ class Resync:
 
     def walk(self, now: float) -> list[Due]:
         """What disagrees with the world now, from the indices alone (no I/O)."""
-        due, suspects = [], set()
+        due, suspects, unwanted = [], set(), []
         for namespace, info in self._infos():
             if info.phase not in NON_TERMINAL or info.imported:
                 continue
+            if info.phase == "Running" and info.consumers:
+                first = [info.first_experiment] if info.first_experiment in info.consumers else []
+                consumers = first + sorted(info.consumers - set(first))
+                if artifact.why_consumers_stopped(namespace, consumers) is not None:
+                    unwanted.append((namespace, info.name))
+                    continue
             job = info.job if info.phase == "Running" else naming.job_name(info.name, info.attempts)
             key = (namespace, job)
             # Membership first: most Jobs have not ended and have no stuck pod (a lookup copies the values).
@@ -91,6 +100,7 @@ class Resync:
             elif step.action is not Action.NOTHING:
                 due.append(Due(namespace, info.name, job, step, ended))
         self._suspects = suspects
+        self.unwanted = unwanted
         return due
 
     def act(self, due: Due) -> None:
@@ -114,9 +124,15 @@ class Resync:
                 self.act(item)
             except Exception:  # one Artifact's trouble (the API server away) must not end the walk
                 LOG.exception("resync of %s failed; trying again on the next walk", item.name)
-        if due:
-            LOG.info("resync: %d Artifact(s) acted on (walk %.3fs)", len(due), walked)
-        return len(due)
+        for namespace, name in self.unwanted:
+            try:
+                suspension.stop(namespace, name)  # reads it, and stops it only if still unwanted
+            except Exception:
+                LOG.exception("stopping %s failed; trying again on the next walk", name)
+        acted = len(due) + len(self.unwanted)
+        if acted:
+            LOG.info("resync: %d Artifact(s) acted on (walk %.3fs)", acted, walked)
+        return acted
 
     def _run(self) -> None:
         # The first walk waits a little: the indices fill after the start-up handlers (and each Job's end is

@@ -17,7 +17,6 @@ import kopf
 
 from datasweep.controller import artifact
 from datasweep.controller.indices import EXPERIMENTS, info_of, lookup
-from datasweep.k8s import client
 
 LOG = logging.getLogger("datasweep.suspension")
 # A second look after this long: an Artifact that was launching while the Experiment was suspended may not have
@@ -27,16 +26,22 @@ SECOND_LOOK_S = 5.0
 
 def stop(namespace: str, name: str) -> None:
     """Suspend the Job of one Running Artifact when no running Experiment consumes it, and hand its slot on."""
-    with artifact._lock(namespace, name):
-        body = client.get_custom("Artifact", namespace, name)
-        if body is None or (body.get("status") or {}).get("phase") != "Running":
-            return  # not started (Pending, Waiting, Retrying): `_start` refuses while it is stopped
+
+    def act(body: dict[str, Any]) -> str | None:
+        """The experiment whose slot it held, when it was stopped now."""
+        if (body.get("status") or {}).get("phase") != "Running":
+            return None  # not started (Pending, Waiting, Retrying): `_start` refuses while it is stopped
         why = artifact.why_stopped(namespace, body)
         if why is None:
-            return  # another Experiment still waits for it
+            return None  # another Experiment still waits for it
         artifact.suspend(namespace, name, body, why)
-    for grant in artifact.admission().release(namespace, artifact._experiment_of(body), name):
-        artifact._wake_granted(grant)
+        return artifact._experiment_of(body)
+
+    with artifact._lock(namespace, name):
+        experiment = artifact._on_latest(namespace, name, act)  # conditional: 409 means read again
+    if experiment is not None:
+        for grant in artifact.admission().release(namespace, experiment, name):
+            artifact._wake_granted(grant)
 
 
 def resume(namespace: str, name: str) -> None:

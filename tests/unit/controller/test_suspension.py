@@ -148,3 +148,25 @@ def test_a_restarted_operator_stops_a_running_artifact_whose_consumers_went_away
     reconcile(world, name)
     assert world.status(name)["phase"] == "Suspended"
     assert world.jobs[naming.job_name(name, 0)]["spec"]["suspend"] is True
+
+
+def test_the_resync_stops_a_job_whose_suspend_was_missed(world: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Level-triggered: the Artifact was launched while its Experiment was being suspended (or the operator was
+    down): the periodic walk, not an event, suspends its Job."""
+    from datasweep.api.settings import OperatorSettings
+    from datasweep.controller.resync import Resync
+
+    name = generate(world)
+    reconcile(world, name)
+    job = naming.job_name(name, 0)
+    jobs = {(NS, job): [name]}
+    resync = Resync(world.index(), jobs, {}, {}, OperatorSettings(data_root=None))  # type: ignore[arg-type]
+    assert resync.walk(0.0) == [] and resync.unwanted == []  # its Experiment runs: nothing to do
+    experiments(monkeypatch, e=True)
+    resync = Resync(world.index(), jobs, {}, {}, OperatorSettings(data_root=None))  # type: ignore[arg-type]
+    assert resync.once() == 1
+    assert (world.status(name)["phase"], world.status(name)["suspendedJob"]) == ("Suspended", job)
+    assert world.jobs[job]["spec"]["suspend"] is True
+    assert handler.admission().running(NS, "e") == 0
+    resync = Resync(world.index(), jobs, {}, {}, OperatorSettings(data_root=None))  # type: ignore[arg-type]
+    assert resync.once() == 0  # Suspended: not walked again
