@@ -161,7 +161,8 @@ def test_the_resync_stops_a_job_whose_suspend_was_missed(world: FakeCluster, mon
     job = naming.job_name(name, 0)
     jobs = {(NS, job): [name]}
     resync = Resync(world.index(), jobs, {}, {}, OperatorSettings(data_root=None))  # type: ignore[arg-type]
-    assert resync.walk(0.0) == [] and resync.unwanted == []  # its Experiment runs: nothing to do
+    assert resync.walk(0.0) == []  # its Experiment runs: nothing to do
+    assert resync.unwanted == []
     experiments(monkeypatch, e=True)
     resync = Resync(world.index(), jobs, {}, {}, OperatorSettings(data_root=None))  # type: ignore[arg-type]
     assert resync.once() == 1
