@@ -1024,6 +1024,16 @@ def serve(state_dir: Path, apiserver_port: int | None) -> int:
             "realNode": (
                 f"{realnode.NODE_NAME} at {plane.node.ip}" if plane.node else f"none: {plane.node_unavailable}"
             ),
+            # what hack/install.py needs to put images on the node and give pods the API server's address
+            "node": (
+                {
+                    "socket": plane.node.socket,
+                    "importRecord": str(plane.node.import_record),
+                    "apiForPods": list(plane.api_for_pods or ()),
+                }
+                if plane.node
+                else None
+            ),
         }
         tmp = _state_file(state_dir).with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")

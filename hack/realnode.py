@@ -357,7 +357,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         """Make docker images available to the node (skipped when already imported)."""
         from images import import_into_containerd
 
-        return import_into_containerd(self.socket, refs, self.dir / "imported.json")
+        return import_into_containerd(self.socket, refs, self.import_record)
+
+    @property
+    def import_record(self) -> Path:
+        """Which docker image ids were imported into this slot's containerd (its root persists across runs)."""
+        return self.dir / "imported.json"
 
 
 class ApiProxy:
