@@ -830,3 +830,21 @@ def test_every_chart_value_an_operator_message_names_exists() -> None:
     assert not schema_has(schema, "operator.volumes")
     assert schema_has(schema, "data.dataRoot")
     assert schema_has(schema, "sourceVolumes.raw-data")
+
+
+@needs_helm
+def test_the_values_make_install_uses_render(tmp_path: Path) -> None:
+    """hack/install.py's values (our control plane: images on the node, a pre-made PV, the API relay) pass the
+    schema and render what a user's cluster would get, plus those three."""
+    sys.path.insert(0, str(REPO / "hack"))
+    import install
+
+    images = {"operator": "datasweep.local/operator:abc", "worker": "datasweep.local/worker:def"}
+    objects = render(tmp_path, install.values(images, ("10.213.0.1", 16443)), namespace="ml-experiments")
+    container = operator_container(objects)
+    assert (container["image"], container["imagePullPolicy"]) == ("datasweep.local/operator:abc", "Never")
+    assert {"name": "KUBERNETES_SERVICE_HOST", "value": "10.213.0.1"} in container["env"]
+    assert one(objects, "PersistentVolumeClaim")["spec"]["storageClassName"] == ""
+    config = config_of(objects)
+    assert config["images"]["worker"] == "datasweep.local/worker:def"
+    assert config["images"]["pullPolicy"] == "Never"
