@@ -762,6 +762,7 @@ def test_notes_and_readme(tmp_path: Path) -> None:
     assert "kubectl create secret generic openai" in notes
     assert "spec.generation.apiKeySecret" in notes
     assert "kubectl get exp " in notes
+    assert f"--clusterrole={NAMESPACE}-datasweep-artifact-admin" in notes
 
 
 def test_chart_readme_and_experiments_plural_clash_documented() -> None:
