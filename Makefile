@@ -7,7 +7,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv node-deps controlplane images test lint unit e2e e2e-real demo cluster-up cluster-down crds bench clean-cache
+.PHONY: venv node-deps controlplane images test lint unit e2e e2e-real demo cluster-up cluster-down install crds bench clean-cache
 
 venv:
 	@hack/ensure-venv.sh "$(VENV)"
@@ -55,6 +55,11 @@ cluster-up: controlplane
 
 cluster-down: venv
 	@$(PY) hack/controlplane.py down
+
+## The chart on the `make cluster-up` cluster as a user installs it (docs/deploy.md): images on the real node, a
+## hostPath volume for the data claim, `helm upgrade --install`, the operator Running from its image.
+install: venv node-deps
+	@$(PY) hack/install.py $(if $(NAMESPACE),--namespace $(NAMESPACE))
 
 crds: venv
 	$(PY) -m datasweep.api.crdgen --out crds --chart charts/datasweep/crds

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import ssl
@@ -415,7 +416,8 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def generate_pki(pki: Path) -> None:
-    """A CA, the API server's serving cert, an admin client cert (system:masters), service-account keys."""
+    """A CA, the API server's serving cert, admin (system:masters) and real-node client certs, service-account
+    keys."""
     if shutil.which("openssl") is None:
         raise ControlPlaneError(
             "openssl is needed to create the cluster's certificates; install it (apt install openssl)"
@@ -438,6 +440,8 @@ def generate_pki(pki: Path) -> None:
     for name, subject, ext in (
         ("apiserver", "/CN=kube-apiserver", "serving.ext"),
         ("admin", "/O=system:masters/CN=datasweep-admin", "client.ext"),
+        # the real node's kubelet (the Node authorizer knows it by this name)
+        ("node", f"/O=system:nodes/CN=system:node:{realnode.NODE_NAME}", "client.ext"),
     ):
         _openssl("req", *ec, "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
                  "-subj", subject, cwd=pki)  # fmt: skip
@@ -732,7 +736,7 @@ class ControlPlane:
         node = self.node
         assert node is not None
         ensure_dockerd()
-        pause = build_pause()
+        pause = build_pause(KUBERNETES_VERSION)
         containerd_config, kubelet_config = node.prepare(pki, self.server, pause, self.workdir / "node")
         self._spawn(
             "containerd", ["--config", str(containerd_config), "--log-level", "warn"], binary=shutil.which("containerd")
@@ -832,27 +836,26 @@ class ControlPlane:
             if process.popen.poll() is not None:
                 raise process.failure()
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Stop the processes newest first (kwok ... etcd): SIGTERM, SIGKILL after `grace` seconds, reap.
+    def stop(self, grace: float = 10.0, log: bool = False) -> None:
+        """Stop every process: SIGTERM, SIGKILL after `grace` seconds, reap, and kill what is left in its group.
 
-        One at a time: a kube-apiserver told to stop while etcd is already gone waits for etcd until killed."""
+        In steps, each step's processes at once: the controllers and the scheduler first (nothing replaces or
+        reschedules the pods the real node's drain deletes), then the drain, then kubelet, containerd and kwok,
+        then kube-apiserver, and etcd last (an API server whose etcd is gone waits for it until killed)."""
         if not self.owns_processes:
             return
-        if self.node is not None and any(p.name == "kubelet" and p.popen.poll() is None for p in self.processes):
-            with contextlib.suppress(Exception):
-                self.node.drain(lambda *a, **k: self.kubectl(*a, **k))
-        for process in reversed(self.processes):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.popen.wait()
-            # Anything left in its process group (none expected) goes too.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+        started = time.monotonic()
+        steps = [("kube-controller-manager", "kube-scheduler"), ("kubelet", "containerd", "kwok"), ("kube-apiserver",)]
+        named = {name for step in steps for name in step}
+        steps.append(tuple(p.name for p in self.processes if p.name not in named))  # etcd, anything else
+        for index, step in enumerate(steps):
+            if index == 1 and self.node is not None and self._alive("kubelet"):
+                drain_started = time.monotonic()
+                with contextlib.suppress(Exception):
+                    self.node.drain(lambda *a, **k: self.kubectl(*a, **k))
+                self._say(log, f"real node drained in {time.monotonic() - drain_started:.1f}s")
+            self._stop_at_once([p for p in self.processes if p.name in step], grace, log)
+        self._say(log, f"all processes stopped in {time.monotonic() - started:.1f}s")
         if self._api_proxy is not None:
             self._api_proxy.close()
             self._api_proxy = None
@@ -866,6 +869,30 @@ class ControlPlane:
             self._watchdog = None
         if self.owns_workdir and not os.environ.get("DATASWEEP_KEEP_CLUSTER_DIR"):
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _alive(self, name: str) -> bool:
+        return any(p.name == name and p.popen.poll() is None for p in self.processes)
+
+    def _stop_at_once(self, processes: list[ManagedProcess], grace: float, log: bool) -> None:
+        started = time.monotonic()
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = started + grace
+        for process in processes:
+            try:
+                process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._say(log, f"{process.name} ignored SIGTERM for {grace:.0f}s: SIGKILL")
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.popen.wait()
+            # Anything left in its process group (none expected) goes too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        if processes:
+            names = ", ".join(p.name for p in processes)
+            self._say(log, f"stopped {names} in {time.monotonic() - started:.1f}s")
 
     @property
     def pids(self) -> list[int]:
@@ -997,6 +1024,16 @@ def serve(state_dir: Path, apiserver_port: int | None) -> int:
             "realNode": (
                 f"{realnode.NODE_NAME} at {plane.node.ip}" if plane.node else f"none: {plane.node_unavailable}"
             ),
+            # what hack/install.py needs to put images on the node and give pods the API server's address
+            "node": (
+                {
+                    "socket": plane.node.socket,
+                    "importRecord": str(plane.node.import_record),
+                    "apiForPods": list(plane.api_for_pods or ()),
+                }
+                if plane.node
+                else None
+            ),
         }
         tmp = _state_file(state_dir).with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
@@ -1007,19 +1044,36 @@ def serve(state_dir: Path, apiserver_port: int | None) -> int:
                     print(process.failure(), file=sys.stderr, flush=True)
                     stop_requested.set()
     finally:
-        plane.stop()
+        plane.stop(log=True)
         with contextlib.suppress(OSError):
             _state_file(state_dir).unlink()
         print("[controlplane] stopped", flush=True)
     return 0
 
 
+def command_for(verb: str, state_dir: Path) -> str:
+    """How a person runs `verb` (up, down, status, env) on the cluster kept in `state_dir`: the make target or
+    the plain command for the default one, else the command with `--state-dir` (without it, a hint points at
+    another cluster)."""
+    if state_dir.resolve() == cluster_state_dir().resolve():
+        return {"up": "make cluster-up", "down": "make cluster-down"}.get(verb, f"python hack/controlplane.py {verb}")
+    return f"python hack/controlplane.py {verb} --state-dir {shlex.quote(str(state_dir))}"
+
+
+def up_hints(state: dict[str, Any], state_dir: Path) -> str:
+    """What `up` prints after the first line: how to use and stop this cluster."""
+    return (
+        f"  export KUBECONFIG={state['kubeconfig']}      # or: eval $({command_for('env', state_dir)})\n"
+        f"  {binary_path('kubectl')} get nodes\n"
+        f"  logs: {state['workdir']}/logs/    status: {command_for('status', state_dir)}    "
+        f"stop: {command_for('down', state_dir)}"
+    )
+
+
 def up(state_dir: Path, apiserver_port: int | None, timeout: float = 240.0) -> int:
     state = _read_state(state_dir)
     if state and process_running(int(state["supervisor"])):
-        print(
-            f"a cluster is already running (API server {state['server']}).\n  export KUBECONFIG={state['kubeconfig']}"
-        )
+        print(f"a cluster is already running (API server {state['server']}).\n{up_hints(state, state_dir)}")
         return 0
     missing = missing_binaries()
     if [b for b in missing if b in REQUIRED_BINARIES]:
@@ -1049,41 +1103,45 @@ def up(state_dir: Path, apiserver_port: int | None, timeout: float = 240.0) -> i
     state = _read_state(state_dir) or {}
     print(
         f"cluster up in {time.monotonic() - started:.1f}s: API server {state['server']}, 3 kwok nodes "
-        f"(2 x 8 nvidia.com/gpu, 1 CPU); real node: {state.get('realNode')}.\n"
-        f"  export KUBECONFIG={state['kubeconfig']}      # or: eval $(python hack/controlplane.py env)\n"
-        f"  {binary_path('kubectl')} get nodes\n"
-        f"  logs: {state['workdir']}/logs/    stop: make cluster-down"
+        f"(2 x 8 nvidia.com/gpu, 1 CPU); real node: {state.get('realNode')}.\n{up_hints(state, state_dir)}"
     )
     return 0
 
 
-def down(state_dir: Path, timeout: float = 30.0) -> int:
+def down(state_dir: Path, timeout: float = 90.0) -> int:
+    """Ask the supervisor to stop its cluster (ControlPlane.stop: drain, then each step at once) and wait for it;
+    only a supervisor still busy after `timeout` gets its processes killed."""
     state = _read_state(state_dir)
     if state is None:
         print("no cluster is running (nothing to stop)")
         return 0
+    started = time.monotonic()
     supervisor = int(state["supervisor"])
     marker = str(state["workdir"])
     with contextlib.suppress(ProcessLookupError):
         os.kill(supervisor, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+    deadline = started + timeout
     while time.monotonic() < deadline and (
         process_running(supervisor) or any(_owned_by(p, marker) for p in state["pids"])
     ):
-        time.sleep(0.2)
+        time.sleep(0.1)
     leftovers = [p for p in state["pids"] if _owned_by(p, marker)]
     for pid in leftovers:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     _state_file(state_dir).unlink(missing_ok=True)
-    print("cluster stopped" + (f" (killed leftovers {leftovers})" if leftovers else ""))
+    log = state_dir / "supervisor.log"
+    print(
+        f"cluster stopped in {time.monotonic() - started:.1f}s"
+        + (f" (the supervisor was still busy after {timeout:.0f}s: killed {leftovers}; see {log})" if leftovers else "")
+    )
     return 0
 
 
 def status(state_dir: Path) -> int:
     state = _read_state(state_dir)
     if state is None or not process_running(int(state["supervisor"])):
-        print("no cluster is running; start one with `make cluster-up`")
+        print(f"no cluster is running; start one with `{command_for('up', state_dir)}`")
         return 1
     alive = [p for p in state["pids"] if _owned_by(p, str(state["workdir"]))]
     print(f"cluster running: API server {state['server']}, {len(alive)}/{len(state['pids'])} processes alive")
@@ -1097,7 +1155,7 @@ def status(state_dir: Path) -> int:
 def env(state_dir: Path) -> int:
     state = _read_state(state_dir)
     if state is None:
-        print("no cluster is running; start one with `make cluster-up`", file=sys.stderr)
+        print(f"no cluster is running; start one with `{command_for('up', state_dir)}`", file=sys.stderr)
         return 1
     print(f"export KUBECONFIG={state['kubeconfig']}")
     print(f"export PATH={bin_dir()}:$PATH")

@@ -304,11 +304,8 @@ def build_image(name: str) -> tuple[str, float]:
     return "built", time.monotonic() - started
 
 
-def kubernetes_module_dir() -> Path | None:
+def kubernetes_module_dir(kubernetes_version: str) -> Path | None:
     """k8s.io/kubernetes in the Go module cache (the control-plane build downloads it)."""
-    sys.path.insert(0, str(REPO / "hack"))
-    from controlplane import KUBERNETES_VERSION
-
     roots = [Path(os.environ["GOMODCACHE"])] if os.environ.get("GOMODCACHE") else []
     roots += [Path.home() / "go" / "pkg" / "mod"]
     go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").is_file() else None)
@@ -318,15 +315,16 @@ def kubernetes_module_dir() -> Path | None:
                 0, Path(subprocess.run([go, "env", "GOMODCACHE"], capture_output=True, text=True).stdout.strip())
             )
     for root in roots:
-        candidate = root / "k8s.io" / f"kubernetes@{KUBERNETES_VERSION}"
+        candidate = root / "k8s.io" / f"kubernetes@{kubernetes_version}"
         if (candidate / "build" / "pause" / "linux" / "pause.c").is_file():
             return candidate
     return None
 
 
-def build_pause() -> str:
-    """The pod sandbox image, compiled from Kubernetes' pause.c (no registry needed). Returns its tag."""
-    source = kubernetes_module_dir()
+def build_pause(kubernetes_version: str) -> str:
+    """The pod sandbox image, compiled from the pause.c of Kubernetes `kubernetes_version` (the control plane's,
+    from the Go module cache: no registry needed). Returns its tag."""
+    source = kubernetes_module_dir(kubernetes_version)
     if source is None:
         raise ImageError("k8s.io/kubernetes is not in the Go module cache: run `make controlplane` first")
     pause_c = (source / "build" / "pause" / "linux" / "pause.c").read_bytes()

@@ -187,7 +187,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     conf_dir = "{self.dir / "cni"}"
 """
         )
-        self._node_certificate(pki)
         kubeconfig = config_dir / "kubelet.kubeconfig"
         kubeconfig.write_text(
             json.dumps(
@@ -266,15 +265,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "--node-labels", ",".join(f"{k}={v}" for k, v in NODE_LABELS.items()),
             "--v", "1",
         ]  # fmt: skip
-
-    def _node_certificate(self, pki: Path) -> None:
-        from controlplane import _openssl
-
-        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
-        _openssl("req", *ec, "-nodes", "-keyout", "node.key", "-out", "node.csr",
-                 "-subj", f"/O=system:nodes/CN=system:node:{NODE_NAME}", cwd=pki)  # fmt: skip
-        _openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", "node.crt", "-days", "3650", "-extfile", "client.ext", cwd=pki)  # fmt: skip
 
     def _bridge_up(self) -> None:
         # Made here, not by the CNI plugin on the first pod: kubelet binds to the address at start.
@@ -367,7 +357,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         """Make docker images available to the node (skipped when already imported)."""
         from images import import_into_containerd
 
-        return import_into_containerd(self.socket, refs, self.dir / "imported.json")
+        return import_into_containerd(self.socket, refs, self.import_record)
+
+    @property
+    def import_record(self) -> Path:
+        """Which docker image ids were imported into this slot's containerd (its root persists across runs)."""
+        return self.dir / "imported.json"
 
 
 class ApiProxy:

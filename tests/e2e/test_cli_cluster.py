@@ -54,7 +54,7 @@ def artifact(
 
 
 def batch(
-    batch_id: str, purpose: str, experiment: str, points: list[tuple[str, str, bool]]
+    batch_id: str, purpose: str, experiment: str, points: list[tuple[str, str, bool]], ready: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     obj = {
         "apiVersion": "datasweep.io/v1alpha1",
@@ -65,6 +65,15 @@ def batch(
     status = {
         "status": {
             "experiments": [experiment],
+            # as the operator aggregates them: READY counts points whose every stage is Ready
+            "counts": {
+                "experiments": 1,
+                "points": len(points),
+                "reused": sum(reused for _, _, reused in points),
+                "created": sum(not reused for _, _, reused in points),
+                "ready": ready,
+                "failed": 0,
+            },
             "points": [
                 {
                     "experiment": experiment,
@@ -129,6 +138,7 @@ def objects(control_plane: Any, namespace: str) -> str:
                 ("copa-temp05-topp10-gpt4o-aaaaaaaaaaaa", "temp05_topp10_gpt4o", False),
                 ("copa-temp07-topp10-gpt4o-bbbbbbbbbbbb", "temp07_topp10_gpt4o", False),
             ],
+            ready=2,
         ),
         batch(
             BATCH_B,
@@ -138,6 +148,7 @@ def objects(control_plane: Any, namespace: str) -> str:
                 ("copa-temp07-topp08-gpt4o-cccccccccccc", "temp07_topp08_gpt4o", False),
                 ("copa-temp07-topp10-gpt4o-bbbbbbbbbbbb", "temp07_topp10_gpt4o", True),
             ],
+            ready=1,  # one point still trains: its data is Ready, READY counts it only when every stage is
         ),
     ]
     for obj, status in [*artifacts, *batches]:
@@ -167,14 +178,32 @@ def as_json(namespace: str, *args: str) -> Any:
     return json.loads(run(namespace, *args, "-o", "json").stdout)
 
 
-def test_read_tools_on_the_cluster(objects: str) -> None:
+def kubectl_columns(control_plane: Any, namespace: str, resource: str) -> dict[str, dict[str, str]]:
+    """`kubectl get RESOURCE` as a person reads it: NAME -> {COLUMN: value}."""
+    lines = control_plane.kubectl("get", resource, "-n", namespace).stdout.splitlines()
+    header = lines[0].split()
+    return {line.split()[0]: dict(zip(header, line.split(), strict=False)) for line in lines[1:]}
+
+
+def test_read_tools_on_the_cluster(control_plane: Any, objects: str) -> None:
     ns = objects
     batches = as_json(ns, "batches")
     assert [(b["batchId"], b["points"], b["reused"]) for b in batches] == [(BATCH_A, 2, 0), (BATCH_B, 2, 1)]
     view = as_json(ns, "batch", BATCH_B)
     reused = {p["semanticName"]: (p["reused"], p["firstBatch"]) for p in view["pointList"]}
     assert reused["temp07_topp10_gpt4o"] == (True, BATCH_A)
-    assert f"yes (first batch: {BATCH_A})" in run(ns, "batch", BATCH_B).stdout
+    # tables name a Batch as kubectl does (its object name); commands take either spelling
+    assert f"yes (first batch: {naming.batch_object_name(BATCH_A)})" in run(ns, "batch", BATCH_B).stdout
+    assert as_json(ns, "batch", naming.batch_object_name(BATCH_B))["batchId"] == BATCH_B
+    listed = run(ns, "batches").stdout
+    for batch_id in (BATCH_A, BATCH_B):
+        name = naming.batch_object_name(batch_id)
+        assert name in listed
+        assert batch_id not in listed
+        row = next(line.split() for line in listed.splitlines() if line.startswith(name))
+        kubectl = kubectl_columns(control_plane, ns, "batches")[name]  # kubectl get bat finds the printed name
+        assert row[-4:] == [kubectl[c] for c in ("EXPERIMENTS", "POINTS", "REUSED", "READY")]
+    assert [b["ready"] for b in batches] == [2, 1]
     artifacts = as_json(ns, "artifacts", "--dataset", "Copa")
     assert len(artifacts) == 4
     shared = next(a for a in artifacts if a["semanticName"] == "temp07_topp10_gpt4o")

@@ -220,7 +220,14 @@ def _start_background_cluster(state_dir: Path) -> dict[str, Any]:
 
 
 def test_cluster_down_leaves_no_processes(tmp_path: Path) -> None:
-    state = _start_background_cluster(tmp_path / "cluster")
+    state_dir = tmp_path / "cluster"
+    up = _run_controlplane("up", "--state-dir", str(state_dir))
+    assert up.returncode == 0, up.stdout + up.stderr
+    # every hint names this cluster: without --state-dir it would point at the default one
+    for verb in ("env", "status", "down"):
+        assert f"python hack/controlplane.py {verb} --state-dir {state_dir}" in up.stdout, up.stdout
+    state: dict[str, Any] = json.loads((state_dir / "state.json").read_text())
+    assert all(process_running(pid) for pid in [state["supervisor"], *state["pids"]])
     kubeconfig = Path(state["kubeconfig"])
     plane = ControlPlane.attach(kubeconfig)
     assert plane.kubectl("get", "nodes", "-o", "name").stdout.split() == [
@@ -228,10 +235,12 @@ def test_cluster_down_leaves_no_processes(tmp_path: Path) -> None:
         "node/kwok-gpu-0",
         "node/kwok-gpu-1",
     ]
-    result = _run_controlplane("down", "--state-dir", str(tmp_path / "cluster"))
+    result = _run_controlplane("down", "--state-dir", str(state_dir))
     assert result.returncode == 0, result.stderr
+    assert "killed" not in result.stdout, result.stdout  # the supervisor stopped everything itself
     alive = [pid for pid in [state["supervisor"], *state["pids"]] if process_running(pid)]
     assert alive == []
+    assert "all processes stopped in" in (state_dir / "supervisor.log").read_text()
 
 
 def test_crash_of_the_owner_leaves_no_processes(tmp_path: Path) -> None:

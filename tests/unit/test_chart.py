@@ -151,15 +151,10 @@ needs_helm = pytest.mark.skipif(
 )
 
 
-# A helm built from source (hack/controlplane.py) assumes Kubernetes v1.20.0 when no cluster is asked, older
-# than the chart's kubeVersion: render for the Kubernetes the tests run (released helm binaries know theirs).
-KUBE_VERSION = "1.35.4"
-
-
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Runs helm as CI or a GitOps pipeline would: no cluster, no --kube-version (a helm built from source then
+    assumes Kubernetes v1.20, which the chart must render for)."""
     assert HELM is not None
-    if args and args[0] in ("template", "lint") and "--kube-version" not in args:
-        args = (*args, "--kube-version", KUBE_VERSION)
     env = dict(
         os.environ,
         HELM_CACHE_HOME="/tmp/datasweep-helm/cache",
@@ -244,6 +239,7 @@ def test_default_render_matches_the_operator_contract(tmp_path: Path) -> None:
             "ConfigMap",
             "PersistentVolumeClaim",
             "Deployment",
+            "ClusterRole",
             "ClusterRole",
             "ClusterRole",
             "ClusterRole",
@@ -392,7 +388,7 @@ def test_customized_render_cluster_wide_existing_claim_custom_images(tmp_path: P
 
     cluster_roles = {o["metadata"]["name"]: o for o in by_kind(objects, "ClusterRole")}
     assert set(cluster_roles) == {
-        f"{NAMESPACE}-datasweep-{name}" for name in ("framework", "application", "edit", "view")
+        f"{NAMESPACE}-datasweep-{name}" for name in ("framework", "application", "edit", "view", "artifact-admin")
     }
     framework = rules_of(cluster_roles[f"{NAMESPACE}-datasweep-framework"])
     assert framework == {**FRAMEWORK_CLUSTER_RULES, **FRAMEWORK_NAMESPACED_RULES}
@@ -517,13 +513,13 @@ BAD_VALUES = [
     (["--set", "jobDefaults.gpuTolerations[0].operator=Maybe"], ["gpuTolerations", "operator"]),
     (["--set", "workerImages.trainer.digest=sha256:abc"], ["digest"]),
     (["--set", "imagePullSecrets[0].name=regcred"], ["imagePullSecrets"]),
-    # Cross-field rules, checked by templates/validate.yaml:
+    # Cross-field rules: values.schema.json (its message is the rule) and templates/validate.yaml:
     (
         ["--set", "watch.allNamespaces=true", "--set", "watch.namespaces={a}"],
         ["watch.allNamespaces", "choose one"],
     ),
-    (["--set", "sourceVolumes.raw-data=/data"], ["sourceVolumes.raw-data", "reserved"]),
-    (["--set", "sourceVolumes.datasweep-data=/sources/x"], ["sourceVolumes.datasweep-data", "data claim"]),
+    (["--set", "sourceVolumes.raw-data=/data"], ["sourceVolumes", "raw-data", "reserved"]),
+    (["--set", "sourceVolumes.datasweep-data=/sources/x"], ["sourceVolumes", "datasweep-data", "data claim"]),
     (["--set", "serviceAccount.create=false"], ["serviceAccount.name is required"]),
 ]
 
@@ -535,6 +531,46 @@ def test_bad_values_are_rejected_with_a_message(args: list[str], expected: list[
     assert result.returncode != 0, f"helm accepted {args}:\n{result.stdout[:400]}"
     for text in expected:
         assert text in result.stderr, f"{text!r} missing from helm's message:\n{result.stderr}"
+
+
+# Combinations templates/validate.yaml rejects, which values.schema.json states too: `helm lint` runs templates in
+# lint mode, where a template `fail` is only an INFO line, so without the schema rule lint passes them.
+# (args, the value paths helm's schema error names)
+BAD_COMBINATIONS = [
+    (["--set", "watch.allNamespaces=true", "--set", "watch.namespaces={a}"], ["watch", "namespaces", "choose one"]),
+    (["--set", "serviceAccount.create=false"], ["serviceAccount", "serviceAccount.name is required"]),
+    (["--set", "sourceVolumes.raw-data=/data"], ["sourceVolumes", "raw-data", "reserved"]),
+    (["--set", "sourceVolumes.raw-data=/etc/datasweep/"], ["sourceVolumes", "raw-data", "reserved"]),
+    (["--set", "sourceVolumes.raw-data=/tmp"], ["sourceVolumes", "raw-data", "reserved"]),
+    (["--set", "sourceVolumes.datasweep-data=/sources/x"], ["sourceVolumes", "datasweep-data", "data claim"]),
+]
+
+
+@needs_helm
+@pytest.mark.parametrize(("args", "expected"), BAD_COMBINATIONS, ids=[" ".join(a[1::2]) for a, _ in BAD_COMBINATIONS])
+def test_helm_lint_rejects_what_the_templates_reject(args: list[str], expected: list[str]) -> None:
+    linted = helm("lint", str(CHART), "--namespace", NAMESPACE, *args, check=False)
+    output = linted.stdout + linted.stderr
+    assert linted.returncode != 0, f"helm lint accepted {args}:\n{output}"
+    for text in expected:
+        assert text in output, f"{text!r} missing from helm lint's message:\n{output}"
+    rendered = helm("template", "datasweep", str(CHART), "--namespace", NAMESPACE, *args, check=False)
+    assert rendered.returncode != 0, f"helm template accepted {args}"
+
+
+@needs_helm
+def test_template_only_rules_still_stop_template_and_install() -> None:
+    """What a schema cannot compare (a source volume over a custom data root or named like a custom claim) the
+    templates reject at `helm template`/`install`; lint mode shows the message without failing."""
+    for args, message in (
+        (["--set", "data.dataRoot=/mnt/data", "--set", "sourceVolumes.raw-data=/mnt/data"], "is taken"),
+        (["--set", "data.existingClaim=shared", "--set", "sourceVolumes.shared=/sources/s"], "the data claim"),
+    ):
+        rendered = helm("template", "datasweep", str(CHART), "--namespace", NAMESPACE, *args, check=False)
+        assert rendered.returncode != 0, f"helm template accepted {args}"
+        assert message in rendered.stderr, rendered.stderr
+        linted = helm("lint", str(CHART), "--namespace", NAMESPACE, *args, check=False)
+        assert message in linted.stdout + linted.stderr
 
 
 def test_schema_is_valid_json_and_covers_every_default_value() -> None:
@@ -661,31 +697,66 @@ def test_chart_ships_the_generated_crds() -> None:
         assert (chart_crds / name).read_text() == (REPO / "crds" / name).read_text(), f"{name} is stale: make crds"
 
 
+READ = {"get", "list", "watch"}
+
+
 @needs_helm
 def test_users_with_edit_or_view_can_use_datasweep(tmp_path: Path) -> None:
-    """Aggregated ClusterRoles: `edit`/`admin` create Experiments, retry and delete Artifacts; `view` reads."""
+    """Aggregated ClusterRoles: `edit`/`admin` write Experiments and only read Artifacts and Batches; `view` reads.
+    Artifact retry and deletion live in an unbound ClusterRole for platform operators (docs/deploy.md)."""
     objects = render(tmp_path)
     roles = {o["metadata"]["name"]: o for o in by_kind(objects, "ClusterRole")}
     edit, view = roles[f"{NAMESPACE}-datasweep-edit"], roles[f"{NAMESPACE}-datasweep-view"]
+    admin = roles[f"{NAMESPACE}-datasweep-artifact-admin"]
     assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
     assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
-    assert rules_of(edit)[("datasweep.io", "experiments")] >= {"create", "delete", "patch"}
-    assert rules_of(edit)[("datasweep.io", "artifacts")] >= {"patch", "delete"}
-    assert rules_of(view) == {
-        ("datasweep.io", r): {"get", "list", "watch"} for r in ("experiments", "artifacts", "batches")
+    assert rules_of(edit) == {
+        ("datasweep.io", "experiments"): {*READ, "create", "update", "patch", "delete"},
+        ("datasweep.io", "artifacts"): READ,
+        ("datasweep.io", "batches"): READ,
     }
-    off = render(tmp_path, {"rbac": {"aggregateToDefaultRoles": False}})
-    assert not [o for o in by_kind(off, "ClusterRole") if "aggregate-to-view" in str(o["metadata"]["labels"])]
+    assert rules_of(view) == {("datasweep.io", r): READ for r in ("experiments", "artifacts", "batches")}
+    assert not [k for k in admin["metadata"]["labels"] if k.startswith("rbac.authorization.k8s.io/aggregate-to")]
+    assert rules_of(admin) == {
+        ("datasweep.io", "artifacts"): {*READ, "patch", "delete"},
+        ("datasweep.io", "batches"): {*READ, "create", "update", "patch", "delete"},
+        ("datasweep.io", "experiments"): READ,
+    }
+    off = render(tmp_path, {"rbac": {"aggregateToDefaultRoles": False, "artifactAdminRole": False}})
+    assert sorted(o["metadata"]["name"] for o in by_kind(off, "ClusterRole")) == [f"{NAMESPACE}-datasweep-framework"]
+    only_admin = render(tmp_path, {"rbac": {"aggregateToDefaultRoles": False}})
+    assert f"{NAMESPACE}-datasweep-artifact-admin" in {
+        o["metadata"]["name"] for o in by_kind(only_admin, "ClusterRole")
+    }
 
 
 @needs_helm
-def test_kube_version_notes_and_readme(tmp_path: Path) -> None:
-    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert chart["kubeVersion"] == ">=1.29.0-0"
-    too_old = helm("template", "datasweep", str(CHART), "--kube-version", "1.28.0", check=False)
+def test_renders_with_no_flags_and_checks_the_version_of_a_known_cluster(tmp_path: Path) -> None:
+    """`helm template x charts/datasweep` and `helm lint` work with no flags at all (CI, GitOps); the minimum
+    Kubernetes version is checked where helm knows the cluster (install/upgrade: `lookup` answers)."""
+    plain = helm("template", "x", str(CHART))
+    assert "kind: Deployment" in plain.stdout
+    helm("lint", str(CHART))
+    assert "kubeVersion" not in yaml.safe_load((CHART / "Chart.yaml").read_text())
+    # No cluster: any --kube-version renders (a GitOps tool passes its cluster's; the install checks it).
+    helm("template", "x", str(CHART), "--kube-version", "1.28.0")
+    # A copy whose "is a cluster there" test is always true shows the check and its message.
+    copy = tmp_path / "known-cluster"
+    shutil.copytree(CHART, copy)
+    validate = copy / "templates" / "validate.yaml"
+    text = validate.read_text()
+    assert text.count('(lookup "v1" "Namespace" "" "kube-system")') == 1
+    validate.write_text(text.replace('(lookup "v1" "Namespace" "" "kube-system")', "true"))
+    too_old = helm("template", "x", str(copy), "--kube-version", "1.28.9", check=False)
     assert too_old.returncode != 0
-    assert "kubeVersion" in too_old.stdout + too_old.stderr or "incompatible" in too_old.stdout + too_old.stderr
+    assert "needs Kubernetes 1.29 or newer" in too_old.stderr, too_old.stderr
+    assert "v1.28.9" in too_old.stderr, too_old.stderr
+    helm("template", "x", str(copy), "--kube-version", "1.29.0")
+
+
+@needs_helm
+def test_notes_and_readme(tmp_path: Path) -> None:
     # `helm template` does not render NOTES.txt: a copy of the chart renders it into a ConfigMap through `tpl`
     copy = tmp_path / "datasweep"
     shutil.copytree(CHART, copy)
@@ -702,13 +773,90 @@ def test_kube_version_notes_and_readme(tmp_path: Path) -> None:
     assert "kubectl create secret generic openai" in notes
     assert "spec.generation.apiKeySecret" in notes
     assert "kubectl get exp " in notes
+    assert f"--clusterrole={NAMESPACE}-datasweep-artifact-admin" in notes
 
 
 def test_chart_readme_and_experiments_plural_clash_documented() -> None:
     readme = (CHART / "README.md").read_text(encoding="utf-8")
-    for key in ("rbac.aggregateToDefaultRoles", "extraArgs", "apiKeySecret", "kubectl get exp"):
+    for key in (
+        "rbac.aggregateToDefaultRoles",
+        "rbac.artifactAdminRole",
+        "extraArgs",
+        "apiKeySecret",
+        "kubectl get exp",
+    ):
         assert key in readme, key
     crd = yaml.safe_load((CHART / "crds" / "datasweep.io_experiments.yaml").read_text())
     assert crd["spec"]["names"]["shortNames"] == ["exp"]
     assert "datasweep" in crd["spec"]["names"]["categories"]
     assert "Katib" in (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+
+
+# -- chart values named in the operator's messages
+
+CHART_VALUE = re.compile(r"chart values? `?([A-Za-z][\w-]*(?:\.(?:[\w-]+|\{\}))*)")
+
+
+def _strings_of(path: Path) -> Iterator[str]:
+    """Every string literal of a Python file, f-strings with `{}` where a value goes (implicitly joined literals are
+    one node, so a message split over lines reads whole)."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value
+        elif isinstance(node, ast.JoinedStr):
+            yield "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+
+
+def chart_values_named_in_messages() -> list[tuple[str, str]]:
+    """(file, value path) for every `chart value X` the operator's code says."""
+    found = []
+    for path in sorted((REPO / "operator").rglob("*.py")):
+        for text in _strings_of(path):
+            found += [(str(path.relative_to(REPO)), name) for name in CHART_VALUE.findall(text)]
+    return found
+
+
+def schema_has(schema: dict[str, Any], dotted: str) -> bool:
+    """Whether values.schema.json admits the value path (`{}` or any key under a map such as sourceVolumes)."""
+    node = schema
+    for part in dotted.split("."):
+        properties = node.get("properties") or {}
+        if part in properties:
+            node = properties[part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return False
+    return True
+
+
+def test_every_chart_value_an_operator_message_names_exists() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    named = chart_values_named_in_messages()
+    assert ("operator/datasweep/controller/experiment.py", "sourceVolumes.{}") in named, named  # the scan works
+    missing = [f"{where}: chart value {name}" for where, name in named if not schema_has(schema, name)]
+    assert not missing, "messages name chart values that do not exist:\n" + "\n".join(missing)
+    # what the check would have caught
+    assert not schema_has(schema, "operator.volumes")
+    assert schema_has(schema, "data.dataRoot")
+    assert schema_has(schema, "sourceVolumes.raw-data")
+
+
+@needs_helm
+def test_the_values_make_install_uses_render(tmp_path: Path) -> None:
+    """hack/install.py's values (our control plane: images on the node, a pre-made PV, the API relay) pass the
+    schema and render what a user's cluster would get, plus those three."""
+    sys.path.insert(0, str(REPO / "hack"))
+    import install
+
+    images = {"operator": "datasweep.local/operator:abc", "worker": "datasweep.local/worker:def"}
+    objects = render(tmp_path, install.values(images, ("10.213.0.1", 16443)), namespace="ml-experiments")
+    container = operator_container(objects)
+    assert (container["image"], container["imagePullPolicy"]) == ("datasweep.local/operator:abc", "Never")
+    assert {"name": "KUBERNETES_SERVICE_HOST", "value": "10.213.0.1"} in container["env"]
+    assert one(objects, "PersistentVolumeClaim")["spec"]["storageClassName"] == ""
+    config = config_of(objects)
+    assert config["images"]["worker"] == "datasweep.local/worker:def"
+    assert config["images"]["pullPolicy"] == "Never"

@@ -392,7 +392,12 @@ def build_crds() -> dict[str, dict[str, Any]]:
             {"name": "Experiments", "type": "integer", "jsonPath": ".status.counts.experiments"},
             {"name": "Points", "type": "integer", "jsonPath": ".status.counts.points"},
             {"name": "Reused", "type": "integer", "jsonPath": ".status.counts.reused"},
-            {"name": "Ready", "type": "integer", "jsonPath": ".status.counts.ready"},
+            {
+                "name": "Ready",
+                "type": "integer",
+                "jsonPath": ".status.counts.ready",
+                "description": "Points whose every stage is Ready; `datasweep batches` prints the same",
+            },
             {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
             {"name": "Cost", "type": "string", "jsonPath": ".status.progress.cost"},
         ],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from datasweep import GROUP, VERSION
 from datasweep.api.worker import DATA_STAGES
 from datasweep.cli.common import BadInput
+from datasweep.core.naming import batch_object_name
 from datasweep.k8s import labels as k8s_labels
 from datasweep.local.registry import LocalArtifact, Registry, RegistryError
 from datasweep.store.layout import SHARED
@@ -76,9 +78,10 @@ class PointView:
     artifact: str | None
     experiment: str | None
     reused: bool
-    ready: bool
+    ready: bool  # its data is ready (what `datasweep paths` lists)
     first_batch: str | None
     broken: str | None = None  # why the view entry does not lead to data
+    done: bool = False  # its data and every training stage on it are Ready (a Batch's READY counts these)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +93,7 @@ class PointView:
             "experiment": self.experiment,
             "reused": self.reused,
             "ready": self.ready,
+            "done": self.done,
             "firstBatch": self.first_batch,
             **({"broken": self.broken} if self.broken else {}),
         }
@@ -97,20 +101,37 @@ class PointView:
 
 @dataclass
 class BatchView:
-    batch_id: str
+    batch_id: str  # batch_20241229_temperature: the directory of the batch view, Experiments' spec.batch
     purpose: str = ""
     description: str = ""
     experiments: list[str] = field(default_factory=list)
     points: list[PointView] = field(default_factory=list)
+    name: str = ""  # on a cluster the Batch object's name (batch-20241229-temperature), what kubectl accepts
+    status_counts: dict[str, int] | None = None  # on a cluster the Batch's status.counts (kubectl's columns)
 
-    def to_dict(self, verbose: bool = True) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "batchId": self.batch_id,
-            "purpose": self.purpose,
-            "experiments": self.experiments,
+    @property
+    def counts(self) -> dict[str, int]:
+        """EXPERIMENTS, POINTS, REUSED, READY as `kubectl get batches` prints them: the Batch status where the
+        operator wrote one, else the same sums from the points (READY: points whose every stage is Ready)."""
+        if self.status_counts is not None:
+            return {k: int(self.status_counts.get(k, 0)) for k in ("experiments", "points", "reused", "ready")}
+        return {
+            "experiments": len(self.experiments),
             "points": len(self.points),
             "reused": sum(p.reused for p in self.points),
-            "ready": sum(p.ready for p in self.points),
+            "ready": sum(p.done for p in self.points),
+        }
+
+    def to_dict(self, verbose: bool = True) -> dict[str, Any]:
+        counts = self.counts
+        data: dict[str, Any] = {
+            "batchId": self.batch_id,
+            "name": self.name or self.batch_id,
+            "purpose": self.purpose,
+            "experiments": self.experiments,
+            "points": counts["points"],
+            "reused": counts["reused"],
+            "ready": counts["ready"],
             "datasets": {d: sum(p.dataset == d for p in self.points) for d in self.datasets},
         }
         if self.description:
@@ -122,6 +143,38 @@ class BatchView:
     @property
     def datasets(self) -> list[str]:
         return sorted({p.dataset for p in self.points})
+
+    def matches(self, ident: str) -> bool:
+        """Either spelling names the batch: the id (batch_x_y) or the object name kubectl shows (batch-x-y)."""
+        return ident in (self.batch_id, self.name) or batch_object_name(ident) == batch_object_name(self.batch_id)
+
+
+def built_on(artifacts: Iterable[ArtifactView]) -> dict[str, list[ArtifactView]]:
+    """Artifact name -> the Artifacts that take it as an input."""
+    index: dict[str, list[ArtifactView]] = {}
+    for a in artifacts:
+        for name in a.inputs:
+            index.setdefault(name, []).append(a)
+    return index
+
+
+def stages_done(
+    data: ArtifactView, children: dict[str, list[ArtifactView]], belongs: Callable[[ArtifactView], bool]
+) -> bool:
+    """Whether a point is done: its data Ready and every training Artifact built on it (directly or through
+    another stage) that `belongs` to the batch Ready too."""
+    if not data.ready:
+        return False
+    seen, frontier = {data.name}, [data.name]
+    while frontier:
+        for a in children.get(frontier.pop(), []):
+            if a.name in seen or not belongs(a):
+                continue
+            if not a.ready:
+                return False
+            seen.add(a.name)
+            frontier.append(a.name)
+    return True
 
 
 def _view_of_local(artifact: LocalArtifact) -> ArtifactView:
@@ -186,16 +239,23 @@ class LocalBackend:
         artifacts = self.artifacts()
         return [self._batch(batch_id, artifacts) for batch_id in self.batch_ids()]
 
-    def batch(self, batch_id: str) -> BatchView | None:
-        if batch_id not in self.batch_ids():
-            return None
-        return self._batch(batch_id, self.artifacts())
+    def batch(self, ident: str) -> BatchView | None:
+        """The batch `ident` names, in either spelling (batch_x_y or batch-x-y)."""
+        found = next((i for i in self.batch_ids() if BatchView(i).matches(ident)), None)
+        return None if found is None else self._batch(found, self.artifacts())
+
+    @staticmethod
+    def batch_label(batch_id: str) -> str:
+        """How tables name a batch here: its directory."""
+        return batch_id
 
     def _batch(self, batch_id: str, artifacts: list[ArtifactView]) -> BatchView:
         """The batch directory is the view (seed 000); the registry adds experiments and reuse."""
         record = self.registry.get_batch(batch_id)
         by_path = {a.path: a for a in artifacts if a.stage in DATA_STAGES}
         recorded = {(p.dataset, Path(p.path or "").name): p for p in (record.points if record else [])}
+        experiments = set(record.experiments) if record else set()
+        children = built_on(artifacts)
         points = []
         directory = self.root / batch_id
         entries = sorted(directory.glob("*/*"), key=lambda p: (p.parent.name, p.name)) if directory.is_dir() else []
@@ -222,6 +282,13 @@ class LocalBackend:
                     ready=bool(artifact and artifact.ready and broken is None),
                     first_batch=artifact.first_batch if artifact else None,
                     broken=broken,
+                    done=bool(
+                        artifact
+                        and broken is None
+                        and stages_done(
+                            artifact, children, lambda a: not experiments or bool(experiments & set(a.consumers))
+                        )
+                    ),
                 )
             )
         return BatchView(
@@ -339,8 +406,14 @@ class ClusterBackend:
         artifacts = {a.name: a for a in self.artifacts()}
         return sorted((self._batch(obj, artifacts) for obj in self._list("batches")), key=lambda b: b.batch_id)
 
-    def batch(self, batch_id: str) -> BatchView | None:
-        return next((b for b in self.batches() if b.batch_id == batch_id), None)
+    def batch(self, ident: str) -> BatchView | None:
+        """The Batch `ident` names: its object name (batch-x-y, as kubectl prints it) or its id (batch_x_y)."""
+        return next((b for b in self.batches() if b.matches(ident)), None)
+
+    @staticmethod
+    def batch_label(batch_id: str) -> str:
+        """How tables name a batch on a cluster: the Batch object's name, which `kubectl get bat NAME` finds."""
+        return batch_object_name(batch_id)
 
     @staticmethod
     def _batch(obj: dict[str, Any], artifacts: dict[str, ArtifactView]) -> BatchView:
@@ -351,6 +424,7 @@ class ClusterBackend:
         batch_id = spec.get("batchId") or obj["metadata"]["name"]
         key = k8s_labels.batch_key(obj["metadata"]["name"])
         experiments = list(status.get("experiments") or [])
+        children = built_on(artifacts.values())
         points = []
         for artifact in artifacts.values():
             if artifact.stage != "generate" or key not in artifact.label_keys:
@@ -368,12 +442,16 @@ class ClusterBackend:
                     reused=artifact.first_batch not in (None, batch_id),
                     ready=artifact.ready,
                     first_batch=artifact.first_batch,
+                    done=stages_done(artifact, children, lambda a: key in a.label_keys),
                 )
             )
+        counts = status.get("counts")
         return BatchView(
             batch_id=batch_id,
             purpose=spec.get("purpose", ""),
             description=spec.get("description", ""),
             experiments=experiments,
             points=sorted(points, key=lambda p: (p.dataset, p.name)),
+            name=obj["metadata"]["name"],
+            status_counts=dict(counts) if isinstance(counts, dict) else None,
         )

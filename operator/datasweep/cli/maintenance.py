@@ -251,6 +251,7 @@ def unlink(
     if not points and experiment is None:
         raise BadInput("name the points to remove (e.g. Copa/temp05_topp10_gpt4o) or pass --experiment NAME")
     view = one_batch(backend, batch_id)
+    batch_id = view.batch_id  # either spelling was accepted; the registry and the directory use the id
     chosen = []
     for ident in points:
         _, dataset, name, _ = split_store_path(ident)

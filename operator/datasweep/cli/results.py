@@ -123,7 +123,7 @@ def _axes(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _members(backend: LocalBackend | ClusterBackend, target: str) -> tuple[str, list[ArtifactView]]:
-    """The data artifacts (generate or dataset) of TARGET (a batch id or an experiment name), and which it is."""
+    """The data artifacts (generate or dataset) of TARGET (a batch, either spelling, or an experiment), and which."""
     artifacts = backend.artifacts()
     by_name = {a.name: a for a in artifacts}
     batch = backend.batch(target)
@@ -133,7 +133,9 @@ def _members(backend: LocalBackend | ClusterBackend, target: str) -> tuple[str, 
     consumed = [a for a in artifacts if a.stage in DATA_STAGES and target in a.consumers]
     if consumed:
         return f"experiment {target}", consumed
-    known = sorted({b.batch_id for b in backend.batches()} | {c for a in artifacts for c in a.consumers})
+    known = sorted(
+        {backend.batch_label(b.batch_id) for b in backend.batches()} | {c for a in artifacts for c in a.consumers}
+    )
     raise BadInput(f"{target!r} is neither a batch nor an experiment in {backend.location}; known: {', '.join(known)}")
 
 

@@ -94,9 +94,10 @@ def one_artifact(artifacts: list[ArtifactView], ident: str) -> ArtifactView:
 
 
 def one_batch(backend: Backend, batch_id: str) -> BatchView:
+    """The batch BATCH names, spelled as its id (batch_x_y) or as its object name (batch-x-y, what kubectl shows)."""
     batch = backend.batch(batch_id)
     if batch is None:
-        known = ", ".join(b.batch_id for b in backend.batches()) or "none"
+        known = ", ".join(backend.batch_label(b.batch_id) for b in backend.batches()) or "none"
         raise BadInput(f"unknown batch {batch_id!r} in {backend.location}; known batches: {known}")
     return batch
 
@@ -116,7 +117,11 @@ def batches(
     output: str,
     verbose: bool,
 ) -> None:
-    """List batches (was batch_tools/list_batches.py); `-o wide` adds the datasets, `-o name` prints batch ids."""
+    """List batches (was batch_tools/list_batches.py); `-o wide` adds the datasets, `-o name` prints the names.
+
+    On a cluster BATCH is the Batch object's name (`kubectl get bat NAME` finds it) and the counts are the ones
+    `kubectl get batches` prints; READY counts points whose every stage is Ready. Every command takes either
+    spelling of a batch (batch-20241229-x or batch_20241229_x)."""
     backend = _backend(root, cluster, namespace, kube_context)
     verbose = verbose or wide_requested()
     found = backend.batches()
@@ -126,8 +131,9 @@ def batches(
     rows = []
     for b in found:
         datasets = ", ".join(f"{d}: {sum(p.dataset == d for p in b.points)}" for d in b.datasets)
-        row: list[Any] = [b.batch_id, b.purpose, len(b.experiments), len(b.points)]
-        row += [sum(p.reused for p in b.points), sum(p.ready for p in b.points)]
+        counts = b.counts
+        row: list[Any] = [backend.batch_label(b.batch_id), b.purpose, counts["experiments"], counts["points"]]
+        row += [counts["reused"], counts["ready"]]
         rows.append([*row, datasets] if verbose else row)
     columns = ["BATCH", "PURPOSE", "EXPERIMENTS", "POINTS", "REUSED", "READY"] + (["DATASETS"] if verbose else [])
     print_table(f"{len(found)} batches ({backend.location})", columns, rows, name_column="BATCH")
@@ -147,9 +153,10 @@ def batch(
     output: str,
     verbose: bool,
 ) -> None:
-    """The points of BATCH_ID: reused or new, and where reused data came from.
+    """The points of BATCH_ID: reused or new, where reused data came from, and whether every stage is Ready.
 
-    Was batch_tools/list_batch_experiments.py; `-o wide` adds experiment, artifact and path.
+    Was batch_tools/list_batch_experiments.py; `-o wide` adds experiment, artifact and path. BATCH_ID in either
+    spelling: batch_20241229_x or the object name batch-20241229-x.
     """
     backend = _backend(root, cluster, namespace, kube_context)
     verbose = verbose or wide_requested()
@@ -159,14 +166,16 @@ def batch(
         return
     rows = []
     for p in view.points:
-        reused = f"yes (first batch: {p.first_batch})" if p.reused else "no (new)"
-        row = [f"{p.dataset}/{p.name}", reused, _yes_no(p.ready)]
+        first = backend.batch_label(p.first_batch) if p.first_batch else "?"
+        reused = f"yes (first batch: {first})" if p.reused else "no (new)"
+        row = [f"{p.dataset}/{p.name}", reused, _yes_no(p.done)]
         if verbose:
             row += [p.experiment or "", p.artifact or "", p.shared_path or ""]
         rows.append(row)
     columns = ["POINT", "REUSED", "READY"] + (["EXPERIMENT", "ARTIFACT", "SHARED PATH"] if verbose else [])
     print_table(
-        f"{view.batch_id}: {len(view.points)} points ({', '.join(view.experiments) or 'no experiments recorded'})",
+        f"{backend.batch_label(view.batch_id)}: {len(view.points)} points "
+        f"({', '.join(view.experiments) or 'no experiments recorded'})",
         columns,
         rows,
         name_column="POINT",
@@ -208,7 +217,15 @@ def artifacts(
         return
     wide = wide_requested()
     rows = [
-        (a.dataset, a.semantic_name, a.stage, a.phase, a.first_batch or "", ", ".join(a.consumers), a.name)
+        (
+            a.dataset,
+            a.semantic_name,
+            a.stage,
+            a.phase,
+            backend.batch_label(a.first_batch) if a.first_batch else "",
+            ", ".join(a.consumers),
+            a.name,
+        )
         + ((a.fingerprint[:12], a.path) if wide else ())
         for a in found
     ]
@@ -349,7 +366,16 @@ def paths(
         print_table(
             None,
             ("BATCH", "DATASET", "SEMANTIC", "READY", "DATA PATH"),
-            [(r["batch"], r["dataset"], r["semanticName"], _yes_no(r["ready"]), r["data"]["path"]) for r in rows],
+            [
+                (
+                    backend.batch_label(r["batch"]),
+                    r["dataset"],
+                    r["semanticName"],
+                    _yes_no(r["ready"]),
+                    r["data"]["path"],
+                )
+                for r in rows
+            ],
         )
 
 

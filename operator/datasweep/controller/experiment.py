@@ -95,10 +95,12 @@ def _dataset_hashes(
             continue
         root = settings().volume_root(dataset.source.pvc)
         if root is None:
+            pvc = dataset.source.pvc
+            mount = f"chart value sourceVolumes.{pvc}: /sources/{pvc}" if pvc else "chart value data.dataRoot"
             raise InputError(
                 "DatasetUnreadable",
-                f"{where}: the operator cannot read PVC {dataset.source.pvc or 'data'}; mount it (chart value "
-                f"operator.volumes) or set spec.datasets[{index}].sha256",
+                f"{where}: the operator cannot read PVC {pvc or 'data'}; mount it ({mount}) or set "
+                f"spec.datasets[{index}].sha256",
             )
         directory = _inside_volume(root, dataset.source.path, f"{where}.path")
         suffixes = RECORD_SUFFIXES if dataset.prepared else (".jsonl",)

@@ -4,9 +4,11 @@ tests/e2e/test_cli_cluster.py runs the same tools against a real control plane).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from datasweep.cli import common
@@ -14,6 +16,7 @@ from datasweep.cli.backends import ClusterBackend
 from datasweep.cli.main import cli
 from datasweep.k8s import labels
 
+REPO = Path(__file__).resolve().parents[3]
 BATCH_A = "batch_20241229_temperature"
 BATCH_B = "batch_20241230_topp"
 
@@ -152,3 +155,68 @@ def test_cluster_gc_offers_a_failed_artifact_a_batch_lists(fake_api: FakeCustomO
     gc = as_json("gc")
     reasons = {c["artifacts"][0]: c["reason"] for c in gc["candidates"]}
     assert reasons["copa-temp07-topp10-gpt4o-bbbbbbbbbbbb"] == "failed, never completed"
+
+
+def table(*args: str) -> str:
+    result = CliRunner().invoke(cli, [*args, "--cluster"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def printer_column(crd_file: str, column: str, obj: dict[str, Any]) -> Any:
+    """What `kubectl get` prints in COLUMN for OBJ: the CRD's printer column jsonPath (simple dotted paths)."""
+    crd = yaml.safe_load((REPO / "crds" / crd_file).read_text())
+    columns = {c["name"]: c["jsonPath"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]}
+    value: Any = obj
+    for part in columns[column].strip(".").split("."):
+        value = (value or {}).get(part)
+    return value
+
+
+def test_tables_print_the_batch_name_kubectl_finds_and_take_either_spelling(fake_api: FakeCustomObjects) -> None:
+    """`kubectl get bat batch-20241230-topp` finds the Batch; the tables print that name, and every command that
+    takes a batch accepts it as well as the id batch_20241230_topp."""
+    listed = table("batches")
+    assert "batch-20241230-topp" in listed
+    assert BATCH_B not in listed
+    for spelling in (BATCH_B, "batch-20241230-topp"):
+        view = as_json("batch", spelling)
+        assert (view["batchId"], view["name"]) == (BATCH_B, "batch-20241230-topp")
+        assert [r["semanticName"] for r in as_json("results", spelling)] == ["temp07_topp10_gpt4o"]
+    detail = table("batch", "batch-20241230-topp")
+    assert "yes (first batch: batch-20241229-temperature)" in detail
+    assert "FIRST BATCH" in table("artifacts")
+    assert "batch-20241229-temperature" in table("artifacts")
+    assert BATCH_A not in table("artifacts")
+    assert "batch-20241230-topp" in table("paths", "--batch", "batch-20241230-topp")
+    result = CliRunner().invoke(cli, ["batch", "batch-20990101-none", "--cluster"], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert "known batches: batch-20241230-topp" in result.output
+
+
+def test_ready_means_what_kubectl_get_batches_prints(fake_api: FakeCustomObjects) -> None:
+    """READY in `datasweep batches` is the Batch's READY column (status.counts.ready: points whose every stage is
+    Ready), not a count of its Ready data Artifacts; without a status the same is summed from the points."""
+    batch = fake_api.objects["batches"][0]
+    batch["status"]["counts"] = {"experiments": 1, "points": 1, "reused": 1, "ready": 0}  # data Ready, training not
+    [listed] = as_json("batches")
+    assert listed["ready"] == printer_column("datasweep.io_batches.yaml", "Ready", batch) == 0
+    assert (listed["points"], listed["reused"]) == (1, 1)
+    row = next(line for line in table("batches").splitlines() if line.startswith("batch-20241230-topp"))
+    assert row.split()[-4:] == ["1", "1", "1", "0"]  # EXPERIMENTS POINTS REUSED READY
+    batch["status"]["counts"]["ready"] = 1
+    assert as_json("batches")[0]["ready"] == printer_column("datasweep.io_batches.yaml", "Ready", batch) == 1
+
+    # No status yet: a point is done when its data and every training stage on it in this batch are Ready.
+    del batch["status"]["counts"]
+    data = fake_api.objects["artifacts"][1]
+    training = {
+        "metadata": {"name": "copa-temp07-fomaml-cccccccccccc", "labels": dict(data["metadata"]["labels"])},
+        "spec": {"stage": "fomaml", "dataset": "Copa", "fingerprint": "c" * 64, "inputs": [data["metadata"]["name"]]},
+        "status": {"phase": "Running"},
+    }
+    fake_api.objects["artifacts"].append(training)
+    assert as_json("batches")[0]["ready"] == 0
+    assert "  no" in table("batch", BATCH_B)  # the point's READY
+    training["status"]["phase"] = "Ready"
+    assert as_json("batches")[0]["ready"] == 1
