@@ -25,7 +25,7 @@ if str(HACK_DIR) not in sys.path:
     sys.path.insert(0, str(HACK_DIR))
 
 from controlplane import ControlPlane, build  # noqa: E402
-from datasweep.testing.openai_server import OpenAITestServer  # noqa: E402
+from datasweep.testing.openai_server import OpenAITestServer, ServerBehavior  # noqa: E402
 from tests.e2e.operator_harness import cluster_fixtures, install_crds, real_fixtures, write_dataset  # noqa: E402
 
 
@@ -135,4 +135,16 @@ def openai_server(control_plane: ControlPlane, real_images: dict[str, str]) -> I
     """The OpenAI test server on the real node's bridge address: the only host address pods can reach."""
     assert control_plane.node is not None  # real_images skips without a real node
     with OpenAITestServer(host=control_plane.node.ip) as server:
+        yield server
+
+
+@pytest.fixture
+def slow_server(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, real_images: dict[str, str]
+) -> Iterator[OpenAITestServer]:
+    """`openai_server` answering each chat request after the test module's LATENCY_S seconds (default 1): a
+    worker stays mid-run long enough to be killed, suspended or watched."""
+    assert control_plane.node is not None
+    latency = float(getattr(request.module, "LATENCY_S", 1.0))
+    with OpenAITestServer(ServerBehavior(latency_s=latency), host=control_plane.node.ip) as server:
         yield server

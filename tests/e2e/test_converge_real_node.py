@@ -13,7 +13,6 @@ but the one the mistake is about:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 
 from datasweep.testing.openai_server import Fault, OpenAITestServer, ServerBehavior
 from tests.e2e.operator_harness import apply, condition, experiment, get, wait_for
-from tests.e2e.test_fault_real_node import LATENCY_S, artifact_of, running_pod
+from tests.e2e.test_fault_real_node import LATENCY_S, artifact_of, running_pod  # noqa: F401 (slow_server reads it)
 from tests.e2e.test_real_node import POD_TIMEOUT, finished, real_operator, with_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
@@ -82,12 +81,6 @@ def test_an_image_that_cannot_be_pulled_is_named_then_fails_the_artifact(
     assert artifact["status"]["attempts"] == 1  # no retry: another attempt would wait the same way
     jobs = lambda: [j["metadata"]["name"] for j in get(control_plane, ns, "jobs")["items"]]  # noqa: E731
     wait_for("the stuck Job deleted", lambda: job not in jobs(), 60.0, explain=jobs)
-
-
-@pytest.fixture
-def slow_server(control_plane: Any, real_images: dict[str, str]) -> Iterator[OpenAITestServer]:
-    with OpenAITestServer(ServerBehavior(latency_s=LATENCY_S), host=control_plane.node.ip) as server:
-        yield server
 
 
 def test_a_job_deleted_mid_run_is_relaunched_and_the_sweep_succeeds(

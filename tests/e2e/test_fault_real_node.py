@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from datasweep.store.manifest import read_manifest
-from datasweep.testing.openai_server import OpenAITestServer, ServerBehavior
+from datasweep.testing.openai_server import OpenAITestServer
 from tests.e2e.operator_harness import apply, condition, experiment, get, real_fixtures, wait_for
 from tests.e2e.test_real_node import POD_TIMEOUT, finished, real_operator, records, with_server
 
@@ -85,12 +85,6 @@ def kill_container(control_plane: Any, pod: dict[str, Any]) -> None:
         capture_output=True,
         timeout=30,
     )
-
-
-@pytest.fixture
-def slow_server(control_plane: Any, real_images: dict[str, str]) -> Iterator[OpenAITestServer]:
-    with OpenAITestServer(ServerBehavior(latency_s=LATENCY_S), host=control_plane.node.ip) as server:
-        yield server
 
 
 def test_a_worker_killed_mid_run_is_retried_and_never_publishes_a_partial_directory(

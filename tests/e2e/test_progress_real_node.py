@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from datasweep.cli.main import cli
-from datasweep.testing.openai_server import OpenAITestServer, ServerBehavior
+from datasweep.testing.openai_server import OpenAITestServer
 from tests.e2e.operator_harness import apply, condition, experiment, get, wait_for
 from tests.e2e.test_real_node import POD_TIMEOUT, finished, real_operator, with_server
 
@@ -36,32 +36,36 @@ def watch_once(namespace: str) -> Any:
 
 
 def test_kubectl_get_exp_and_watch_show_progress_and_cost_mid_run(
-    control_plane: Any, real_images: dict[str, str], real_namespace: str, data_root: Path, tmp_path: Path
+    control_plane: Any,
+    real_images: dict[str, str],
+    real_namespace: str,
+    data_root: Path,
+    tmp_path: Path,
+    slow_server: OpenAITestServer,
 ) -> None:
     ns = real_namespace
-    assert control_plane.node is not None
     options = {"rephrase_fields": ["premise"], "concurrency": 1}
-    with OpenAITestServer(ServerBehavior(latency_s=LATENCY_S), host=control_plane.node.ip) as server:
-        body = with_server(experiment(NAME, purpose="progress", generation={"options": options}), server)
-        with real_operator(ns, data_root, tmp_path, real_images, progressIntervalSeconds=1):
-            apply(control_plane, ns, body)
+    server = slow_server
+    body = with_server(experiment(NAME, purpose="progress", generation={"options": options}), server)
+    with real_operator(ns, data_root, tmp_path, real_images, progressIntervalSeconds=1):
+        apply(control_plane, ns, body)
 
-            def mid_run() -> Any:
-                obj = get(control_plane, ns, "experiment", NAME)
-                progress = (obj.get("status") or {}).get("progress") or {}
-                running = (obj["status"].get("counts") or {}).get("running")
-                moving = progress.get("requestsDone", 0) > 0 and progress.get("costUsd", 0) > 0
-                return obj if running == 1 and moving and progress.get("percent", 100) < 100 else None
+        def mid_run() -> Any:
+            obj = get(control_plane, ns, "experiment", NAME)
+            progress = (obj.get("status") or {}).get("progress") or {}
+            running = (obj["status"].get("counts") or {}).get("running")
+            moving = progress.get("requestsDone", 0) > 0 and progress.get("costUsd", 0) > 0
+            return obj if running == 1 and moving and progress.get("percent", 100) < 100 else None
 
-            obj = wait_for(f"{NAME} mid-run with progress", mid_run, POD_TIMEOUT, interval=1.0)
-            row = table_row(control_plane.kubectl("get", "exp", NAME, "-n", ns).stdout)
-            watched = watch_once(ns)
-            artifact_table = control_plane.kubectl("get", "art", "-n", ns).stdout.splitlines()
-            artifact = get(control_plane, ns, "artifacts")["items"][0]
+        obj = wait_for(f"{NAME} mid-run with progress", mid_run, POD_TIMEOUT, interval=1.0)
+        row = table_row(control_plane.kubectl("get", "exp", NAME, "-n", ns).stdout)
+        watched = watch_once(ns)
+        artifact_table = control_plane.kubectl("get", "art", "-n", ns).stdout.splitlines()
+        artifact = get(control_plane, ns, "artifacts")["items"][0]
 
-            done = wait_for(f"{NAME} finished", lambda: finished(control_plane, ns, NAME), POD_TIMEOUT)
-            final_row = table_row(control_plane.kubectl("get", "exp", NAME, "-n", ns).stdout)
-            final_watch = watch_once(ns)
+        done = wait_for(f"{NAME} finished", lambda: finished(control_plane, ns, NAME), POD_TIMEOUT)
+        final_row = table_row(control_plane.kubectl("get", "exp", NAME, "-n", ns).stdout)
+        final_watch = watch_once(ns)
 
     status = obj["status"]
     print(f"mid-run: kubectl get exp -> {row}; status.progress {status['progress']}; watch: {watched.output}")

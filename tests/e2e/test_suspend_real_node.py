@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from datasweep.testing.openai_server import OpenAITestServer, ServerBehavior
+from datasweep.testing.openai_server import OpenAITestServer
 from tests.e2e.operator_harness import apply, condition, experiment, get, wait_for, write_dataset
 from tests.e2e.test_real_node import POD_TIMEOUT, finished, real_operator, records, with_server
 
@@ -26,12 +25,6 @@ CONCURRENCY = 2
 LATENCY_S = 0.5  # per request: ~15 s of requests, long enough to be suspended mid-run
 STOPPED_WITHIN_S = 10.0
 CHAT = "POST /v1/chat/completions"
-
-
-@pytest.fixture
-def slow_server(control_plane: Any, real_images: dict[str, str]) -> Iterator[OpenAITestServer]:
-    with OpenAITestServer(ServerBehavior(latency_s=LATENCY_S), host=control_plane.node.ip) as server:
-        yield server
 
 
 def the_artifact(control_plane: Any, ns: str) -> dict[str, Any] | None:
