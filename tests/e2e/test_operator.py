@@ -89,6 +89,15 @@ def test_seed_scenario_reuses_the_shared_point(
 
     table = control_plane.kubectl("get", "batches", "-n", ns).stdout
     assert "batch-20241229-temperature" in table
+    # Every kubectl table names a Batch as `kubectl get bat NAME` takes it: the object name, not the id.
+    experiments = control_plane.kubectl("get", "exp", "copa-topp", "-n", ns, "--no-headers").stdout.split()
+    assert experiments[1] == "batch-20241230-topp", experiments
+    control_plane.kubectl("get", "bat", experiments[1], "-n", ns)  # found (check=True)
+    first_batches = control_plane.kubectl(
+        "get", "art", "-n", ns, "-o", "custom-columns=FIRST:.status.firstBatchName", "--no-headers"
+    ).stdout.split()
+    assert set(first_batches) <= {"batch-20241229-temperature", "batch-20241230-topp"}, first_batches
+    assert len(first_batches) == 5
     listing = control_plane.kubectl("get", "datasweep", "-n", ns).stdout
     assert "experiment.datasweep.io/copa-topp" in listing
     assert "artifact.datasweep.io/" in listing

@@ -43,7 +43,10 @@ class ArtifactStatus(CamelModel):
     conditions: list[Condition] = Field(default_factory=list)
     job: str | None = None
     attempts: int = 0
-    first_batch: str | None = None
+    first_batch: str | None = Field(default=None, description="The first Batch's id (its directory's name)")
+    first_batch_name: str | None = Field(
+        default=None, description="The first Batch's object name: what `kubectl get batch NAME` takes"
+    )
     first_experiment: str | None = None
     consumers: list[str] = Field(
         default_factory=list,

@@ -346,7 +346,8 @@ def build_crds() -> dict[str, dict[str, Any]]:
         experiment_spec_schema(),
         _status_schema(ExperimentStatus),
         [
-            {"name": "Batch", "type": "string", "jsonPath": ".status.batch"},
+            # The object name (batch-...), not the id (batch_...): what `kubectl get bat NAME` finds.
+            {"name": "Batch", "type": "string", "jsonPath": ".status.batchName"},
             {"name": "Points", "type": "integer", "jsonPath": ".status.counts.points"},
             {"name": "Reused", "type": "integer", "jsonPath": ".status.counts.reused"},
             {"name": "Running", "type": "integer", "jsonPath": ".status.counts.running"},
@@ -371,7 +372,7 @@ def build_crds() -> dict[str, dict[str, Any]]:
             _condition_column("Ready", "Ready"),
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             _condition_column("Reason", "Ready", "reason"),
-            {"name": "First Batch", "type": "string", "jsonPath": ".status.firstBatch"},
+            {"name": "First Batch", "type": "string", "jsonPath": ".status.firstBatchName"},
             # Consumers are labels (kubectl get art -l exp.datasweep.io/NAME): a column shows the first one.
             {"name": "First Experiment", "type": "string", "jsonPath": ".status.firstExperiment", "priority": 1},
         ],

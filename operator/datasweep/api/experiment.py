@@ -231,7 +231,8 @@ class SweepProgress(CamelModel):
 
 class ExperimentStatus(CamelModel):
     observed_generation: int | None = None
-    batch: str | None = None
+    batch: str | None = Field(default=None, description="The Batch's id: its directory's name on the volume")
+    batch_name: str | None = Field(default=None, description="The Batch's object name: what `kubectl get batch` takes")
     conditions: list[Condition] = Field(default_factory=list)
     counts: Counts = Field(default_factory=Counts)
     failures: Failures = Field(default_factory=Failures)

@@ -562,6 +562,7 @@ def _import_to_cluster(backend: ClusterBackend, found: list[ImportedDir]) -> int
             "status": {
                 "phase": a.phase,
                 "firstBatch": a.first_batch,
+                "firstBatchName": naming.batch_object_name(a.first_batch) if a.first_batch else None,
                 "completedAt": a.created_at,
                 "manifest": a.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
                 if a.manifest

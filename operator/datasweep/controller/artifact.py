@@ -82,6 +82,8 @@ def _patch(namespace: str, name: str, body: Any, **changes: Any) -> None:
     if not status.get("firstExperiment") and "firstExperiment" not in changes:
         changes["firstExperiment"] = annotations.get(labels.FIRST_EXPERIMENT)
         changes["firstBatch"] = status.get("firstBatch") or annotations.get(labels.FIRST_BATCH)
+    if changes.get("firstBatch") and not status.get("firstBatchName"):
+        changes["firstBatchName"] = naming.batch_object_name(changes["firstBatch"])
     version = body["metadata"].get("resourceVersion")
     written = client.patch_status("Artifact", namespace, name, changes, resource_version=version)
     # Replaced, not changed in place: `body` may share its parts with Kopf's own copy.

@@ -677,7 +677,13 @@ def reconcile(
         "Experiment",
         namespace,
         name,
-        {"observedGeneration": generation, "batch": plan.batch, "counts": counts, "conditions": conditions},
+        {
+            "observedGeneration": generation,
+            "batch": plan.batch,
+            "batchName": naming.batch_object_name(plan.batch),
+            "counts": counts,
+            "conditions": conditions,
+        },
     )
     logger.info("planned %d points in %s", len(plan.points), plan.batch)
     if not spec.suspend and index is not None:  # resumed, or a new consumer of a suspended Artifact
