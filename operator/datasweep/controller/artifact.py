@@ -54,6 +54,14 @@ def start_admission(**kwargs: Any) -> None:
     _ADMISSION = Admission(seed, settings().max_jobs_per_namespace)
 
 
+@kopf.on.cleanup()
+def stop_admission(**_: Any) -> None:
+    """Forget this run's indices and queues: an operator started again in the same process (embedded, tests)
+    must not judge Artifacts by the Experiments an earlier run saw."""
+    global _ADMISSION, _JOBS, _ARTIFACTS, _EXPERIMENTS
+    _ADMISSION = _JOBS = _ARTIFACTS = _EXPERIMENTS = None
+
+
 # One Artifact is started or recorded by one thread at a time (handler, wake-up, Job event): otherwise a
 # "Waiting" written late could overwrite "Running", or a fast Job's completion be read before its launch.
 # Striped locks, never nested (wake-ups run after the lock is released).

@@ -110,6 +110,8 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
     monkeypatch.setattr(handler, "_ADMISSION", Admission(lambda ns: []))
     monkeypatch.setattr(handler, "_JOBS", {})
     monkeypatch.setattr(handler, "_ARTIFACTS", {}, raising=False)  # also run against older handlers
+    # No Experiment index: an operator run earlier in this process (tests/e2e) leaves none behind either.
+    monkeypatch.setattr(handler, "_EXPERIMENTS", None)
     return fake
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from datasweep.controller import artifact as handler
 from datasweep.controller import suspension
+from datasweep.controller.admission import Admission
 from datasweep.core import naming
 from datasweep.k8s import client, labels
 
@@ -171,3 +172,18 @@ def test_the_resync_stops_a_job_whose_suspend_was_missed(world: FakeCluster, mon
     assert handler.admission().running(NS, "e") == 0
     resync = Resync(world.index(), jobs, {}, {}, OperatorSettings(data_root=None))  # type: ignore[arg-type]
     assert resync.once() == 0  # Suspended: not walked again
+
+
+def test_an_operator_run_that_ended_leaves_no_experiment_index_behind(
+    world: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator started again in the same process must not judge Artifacts by the Experiments an earlier run
+    saw: with the stale index an Artifact whose Experiment was never indexed would be suspended."""
+    monkeypatch.setattr(handler, "_EXPERIMENTS", {})  # the earlier run's index, without this Experiment
+    assert handler.why_consumers_stopped(NS, ["e"]) is not None
+    handler.stop_admission()
+    assert handler.why_consumers_stopped(NS, ["e"]) is None
+    monkeypatch.setattr(handler, "_ADMISSION", Admission(lambda ns: []))  # the next run's startup
+    name = generate(world)
+    reconcile(world, name)
+    assert world.status(name)["phase"] == "Running"
