@@ -1,0 +1,264 @@
+"""The request store: answers of chat requests, content-addressed, shared by every worker of a volume.
+
+A request's identity is the sha256 of its canonical content (backend family, model, every sampling parameter
+after the API's defaults, the rendered messages, n, seed, sample index) salted by `cacheVersion` and the
+identity recipe: two requests with one identity are the same draw, so the first answer serves both.
+
+<_shared>/.requests/v1/
+    <ab>.jsonl   answers whose identity starts with <ab>: one JSON object a line, append-only, first answer wins
+    <ab>.idx     "<identity> <offset> <length>" a line: where each answer's line sits in <ab>.jsonl
+
+Many processes (pods of one volume) append at once: a writer holds flock on the shard's .jsonl while it
+appends whole lines to both files (O_APPEND), data first, so an index line always points at a complete
+data line. A writer killed mid-append leaves at most a torn last line; the next writer ends it with a newline
+before appending, and readers skip lines that do not parse. Lookups read only the small index of the shards
+they touch and keep only the identities asked for: memory follows the request, not the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STORE_DIR = ".requests"  # under the volume's _shared/ (store.layout.SHARED)
+FORMAT = "v1"
+# The identity recipe: changing what an identity covers changes this, so old answers are never misread.
+RECIPE = "chat-1"
+# The chat API's defaults: a body that spells one out and a body that leaves it out are one request.
+API_DEFAULTS: dict[str, Any] = {
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "n": 1,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "seed": None,
+    "stop": None,
+    "max_tokens": None,
+}
+SHARD_CHARS = 2  # 256 shards: ~4,000 answers a shard at 1,000,000
+MAX_RECORD_BYTES = 16 * 1024 * 1024  # an answer line larger than this is not stored (never a torn giant append)
+
+
+def _number(value: Any) -> Any:
+    # 1 and 1.0 are one value for a sampling parameter (as in the fingerprint, SPEC 2)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def request_identity(family: str, body: Mapping[str, Any], *, salt: str = "", sample: int = 0) -> str:
+    """sha256 of a chat request's canonical content; `body` holds what chat.completions.create takes."""
+    content = {**API_DEFAULTS, **body}
+    canonical = {
+        "recipe": RECIPE,
+        "salt": salt,
+        "family": family,
+        "sample": sample,
+        "request": {key: _number(value) for key, value in content.items()},
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """One answer and the provenance of the first time it was paid for."""
+
+    identity: str
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    model: str | None = None  # the model the API said answered
+    system_fingerprint: str | None = None
+    answered_at: str = ""  # ISO time it was stored
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.identity,
+            "text": self.text,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+            "model": self.model,
+            "system_fingerprint": self.system_fingerprint,
+            "answered_at": self.answered_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StoredAnswer:
+        return cls(
+            identity=str(data["id"]),
+            text=str(data.get("text") or ""),
+            prompt_tokens=int(data.get("prompt_tokens") or 0),
+            completion_tokens=int(data.get("completion_tokens") or 0),
+            finish_reason=data.get("finish_reason"),
+            model=data.get("model"),
+            system_fingerprint=data.get("system_fingerprint"),
+            answered_at=str(data.get("answered_at") or ""),
+        )
+
+
+def _is_identity(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _complete_lines(raw: bytes) -> Iterator[bytes]:
+    """The newline-ended lines of `raw`: a torn last line (a writer killed mid-append) is not one."""
+    end = raw.rfind(b"\n")
+    if end < 0:
+        return
+    yield from raw[: end + 1].splitlines()
+
+
+class RequestStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)  # <_shared>/.requests
+        self.directory = self.root / FORMAT
+
+    @classmethod
+    def under(cls, shared: Path) -> RequestStore:
+        return cls(Path(shared) / STORE_DIR)
+
+    def _data(self, shard: str) -> Path:
+        return self.directory / f"{shard}.jsonl"
+
+    def _index(self, shard: str) -> Path:
+        return self.directory / f"{shard}.idx"
+
+    def shards(self) -> list[str]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(path.stem for path in self.directory.glob("*.idx"))
+
+    def read_index(self, shard: str) -> dict[str, tuple[int, int]]:
+        """identity -> (offset, length) of its answer in the shard's data file; the first entry wins."""
+        try:
+            raw = self._index(shard).read_bytes()
+        except FileNotFoundError:
+            return {}
+        entries: dict[str, tuple[int, int]] = {}
+        for line in _complete_lines(raw):
+            parts = line.split(b" ")
+            if len(parts) != 3:
+                continue  # the end of a torn line, completed by the next writer's newline
+            identity = parts[0].decode("ascii", "replace")
+            if identity in entries or not _is_identity(identity):
+                continue
+            with contextlib.suppress(ValueError):
+                entries[identity] = (int(parts[1]), int(parts[2]))
+        return entries
+
+    def lookup(self, identities: Iterable[str]) -> dict[str, StoredAnswer]:
+        """The stored answers among `identities` (the others are not stored, or not readable)."""
+        wanted: dict[str, set[str]] = {}
+        for identity in identities:
+            wanted.setdefault(identity[:SHARD_CHARS], set()).add(identity)
+        found: dict[str, StoredAnswer] = {}
+        for shard, names in wanted.items():
+            index = self.read_index(shard)
+            hits = sorted((index[name], name) for name in names if name in index)
+            if not hits:
+                continue
+            with self._data(shard).open("rb") as handle:
+                for (offset, length), name in hits:
+                    handle.seek(offset)
+                    answer = _parse_answer(handle.read(length))
+                    if answer is not None and answer.identity == name:
+                        found[name] = answer
+        return found
+
+    def put(self, answers: Iterable[StoredAnswer]) -> int:
+        """Store the answers not stored yet (first answer wins); returns how many were added."""
+        by_shard: dict[str, dict[str, StoredAnswer]] = {}
+        for answer in answers:
+            if not _is_identity(answer.identity):
+                raise ValueError(f"not a request identity: {answer.identity!r}")
+            by_shard.setdefault(answer.identity[:SHARD_CHARS], {}).setdefault(answer.identity, answer)
+        if not by_shard:
+            return 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        added = 0
+        for shard, answers_here in sorted(by_shard.items()):
+            added += self._append(shard, answers_here)
+        return added
+
+    def _append(self, shard: str, answers: dict[str, StoredAnswer]) -> int:
+        data_fd = os.open(self._data(shard), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(data_fd, fcntl.LOCK_EX)  # one writer a shard; released when the fd closes (or dies)
+            index_fd = os.open(self._index(shard), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                stored = self.read_index(shard)  # under the lock: exact
+                offset = _end_with_newline(data_fd)
+                data_lines: list[bytes] = []
+                index_lines: list[bytes] = []
+                for identity, answer in answers.items():
+                    if identity in stored:
+                        continue
+                    line = json.dumps(answer.to_json(), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+                    if len(line) > MAX_RECORD_BYTES:
+                        continue
+                    data_lines.append(line)
+                    index_lines.append(f"{identity} {offset} {len(line)}\n".encode())
+                    offset += len(line)
+                if not data_lines:
+                    return 0
+                _write_all(data_fd, b"".join(data_lines))
+                os.fsync(data_fd)  # the data is durable before any index line points at it
+                _end_with_newline(index_fd)
+                _write_all(index_fd, b"".join(index_lines))
+                os.fsync(index_fd)
+                return len(data_lines)
+            finally:
+                os.close(index_fd)
+        finally:
+            os.close(data_fd)
+
+    def count(self) -> int:
+        """Stored answers (index entries), over every shard."""
+        return sum(len(self.read_index(shard)) for shard in self.shards())
+
+    def iter_answers(self, shard: str) -> Iterator[StoredAnswer]:
+        """Every complete answer line of a shard's data file (for checks and gc), torn lines skipped."""
+        try:
+            raw = self._data(shard).read_bytes()
+        except FileNotFoundError:
+            return
+        for line in _complete_lines(raw):
+            answer = _parse_answer(line)
+            if answer is not None:
+                yield answer
+
+
+def _parse_answer(raw: bytes) -> StoredAnswer | None:
+    try:
+        data = json.loads(raw)
+        return StoredAnswer.from_json(data) if isinstance(data, dict) and "id" in data else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _end_with_newline(fd: int) -> int:
+    """Complete a torn last line (its writer died mid-append) so that the next line starts on its own;
+    returns the file's size, where the next append lands (the caller holds the shard's lock)."""
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        _write_all(fd, b"\n")
+        size += 1
+    return size
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
