@@ -5,8 +5,8 @@ after the API's defaults, the rendered messages, n, seed, sample index) salted b
 identity recipe: two requests with one identity are the same draw, so the first answer serves both.
 
 <_shared>/.requests/v1/
-    <ab>.jsonl   answers whose identity starts with <ab>: one JSON object a line, append-only, first answer wins
-    <ab>.idx     "<identity> <offset> <length>" a line: where each answer's line sits in <ab>.jsonl
+    <abc>.jsonl  answers whose identity starts with <abc>: one JSON object a line, append-only, first answer wins
+    <abc>.idx    "<identity> <offset> <length>;" a line: where each answer's line sits in <abc>.jsonl
 
 Many processes (pods of one volume) append at once: a writer holds flock on the shard's .jsonl while it
 appends whole lines to both files (O_APPEND), data first, so an index line always points at a complete
@@ -17,7 +17,6 @@ they touch and keep only the identities asked for: memory follows the request, n
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -43,7 +42,8 @@ API_DEFAULTS: dict[str, Any] = {
     "stop": None,
     "max_tokens": None,
 }
-SHARD_CHARS = 2  # 256 shards: ~4,000 answers a shard at 1,000,000
+SHARD_CHARS = 3  # 4,096 shards: ~250 answers a shard at 1,000,000, so a small lookup reads little
+END = b";"  # ends every index line: the head of a torn one (completed by the next writer's newline) lacks it
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # an answer line larger than this is not stored (never a torn giant append)
 
 
@@ -139,23 +139,23 @@ class RequestStore:
             return []
         return sorted(path.stem for path in self.directory.glob("*.idx"))
 
-    def read_index(self, shard: str) -> dict[str, tuple[int, int]]:
-        """identity -> (offset, length) of its answer in the shard's data file; the first entry wins."""
+    def _index_lines(self, shard: str) -> dict[bytes, bytes]:
+        """identity (ascii) -> its index line, the first complete line of an identity winning."""
         try:
             raw = self._index(shard).read_bytes()
         except FileNotFoundError:
             return {}
-        entries: dict[str, tuple[int, int]] = {}
-        for line in _complete_lines(raw):
-            parts = line.split(b" ")
-            if len(parts) != 3:
-                continue  # the end of a torn line, completed by the next writer's newline
-            identity = parts[0].decode("ascii", "replace")
-            if identity in entries or not _is_identity(identity):
-                continue
-            with contextlib.suppress(ValueError):
-                entries[identity] = (int(parts[1]), int(parts[2]))
-        return entries
+        lines = list(_complete_lines(raw))
+        lines.reverse()  # so that the first entry of an identity is the one the dict keeps
+        return {line[:64]: line for line in lines if line.endswith(END) and line[64:65] == b" "}
+
+    def read_index(self, shard: str) -> dict[str, tuple[int, int]]:
+        """identity -> (offset, length) of its answer in the shard's data file."""
+        return {
+            key.decode("ascii", "replace"): where
+            for key, line in self._index_lines(shard).items()
+            if (where := _location(line)) is not None
+        }
 
     def lookup(self, identities: Iterable[str]) -> dict[str, StoredAnswer]:
         """The stored answers among `identities` (the others are not stored, or not readable)."""
@@ -164,8 +164,13 @@ class RequestStore:
             wanted.setdefault(identity[:SHARD_CHARS], set()).add(identity)
         found: dict[str, StoredAnswer] = {}
         for shard, names in wanted.items():
-            index = self.read_index(shard)
-            hits = sorted((index[name], name) for name in names if name in index)
+            index = self._index_lines(shard)
+            hits = sorted(
+                (where, name)
+                for name in names
+                if (line := index.get(name.encode("ascii", "replace"))) is not None
+                and (where := _location(line)) is not None
+            )
             if not hits:
                 continue
             with self._data(shard).open("rb") as handle:
@@ -197,26 +202,26 @@ class RequestStore:
             fcntl.flock(data_fd, fcntl.LOCK_EX)  # one writer a shard; released when the fd closes (or dies)
             index_fd = os.open(self._index(shard), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             try:
-                stored = self.read_index(shard)  # under the lock: exact
+                stored = self._index_lines(shard)  # under the lock: exact
                 offset = _end_with_newline(data_fd)
                 data_lines: list[bytes] = []
                 index_lines: list[bytes] = []
                 for identity, answer in answers.items():
-                    if identity in stored:
+                    if identity.encode() in stored:
                         continue
                     line = json.dumps(answer.to_json(), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
                     if len(line) > MAX_RECORD_BYTES:
                         continue
                     data_lines.append(line)
-                    index_lines.append(f"{identity} {offset} {len(line)}\n".encode())
+                    index_lines.append(f"{identity} {offset} {len(line)}".encode() + END + b"\n")
                     offset += len(line)
                 if not data_lines:
                     return 0
+                # No fsync: the store is a cache beside the durable journals; a line a crash loses or garbles is a
+                # miss (every read checks the identity at the offset) and that request is sent again.
                 _write_all(data_fd, b"".join(data_lines))
-                os.fsync(data_fd)  # the data is durable before any index line points at it
                 _end_with_newline(index_fd)
                 _write_all(index_fd, b"".join(index_lines))
-                os.fsync(index_fd)
                 return len(data_lines)
             finally:
                 os.close(index_fd)
@@ -225,7 +230,7 @@ class RequestStore:
 
     def count(self) -> int:
         """Stored answers (index entries), over every shard."""
-        return sum(len(self.read_index(shard)) for shard in self.shards())
+        return sum(len(self._index_lines(shard)) for shard in self.shards())
 
     def iter_answers(self, shard: str) -> Iterator[StoredAnswer]:
         """Every complete answer line of a shard's data file (for checks and gc), torn lines skipped."""
@@ -237,6 +242,13 @@ class RequestStore:
             answer = _parse_answer(line)
             if answer is not None:
                 yield answer
+
+
+def _location(line: bytes) -> tuple[int, int] | None:
+    parts = line[65 : -len(END)].split(b" ")
+    if len(parts) != 2 or not parts[0].isdigit() or not parts[1].isdigit():
+        return None
+    return int(parts[0]), int(parts[1])
 
 
 def _parse_answer(raw: bytes) -> StoredAnswer | None:

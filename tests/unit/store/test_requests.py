@@ -70,25 +70,25 @@ def test_put_then_lookup_keeps_the_first_answer_and_its_provenance(tmp_path):
 
 def test_a_torn_last_line_is_skipped_and_ended_by_the_next_writer(tmp_path):
     store = RequestStore(tmp_path)
-    first = "ab" + "0" * 62
+    first = "abc" + "0" * 61
     store.put([answer(first, "kept")])
     # a writer killed mid-append: half a data line and half an index line, no newline
-    with (tmp_path / "v1" / "ab.jsonl").open("ab") as handle:
-        handle.write(b'{"id":"ab' + b"1" * 30)
-    with (tmp_path / "v1" / "ab.idx").open("ab") as handle:
-        handle.write(b"ab" + b"1" * 62 + b" 12")
-    torn = "ab" + "1" * 62
+    with (tmp_path / "v1" / "abc.jsonl").open("ab") as handle:
+        handle.write(b'{"id":"abc' + b"1" * 30)
+    with (tmp_path / "v1" / "abc.idx").open("ab") as handle:
+        handle.write(b"abc" + b"1" * 61 + b" 12 3")  # of " 12 345;\n"
+    torn = "abc" + "1" * 61
     assert store.lookup([first, torn]).keys() == {first}
     store.put([answer(torn, "after")])
-    assert {a.identity: a.text for a in store.iter_answers("ab")} == {first: "kept", torn: "after"}
+    assert {a.identity: a.text for a in store.iter_answers("abc")} == {first: "kept", torn: "after"}
     assert store.lookup([first, torn])[torn].text == "after"
 
 
 def test_an_index_entry_that_points_at_garbage_is_a_miss(tmp_path):
     store = RequestStore(tmp_path)
-    identity = "cd" + "2" * 62
+    identity = "cde" + "2" * 61
     store.put([answer(identity)])
-    index = tmp_path / "v1" / "cd.idx"
+    index = tmp_path / "v1" / "cde.idx"
     index.write_text(index.read_text().replace(" 0 ", " 5 "))
     assert store.lookup([identity]) == {}
 

@@ -324,6 +324,7 @@ def compile_outputs(
     started: float,
     gpu_seconds: float,
     batch_ids: dict[str, list[str]],
+    reuse: RequestReuse | None = None,
 ) -> Manifest:
     """Write the outputs into a staging directory under `.work/`, publish them by rename once all are complete,
     then the manifest: a kill or a full volume at any point leaves no partial output beside the resume state."""
@@ -334,7 +335,7 @@ def compile_outputs(
     staging.mkdir(parents=True)
     try:
         roles, total, extra = _write_outputs(
-            spec, params, splits, plan, generated, validated, started, gpu_seconds, batch_ids, staging
+            spec, params, splits, plan, generated, validated, started, gpu_seconds, batch_ids, staging, reuse
         )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -360,6 +361,7 @@ def _write_outputs(
     gpu_seconds: float,
     batch_ids: dict[str, list[str]],
     out: Path,
+    reuse: RequestReuse | None = None,
 ) -> tuple[Roles, Usage, dict[str, Any]]:
     batch = params.backend == "openai-batch"
     table = pricing.price_table(params.backend, params.prices)
@@ -494,6 +496,12 @@ def _write_outputs(
         "dataset": spec.dataset,
         "savedByReuse": saved_by_reuse,
     }
+    if reuse is not None:
+        extra["requestStore"] = {
+            "path": str(reuse.store.root),
+            "lookups": reuse.lookup_enabled,
+            "lookupSeconds": round(reuse.lookup_seconds, 3),
+        }
     return roles, total, extra
 
 
@@ -508,7 +516,7 @@ def request_reuse(spec: WorkerSpec, params: GenerateParams) -> RequestReuse | No
 
 
 async def _generate(
-    spec: WorkerSpec, params: GenerateParams, plan: TaskPlan, api_key: str, work: Path
+    spec: WorkerSpec, params: GenerateParams, plan: TaskPlan, api_key: str, work: Path, reuse: RequestReuse | None
 ) -> tuple[Journal, Journal | None, float]:
     gpu_seconds = 0.0
     generated = Journal(work / "generate.jsonl")
@@ -519,7 +527,6 @@ async def _generate(
     def meter_for(model: str) -> Meter:
         return lambda prompt, completion: pricing.estimate_cost(model, prompt, completion, table, batch)
 
-    reuse = request_reuse(spec, params)
     requests = [generation_request(item, params) for item in plan.items]
     plan_progress(len(requests) * (2 if params.validation is not None else 1))
     await run_phase(backend, requests, generated, "generate", meter_for(params.model), reuse)
@@ -581,9 +588,12 @@ def run_generate(spec: WorkerSpec) -> Manifest:
     )
     # SIGTERM (a suspended or deleted Job) cancels the requests in flight and drains the journals: a rerun sends
     # only what was in flight; then Stopped (exit 143).
-    generated, validated, gpu_seconds = asyncio.run(run_until_stopped(_generate(spec, params, plan, api_key, work)))
+    reuse = request_reuse(spec, params)
+    generated, validated, gpu_seconds = asyncio.run(
+        run_until_stopped(_generate(spec, params, plan, api_key, work, reuse))
+    )
     manifest = compile_outputs(
-        spec, params, splits, plan, generated, validated, started, gpu_seconds, submitted_batch_ids(work)
+        spec, params, splits, plan, generated, validated, started, gpu_seconds, submitted_batch_ids(work), reuse
     )
     generated.close()
     if validated is not None:
