@@ -115,7 +115,9 @@ def main() -> None:
             ("deleted, produced again", "baseline", base, {}),
             ("baseline, requestReuse off", "fresh", base, {"requestReuse": False}),
         ]
-        header = f"{'case':<28} {'gen sent':>8} {'val sent':>8} {'reused':>7} {'wall s':>7} {'lookup s':>8} {'lookup %':>8}"
+        header = (
+            f"{'case':<28} {'gen sent':>8} {'val sent':>8} {'reused':>7} {'wall s':>7} {'lookup s':>8} {'lookup %':>8}"
+        )
         print(header)
         baseline_sent = 0
         for label, name, source, params in cases:

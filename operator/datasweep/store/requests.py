@@ -44,6 +44,8 @@ API_DEFAULTS: dict[str, Any] = {
 }
 SHARD_CHARS = 3  # 4,096 shards: ~250 answers a shard at 1,000,000, so a small lookup reads little
 END = b";"  # ends every index line: the head of a torn one (completed by the next writer's newline) lacks it
+NEWLINE = ord("\n")
+FIND_BELOW = 2000  # index bytes per wanted identity above which a lookup searches bytes instead of parsing lines
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # an answer line larger than this is not stored (never a torn giant append)
 
 
@@ -139,12 +141,17 @@ class RequestStore:
             return []
         return sorted(path.stem for path in self.directory.glob("*.idx"))
 
-    def _index_lines(self, shard: str) -> dict[bytes, bytes]:
-        """identity (ascii) -> its index line, the first complete line of an identity winning."""
+    def _read_index_bytes(self, shard: str) -> bytes:
         try:
-            raw = self._index(shard).read_bytes()
+            with open(self._index(shard), "rb") as handle:
+                return handle.read()
         except FileNotFoundError:
-            return {}
+            return b""
+
+    def _index_lines(self, shard: str, raw: bytes | None = None) -> dict[bytes, bytes]:
+        """identity (ascii) -> its index line, the first complete line of an identity winning."""
+        if raw is None:
+            raw = self._read_index_bytes(shard)
         lines = list(_complete_lines(raw))
         lines.reverse()  # so that the first entry of an identity is the one the dict keeps
         return {line[:64]: line for line in lines if line.endswith(END) and line[64:65] == b" "}
@@ -164,16 +171,25 @@ class RequestStore:
             wanted.setdefault(identity[:SHARD_CHARS], set()).add(identity)
         found: dict[str, StoredAnswer] = {}
         for shard, names in wanted.items():
-            index = self._index_lines(shard)
-            hits = sorted(
-                (where, name)
-                for name in names
-                if (line := index.get(name.encode("ascii", "replace"))) is not None
-                and (where := _location(line)) is not None
-            )
+            raw = self._read_index_bytes(shard)
+            if not raw:
+                continue
+            if len(names) * FIND_BELOW < len(raw):
+                # a few identities in a large shard: search the bytes instead of splitting every line
+                hits = sorted(
+                    (where, name) for name in names if (where := _find_entry(raw, name.encode("ascii", "replace")))
+                )
+            else:
+                index = self._index_lines(shard, raw)
+                hits = sorted(
+                    (where, name)
+                    for name in names
+                    if (line := index.get(name.encode("ascii", "replace"))) is not None
+                    and (where := _location(line)) is not None
+                )
             if not hits:
                 continue
-            with self._data(shard).open("rb") as handle:
+            with open(self._data(shard), "rb") as handle:
                 for (offset, length), name in hits:
                     handle.seek(offset)
                     answer = _parse_answer(handle.read(length))
@@ -242,6 +258,20 @@ class RequestStore:
             answer = _parse_answer(line)
             if answer is not None:
                 yield answer
+
+
+def _find_entry(raw: bytes, key: bytes) -> tuple[int, int] | None:
+    """The location in the first complete index line of `key` in the index bytes `raw`."""
+    start = 0
+    while (at := raw.find(key, start)) >= 0:
+        start = at + 1
+        if at and raw[at - 1] != NEWLINE:
+            continue
+        end = raw.find(b"\n", at)
+        line = raw[at:end] if end >= 0 else b""
+        if line.endswith(END) and line[64:65] == b" " and (where := _location(line)) is not None:
+            return where
+    return None
 
 
 def _location(line: bytes) -> tuple[int, int] | None:

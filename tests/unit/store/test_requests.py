@@ -11,6 +11,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from datasweep.store.requests import RequestStore, StoredAnswer, request_identity
 
 BODY = {
@@ -68,20 +70,25 @@ def test_put_then_lookup_keeps_the_first_answer_and_its_provenance(tmp_path):
     assert store.count() == 2
 
 
-def test_a_torn_last_line_is_skipped_and_ended_by_the_next_writer(tmp_path):
+@pytest.mark.parametrize("others", [0, 300], ids=["small shard: index parsed", "large shard: bytes searched"])
+def test_a_torn_last_line_is_skipped_and_ended_by_the_next_writer(tmp_path, others):
     store = RequestStore(tmp_path)
     first = "abc" + "0" * 61
-    store.put([answer(first, "kept")])
+    filler = [answer(f"abc{index:061x}".replace("0", "f", 1)) for index in range(others)]
+    store.put([answer(first, "kept"), *filler])
     # a writer killed mid-append: half a data line and half an index line, no newline
     with (tmp_path / "v1" / "abc.jsonl").open("ab") as handle:
         handle.write(b'{"id":"abc' + b"1" * 30)
     with (tmp_path / "v1" / "abc.idx").open("ab") as handle:
         handle.write(b"abc" + b"1" * 61 + b" 12 3")  # of " 12 345;\n"
     torn = "abc" + "1" * 61
-    assert store.lookup([first, torn]).keys() == {first}
+    assert store.lookup([first]).keys() == {first}
+    assert store.lookup([torn]) == {}
     store.put([answer(torn, "after")])
-    assert {a.identity: a.text for a in store.iter_answers("abc")} == {first: "kept", torn: "after"}
-    assert store.lookup([first, torn])[torn].text == "after"
+    stored = {a.identity: a.text for a in store.iter_answers("abc")}
+    assert (stored[first], stored[torn], len(stored)) == ("kept", "after", others + 2)
+    assert store.lookup([torn])[torn].text == "after"
+    assert store.lookup([first])[first].text == "kept"
 
 
 def test_an_index_entry_that_points_at_garbage_is_a_miss(tmp_path):
