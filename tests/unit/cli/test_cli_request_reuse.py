@@ -32,6 +32,13 @@ def test_a_dataset_grown_by_10_percent_sends_only_the_new_rows(workspace, write_
     assert openai_server.counts[CHAT] - start == 2 * 22  # generation + validation of every record
 
     write_copa(source, rows=22)  # two more train rows: a new dataset hash, a new point
+    planned = json.loads(invoke("plan", experiment, "--root", root, "-o", "json").stdout)
+    (estimate,) = [stage["estimate"] for stage in planned["stages"]]
+    assert (estimate["requests"], estimate["storedRequests"]) == (2 * 2, 2 * 22)
+    assert estimate["savedByReuseUsd"] is None  # a self-hosted model is unpriced
+    assert planned["totals"]["storedRequests"] == 2 * 22
+    table = invoke("plan", experiment, "--root", root).stdout
+    assert "4 to send, 44 stored" in table
     start = openai_server.counts[CHAT]
     invoke("run", experiment, "--root", root)
     assert openai_server.counts[CHAT] - start == 2 * 2

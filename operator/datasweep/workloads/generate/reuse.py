@@ -52,27 +52,27 @@ class RequestReuse:
     def identity(self, request: ChatRequest) -> str:
         return request_identity(self.family, request.body, salt=self.salt)
 
-    def fill(self, requests: Sequence[ChatRequest], journal: Journal) -> list[ChatRequest]:
-        """Journal the stored answers of `requests` as reused; returns the requests still to send."""
+    def stored(self, requests: Sequence[ChatRequest]) -> dict[str, StoredAnswer]:
+        """custom_id -> the stored answer of each of `requests` that has one (none while lookups are off)."""
         if not self.lookup_enabled or not requests:
-            return list(requests)
+            return {}
         started = time.perf_counter()
         identities = {request.custom_id: self.identity(request) for request in requests}
         try:
-            stored = self.store.lookup(identities.values())
+            found = self.store.lookup(identities.values())
         except OSError as error:
             log.warning("request store %s unreadable (%s): sending every request", self.store.root, error)
-            return list(requests)
+            return {}
         finally:
             self.lookup_seconds += time.perf_counter() - started
-        todo = []
-        for request in requests:
-            answer = stored.get(identities[request.custom_id])
-            if answer is None:
-                todo.append(request)
-            else:
-                journal.add(_reused_entry(request.custom_id, answer))
-        return todo
+        return {custom_id: found[identity] for custom_id, identity in identities.items() if identity in found}
+
+    def fill(self, requests: Sequence[ChatRequest], journal: Journal) -> list[ChatRequest]:
+        """Journal the stored answers of `requests` as reused; returns the requests still to send."""
+        stored = self.stored(requests)
+        for custom_id, answer in stored.items():
+            journal.add(_reused_entry(custom_id, answer))
+        return [request for request in requests if request.custom_id not in stored]
 
     def record(self, requests: Sequence[ChatRequest], journal: Journal) -> int:
         """Store the answers this Artifact paid for (the journal's, across restarts) that are not stored yet."""
