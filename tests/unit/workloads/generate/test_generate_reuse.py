@@ -98,3 +98,24 @@ def test_an_output_dir_outside_the_shared_layout_has_no_store(api_key, openai_se
         run_generate(make_spec(tmp_path, dataset_dir, {"base_url": openai_server.url}, name=name))
     assert sent(openai_server) == 36
     assert not list(Path(tmp_path).rglob(".requests"))
+
+
+def test_the_batch_api_submits_only_what_the_store_lacks(api_key, openai_server, tmp_path, dataset_dir):
+    # sync chat completions and the Batch API serve the same models: one family, one store
+    run_generate(shared_spec(tmp_path, dataset_dir, openai_server, "sync", backend="openai"))
+    grown = tmp_path / "grown"
+    shutil.copytree(dataset_dir, grown)
+    write_jsonl(grown / "copa_train.jsonl", copa_records(8, "train", reject_every=3))
+    batch = {"backend": "openai-batch", "poll_interval": 0.01, "max_poll_interval": 0.02}
+    manifest = run_generate(shared_spec(tmp_path, grown, openai_server, "batch", **batch))
+    assert sorted(openai_server.batch_request_log) == [
+        "gen:train:6:text",
+        "gen:train:7:text",
+        "val:train:6:text",
+        "val:train:7:text",
+    ]
+    assert manifest.extra["savedByReuse"]["requests"] == 18
+    # and what the batches answered is stored for the next point
+    again = run_generate(shared_spec(tmp_path, grown, openai_server, "again", backend="openai"))
+    assert again.usage.requests == 0
+    assert sent(openai_server) == 18
