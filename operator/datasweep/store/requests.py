@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from datasweep.store.atomic import file_mode
+
 STORE_DIR = ".requests"  # under the volume's _shared/ (store.layout.SHARED)
 FORMAT = "v1"
 # The identity recipe: changing what an identity covers changes this, so old answers are never misread.
@@ -213,10 +215,10 @@ class RequestStore:
         return added
 
     def _append(self, shard: str, answers: dict[str, StoredAnswer]) -> int:
-        data_fd = os.open(self._data(shard), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        data_fd = _open_for_append(self._data(shard))
         try:
             fcntl.flock(data_fd, fcntl.LOCK_EX)  # one writer a shard; released when the fd closes (or dies)
-            index_fd = os.open(self._index(shard), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            index_fd = _open_for_append(self._index(shard))
             try:
                 stored = self._index_lines(shard)  # under the lock: exact
                 offset = _end_with_newline(data_fd)
@@ -287,6 +289,15 @@ def _parse_answer(raw: bytes) -> StoredAnswer | None:
         return StoredAnswer.from_json(data) if isinstance(data, dict) and "id" in data else None
     except (ValueError, TypeError, KeyError):
         return None
+
+
+def _open_for_append(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return os.open(path, os.O_RDWR | os.O_APPEND)
+    os.fchmod(fd, file_mode())  # teammates' pods read and append to it too
+    return fd
 
 
 def _end_with_newline(fd: int) -> int:

@@ -165,3 +165,9 @@ def test_concurrent_writers_and_a_killed_one_leave_every_complete_answer_readabl
     late = identity("late", 0)
     store.put([answer(late)])
     assert late in store.lookup([late])
+
+
+def test_store_files_take_the_volume_file_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATASWEEP_FILE_MODE", "0664")
+    RequestStore(tmp_path).put([answer("fed" + "3" * 61)])
+    assert {path.stat().st_mode & 0o777 for path in (tmp_path / "v1").iterdir()} == {0o664}
