@@ -27,9 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from datasweep.store.atomic import file_mode
+from datasweep.store.atomic import atomic_write_bytes, file_mode
 
 STORE_DIR = ".requests"  # under the volume's _shared/ (store.layout.SHARED)
+# In an Artifact's .work/: the identities of every request it used, one a line (what `datasweep gc` keeps).
+REFERENCES = "request-identities.txt"
 FORMAT = "v1"
 # The identity recipe: changing what an identity covers changes this, so old answers are never misread.
 RECIPE = "chat-1"
@@ -109,6 +111,17 @@ class StoredAnswer:
             system_fingerprint=data.get("system_fingerprint"),
             answered_at=str(data.get("answered_at") or ""),
         )
+
+
+def referenced_identities(shared: Path, skip: set[Path] | None = None) -> set[str]:
+    """Every identity an Artifact directory under `shared` (<root>/_shared) used, except those under `skip`."""
+    skipped = {path.resolve() for path in skip or set()}
+    found: set[str] = set()
+    for path in Path(shared).glob(f"*/*/.work/{REFERENCES}"):
+        directory = path.parent.parent.resolve()
+        if not any(directory == s or directory.is_relative_to(s) for s in skipped):
+            found.update(path.read_text(encoding="ascii").split())
+    return found
 
 
 def _is_identity(text: str) -> bool:
@@ -214,10 +227,22 @@ class RequestStore:
             added += self._append(shard, answers_here)
         return added
 
+    def _lock_shard(self, shard: str) -> int:
+        """The shard's data file, open for appending and locked (one writer a shard; released when the fd
+        closes, or its process dies). A file that `compact` replaced while we waited is opened again."""
+        while True:
+            fd = _open_for_append(self._data(shard))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_ino == os.stat(self._data(shard)).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
     def _append(self, shard: str, answers: dict[str, StoredAnswer]) -> int:
-        data_fd = _open_for_append(self._data(shard))
+        data_fd = self._lock_shard(shard)
         try:
-            fcntl.flock(data_fd, fcntl.LOCK_EX)  # one writer a shard; released when the fd closes (or dies)
             index_fd = _open_for_append(self._index(shard))
             try:
                 stored = self._index_lines(shard)  # under the lock: exact
@@ -245,6 +270,41 @@ class RequestStore:
                 os.close(index_fd)
         finally:
             os.close(data_fd)
+
+    def compact(self, keep: set[str], dry_run: bool = False) -> tuple[int, int]:
+        """Drop every stored answer whose identity is not in `keep` (and torn lines); returns (answers dropped,
+        bytes freed). Each shard is rewritten under its lock and replaced atomically (data, then index): a reader
+        in between sees an index that does not match the data, which is a miss."""
+        dropped = freed = 0
+        for shard in self.shards():
+            fd = self._lock_shard(shard)
+            try:
+                index = self.read_index(shard)
+                size = os.fstat(fd).st_size + self._index(shard).stat().st_size
+                kept = {name: where for name, where in index.items() if name in keep}
+                if len(kept) == len(index):
+                    continue
+                data = self._data(shard).read_bytes()
+                lines: list[bytes] = []
+                index_lines: list[bytes] = []
+                offset = 0
+                for name, (start, length) in sorted(kept.items(), key=lambda item: item[1]):
+                    line = data[start : start + length]
+                    answer = _parse_answer(line)
+                    if answer is None or answer.identity != name:
+                        continue
+                    lines.append(line)
+                    index_lines.append(f"{name} {offset} {length}".encode() + END + b"\n")
+                    offset += length
+                dropped += len(index) - len(lines)
+                freed += size - offset - sum(len(line) for line in index_lines)
+                if dry_run:
+                    continue
+                atomic_write_bytes(self._data(shard), b"".join(lines))
+                atomic_write_bytes(self._index(shard), b"".join(index_lines))
+            finally:
+                os.close(fd)
+        return dropped, freed
 
     def count(self) -> int:
         """Stored answers (index entries), over every shard."""

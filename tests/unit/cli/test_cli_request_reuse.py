@@ -9,6 +9,8 @@ from typing import Any
 
 from cli_helpers import copa_dataset, generation, write_copa
 
+from datasweep.store.requests import RequestStore
+
 CHAT = "POST /v1/chat/completions"
 
 
@@ -56,3 +58,14 @@ def test_a_dataset_grown_by_10_percent_sends_only_the_new_rows(workspace, write_
     start = openai_server.counts[CHAT]
     invoke("run", write_experiment("copa-fresh", fresh), "--root", root)
     assert openai_server.counts[CHAT] - start == 2 * 24
+
+    # gc: once the fresh point leaves its batch, its Artifact goes, and so do the answers only it used
+    store = RequestStore.under(root / "_shared")
+    assert store.count() == 2 * 24 + 24  # the fresh point's validation answers were stored already
+    invoke("unlink", "batch_20241229_reuse", "--experiment", "copa-fresh", "--root", root)
+    dry = json.loads(invoke("gc", "--root", root, "-o", "json").stdout)
+    assert dry["requestStore"]["answers"] == 24
+    assert dry["requestStore"]["bytes"] > 0
+    assert store.count() == 72
+    invoke("gc", "--root", root, "--yes")
+    assert store.count() == 48  # every answer the two kept points used

@@ -171,3 +171,19 @@ def test_store_files_take_the_volume_file_mode(tmp_path, monkeypatch):
     monkeypatch.setenv("DATASWEEP_FILE_MODE", "0664")
     RequestStore(tmp_path).put([answer("fed" + "3" * 61)])
     assert {path.stat().st_mode & 0o777 for path in (tmp_path / "v1").iterdir()} == {0o664}
+
+
+def test_compact_keeps_only_the_referenced_answers(tmp_path):
+    store = RequestStore(tmp_path)
+    names = [f"{prefix}{index:063x}" for prefix in "ab" for index in range(3)]
+    store.put([answer(name, f"text {name}") for name in names])
+    keep = {names[0], names[4]}
+    before = sum(path.stat().st_size for path in (tmp_path / "v1").iterdir())
+    assert store.compact(keep, dry_run=True)[0] == 4
+    assert store.count() == 6  # a dry run changes nothing
+    dropped, freed = store.compact(keep)
+    assert dropped == 4
+    assert freed == before - sum(path.stat().st_size for path in (tmp_path / "v1").iterdir()) > 0
+    assert {name: a.text for name, a in store.lookup(names).items()} == {n: f"text {n}" for n in keep}
+    store.put([answer(names[1], "again")])  # writers go on after a compaction
+    assert store.lookup([names[1]])[names[1]].text == "again"

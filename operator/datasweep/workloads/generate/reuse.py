@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from datasweep.api.stages.generate import GenerateParams
+from datasweep.store.atomic import atomic_write_text
 from datasweep.store.layout import SHARED
 from datasweep.store.requests import RequestStore, StoredAnswer, request_identity
 from datasweep.workloads.generate.backends import ChatRequest
@@ -42,15 +43,22 @@ def store_for(output_dir: Path) -> RequestStore | None:
 
 
 class RequestReuse:
-    def __init__(self, store: RequestStore, family: str, salt: str, lookup: bool = True) -> None:
+    def __init__(
+        self, store: RequestStore, family: str, salt: str, lookup: bool = True, references: Path | None = None
+    ) -> None:
         self.store = store
         self.family = family
         self.salt = salt
         self.lookup_enabled = lookup
         self.lookup_seconds = 0.0
+        self.references = references  # where record() lists the identities this Artifact used
+        self._identities: dict[str, str] = {}  # custom_id -> identity (unique over the phases)
 
     def identity(self, request: ChatRequest) -> str:
-        return request_identity(self.family, request.body, salt=self.salt)
+        known = self._identities.get(request.custom_id)
+        if known is None:
+            known = self._identities[request.custom_id] = request_identity(self.family, request.body, salt=self.salt)
+        return known
 
     def stored(self, requests: Sequence[ChatRequest]) -> dict[str, StoredAnswer]:
         """custom_id -> the stored answer of each of `requests` that has one (none while lookups are off)."""
@@ -76,16 +84,27 @@ class RequestReuse:
 
     def record(self, requests: Sequence[ChatRequest], journal: Journal) -> int:
         """Store the answers this Artifact paid for (the journal's, across restarts) that are not stored yet."""
+        answered = [request for request in requests if request.custom_id in journal]
         answers = [
             _stored_answer(self.identity(request), journal.done[request.custom_id])
-            for request in requests
-            if request.custom_id in journal and not journal.done[request.custom_id].get(REUSED)
+            for request in answered
+            if not journal.done[request.custom_id].get(REUSED)
         ]
         try:
-            return self.store.put(answers)
+            added = self.store.put(answers)
+            if self.references is not None:
+                used = sorted({self.identity(request) for request in answered} | self._referenced())
+                atomic_write_text(self.references, "".join(f"{identity}\n" for identity in used))
+            return added
         except OSError as error:
             log.warning("could not store answers in %s (%s): later runs pay for them again", self.store.root, error)
             return 0
+
+    def _referenced(self) -> set[str]:
+        try:
+            return set(self.references.read_text(encoding="ascii").split()) if self.references else set()
+        except FileNotFoundError:
+            return set()
 
 
 def _reused_entry(custom_id: str, answer: StoredAnswer) -> dict[str, Any]:

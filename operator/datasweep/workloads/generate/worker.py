@@ -33,6 +33,7 @@ from datasweep.api.worker import WorkerSpec
 from datasweep.core.fingerprint import FingerprintError, canonicalize
 from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text, publish_tree, unpublish
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
+from datasweep.store.requests import REFERENCES
 from datasweep.workloads.generate import pricing
 from datasweep.workloads.generate.backends import (
     Backend,
@@ -512,7 +513,9 @@ def request_reuse(spec: WorkerSpec, params: GenerateParams) -> RequestReuse | No
         log.info("%s is not under <root>/_shared/: no request store, every request is sent", spec.output_dir)
         return None
     paths = transformers_model_paths(params, spec.base_model) if params.backend == "transformers" else None
-    return RequestReuse(store, backend_family(params, paths), params.cache_version, lookup=params.request_reuse)
+    references = spec.output_path / WORK_DIR / REFERENCES
+    family = backend_family(params, paths)
+    return RequestReuse(store, family, params.cache_version, lookup=params.request_reuse, references=references)
 
 
 async def _generate(
