@@ -150,8 +150,8 @@ def main() -> None:
         tracemalloc.stop()
         print(
             f"lookup of {args.lookup:,} stored identities among {store.count():,}: {lookup_seconds:.2f} s "
-            f"({len(found):,} found, peak Python memory {peak / 2**20:.0f} MiB); computing {len(identities):,} identities: "
-            f"{identity_seconds:.2f} s"
+            f"({len(found):,} found, peak Python memory {peak / 2**20:.0f} MiB); "
+            f"computing {len(identities):,} identities: {identity_seconds:.2f} s"
         )
 
 
