@@ -41,7 +41,7 @@ NO_GENERATION = (
 # Grid axes of spec.generation, in the order they appear in semantic names.
 GRID_AXES = ("model", "temperature", "top_p", "max_tokens", "frequency_penalty", "presence_penalty")
 # Generate params that spec.generation's own fields (and spec.validation) set: not accepted in options.
-SET_BY_SPEC = ("task", "backend", "base_url", "prompt", *GRID_AXES)
+SET_BY_SPEC = ("task", "backend", "base_url", "prompt", "cache_version", *GRID_AXES)
 # `options.validation` may carry the judge's other settings (top_p, max_tokens), not what spec.validation sets.
 VALIDATION_SET_BY_SPEC = ("model", "temperature", "prompt")
 

@@ -40,6 +40,7 @@ from datasweep.store.manifest import (
     scan_files,
     write_manifest,
 )
+from datasweep.store.requests import RequestStore, referenced_identities
 
 SUPERSEDED_MARK = ".superseded-"
 
@@ -182,14 +183,24 @@ def gc(
     """Delete artifacts no batch view references (dry run unless --yes). Never touches what a batch links to."""
     backend = choose_backend(root, cluster, namespace, kube_context)
     warnings: list[str] = []
+    store: RequestStore | None = None
+    keep: set[str] = set()
+    unreferenced = (0, 0)  # stored answers no Artifact that stays used, and their bytes
     if isinstance(backend, LocalBackend):
         backend.require_root()
         candidates, warnings = local_gc_candidates(backend)
+        store = RequestStore.under(backend.root / SHARED)
+        if store.shards():
+            gone = {backend.root / c.path for c in candidates}
+            keep = referenced_identities(backend.root / SHARED, gone)
+            unreferenced = store.compact(keep, dry_run=True)
     else:
         candidates = cluster_gc_candidates(backend)
-    total = sum(c.size for c in candidates)
+    total = sum(c.size for c in candidates) + unreferenced[1]
     if output != "table":
-        click.echo(dump({"dryRun": not yes, "bytes": total, "candidates": [c.to_dict() for c in candidates]}, output))
+        data = {"dryRun": not yes, "bytes": total, "candidates": [c.to_dict() for c in candidates]}
+        data["requestStore"] = {"answers": unreferenced[0], "bytes": unreferenced[1]}
+        click.echo(dump(data, output))
     else:
         print_table(
             f"{len(candidates)} unreferenced ({backend.location})",
@@ -199,6 +210,12 @@ def gc(
         )
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
+    if unreferenced[0]:
+        click.echo(
+            f"request store: {unreferenced[0]:,} stored answers no remaining Artifact used "
+            f"({human_bytes(unreferenced[1])})",
+            err=True,
+        )
     if not yes:
         click.echo(f"dry run: would free {human_bytes(total)}; pass --yes to delete", err=True)
         return
@@ -214,6 +231,8 @@ def gc(
         else:
             for name in candidate.artifacts:
                 backend.api.delete_namespaced_custom_object(GROUP, VERSION, backend.namespace, "artifacts", name)
+    if store is not None and unreferenced[0]:
+        store.compact(referenced_identities(store.root.parent))  # what stays, and what a worker used meanwhile
     freed = "the Artifact objects were deleted; files on the volume stay" if isinstance(backend, ClusterBackend) else ""
     click.echo(f"deleted {len(candidates)}, freed {human_bytes(total)}{'; ' + freed if freed else ''}", err=True)
 

@@ -32,7 +32,8 @@ from datasweep.local.experiment_file import (
 )
 from datasweep.local.registry import Registry
 from datasweep.local.runner import imported_match
-from datasweep.store.layout import find_generate_dir, is_complete, training_relpath
+from datasweep.store.layout import SHARED, find_generate_dir, is_complete, training_relpath
+from datasweep.store.requests import RequestStore
 from datasweep.workloads.generate.inputs import GenerateInputError, read_splits
 from datasweep.workloads.generate.pricing import estimate_cost, price_table
 from datasweep.workloads.generate.tasks import plan_task
@@ -57,6 +58,9 @@ class StageEstimate:
     # rephrasing only: each rephrasing as long as its original (prompt and completion), verdicts at max_tokens
     likely_tokens: int | None = None
     likely_cost_usd: float | None = None
+    # request-level reuse: requests the volume's request store answers (not in `requests`), and what they cost
+    stored_requests: int = 0
+    saved_usd: float | None = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +84,8 @@ class StageEstimate:
                 "tokenCounting": self.token_counting,
                 "likelyTokens": self.likely_tokens,
                 "likelyCostUsd": self.likely_cost_usd,
+                "storedRequests": self.stored_requests,
+                "savedByReuseUsd": self.saved_usd,
             },
         }
 
@@ -89,11 +95,15 @@ def _template_uses(template: str, field: str) -> int:
     return sum(1 for _, name, _, _ in string.Formatter().parse(template) if name and name.split(".")[0] == field)
 
 
-def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEstimate:
+def estimate_generate(
+    experiment: LocalExperiment, stage: StagePlan, store: RequestStore | None = None
+) -> StageEstimate:
     """What the worker would send, from the worker's own planning code; see `bound_note` for the rules.
 
-    Beside the bound, for rephrasing, a likely figure: each rephrasing as long as its original.
+    Beside the bound, for rephrasing, a likely figure: each rephrasing as long as its original. Requests that
+    `store` (the volume's request store) answers are not sent: counted apart, with what they cost.
     """
+    from datasweep.workloads.generate.reuse import RequestReuse, backend_family
     from datasweep.workloads.generate.worker import (  # imports openai
         generation_request,
         transformers_model_paths,
@@ -127,6 +137,28 @@ def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEst
     def counter_of(model: str) -> TokenCounter:
         return counter_for_directory(str(local_models[model])) if model in local_models else counter_for(model)
 
+    reuse = None
+    if store is not None and params.request_reuse:
+        reuse = RequestReuse(store, backend_family(params, local_models or None), params.cache_version)
+    all_items = items
+    stored = reuse.stored([generation_request(item, params) for item in items]) if reuse else {}
+    stored_validation = {}
+    if reuse is not None and params.validation is not None:
+        stored_validation = reuse.stored(
+            [
+                validation_request(item, stored[item.custom_id].text, params)
+                for item in items
+                if item.custom_id in stored
+            ]
+        )
+    saved_usd: float | None = 0.0
+    for answer, model in [(a, params.model) for a in stored.values()] + [
+        (a, params.validation.model if params.validation else params.model) for a in stored_validation.values()
+    ]:
+        saved_usd = cost_of(model, answer.prompt_tokens, answer.completion_tokens, saved_usd)
+    items = [item for item in all_items if item.custom_id not in stored]
+    judged = [item for item in all_items if item.validation_id not in stored_validation]
+
     counter = counter_of(params.model)
     counters = [counter]
     prompt_tokens = sum(counter.chat(generation_request(item, params).body["messages"]) for item in items)
@@ -147,16 +179,16 @@ def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEst
 
         # the generated text is not known yet: counted at its most, max_tokens, wherever the prompt shows it
         generated = _template_uses(params.validation.prompt, "rephrased") * params.max_tokens
-        val_prompt = sum(judge_prompt(item, "") + generated for item in items)
-        val_completion = requests * params.validation.max_tokens
+        val_prompt = sum(judge_prompt(item, "") + generated for item in judged)
+        val_completion = len(judged) * params.validation.max_tokens
         cost = cost_of(model, val_prompt, val_completion, cost)
         prompt_tokens += val_prompt
         completion_tokens += val_completion
         if rephrase:
-            likely_prompt = sum(judge_prompt(item, item.original) for item in items)
+            likely_prompt = sum(judge_prompt(item, item.original) for item in judged)
             likely_tokens += likely_prompt + val_completion
             likely_cost = cost_of(model, likely_prompt, val_completion, likely_cost)
-        requests *= 2
+        requests += len(judged)
     estimate = StageEstimate(
         stage,
         False,
@@ -170,6 +202,7 @@ def estimate_generate(experiment: LocalExperiment, stage: StagePlan) -> StageEst
     )
     if rephrase:
         estimate.likely_tokens, estimate.likely_cost_usd = likely_tokens, likely_cost
+    estimate.stored_requests, estimate.saved_usd = len(stored) + len(stored_validation), saved_usd
     return estimate
 
 
@@ -278,7 +311,8 @@ def plan(
             if hit:
                 estimates.append(StageEstimate(stage, True, where))
             elif stage.stage == "generate":
-                estimates.append(estimate_generate(experiment, stage))
+                store = RequestStore.under(backend.root / SHARED) if backend.kind == "local" else None
+                estimates.append(estimate_generate(experiment, stage, store))
             elif stage.stage == "dataset":
                 estimates.append(StageEstimate(stage, False, None))  # a copy of the records: free
             else:
@@ -305,6 +339,7 @@ def plan(
         "tokensAreUpperBound": all(e.exact_prompts for e in misses),
         "likelyTokens": None,
         "likelyCostUsd": None,
+        "storedRequests": sum(e.stored_requests for e in misses),
     }
     generate_misses = [e for e in misses if e.stage.stage == "generate"]
     if generate_misses and all(e.likely_tokens is not None for e in generate_misses):
@@ -331,6 +366,9 @@ def plan(
         elif e.stage.stage == "generate":
             usd = "unpriced" if e.cost_usd is None else f"${e.cost_usd:.4f}"
             cost = f"{e.prompt_tokens + e.completion_tokens:,} tok, {usd}"
+            if e.stored_requests:
+                saved = "" if e.saved_usd is None else f", ${e.saved_usd:.4f} saved"
+                cost += f"; {e.requests:,} to send, {e.stored_requests:,} stored{saved}"
         else:
             cost = f"{e.gpu_hours:g} GPU-h"
         rows.append(

@@ -154,6 +154,7 @@ def _generate_params(spec: ExperimentSpec, values: dict[str, Any], inputs: PlanI
         "task": generation.task,
         "backend": generation.backend,
         "base_url": generation.base_url,
+        "cache_version": spec.cache_version,
         **values,
     }
     prompt = inputs.generation_prompt if inputs.generation_prompt is not None else generation.prompt.text

@@ -255,6 +255,8 @@ def param_spec(kind: str, params: dict[str, Any]) -> dict[str, Any]:
                 generation[naming_alias(name)] = value
             elif name == "base_url":
                 generation["baseURL"] = value
+            elif name == "cache_version":
+                raw["cacheVersion"] = value  # the planner copies spec.cacheVersion into the params
             elif name == "prompt":
                 generation["prompt"] = {"text": value}
             elif name == "validation" and value is None:
@@ -306,13 +308,19 @@ def test_operational_fields_exist_and_have_reasons(kind: str) -> None:
     assert all(isinstance(reason, str) and reason.strip() for reason in reasons.values())
 
 
+# Operational params the planner sets from spec.cacheVersion: the fingerprint takes it from the spec itself.
+FROM_CACHE_VERSION = {("generate", "cache_version")}
+
+
 @pytest.mark.parametrize(("kind", "field", "params"), CASES, ids=[f"{k}.{f}" for k, f, _ in CASES])
 def test_every_param_is_fingerprinted_unless_operational(kind: str, field: str, params: dict[str, Any]) -> None:
     stage = 0 if kind == "generate" else 1 + TRAINING_KINDS.index(kind)
     context = PARAM_CONTEXT.get((kind, field), {})
     before = fingerprints(param_spec(kind, copy.deepcopy(context)))[stage]
     after = fingerprints(param_spec(kind, {**copy.deepcopy(context), **copy.deepcopy(params)}))[stage]
-    if field.split(".")[0] in operational_reasons(kind):
+    if (kind, field) in FROM_CACHE_VERSION:
+        assert after != before, f"{kind}.{field} comes from spec.cacheVersion, which salts every fingerprint"
+    elif field.split(".")[0] in operational_reasons(kind):
         assert after == before, f"{kind}.{field} is listed as operational but changes the fingerprint"
     else:
         assert after != before, (
@@ -325,3 +333,15 @@ def test_caps_per_split_is_left_out_where_it_cannot_matter() -> None:
     # fingerprints made before the field existed stay valid for rephrase and uncapped code-scenarios
     plain = fingerprints(param_spec("generate", {}))[0]
     assert fingerprints(param_spec("generate", {"caps_per_split": True}))[0] == plain
+
+
+def test_request_reuse_and_cache_version_reach_the_worker_params_without_changing_the_fingerprint() -> None:
+    plain = plan_experiment(ExperimentSpec.model_validate(param_spec("generate", {})), INPUTS).points[0].generate
+    raw = param_spec("generate", {})
+    raw["generation"]["options"]["requestReuse"] = False
+    off = plan_experiment(ExperimentSpec.model_validate(raw), INPUTS).points[0].generate
+    assert (plain.params["request_reuse"], off.params["request_reuse"]) == (True, False)
+    assert off.fingerprint == plain.fingerprint
+    raw["cacheVersion"] = "7"
+    salted = plan_experiment(ExperimentSpec.model_validate(raw), INPUTS).points[0].generate
+    assert salted.params["cache_version"] == "7"

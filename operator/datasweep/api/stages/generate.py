@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from datasweep.api._base import ParamsModel
 
@@ -54,6 +54,8 @@ OPERATIONAL_FIELDS: dict[str, str] = {
     "prices": "cost estimate only, never the data",
     "transformers_batch_size": "prompts per forward pass (left-padded, masked); sampling is a random draw either way",
     "device": "where the local model runs",
+    "request_reuse": "answers stored by an identical request are the same draw (docs/workloads/generate.md)",
+    "cache_version": "salts request identities in the request store; the fingerprint takes spec.cacheVersion itself",
 }
 
 
@@ -185,6 +187,15 @@ class GenerateParams(ParamsModel):
     )
     transformers_batch_size: int = Field(default=8, ge=1, le=1024, description="transformers: prompts per step")
     device: str | None = Field(default=None, description="transformers: torch device (default cuda if available)")
+    request_reuse: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("requestReuse", "request_reuse"),  # the CRD spelling, or snake_case
+        description="Use answers of identical requests stored on the volume instead of paying for them again "
+        "(options.requestReuse: off for fresh samples); answers are stored either way",
+    )
+    cache_version: str = Field(
+        default="1", max_length=64, description="spec.cacheVersion (set by the planner): salts request identities"
+    )
 
     @model_validator(mode="before")
     @classmethod

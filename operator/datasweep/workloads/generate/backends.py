@@ -39,6 +39,8 @@ class ChatResult:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None = None
+    model: str | None = None  # as the API names the model that answered (provenance in the request store)
+    system_fingerprint: str | None = None
 
     def journal_entry(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,8 @@ class ChatResult:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "finish_reason": self.finish_reason,
+            "model": self.model,
+            "system_fingerprint": self.system_fingerprint,
         }
 
 
@@ -71,6 +75,8 @@ def result_from_completion(custom_id: str, completion: Any) -> ChatResult:
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
         finish_reason=choices[0].get("finish_reason"),
+        model=data.get("model"),
+        system_fingerprint=data.get("system_fingerprint"),
     )
 
 

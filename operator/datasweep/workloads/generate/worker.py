@@ -33,6 +33,7 @@ from datasweep.api.worker import WorkerSpec
 from datasweep.core.fingerprint import FingerprintError, canonicalize
 from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text, publish_tree, unpublish
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
+from datasweep.store.requests import REFERENCES
 from datasweep.workloads.generate import pricing
 from datasweep.workloads.generate.backends import (
     Backend,
@@ -46,6 +47,7 @@ from datasweep.workloads.generate.batch_api import RAW_DIR, BatchBackend
 from datasweep.workloads.generate.inputs import GenerateFailed, GenerateInputError, SplitData, read_splits
 from datasweep.workloads.generate.journal import Journal
 from datasweep.workloads.generate.prompts import parse_verdict
+from datasweep.workloads.generate.reuse import REUSED, RequestReuse, backend_family, store_for
 from datasweep.workloads.generate.tasks import (
     TaskPlan,
     WorkItem,
@@ -176,11 +178,11 @@ Meter = Callable[[int, int], float | None]  # (prompt tokens, completion tokens)
 
 
 def _spent(journal: Journal, meter: Meter | None) -> tuple[int, int, float | None]:
-    """Requests answered, their tokens and their cost so far, from the journal."""
-    entries = list(journal.done.values())
-    prompt = sum(int(e.get("prompt_tokens") or 0) for e in entries)
-    completion = sum(int(e.get("completion_tokens") or 0) for e in entries)
-    return len(entries), prompt + completion, meter(prompt, completion) if meter else None
+    """Requests answered, and the tokens and cost of those paid for (not reused) so far, from the journal."""
+    paid = [e for e in journal.done.values() if not e.get(REUSED)]
+    prompt = sum(int(e.get("prompt_tokens") or 0) for e in paid)
+    completion = sum(int(e.get("completion_tokens") or 0) for e in paid)
+    return len(journal.done), prompt + completion, meter(prompt, completion) if meter else None
 
 
 def _report(progress: Progress, journal: Journal, meter: Meter | None) -> None:
@@ -195,17 +197,29 @@ async def _watch(progress: Progress, journal: Journal, meter: Meter | None) -> N
 
 
 async def run_phase(
-    backend: Backend, requests: Sequence[ChatRequest], journal: Journal, phase: str, meter: Meter | None = None
+    backend: Backend,
+    requests: Sequence[ChatRequest],
+    journal: Journal,
+    phase: str,
+    meter: Meter | None = None,
+    reuse: RequestReuse | None = None,
 ) -> None:
     todo = [request for request in requests if request.custom_id not in journal]
+    answered = len(requests) - len(todo)
+    if reuse is not None:
+        todo = reuse.fill(todo, journal)
+        await journal.drain()
     log.info(
-        "%s: %d requests, %d already answered, %d to send",
+        "%s: %d requests, %d already answered, %d stored by identical requests, %d to send",
         phase,
         len(requests),
-        len(requests) - len(todo),
+        answered,
+        len(requests) - answered - len(todo),
         len(todo),
     )
     if not todo:
+        if reuse is not None:
+            reuse.record(requests, journal)  # a resumed worker's answers, if it died before storing them
         _, tokens, cost = _spent(journal, meter)
         phase_already_done(len(requests), tokens, cost)
         return
@@ -224,6 +238,8 @@ async def run_phase(
             await watcher
         _report(progress, journal, meter)
         progress.close()
+        if reuse is not None:
+            reuse.record(requests, journal)  # also what a failed or stopped phase paid for
     if failures:
         sample = "; ".join(f"{custom_id}: {error}" for custom_id, error in failures[:3])
         raise GenerateFailed(
@@ -244,8 +260,10 @@ def _check_output_dir(spec: WorkerSpec, work: Path) -> None:
 
 
 def _usage_entry(
-    entries: list[dict[str, Any]], model: str, table: dict[str, PriceEntry], batch: bool
+    entries: list[dict[str, Any]], model: str, table: dict[str, PriceEntry], batch: bool, reused: bool = False
 ) -> dict[str, Any]:
+    """Requests, tokens and cost of the entries paid for (`reused`: of those the request store answered)."""
+    entries = [entry for entry in entries if bool(entry.get(REUSED)) == reused]
     prompt_tokens = sum(int(entry.get("prompt_tokens") or 0) for entry in entries)
     completion_tokens = sum(int(entry.get("completion_tokens") or 0) for entry in entries)
     cost = pricing.estimate_cost(model, prompt_tokens, completion_tokens, table, batch)
@@ -307,6 +325,7 @@ def compile_outputs(
     started: float,
     gpu_seconds: float,
     batch_ids: dict[str, list[str]],
+    reuse: RequestReuse | None = None,
 ) -> Manifest:
     """Write the outputs into a staging directory under `.work/`, publish them by rename once all are complete,
     then the manifest: a kill or a full volume at any point leaves no partial output beside the resume state."""
@@ -317,7 +336,7 @@ def compile_outputs(
     staging.mkdir(parents=True)
     try:
         roles, total, extra = _write_outputs(
-            spec, params, splits, plan, generated, validated, started, gpu_seconds, batch_ids, staging
+            spec, params, splits, plan, generated, validated, started, gpu_seconds, batch_ids, staging, reuse
         )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -343,6 +362,7 @@ def _write_outputs(
     gpu_seconds: float,
     batch_ids: dict[str, list[str]],
     out: Path,
+    reuse: RequestReuse | None = None,
 ) -> tuple[Roles, Usage, dict[str, Any]]:
     batch = params.backend == "openai-batch"
     table = pricing.price_table(params.backend, params.prices)
@@ -358,6 +378,8 @@ def _write_outputs(
     rejected_files: dict[str, list[str]] = {}
     usage_by_split: dict[str, Any] = {}
     total = Usage()
+    # answers the request store gave instead of the API (request-level reuse): what this Artifact did not pay
+    saved_by_reuse: dict[str, Any] = {"requests": 0, "promptTokens": 0, "completionTokens": 0, "costUsd": 0.0}
     for split, data in splits.items():
         items = [item for item in plan.items if item.split == split]
         grouped: dict[str, list[WorkItem]] = {}
@@ -385,11 +407,18 @@ def _write_outputs(
             "rejected": len(rejected),
             "skipped": plan.skipped.get(split, {}),
         }
-        phases = {"generation": _usage_entry([generated.done[i.custom_id] for i in items], params.model, table, batch)}
+        answers = {"generation": (params.model, [generated.done[i.custom_id] for i in items])}
         if validated is not None and params.validation is not None:
-            phases["validation"] = _usage_entry(
-                [validated.done[i.validation_id] for i in items], params.validation.model, table, batch
-            )
+            answers["validation"] = (params.validation.model, [validated.done[i.validation_id] for i in items])
+        phases = {phase: _usage_entry(entries, model, table, batch) for phase, (model, entries) in answers.items()}
+        for model, entries in answers.values():
+            saved = _usage_entry(entries, model, table, batch, reused=True)
+            saved_by_reuse = {
+                "requests": saved_by_reuse["requests"] + saved["requests"],
+                "promptTokens": saved_by_reuse["promptTokens"] + saved["prompt_tokens"],
+                "completionTokens": saved_by_reuse["completionTokens"] + saved["completion_tokens"],
+                "costUsd": round(saved_by_reuse["costUsd"] + saved["cost_usd"], 6),
+            }
         split_usage = {
             "prompt_tokens": sum(p["prompt_tokens"] for p in phases.values()),
             "completion_tokens": sum(p["completion_tokens"] for p in phases.values()),
@@ -428,6 +457,7 @@ def _write_outputs(
             **total.model_dump(mode="json"),
             "by_split": usage_by_split,
             "cost_complete": priced_everything,
+            "savedByReuse": saved_by_reuse,
         },
         "counts": report["splits"],
         "lineage": {
@@ -461,11 +491,35 @@ def _write_outputs(
         rejected=rejected_files,
         reports=["report.json", "experiment_metadata.json", "generation_config.yaml", "README.md"],
     )
-    return roles, total, {"counts": report["splits"], "usage_by_split": usage_by_split, "dataset": spec.dataset}
+    extra = {
+        "counts": report["splits"],
+        "usage_by_split": usage_by_split,
+        "dataset": spec.dataset,
+        "savedByReuse": saved_by_reuse,
+    }
+    if reuse is not None:
+        extra["requestStore"] = {
+            "path": str(reuse.store.root),
+            "lookups": reuse.lookup_enabled,
+            "lookupSeconds": round(reuse.lookup_seconds, 3),
+        }
+    return roles, total, extra
+
+
+def request_reuse(spec: WorkerSpec, params: GenerateParams) -> RequestReuse | None:
+    """The volume's request store for this worker, or None for an outputDir outside the shared layout."""
+    store = store_for(spec.output_path)
+    if store is None:
+        log.info("%s is not under <root>/_shared/: no request store, every request is sent", spec.output_dir)
+        return None
+    paths = transformers_model_paths(params, spec.base_model) if params.backend == "transformers" else None
+    references = spec.output_path / WORK_DIR / REFERENCES
+    family = backend_family(params, paths)
+    return RequestReuse(store, family, params.cache_version, lookup=params.request_reuse, references=references)
 
 
 async def _generate(
-    spec: WorkerSpec, params: GenerateParams, plan: TaskPlan, api_key: str, work: Path
+    spec: WorkerSpec, params: GenerateParams, plan: TaskPlan, api_key: str, work: Path, reuse: RequestReuse | None
 ) -> tuple[Journal, Journal | None, float]:
     gpu_seconds = 0.0
     generated = Journal(work / "generate.jsonl")
@@ -478,7 +532,7 @@ async def _generate(
 
     requests = [generation_request(item, params) for item in plan.items]
     plan_progress(len(requests) * (2 if params.validation is not None else 1))
-    await run_phase(backend, requests, generated, "generate", meter_for(params.model))
+    await run_phase(backend, requests, generated, "generate", meter_for(params.model), reuse)
     if isinstance(backend, TransformersBackend):
         gpu_seconds += backend.gpu_seconds
     validated: Journal | None = None
@@ -487,7 +541,7 @@ async def _generate(
         texts = {custom_id: str(entry.get("text") or "") for custom_id, entry in generated.done.items()}
         requests = [validation_request(item, texts[item.custom_id], params) for item in plan.items]
         backend = build_backend(params, spec, "validate", api_key, work)
-        await run_phase(backend, requests, validated, "validate", meter_for(params.validation.model))
+        await run_phase(backend, requests, validated, "validate", meter_for(params.validation.model), reuse)
         if isinstance(backend, TransformersBackend):
             gpu_seconds += backend.gpu_seconds
     return generated, validated, gpu_seconds
@@ -537,9 +591,12 @@ def run_generate(spec: WorkerSpec) -> Manifest:
     )
     # SIGTERM (a suspended or deleted Job) cancels the requests in flight and drains the journals: a rerun sends
     # only what was in flight; then Stopped (exit 143).
-    generated, validated, gpu_seconds = asyncio.run(run_until_stopped(_generate(spec, params, plan, api_key, work)))
+    reuse = request_reuse(spec, params)
+    generated, validated, gpu_seconds = asyncio.run(
+        run_until_stopped(_generate(spec, params, plan, api_key, work, reuse))
+    )
     manifest = compile_outputs(
-        spec, params, splits, plan, generated, validated, started, gpu_seconds, submitted_batch_ids(work)
+        spec, params, splits, plan, generated, validated, started, gpu_seconds, submitted_batch_ids(work), reuse
     )
     generated.close()
     if validated is not None:

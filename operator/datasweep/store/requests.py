@@ -1,0 +1,377 @@
+"""The request store: answers of chat requests, content-addressed, shared by every worker of a volume.
+
+A request's identity is the sha256 of its canonical content (backend family, model, every sampling parameter
+after the API's defaults, the rendered messages, n, seed, sample index) salted by `cacheVersion` and the
+identity recipe: two requests with one identity are the same draw, so the first answer serves both.
+
+<_shared>/.requests/v1/
+    <abc>.jsonl  answers whose identity starts with <abc>: one JSON object a line, append-only, first answer wins
+    <abc>.idx    "<identity> <offset> <length>;" a line: where each answer's line sits in <abc>.jsonl
+
+Many processes (pods of one volume) append at once: a writer holds flock on the shard's .jsonl while it
+appends whole lines to both files (O_APPEND), data first, so an index line always points at a complete
+data line. A writer killed mid-append leaves at most a torn last line; the next writer ends it with a newline
+before appending, and readers skip lines that do not parse. Lookups read only the small index of the shards
+they touch and keep only the identities asked for: memory follows the request, not the store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from datasweep.store.atomic import atomic_write_bytes, file_mode
+
+STORE_DIR = ".requests"  # under the volume's _shared/ (store.layout.SHARED)
+# In an Artifact's .work/: the identities of every request it used, one a line (what `datasweep gc` keeps).
+REFERENCES = "request-identities.txt"
+FORMAT = "v1"
+# The identity recipe: changing what an identity covers changes this, so old answers are never misread.
+RECIPE = "chat-1"
+# The chat API's defaults: a body that spells one out and a body that leaves it out are one request.
+API_DEFAULTS: dict[str, Any] = {
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "n": 1,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "seed": None,
+    "stop": None,
+    "max_tokens": None,
+}
+SHARD_CHARS = 3  # 4,096 shards: ~250 answers a shard at 1,000,000, so a small lookup reads little
+END = b";"  # ends every index line: the head of a torn one (completed by the next writer's newline) lacks it
+NEWLINE = ord("\n")
+FIND_BELOW = 2000  # index bytes per wanted identity above which a lookup searches bytes instead of parsing lines
+MAX_RECORD_BYTES = 16 * 1024 * 1024  # an answer line larger than this is not stored (never a torn giant append)
+
+
+def _number(value: Any) -> Any:
+    # 1 and 1.0 are one value for a sampling parameter (as in the fingerprint, SPEC 2)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def request_identity(family: str, body: Mapping[str, Any], *, salt: str = "", sample: int = 0) -> str:
+    """sha256 of a chat request's canonical content; `body` holds what chat.completions.create takes."""
+    content = {**API_DEFAULTS, **body}
+    canonical = {
+        "recipe": RECIPE,
+        "salt": salt,
+        "family": family,
+        "sample": sample,
+        "request": {key: _number(value) for key, value in content.items()},
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """One answer and the provenance of the first time it was paid for."""
+
+    identity: str
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    model: str | None = None  # the model the API said answered
+    system_fingerprint: str | None = None
+    answered_at: str = ""  # ISO time it was stored
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.identity,
+            "text": self.text,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+            "model": self.model,
+            "system_fingerprint": self.system_fingerprint,
+            "answered_at": self.answered_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StoredAnswer:
+        return cls(
+            identity=str(data["id"]),
+            text=str(data.get("text") or ""),
+            prompt_tokens=int(data.get("prompt_tokens") or 0),
+            completion_tokens=int(data.get("completion_tokens") or 0),
+            finish_reason=data.get("finish_reason"),
+            model=data.get("model"),
+            system_fingerprint=data.get("system_fingerprint"),
+            answered_at=str(data.get("answered_at") or ""),
+        )
+
+
+def referenced_identities(shared: Path, skip: set[Path] | None = None) -> set[str]:
+    """Every identity an Artifact directory under `shared` (<root>/_shared) used, except those under `skip`."""
+    skipped = {path.resolve() for path in skip or set()}
+    found: set[str] = set()
+    for path in Path(shared).glob(f"*/*/.work/{REFERENCES}"):
+        directory = path.parent.parent.resolve()
+        if not any(directory == s or directory.is_relative_to(s) for s in skipped):
+            found.update(path.read_text(encoding="ascii").split())
+    return found
+
+
+def _is_identity(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _complete_lines(raw: bytes) -> Iterator[bytes]:
+    """The newline-ended lines of `raw`: a torn last line (a writer killed mid-append) is not one."""
+    end = raw.rfind(b"\n")
+    if end < 0:
+        return
+    yield from raw[: end + 1].splitlines()
+
+
+class RequestStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)  # <_shared>/.requests
+        self.directory = self.root / FORMAT
+
+    @classmethod
+    def under(cls, shared: Path) -> RequestStore:
+        return cls(Path(shared) / STORE_DIR)
+
+    def _data(self, shard: str) -> Path:
+        return self.directory / f"{shard}.jsonl"
+
+    def _index(self, shard: str) -> Path:
+        return self.directory / f"{shard}.idx"
+
+    def shards(self) -> list[str]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(path.stem for path in self.directory.glob("*.idx"))
+
+    def _read_index_bytes(self, shard: str) -> bytes:
+        try:
+            with open(self._index(shard), "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return b""
+
+    def _index_lines(self, shard: str, raw: bytes | None = None) -> dict[bytes, bytes]:
+        """identity (ascii) -> its index line, the first complete line of an identity winning."""
+        if raw is None:
+            raw = self._read_index_bytes(shard)
+        lines = list(_complete_lines(raw))
+        lines.reverse()  # so that the first entry of an identity is the one the dict keeps
+        return {line[:64]: line for line in lines if line.endswith(END) and line[64:65] == b" "}
+
+    def read_index(self, shard: str) -> dict[str, tuple[int, int]]:
+        """identity -> (offset, length) of its answer in the shard's data file."""
+        return {
+            key.decode("ascii", "replace"): where
+            for key, line in self._index_lines(shard).items()
+            if (where := _location(line)) is not None
+        }
+
+    def lookup(self, identities: Iterable[str]) -> dict[str, StoredAnswer]:
+        """The stored answers among `identities` (the others are not stored, or not readable)."""
+        wanted: dict[str, set[str]] = {}
+        for identity in identities:
+            wanted.setdefault(identity[:SHARD_CHARS], set()).add(identity)
+        found: dict[str, StoredAnswer] = {}
+        for shard, names in wanted.items():
+            raw = self._read_index_bytes(shard)
+            if not raw:
+                continue
+            if len(names) * FIND_BELOW < len(raw):
+                # a few identities in a large shard: search the bytes instead of splitting every line
+                hits = sorted(
+                    (where, name) for name in names if (where := _find_entry(raw, name.encode("ascii", "replace")))
+                )
+            else:
+                index = self._index_lines(shard, raw)
+                hits = sorted(
+                    (where, name)
+                    for name in names
+                    if (line := index.get(name.encode("ascii", "replace"))) is not None
+                    and (where := _location(line)) is not None
+                )
+            if not hits:
+                continue
+            with open(self._data(shard), "rb") as handle:
+                for (offset, length), name in hits:
+                    handle.seek(offset)
+                    answer = _parse_answer(handle.read(length))
+                    if answer is not None and answer.identity == name:
+                        found[name] = answer
+        return found
+
+    def put(self, answers: Iterable[StoredAnswer]) -> int:
+        """Store the answers not stored yet (first answer wins); returns how many were added."""
+        by_shard: dict[str, dict[str, StoredAnswer]] = {}
+        for answer in answers:
+            if not _is_identity(answer.identity):
+                raise ValueError(f"not a request identity: {answer.identity!r}")
+            by_shard.setdefault(answer.identity[:SHARD_CHARS], {}).setdefault(answer.identity, answer)
+        if not by_shard:
+            return 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        added = 0
+        for shard, answers_here in sorted(by_shard.items()):
+            added += self._append(shard, answers_here)
+        return added
+
+    def _lock_shard(self, shard: str) -> int:
+        """The shard's data file, open for appending and locked (one writer a shard; released when the fd
+        closes, or its process dies). A file that `compact` replaced while we waited is opened again."""
+        while True:
+            fd = _open_for_append(self._data(shard))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_ino == os.stat(self._data(shard)).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+    def _append(self, shard: str, answers: dict[str, StoredAnswer]) -> int:
+        data_fd = self._lock_shard(shard)
+        try:
+            index_fd = _open_for_append(self._index(shard))
+            try:
+                stored = self._index_lines(shard)  # under the lock: exact
+                offset = _end_with_newline(data_fd)
+                data_lines: list[bytes] = []
+                index_lines: list[bytes] = []
+                for identity, answer in answers.items():
+                    if identity.encode() in stored:
+                        continue
+                    line = json.dumps(answer.to_json(), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+                    if len(line) > MAX_RECORD_BYTES:
+                        continue
+                    data_lines.append(line)
+                    index_lines.append(f"{identity} {offset} {len(line)}".encode() + END + b"\n")
+                    offset += len(line)
+                if not data_lines:
+                    return 0
+                # No fsync: the store is a cache beside the durable journals; a line a crash loses or garbles is a
+                # miss (every read checks the identity at the offset) and that request is sent again.
+                _write_all(data_fd, b"".join(data_lines))
+                _end_with_newline(index_fd)
+                _write_all(index_fd, b"".join(index_lines))
+                return len(data_lines)
+            finally:
+                os.close(index_fd)
+        finally:
+            os.close(data_fd)
+
+    def compact(self, keep: set[str], dry_run: bool = False) -> tuple[int, int]:
+        """Drop every stored answer whose identity is not in `keep` (and torn lines); returns (answers dropped,
+        bytes freed). Each shard is rewritten under its lock and replaced atomically (data, then index): a reader
+        in between sees an index that does not match the data, which is a miss."""
+        dropped = freed = 0
+        for shard in self.shards():
+            fd = self._lock_shard(shard)
+            try:
+                index = self.read_index(shard)
+                size = os.fstat(fd).st_size + self._index(shard).stat().st_size
+                kept = {name: where for name, where in index.items() if name in keep}
+                if len(kept) == len(index):
+                    continue
+                data = self._data(shard).read_bytes()
+                lines: list[bytes] = []
+                index_lines: list[bytes] = []
+                offset = 0
+                for name, (start, length) in sorted(kept.items(), key=lambda item: item[1]):
+                    line = data[start : start + length]
+                    answer = _parse_answer(line)
+                    if answer is None or answer.identity != name:
+                        continue
+                    lines.append(line)
+                    index_lines.append(f"{name} {offset} {length}".encode() + END + b"\n")
+                    offset += length
+                dropped += len(index) - len(lines)
+                freed += size - offset - sum(len(line) for line in index_lines)
+                if dry_run:
+                    continue
+                atomic_write_bytes(self._data(shard), b"".join(lines))
+                atomic_write_bytes(self._index(shard), b"".join(index_lines))
+            finally:
+                os.close(fd)
+        return dropped, freed
+
+    def count(self) -> int:
+        """Stored answers (index entries), over every shard."""
+        return sum(len(self._index_lines(shard)) for shard in self.shards())
+
+    def iter_answers(self, shard: str) -> Iterator[StoredAnswer]:
+        """Every complete answer line of a shard's data file (for checks and gc), torn lines skipped."""
+        try:
+            raw = self._data(shard).read_bytes()
+        except FileNotFoundError:
+            return
+        for line in _complete_lines(raw):
+            answer = _parse_answer(line)
+            if answer is not None:
+                yield answer
+
+
+def _find_entry(raw: bytes, key: bytes) -> tuple[int, int] | None:
+    """The location in the first complete index line of `key` in the index bytes `raw`."""
+    start = 0
+    while (at := raw.find(key, start)) >= 0:
+        start = at + 1
+        if at and raw[at - 1] != NEWLINE:
+            continue
+        end = raw.find(b"\n", at)
+        line = raw[at:end] if end >= 0 else b""
+        if line.endswith(END) and line[64:65] == b" " and (where := _location(line)) is not None:
+            return where
+    return None
+
+
+def _location(line: bytes) -> tuple[int, int] | None:
+    parts = line[65 : -len(END)].split(b" ")
+    if len(parts) != 2 or not parts[0].isdigit() or not parts[1].isdigit():
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def _parse_answer(raw: bytes) -> StoredAnswer | None:
+    try:
+        data = json.loads(raw)
+        return StoredAnswer.from_json(data) if isinstance(data, dict) and "id" in data else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _open_for_append(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return os.open(path, os.O_RDWR | os.O_APPEND)
+    os.fchmod(fd, file_mode())  # teammates' pods read and append to it too
+    return fd
+
+
+def _end_with_newline(fd: int) -> int:
+    """Complete a torn last line (its writer died mid-append) so that the next line starts on its own;
+    returns the file's size, where the next append lands (the caller holds the shard's lock)."""
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        _write_all(fd, b"\n")
+        size += 1
+    return size
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

@@ -1,0 +1,133 @@
+"""Request-level reuse for the generate worker: answers of identical requests come from the volume's request
+store (store/requests.py) instead of the API, and every answer paid for is stored for the next worker.
+
+A reused answer goes into the phase's journal like a received one, marked `reused`: the journal stays the
+worker's resume state, and its usage counts apart (savedByReuse), never as spending.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from datasweep.api.stages.generate import GenerateParams
+from datasweep.store.atomic import atomic_write_text
+from datasweep.store.layout import SHARED
+from datasweep.store.requests import RequestStore, StoredAnswer, request_identity
+from datasweep.workloads.generate.backends import ChatRequest
+from datasweep.workloads.generate.journal import Journal
+
+log = logging.getLogger("datasweep.generate")
+
+REUSED = "reused"  # journal entry key: the answer came from the request store
+
+
+def backend_family(params: GenerateParams, model_paths: dict[str, Path] | None = None) -> str:
+    """Which answers a request may share: the Batch API and sync chat completions serve the same OpenAI models;
+    a compatible server's model names are its own; a local model is its directory."""
+    if params.backend in ("openai", "openai-batch"):
+        return "openai"
+    if params.backend == "transformers":
+        paths = sorted((name, str(path)) for name, path in (model_paths or {}).items())
+        return f"transformers:{paths}"
+    return params.backend
+
+
+def store_for(output_dir: Path) -> RequestStore | None:
+    """The request store of the volume an Artifact directory (<root>/_shared/<Dataset>/<name>) lives on."""
+    shared = output_dir.parent.parent
+    return RequestStore.under(shared) if shared.name == SHARED else None
+
+
+class RequestReuse:
+    def __init__(
+        self, store: RequestStore, family: str, salt: str, lookup: bool = True, references: Path | None = None
+    ) -> None:
+        self.store = store
+        self.family = family
+        self.salt = salt
+        self.lookup_enabled = lookup
+        self.lookup_seconds = 0.0
+        self.references = references  # where record() lists the identities this Artifact used
+        self._identities: dict[str, str] = {}  # custom_id -> identity (unique over the phases)
+
+    def identity(self, request: ChatRequest) -> str:
+        known = self._identities.get(request.custom_id)
+        if known is None:
+            known = self._identities[request.custom_id] = request_identity(self.family, request.body, salt=self.salt)
+        return known
+
+    def stored(self, requests: Sequence[ChatRequest]) -> dict[str, StoredAnswer]:
+        """custom_id -> the stored answer of each of `requests` that has one (none while lookups are off)."""
+        if not self.lookup_enabled or not requests:
+            return {}
+        started = time.perf_counter()
+        identities = {request.custom_id: self.identity(request) for request in requests}
+        try:
+            found = self.store.lookup(identities.values())
+        except OSError as error:
+            log.warning("request store %s unreadable (%s): sending every request", self.store.root, error)
+            return {}
+        finally:
+            self.lookup_seconds += time.perf_counter() - started
+        return {custom_id: found[identity] for custom_id, identity in identities.items() if identity in found}
+
+    def fill(self, requests: Sequence[ChatRequest], journal: Journal) -> list[ChatRequest]:
+        """Journal the stored answers of `requests` as reused; returns the requests still to send."""
+        stored = self.stored(requests)
+        for custom_id, answer in stored.items():
+            journal.add(_reused_entry(custom_id, answer))
+        return [request for request in requests if request.custom_id not in stored]
+
+    def record(self, requests: Sequence[ChatRequest], journal: Journal) -> int:
+        """Store the answers this Artifact paid for (the journal's, across restarts) that are not stored yet."""
+        answered = [request for request in requests if request.custom_id in journal]
+        answers = [
+            _stored_answer(self.identity(request), journal.done[request.custom_id])
+            for request in answered
+            if not journal.done[request.custom_id].get(REUSED)
+        ]
+        try:
+            added = self.store.put(answers)
+            if self.references is not None:
+                used = sorted({self.identity(request) for request in answered} | self._referenced())
+                atomic_write_text(self.references, "".join(f"{identity}\n" for identity in used))
+            return added
+        except OSError as error:
+            log.warning("could not store answers in %s (%s): later runs pay for them again", self.store.root, error)
+            return 0
+
+    def _referenced(self) -> set[str]:
+        try:
+            return set(self.references.read_text(encoding="ascii").split()) if self.references else set()
+        except FileNotFoundError:
+            return set()
+
+
+def _reused_entry(custom_id: str, answer: StoredAnswer) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "text": answer.text,
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "finish_reason": answer.finish_reason,
+        "model": answer.model,
+        "system_fingerprint": answer.system_fingerprint,
+        REUSED: True,
+        "identity": answer.identity,
+    }
+
+
+def _stored_answer(identity: str, entry: dict[str, Any]) -> StoredAnswer:
+    return StoredAnswer(
+        identity=identity,
+        text=str(entry.get("text") or ""),
+        prompt_tokens=int(entry.get("prompt_tokens") or 0),
+        completion_tokens=int(entry.get("completion_tokens") or 0),
+        finish_reason=entry.get("finish_reason"),
+        model=entry.get("model"),
+        system_fingerprint=entry.get("system_fingerprint"),
+    )

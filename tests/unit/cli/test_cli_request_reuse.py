@@ -1,0 +1,71 @@
+"""Request-level reuse end to end on one machine: `datasweep run` with the real generate worker against the local
+OpenAI-compatible test server, counting the chat requests the server received."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cli_helpers import copa_dataset, generation, write_copa
+
+from datasweep.store.requests import RequestStore
+
+CHAT = "POST /v1/chat/completions"
+
+
+def manifests(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted((root / "_shared" / "Copa").glob("*/manifest.json"))]
+
+
+def test_a_dataset_grown_by_10_percent_sends_only_the_new_rows(workspace, write_experiment, invoke, openai_server):
+    source = write_copa(workspace / "raw" / "superglue" / "copa", rows=20)  # 20 + 1 + 1 records
+    spec = {
+        "batch": "batch_20241229_reuse",
+        "datasets": copa_dataset(),
+        "generation": generation(openai_server.url, temperature=0.7),
+        "validation": {"model": "gpt-4o", "temperature": 0.0},
+    }
+    experiment = write_experiment("copa-reuse", spec)
+    root = workspace / "root"
+
+    start = openai_server.counts[CHAT]
+    invoke("run", experiment, "--root", root)
+    assert openai_server.counts[CHAT] - start == 2 * 22  # generation + validation of every record
+
+    write_copa(source, rows=22)  # two more train rows: a new dataset hash, a new point
+    planned = json.loads(invoke("plan", experiment, "--root", root, "-o", "json").stdout)
+    (estimate,) = [stage["estimate"] for stage in planned["stages"]]
+    assert (estimate["requests"], estimate["storedRequests"]) == (2 * 2, 2 * 22)
+    assert estimate["savedByReuseUsd"] is None  # a self-hosted model is unpriced
+    assert planned["totals"]["storedRequests"] == 2 * 22
+    table = invoke("plan", experiment, "--root", root).stdout
+    assert "4 to send, 44 stored" in table
+    start = openai_server.counts[CHAT]
+    invoke("run", experiment, "--root", root)
+    assert openai_server.counts[CHAT] - start == 2 * 2
+    grown = [m for m in manifests(root) if m["extra"]["savedByReuse"]["requests"]]
+    assert len(manifests(root)) == 2
+    assert len(grown) == 1
+    assert grown[0]["extra"]["savedByReuse"]["requests"] == 2 * 22
+    assert grown[0]["usage"]["requests"] == 2 * 2
+    assert grown[0]["extra"]["counts"]["train"]["records"] == 22
+
+    # the opt-out: at another temperature (a new point) the validation requests are the stored ones (the test
+    # server's rephrasing does not depend on it), yet with requestReuse off every request is sent
+    fresh = {**spec, "generation": {**spec["generation"], "options": {"concurrency": 4, "requestReuse": False}}}
+    fresh["generation"]["temperature"] = 0.5
+    start = openai_server.counts[CHAT]
+    invoke("run", write_experiment("copa-fresh", fresh), "--root", root)
+    assert openai_server.counts[CHAT] - start == 2 * 24
+
+    # gc: once the fresh point leaves its batch, its Artifact goes, and so do the answers only it used
+    store = RequestStore.under(root / "_shared")
+    assert store.count() == 2 * 24 + 24  # the fresh point's validation answers were stored already
+    invoke("unlink", "batch_20241229_reuse", "--experiment", "copa-fresh", "--root", root)
+    dry = json.loads(invoke("gc", "--root", root, "-o", "json").stdout)
+    assert dry["requestStore"]["answers"] == 24
+    assert dry["requestStore"]["bytes"] > 0
+    assert store.count() == 72
+    invoke("gc", "--root", root, "--yes")
+    assert store.count() == 48  # every answer the two kept points used

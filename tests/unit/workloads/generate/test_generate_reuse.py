@@ -1,0 +1,121 @@
+"""Request-level reuse: a generate worker on the shared layout sends only requests no identical request answered."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from datasweep.store.manifest import read_manifest
+from datasweep.store.requests import RequestStore
+from datasweep.workloads.generate.worker import run_generate
+
+from .conftest import copa_records, make_spec, read_jsonl, write_jsonl
+
+CHAT = "POST /v1/chat/completions"
+
+
+def shared_spec(tmp_path, source, server, name, **params):
+    """A worker spec whose outputDir is <root>/_shared/Copa/<name>, as the operator and the local runner lay out."""
+    return make_spec(
+        tmp_path, source, {"base_url": server.url, "temperature": 0.7, **params}, name=f"root/_shared/Copa/{name}"
+    )
+
+
+def sent(server) -> int:
+    return server.counts[CHAT]
+
+
+def test_a_second_point_with_identical_requests_sends_none(api_key, openai_server, tmp_path, dataset_dir):
+    first = run_generate(shared_spec(tmp_path, dataset_dir, openai_server, "first"))
+    assert sent(openai_server) == 18
+    assert first.extra["savedByReuse"]["requests"] == 0
+    assert first.usage.requests == 18
+    assert RequestStore.under(tmp_path / "root" / "_shared").count() == 18
+
+    # another fingerprint (a changed operational knob would not make one; a new name stands for any other point)
+    second_spec = shared_spec(tmp_path, dataset_dir, openai_server, "second", concurrency=3)
+    second = run_generate(second_spec)
+    assert sent(openai_server) == 18  # nothing more
+    assert second.usage.requests == 0
+    assert second.usage.prompt_tokens == 0
+    saved = second.extra["savedByReuse"]
+    assert saved["requests"] == 18
+    assert saved["promptTokens"] == first.usage.prompt_tokens
+    assert saved["costUsd"] > 0
+    out = second_spec.output_path
+    assert read_jsonl(out / "Copa" / "copa_train.jsonl") == read_jsonl(
+        tmp_path / "root/_shared/Copa/first/Copa/copa_train.jsonl"
+    )
+    metadata = json.loads((out / "experiment_metadata.json").read_text())
+    assert metadata["usage"]["savedByReuse"]["requests"] == 18
+
+
+def test_a_grown_dataset_sends_only_the_new_rows(api_key, openai_server, tmp_path, dataset_dir):
+    run_generate(shared_spec(tmp_path, dataset_dir, openai_server, "before"))
+    assert sent(openai_server) == 18
+    grown = tmp_path / "grown"
+    shutil.copytree(dataset_dir, grown)
+    write_jsonl(grown / "copa_train.jsonl", copa_records(8, "train", reject_every=3))  # 2 more rows
+    manifest = run_generate(shared_spec(tmp_path, grown, openai_server, "after"))
+    assert sent(openai_server) == 18 + 2 * 2  # generation + validation of the 2 new rows
+    assert manifest.usage.requests == 4
+    assert manifest.extra["savedByReuse"]["requests"] == 18
+    assert manifest.extra["counts"]["train"]["records"] == 8
+
+
+def test_a_changed_validation_prompt_sends_no_generation_request(api_key, openai_server, tmp_path, dataset_dir):
+    run_generate(shared_spec(tmp_path, dataset_dir, openai_server, "before"))
+    judge = {"prompt": "Strict judge. KEEP or REJECT?\nOriginal: {original}\nRephrased: {rephrased}"}
+    run_generate(shared_spec(tmp_path, dataset_dir, openai_server, "after", validation=judge))
+    prompts = [entry["messages"][-1]["content"] for entry in openai_server.chat_log[18:]]
+    assert len(prompts) == 9
+    assert all(prompt.startswith("Strict judge.") for prompt in prompts)
+
+
+def test_regenerating_a_deleted_artifact_sends_nothing(api_key, openai_server, tmp_path, dataset_dir):
+    spec = shared_spec(tmp_path, dataset_dir, openai_server, "gone")
+    run_generate(spec)
+    kept = read_jsonl(spec.output_path / "Copa" / "copa_train.jsonl")
+    shutil.rmtree(spec.output_path)  # journals included
+    manifest = run_generate(spec)
+    assert sent(openai_server) == 18
+    assert manifest.extra["savedByReuse"]["requests"] == 18
+    assert read_jsonl(spec.output_path / "Copa" / "copa_train.jsonl") == kept
+    assert read_manifest(spec.output_path) is not None
+
+
+def test_request_reuse_off_sends_every_request_and_cache_version_salts(api_key, openai_server, tmp_path, dataset_dir):
+    run_generate(shared_spec(tmp_path, dataset_dir, openai_server, "first"))
+    run_generate(shared_spec(tmp_path, dataset_dir, openai_server, "fresh", requestReuse=False))
+    assert sent(openai_server) == 36
+    run_generate(shared_spec(tmp_path, dataset_dir, openai_server, "salted", cache_version="2"))
+    assert sent(openai_server) == 54
+
+
+def test_an_output_dir_outside_the_shared_layout_has_no_store(api_key, openai_server, tmp_path, dataset_dir):
+    for name in ("a", "b"):
+        run_generate(make_spec(tmp_path, dataset_dir, {"base_url": openai_server.url}, name=name))
+    assert sent(openai_server) == 36
+    assert not list(Path(tmp_path).rglob(".requests"))
+
+
+def test_the_batch_api_submits_only_what_the_store_lacks(api_key, openai_server, tmp_path, dataset_dir):
+    # sync chat completions and the Batch API serve the same models: one family, one store
+    run_generate(shared_spec(tmp_path, dataset_dir, openai_server, "sync", backend="openai"))
+    grown = tmp_path / "grown"
+    shutil.copytree(dataset_dir, grown)
+    write_jsonl(grown / "copa_train.jsonl", copa_records(8, "train", reject_every=3))
+    batch = {"backend": "openai-batch", "poll_interval": 0.01, "max_poll_interval": 0.02}
+    manifest = run_generate(shared_spec(tmp_path, grown, openai_server, "batch", **batch))
+    assert sorted(openai_server.batch_request_log) == [
+        "gen:train:6:text",
+        "gen:train:7:text",
+        "val:train:6:text",
+        "val:train:7:text",
+    ]
+    assert manifest.extra["savedByReuse"]["requests"] == 18
+    # and what the batches answered is stored for the next point
+    again = run_generate(shared_spec(tmp_path, grown, openai_server, "again", backend="openai"))
+    assert again.usage.requests == 0
+    assert sent(openai_server) == 18
