@@ -53,6 +53,7 @@ class ArtifactInfo:
     stuck: tuple[str, str] | None = None  # (reason, message) of the Ready condition when a pod is stuck
     details: str = ""  # labels.DETAILS: a re-applied Experiment compares its planned details without a read
     progress: tuple[tuple[str, Any], ...] = ()  # status.progress: the worker's last report as the operator wrote it
+    metrics: tuple[tuple[str, Any], ...] = ()  # status.manifest.metrics: a training stage's recorded metrics
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
@@ -103,6 +104,7 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         stuck=stuck,
         details=str(annotations.get(labels.DETAILS, "")),
         progress=_flat(status.get("progress")),
+        metrics=_flat((status.get("manifest") or {}).get("metrics")),
     )
 
 
