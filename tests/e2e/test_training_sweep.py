@@ -35,6 +35,11 @@ def done(control_plane: Any, namespace: str, name: str) -> Any:
     return obj if finished and condition(obj, "Trained").get("status") == "True" else None
 
 
+def best_over(obj: dict[str, Any], candidates: int) -> Any:
+    best = (obj.get("status") or {}).get("best") or {}
+    return best if best.get("candidates") == candidates else None
+
+
 def test_a_training_sweep_plans_one_artifact_per_combination_and_a_second_reuses_the_shared_ones(
     control_plane: Any, ready_namespace: str, data_root: Path, tmp_path: Path
 ) -> None:
@@ -59,8 +64,8 @@ def test_a_training_sweep_plans_one_artifact_per_combination_and_a_second_reuses
                 json.dumps({"status": {"manifest": manifest}}),
             )
         best = wait_for(
-            "status.best",
-            lambda: (get(control_plane, ns, "experiment", "lr-low").get("status") or {}).get("best"),
+            "status.best over the 8 qa Artifacts",
+            lambda: best_over(get(control_plane, ns, "experiment", "lr-low"), 8),
         )
         columns = control_plane.kubectl("get", "exp", "lr-low", "-n", ns).stdout
         apply(control_plane, ns, sweep("lr-high", data_root, [3e-5, 1e-4]))
