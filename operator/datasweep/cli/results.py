@@ -28,7 +28,7 @@ from datasweep.store.manifest import Manifest, read_manifest
 
 STAGE_ORDER = ("generate", "dataset", "fomaml", "moe-steer", "qa")
 # row columns that are never an axis of the sweep
-_NOT_AXES = ("semanticName", "phase", "artifact", "best")
+_NOT_AXES = ("semanticName", "phase", "artifact", "best", "leftGrid")
 # the grid axes shown beside the metrics (the generate parameters a sweep varies)
 AXES = ("model", "temperature", "top_p", "max_tokens", "frequency_penalty", "presence_penalty")
 
@@ -43,6 +43,7 @@ class ResultRow:
     axes: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     best: bool = False  # status.best of the Experiment (its spec.objective)
+    left_grid: bool = False  # a point the experiment consumed that its last run no longer plans
 
     def flat(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ class ResultRow:
             **self.axes,
             **self.metrics,
             **({"best": True} if self.best else {}),
+            **({"leftGrid": True} if self.left_grid else {}),
             "artifact": self.artifact,
         }
 
@@ -181,6 +183,12 @@ def collect_rows(
     base = backend.root if isinstance(backend, LocalBackend) else data_root
     experiment = target if what.startswith("experiment ") else None
     best = backend.experiment_best(experiment) if experiment and isinstance(backend, ClusterBackend) else None
+    # locally the batch records hold each experiment's points as its last run planned them
+    current = (
+        {p.artifact for b in backend.batches() for p in b.points if p.experiment == experiment}
+        if experiment and isinstance(backend, LocalBackend)
+        else set()
+    )
     chains: list[tuple[ArtifactView, list[ArtifactView]]] = []
     for gen in generates:
         trained = [a for a in artifacts if gen.name in a.inputs]
@@ -217,6 +225,7 @@ def collect_rows(
                     axes={**_axes(gen.params), **(_training_values(artifact) if artifact is not gen else {})},
                     metrics=metrics,
                     best=best is not None and best == artifact.name,
+                    left_grid=bool(current) and gen.name not in current,
                 )
             )
     return what, stage, rows
@@ -383,6 +392,8 @@ def results(
         columns = [c for c in columns if c not in constant or c in ("dataset", "stage")]
         if any(r.best for r in found):
             columns = ["best", *(c for c in columns if c != "best")]
+        if any(r.left_grid for r in found):
+            columns = [*(c for c in columns if c != "leftGrid"), "leftGrid"]
         if constant:
             shown = ", ".join(f"{k}={v}" for k, v in constant.items() if k not in ("dataset", "stage"))
             click.echo(f"the same in every row: {shown}")
@@ -397,4 +408,6 @@ def _cell(row: dict[str, Any], column: str) -> Any:
     value = row.get(column)
     if column == "best":
         return "*" if value else ""
+    if column == "leftGrid":
+        return "left the grid" if value else ""
     return "" if value is None else value

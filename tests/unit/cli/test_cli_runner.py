@@ -240,3 +240,23 @@ def test_a_training_sweep_runs_one_stage_per_combination_and_a_second_reuses_the
     assert png.read_bytes().startswith(b"\x89PNG")
     refused = invoke("results", "sweep-low", "--root", root, "--plot", "queryLossAfter", "--axis", "top_p", expect=2)
     assert "--axis top_p: every row has top_p=1.0, a constant; the axes that vary here:" in refused.output
+
+
+def test_results_mark_the_points_an_experiment_no_longer_plans(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
+) -> None:
+    root = workspace / "root"
+    first = write_experiment("shrinks", training_sweep(workspace, [1e-5]))
+    invoke("run", first, "--root", root, "--worker-command", fake_worker_command())
+    shrunk = training_sweep(workspace, [1e-5])
+    shrunk["generation"]["temperature"] = 0.5
+    again = write_experiment("shrinks", shrunk)
+    invoke("run", again, "--root", root, "--worker-command", fake_worker_command())
+    rows = json.loads(invoke("results", "shrinks", "--root", root, "-o", "json").stdout)
+    assert sorted((r["temperature"], bool(r.get("leftGrid"))) for r in rows) == [
+        (0.5, False),
+        (0.5, False),
+        (0.7, True),
+        (0.7, True),
+    ]
+    assert "left the grid" in invoke("results", "shrinks", "--root", root).stdout
