@@ -182,7 +182,12 @@ def collect_rows(
     artifacts = backend.artifacts()
     base = backend.root if isinstance(backend, LocalBackend) else data_root
     experiment = target if what.startswith("experiment ") else None
-    best = backend.experiment_best(experiment) if experiment and isinstance(backend, ClusterBackend) else None
+    if experiment is None:
+        best = None
+    elif isinstance(backend, ClusterBackend):
+        best = backend.experiment_best(experiment)
+    else:  # what `datasweep run` recorded after the experiment's last run
+        best = next((b.best[experiment] for b in backend.registry.batches() if experiment in b.best), None)
     # locally the batch records hold each experiment's points as its last run planned them
     current = (
         {p.artifact for b in backend.batches() for p in b.points if p.experiment == experiment}

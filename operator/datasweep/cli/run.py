@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -114,12 +115,20 @@ def run(
     code = report(result, runner.root)
     objective = experiment.spec.objective
     if objective is not None:
-        console.print(best_line(objective, plan, result), markup=False, soft_wrap=True)
+        best = local_best(objective, plan, result)
+        runner.registry.record_best(plan.batch, experiment.name, best["artifact"] if best else None)
+        if best is None:
+            line = f"best: none yet (no done {objective.stage} stage recorded {objective.metric})"
+        else:
+            line = (
+                f"best ({objective.goal} {objective.metric} of {objective.stage}): {best['artifact']} {best['summary']}"
+            )
+        console.print(line, markup=False, soft_wrap=True)
     sys.exit(code)
 
 
-def best_line(objective: Objective, plan: Plan, result: RunResult) -> str:
-    """`best: ARTIFACT f1=81.2 (learning_rate=3e-05)` from the manifests of the objective stage's done stages."""
+def local_best(objective: Objective, plan: Plan, result: RunResult) -> dict[str, Any] | None:
+    """status.best of a local run, from the manifests of the objective stage's done stages."""
     done = {task.plan.artifact: task for task in result.tasks if task.state == "done"}
     candidates = []
     for artifact, params in plan.stage_artifacts(objective.stage).items():
@@ -127,10 +136,7 @@ def best_line(objective: Objective, plan: Plan, result: RunResult) -> str:
         manifest = read_manifest(task.directory) if task is not None else None
         if task is not None and manifest is not None:
             candidates.append(Candidate(artifact, params, recorded_metrics(task.plan.stage, manifest.extra)))
-    best = best_of(objective.stage, objective.metric, objective.goal, candidates)
-    if best is None:
-        return f"best: none yet (no done {objective.stage} stage recorded {objective.metric})"
-    return f"best ({objective.goal} {objective.metric} of {objective.stage}): {best['artifact']} {best['summary']}"
+    return best_of(objective.stage, objective.metric, objective.goal, candidates)
 
 
 def report(result: RunResult, root: Path) -> int:

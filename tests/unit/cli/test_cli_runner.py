@@ -213,6 +213,8 @@ def test_a_training_sweep_runs_one_stage_per_combination_and_a_second_reuses_the
         (t, lr, n) for t in (0.5, 0.7) for lr in (1e-5, 3e-5) for n in (1, 2)
     }
     assert {r["queryLossAfter"] for r in rows if r["inner_lr"] == 3e-5 and r["num_inner_steps"] == 2} == {1.77}
+    # the best the run printed is the row marked, as status.best on a cluster
+    assert [(r["temperature"], r["inner_lr"], r["num_inner_steps"]) for r in rows if r.get("best")] == [(0.5, 3e-5, 2)]
     everything = json.loads(invoke("results", "sweep-low", "--root", root, "--all", "-o", "json").stdout)
     assert len(everything) == 12  # sweep-high's inner_lr 1e-4 on the same points too
     table = invoke("results", "sweep-low", "--root", root).stdout
@@ -221,6 +223,7 @@ def test_a_training_sweep_runs_one_stage_per_combination_and_a_second_reuses_the
     assert "INNER_LR" in table
     assert "NUM_INNER_STEPS" in table
     assert "TOP_P" not in table
+    assert "BEST" in table
     png = workspace / "loss.png"
     plotted = invoke(
         "results",
