@@ -224,7 +224,7 @@ ANSWERED_BY_THE_OPERATOR = [
     ),
     (
         "a string in a training list",
-        {"training": [{**TRAINING, "params": {"learning_rate": [1e-5, "3e-5"]}}]},
+        {"training": [{**TRAINING, "params": {"learning_rate": [1e-5, "fast"]}}]},
         "InvalidSpec",
         "spec.training[0].params.learning_rate",
     ),

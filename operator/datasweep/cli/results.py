@@ -270,8 +270,8 @@ def plot_metric(
     by: str | None = None,
     metrics: frozenset[str] = frozenset(),
 ) -> int:
-    """PNG of METRIC against AXIS, one line per value of BY (default: per dataset and every other varying axis);
-    returns the points drawn. A constant AXIS is refused: one x value draws no trend."""
+    """PNG of METRIC against AXIS, one line per value of BY and of every other varying axis (dataset included);
+    returns the points drawn. A constant AXIS or BY is refused: one value draws no trend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,7 +287,9 @@ def plot_metric(
                 f"vary here: {', '.join(varying) or 'none'}"
             )
     series: dict[str, list[tuple[float, float]]] = {}
-    others = [by] if by is not None else ["dataset", *(a for a in varying if a not in (axis, "dataset"))]
+    # one line per value of BY, split further by any other axis that varies: a line never joins two configurations
+    first = [by] if by is not None else []
+    others = [*first, "dataset", *(a for a in varying if a not in (axis, by, "dataset"))]
     for row in rows:
         x, y = row.get(axis), row.get(metric)
         if not isinstance(x, int | float) or not isinstance(y, int | float):
