@@ -241,6 +241,11 @@ def summarize_batch(
         "usage": usage.model_dump(by_alias=True),
         "savedByReuse": saved.model_dump(by_alias=True),
         "progress": combine(progress).model_dump(by_alias=True),
+        "best": [
+            {"experiment": s.name, "artifact": s.best[0], "summary": s.best[1]}
+            for s in sorted(summaries, key=lambda s: s.name)
+            if s.best is not None
+        ][:MAX_BATCH_EXPERIMENTS_LISTED],
     }
 
 

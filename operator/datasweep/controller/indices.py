@@ -155,6 +155,7 @@ class ExperimentSummary:
     failures_total: int
     progress: tuple[tuple[str, Any], ...] = ()
     stalled: tuple[str, str] | None = None  # (reason, message) of its Stalled condition: pods that cannot start
+    best: tuple[str, str] | None = None  # (artifact, summary) of its status.best (spec.objective)
 
 
 @kopf.index(*EXPERIMENTS)
@@ -178,6 +179,9 @@ def experiment_index(
             for f in failures.get("items") or []
         ),
         failures_total=int(failures.get("total", 0)),
+        best=(str(best["artifact"]), str(best.get("summary", "")))
+        if isinstance(best := status.get("best"), dict) and best.get("artifact")
+        else None,
         stalled=next(
             (
                 (str(c.get("reason", "")), str(c.get("message", "")))

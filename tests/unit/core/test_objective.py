@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from datasweep.api.experiment import ExperimentSpec
 from datasweep.api.stage_params import metric_names, training_kinds
-from datasweep.controller.aggregate import Planned, summarize_experiment
-from datasweep.controller.indices import artifact_info
+from datasweep.controller.aggregate import Planned, summarize_batch, summarize_experiment
+from datasweep.controller.indices import ExperimentSummary, artifact_info, experiment_index
 from datasweep.core.metrics import MAX_RECORDED_METRICS, Candidate, best_of, recorded_metrics
 from datasweep.core.plan import PlanInputs, plan_experiment
 from datasweep.store.manifest import Manifest
@@ -123,3 +123,24 @@ def test_status_best_is_the_best_ready_artifact_of_the_objective_stage_with_its_
     assert best["params"] == {"temperature": 0.5, "learning_rate": 3e-5}
     assert best["summary"] == "f1=75 (temperature=0.5, learning_rate=3e-05)"
     assert summarize_experiment("me", dataclasses.replace(planned, objective=None), infos, 20)["best"] is None
+
+
+def test_a_batch_lists_the_best_of_each_experiment_with_an_objective() -> None:
+    def summary(name: str, best: tuple[str, str] | None) -> ExperimentSummary:
+        return ExperimentSummary(name=name, counts=(), usage=(), saved=(), failures=(), failures_total=0, best=best)
+
+    status = summarize_batch(
+        [summary("b", ("art-2", "f1=80")), summary("c", None), summary("a", ("art-1", "f1=70"))], 20
+    )
+    assert status["best"] == [
+        {"experiment": "a", "artifact": "art-1", "summary": "f1=70"},
+        {"experiment": "b", "artifact": "art-2", "summary": "f1=80"},
+    ]
+    indexed = experiment_index(
+        namespace="ns",
+        name="b",
+        meta={"labels": {"datasweep.io/batch": "batch-x"}},
+        spec={},
+        status={"best": {"artifact": "art-2", "summary": "f1=80", "value": 80.0}},
+    )
+    assert indexed[("batch", "ns", "batch-x")].best == ("art-2", "f1=80")
