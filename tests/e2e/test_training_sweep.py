@@ -35,6 +35,11 @@ def done(control_plane: Any, namespace: str, name: str) -> Any:
     return obj if finished and condition(obj, "Trained").get("status") == "True" else None
 
 
+def batch_best(batch: dict[str, Any], best: dict[str, Any]) -> bool:
+    """The Batch lists lr-low's best as its status says it now (an earlier best may linger a moment)."""
+    return any(entry["summary"] == best["summary"] for entry in (batch.get("status") or {}).get("best") or [])
+
+
 def best_over(obj: dict[str, Any], candidates: int) -> Any:
     best = (obj.get("status") or {}).get("best") or {}
     return best if best.get("candidates") == candidates else None
@@ -68,6 +73,12 @@ def test_a_training_sweep_plans_one_artifact_per_combination_and_a_second_reuses
             lambda: best_over(get(control_plane, ns, "experiment", "lr-low"), 8),
         )
         columns = control_plane.kubectl("get", "exp", "lr-low", "-n", ns).stdout
+        listed = wait_for(
+            "the Batch lists the best",
+            lambda: next(
+                (b["status"]["best"] for b in get(control_plane, ns, "batches")["items"] if batch_best(b, best)), None
+            ),
+        )
         apply(control_plane, ns, sweep("lr-high", data_root, [3e-5, 1e-4]))
         second = wait_for("the second sweep done", lambda: done(control_plane, ns, "lr-high"))
 
@@ -78,6 +89,7 @@ def test_a_training_sweep_plans_one_artifact_per_combination_and_a_second_reuses
     assert best["value"] == 33.0
     assert best["params"] == {"temperature": 0.7, "learning_rate": 3e-5, "num_train_epochs": 2}
     assert best["candidates"] == 8
+    assert listed == [{"experiment": "lr-low", "artifact": best["artifact"], "summary": best["summary"]}]
     assert "BEST" in columns
     assert best["summary"] in columns  # f1=33 (temperature=0.7, learning_rate=3e-05, num_train_epochs=2)
 
