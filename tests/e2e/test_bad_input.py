@@ -60,7 +60,7 @@ REJECTED_AT_APPLY = [
     ("bad stage name", edit("spec.training", [{**TRAINING, "name": "Meta_Stage"}]), "spec.training[0].name"),
     (
         "a qa param on a fomaml stage",
-        edit("spec.training", [{**TRAINING, "params": {"null_margin": 0.2}}]),
+        edit("spec.training", [{**TRAINING, "params": {"answers_field": "answers"}}]),
         "params of a fomaml stage accept only",
     ),
     (
@@ -138,6 +138,19 @@ ANSWERED_BY_THE_OPERATOR = [
         {"training": [{**TRAINING, "params": {"task_key": "category", "prompt_template": "{premise}"}}]},
         "FieldMismatch",
         "spec.training[0].params.task_key",
+    ),
+    # training params that may be grid axes are untyped in the CRD (issue 23): CEL cannot see them
+    (
+        "a qa grid axis on a fomaml stage",
+        {"training": [{**TRAINING, "params": {"null_margin": [0.1, 0.2]}}]},
+        "InvalidSpec",
+        "spec.training[0].params.null_margin",
+    ),
+    (
+        "empty learning-rate grid",
+        {"training": [{**TRAINING, "params": {"outer_lr": []}}]},
+        "EmptyGrid",
+        "spec.training[0].params.outer_lr",
     ),
     (
         "missing prompt",

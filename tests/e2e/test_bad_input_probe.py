@@ -69,14 +69,9 @@ REJECTED_AT_APPLY: list[tuple[str, dict[str, Any], str]] = [
     ("option a string", edit("spec.generation.options", {"concurrency": "8"})(valid()), "options.concurrency"),
     ("option unknown", edit("spec.generation.options", {"concurency": 8})(valid()), "options.concurency"),
     (
-        "training param a string",
-        with_training(params={"learning_rate": "0.00002"})(valid()),
-        "spec.training[0].params.learning_rate",
-    ),
-    (
-        "training param a boolean",
-        with_training(params={"num_train_epochs": True})(valid()),
-        "spec.training[0].params.num_train_epochs",
+        "a field name given as a list",
+        with_training(params={"answers_field": ["answers", "spans"]})(valid()),
+        "spec.training[0].params.answers_field",
     ),
     # paid defaults nobody asked for
     ("training without generation", without_generation(with_training()(valid())), "spec.generation is missing"),
@@ -214,6 +209,25 @@ ANSWERED_BY_THE_OPERATOR = [
     ("topP a string", {"generation": {"topP": "1.0"}}, "InvalidSpec", "spec.generation.topP"),
     ("a string in a list", {"generation": {"temperature": [0.5, "0.7"]}}, "InvalidSpec", "spec.generation.temperature"),
     ("model a number", {"generation": {"model": 4}}, "InvalidSpec", "spec.generation.model"),
+    # training params that may be grid axes are untyped too (issue 23)
+    (
+        "training param a string",
+        {"training": [{**TRAINING, "params": {"learning_rate": "0.00002"}}]},
+        "InvalidSpec",
+        "spec.training[0].params.learning_rate",
+    ),
+    (
+        "training param a boolean",
+        {"training": [{**TRAINING, "params": {"num_train_epochs": True}}]},
+        "InvalidSpec",
+        "spec.training[0].params.num_train_epochs",
+    ),
+    (
+        "a string in a training list",
+        {"training": [{**TRAINING, "params": {"learning_rate": [1e-5, "fast"]}}]},
+        "InvalidSpec",
+        "spec.training[0].params.learning_rate",
+    ),
     (
         "temperature out of range",
         {"generation": {"temperature": [0.5, 7]}},

@@ -37,6 +37,14 @@ class BatchPoint(CamelModel):
     ready: bool = False
 
 
+class ExperimentBest(CamelModel):
+    """An Experiment's status.best as its Batch lists it."""
+
+    experiment: str
+    artifact: str
+    summary: str = ""
+
+
 class BatchStatus(CamelModel):
     conditions: list[Condition] = Field(default_factory=list)
     experiments: list[str] = Field(
@@ -47,3 +55,6 @@ class BatchStatus(CamelModel):
     usage: Usage = Field(default_factory=Usage)
     saved_by_reuse: Usage = Field(default_factory=Usage)
     progress: SweepProgress = Field(default_factory=SweepProgress)
+    best: list[ExperimentBest] = Field(
+        default_factory=list, description="The best Artifact of each Experiment with spec.objective (the first 256)"
+    )

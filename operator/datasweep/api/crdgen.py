@@ -26,7 +26,7 @@ from datasweep.api.experiment import (
     ExperimentSpec,
     ExperimentStatus,
 )
-from datasweep.api.stage_params import params_model, training_kinds
+from datasweep.api.stage_params import axis_refusal, metric_names, params_model, training_kinds
 
 CATEGORY = "datasweep"
 MAX_PARAMS = 64
@@ -148,6 +148,32 @@ def _merge_param(first: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+AXIS_MARK = "x-datasweep-axis"  # an internal marker, removed before the CRD is written
+
+
+def _training_axis(kind: str, name: str, sub: dict[str, Any]) -> dict[str, Any]:
+    """A scalar param that may be a grid axis takes a value or a list (untyped, as spec.generation's axes: the
+    operator checks it); a param that cannot keeps its type, and its description says why."""
+    if sub.get("type") not in ("string", "integer", "number", "boolean"):
+        return sub
+    reason = axis_refusal(kind, name)
+    if reason is not None:
+        said = sub.get("description", "").rstrip(".")
+        return {**sub, "description": f"{said}. One value, never a list: {reason}".lstrip(". ")}
+    return {**sub, AXIS_MARK: True}
+
+
+_ARTICLE = {"string": "A string", "integer": "An integer", "number": "A number", "boolean": "A boolean"}
+
+
+def _training_axis_schema(sub: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": f"{_ARTICLE[sub.get('type', '')]} or a list of them (a grid axis of the stage). "
+        f"{sub.get('description', '')}".strip(),
+    }
+
+
 def training_params_schema() -> tuple[dict[str, Any], list[dict[str, str]]]:
     """Union of the params of every training kind, plus a CEL rule per kind rejecting the other kinds' keys.
 
@@ -160,10 +186,17 @@ def training_params_schema() -> tuple[dict[str, Any], list[dict[str, str]]]:
         per_kind[kind] = set(props)
         for name, sub in props.items():
             sub = {k: v for k, v in sub.items() if k != "default"}  # defaults belong to each kind's worker
+            sub = _training_axis(kind, name, sub)
+            if name in merged and (AXIS_MARK in merged[name] or AXIS_MARK in sub):
+                # an axis in one kind is untyped for all (each kind's own check refuses a list where it cannot be)
+                merged[name] = merged[name] if AXIS_MARK in merged[name] else sub
+                continue
             merged[name] = _merge_param(merged[name], sub) if name in merged and merged[name] != sub else sub
+    merged = {name: _training_axis_schema(sub) if AXIS_MARK in sub else sub for name, sub in merged.items()}
     rules = []
     for kind, keys in per_kind.items():
-        foreign = sorted(set(merged) - keys)
+        # CEL cannot see untyped params (the grid axes): the planner refuses those of another kind by name
+        foreign = sorted(name for name in set(merged) - keys if "type" in merged[name])
         if not foreign:
             continue
         present = " || ".join(f"has(self.params.{name})" for name in foreign)
@@ -209,6 +242,20 @@ def experiment_spec_schema() -> dict[str, Any]:
             "a prepared dataset is only trained on: add spec.training",
             ".datasets",
         ),
+        _rule(
+            "!has(self.objective) || (has(self.training) && self.training.exists(t, t.name == self.objective.stage))",
+            "spec.objective.stage must name a stage in spec.training",
+            ".objective.stage",
+        ),
+        *[
+            _rule(
+                f"!has(self.objective) || !has(self.training) || self.training.all(t, t.name != self.objective.stage "
+                f"|| t.kind != '{kind}' || self.objective.metric in {list(metric_names(kind))})",
+                f"spec.objective.metric: a {kind} stage records {', '.join(metric_names(kind))}",
+                ".objective.metric",
+            )
+            for kind in training_kinds()
+        ],
     ]
     generation = props["generation"]
     generation["x-kubernetes-validations"] = [
@@ -356,6 +403,7 @@ def build_crds() -> dict[str, dict[str, Any]]:
             # Progress and dollars so far, summed from the running Artifacts' reports (core/progress.py).
             {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
             {"name": "Cost", "type": "string", "jsonPath": ".status.progress.cost"},
+            {"name": "Best", "type": "string", "jsonPath": ".status.best.summary"},
             _condition_column("Status", "Succeeded", "reason"),
         ],
     )

@@ -19,6 +19,7 @@ from datasweep.api.common import (
     SecretKeyRef,
     VolumePath,
 )
+from datasweep.api.stage_params import metric_names
 from datasweep.store.manifest import Usage
 
 TaskKind = Literal["rephrase", "code-scenarios"]
@@ -107,9 +108,28 @@ class TrainingStage(CamelModel):
     name: str = Field(min_length=1, max_length=20, pattern=DNS_LABEL, description="Stage name, unique in the list")
     kind: TrainingKind
     base_model: ModelRef
-    params: dict[str, Any] = Field(default_factory=dict, description="Hyper-parameters, typed per kind")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Hyper-parameters, typed per kind; a param given as a list of values is a grid axis: the "
+        "stage's own grid is the cross product of its lists, one Artifact per point and combination",
+    )
     resources: Resources = Field(default_factory=Resources)
     launcher: Literal["job", "trainjob"] = "job"
+
+
+class Objective(CamelModel):
+    """Which Artifact is best: status.best names it, `datasweep results` marks it."""
+
+    stage: str = Field(
+        min_length=1, max_length=20, pattern=DNS_LABEL, description="The training stage (its name in spec.training)"
+    )
+    metric: str = Field(
+        min_length=1,
+        max_length=40,
+        description="A metric the stage's kind records (docs/stages.md): qa f1, em, bestF1, ...; fomaml "
+        "queryLossAfter, lossDrop, tokenAccuracy, ...; moe-steer finalLoss, ...",
+    )
+    goal: Literal["maximize", "minimize"] = "maximize"
 
 
 class ExperimentSpec(CamelModel):
@@ -136,8 +156,17 @@ class ExperimentSpec(CamelModel):
         default=None,
         description="Kueue LocalQueue for every Job (a label value: letters, digits, -, _, .)",
     )
-    max_points: int = Field(default=256, ge=1, le=10000, description="Refuse grids larger than this")
+    max_points: int = Field(
+        default=256,
+        ge=1,
+        le=10000,
+        description="Refuse grids that make more Artifacts than this: every point's data stage and each of its "
+        "training Artifacts (one per combination of a stage's own grid) count",
+    )
     retries: int = Field(default=2, ge=0, le=20, description="Retries per Artifact before it is Failed")
+    objective: Objective | None = Field(
+        default=None, description="The metric that ranks the Artifacts of one training stage: status.best"
+    )
     suspend: bool = Field(
         default=False,
         description="Stop spending (the convention of Job, JobSet and Kueue): no Job starts for this Experiment, "
@@ -163,12 +192,29 @@ class ExperimentSpec(CamelModel):
         stages = [t.name for t in self.training]
         if len(set(stages)) != len(stages):
             raise ValueError("spec.training: stage names must be unique")
+        if self.objective is not None:
+            _check_objective(self.objective, self.training)
         prepared = [i for i, d in enumerate(self.datasets) if d.prepared]
         if prepared and not self.training:
             raise ValueError(
                 f"spec.datasets[{prepared[0]}].prepared: a prepared dataset is only trained on; add spec.training"
             )
         return self
+
+
+def _check_objective(objective: Objective, training: list[TrainingStage]) -> None:
+    entry = next((t for t in training if t.name == objective.stage), None)
+    if entry is None:
+        named = ", ".join(t.name for t in training) or "none"
+        raise ValueError(
+            f"spec.objective.stage: {objective.stage!r} is not a stage in spec.training (its stages: {named})"
+        )
+    metrics = metric_names(entry.kind)
+    if objective.metric not in metrics:
+        raise ValueError(
+            f"spec.objective.metric: a {entry.kind} stage records {', '.join(metrics)}; {objective.metric!r} is "
+            "none of them"
+        )
 
 
 def _all_prepared(data: Mapping[str, Any]) -> bool:
@@ -229,6 +275,21 @@ class SweepProgress(CamelModel):
     eta_seconds: int | None = Field(default=None, description="At the rate seen since the operator started")
 
 
+class BestArtifact(CamelModel):
+    """The best Ready Artifact of the objective's stage among those the Experiment consumes."""
+
+    artifact: str
+    stage: str
+    metric: str
+    goal: str
+    value: float
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Its point's grid values and its stage combination's values"
+    )
+    candidates: int = Field(default=0, description="Ready Artifacts of the stage that recorded the metric")
+    summary: str = Field(default="", description="The BEST column, e.g. f1=81.2 (temperature=0.5, learning_rate=3e-05)")
+
+
 class ExperimentStatus(CamelModel):
     observed_generation: int | None = None
     batch: str | None = Field(default=None, description="The Batch's id: its directory's name on the volume")
@@ -239,3 +300,4 @@ class ExperimentStatus(CamelModel):
     usage: Usage = Field(default_factory=Usage)
     saved_by_reuse: Usage = Field(default_factory=Usage)
     progress: SweepProgress = Field(default_factory=SweepProgress)
+    best: BestArtifact | None = Field(default=None, description="With spec.objective: its best Ready Artifact")

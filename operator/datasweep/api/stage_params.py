@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import types
+import typing
 from functools import cache
 from typing import Any
 
@@ -56,6 +58,43 @@ def operational_reasons(kind: str) -> dict[str, str]:
     reasons: dict[str, str] = getattr(module, "OPERATIONAL_FIELDS", {})
     assert isinstance(reasons, dict)
     return reasons
+
+
+def axis_refusal(kind: str, field: str) -> str | None:
+    """Why a param of a training stage cannot be a list of values (a grid axis), or None when it can.
+
+    Fields that name parts of the records (`NOT_AXES` of each stage module) and operational fields (a sweep over
+    one would train the same model once per value) cannot.
+    """
+    module = importlib.import_module(_PARAMS_MODELS[kind][0])
+    refused: dict[str, str] = getattr(module, "NOT_AXES", {})
+    if field in refused:
+        return refused[field]
+    operational = operational_reasons(kind)
+    if field in operational:
+        return f"it never changes the result ({operational[field]}), so every value would train the same model"
+    return None
+
+
+def _holds_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is list:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_holds_list(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+@cache
+def list_fields(kind: str) -> frozenset[str]:
+    """Params whose value is itself a list (fomaml `tasks`, `k_shots`): a list there is one value, not an axis."""
+    return frozenset(name for name, info in params_model(kind).model_fields.items() if _holds_list(info.annotation))
+
+
+def metric_names(kind: str) -> dict[str, str]:
+    """`METRICS` of a training kind: what its Artifacts record (status.manifest.metrics), name -> meaning."""
+    module = importlib.import_module(_PARAMS_MODELS[kind][0])
+    metrics: dict[str, str] = getattr(module, "METRICS", {})
+    return metrics
 
 
 def result_params(kind: str, params: BaseModel) -> dict[str, Any]:

@@ -402,6 +402,12 @@ class ClusterBackend:
             )
         return sorted(views, key=lambda a: (a.dataset, a.semantic_name, a.stage, a.name))
 
+    def experiment_best(self, name: str) -> str | None:
+        """The Artifact an Experiment's status.best names (its spec.objective), if any."""
+        found = next((e for e in self._list("experiments") if e["metadata"]["name"] == name), None)
+        best = ((found or {}).get("status") or {}).get("best") or {}
+        return str(best["artifact"]) if best.get("artifact") else None
+
     def batches(self) -> list[BatchView]:
         artifacts = {a.name: a for a in self.artifacts()}
         return sorted((self._batch(obj, artifacts) for obj in self._list("batches")), key=lambda b: b.batch_id)

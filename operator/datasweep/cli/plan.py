@@ -68,6 +68,7 @@ class StageEstimate:
             "semanticName": self.stage.semantic_name,
             "stage": self.stage.name,
             "kind": self.stage.stage,
+            "values": self.stage.values,
             "artifact": self.stage.artifact,
             "fingerprint": self.stage.fingerprint,
             "hit": self.hit,
@@ -375,7 +376,7 @@ def plan(
             (
                 e.stage.dataset,
                 e.stage.semantic_name,
-                e.stage.name,
+                e.stage.label,
                 "imported" if e.imported else ("hit" if e.hit else "MISS"),
                 e.where or "",
                 cost,
@@ -393,6 +394,13 @@ def plan(
         f"{totals['points']} points: {point_hits} reused, {totals['points'] - point_hits} to create; "
         f"{totals['stages']} stages: {totals['hits']} hits, {totals['misses']} misses"
     )
+    for index, entry in enumerate(experiment.spec.training):
+        per_point = sum(s.training_index == index for s in the_plan.points[0].training) if the_plan.points else 0
+        if per_point > 1:
+            click.echo(
+                f"stage {entry.name}: {per_point} combinations of its own grid per point, "
+                f"{per_point * len(the_plan.points)} {entry.kind} Artifacts"
+            )
     price_note = f" (unpriced: {', '.join(totals['unpricedModels'])})" if totals["unpricedModels"] else ""
     bound = "upper bound" if all(e.exact_prompts for e in misses) else "estimate"
     click.echo(

@@ -17,14 +17,18 @@ from typing import Any
 
 import click
 
+from datasweep.api.stage_params import metric_names
 from datasweep.api.worker import DATA_STAGES
 from datasweep.cli.backends import ArtifactView, ClusterBackend, LocalBackend
 from datasweep.cli.common import BadInput, backend_options, choose_backend, dump, print_table
 from datasweep.cli.tools import flatten
+from datasweep.core.metrics import recorded_metrics
 from datasweep.store.atomic import atomic_write_bytes
 from datasweep.store.manifest import Manifest, read_manifest
 
 STAGE_ORDER = ("generate", "dataset", "fomaml", "moe-steer", "qa")
+# row columns that are never an axis of the sweep
+_NOT_AXES = ("semanticName", "phase", "artifact", "best", "leftGrid")
 # the grid axes shown beside the metrics (the generate parameters a sweep varies)
 AXES = ("model", "temperature", "top_p", "max_tokens", "frequency_penalty", "presence_penalty")
 
@@ -38,6 +42,8 @@ class ResultRow:
     phase: str
     axes: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    best: bool = False  # status.best of the Experiment (its spec.objective)
+    left_grid: bool = False  # a point the experiment consumed that its last run no longer plans
 
     def flat(self) -> dict[str, Any]:
         return {
@@ -47,6 +53,8 @@ class ResultRow:
             "phase": self.phase,
             **self.axes,
             **self.metrics,
+            **({"best": True} if self.best else {}),
+            **({"leftGrid": True} if self.left_grid else {}),
             "artifact": self.artifact,
         }
 
@@ -78,35 +86,30 @@ def headline_metrics(stage: str, manifest: Manifest, directory: Path) -> dict[st
     if stage == "dataset":  # a prepared dataset: what was snapshotted
         return {"rows": manifest.rows, "files": len(manifest.files)}
     if stage == "qa":
-        dev = extra.get("dev") or {}
+        recorded = recorded_metrics(stage, extra)
         evaluated = _read_json(directory / "eval_results.json")
         return {
-            "em": _num(dev.get("exact")),
-            "f1": _num(dev.get("f1")),
-            "bestF1": _num(dev.get("best_f1")),
-            "threshold": _num(extra.get("null_threshold", evaluated.get("best_f1_thresh"))),
-            "bestEpoch": extra.get("best_epoch"),
+            "em": _num(recorded.get("em")),
+            "f1": _num(recorded.get("f1")),
+            "bestF1": _num(recorded.get("bestF1")),
+            "threshold": _num(recorded.get("threshold", evaluated.get("best_f1_thresh"))),
+            "bestEpoch": recorded.get("bestEpoch"),
         }
     if stage == "fomaml":
-        before, after = extra.get("mean_before_loss"), extra.get("mean_after_loss")
-        return {
-            "queryLossBefore": _num(before),
-            "queryLossAfter": _num(after),
-            "lossDrop": _num(before - after) if isinstance(before, float) and isinstance(after, float) else None,
-            "tokenAccuracy": _num(extra.get("mean_after_token_accuracy")),
-            "steps": extra.get("total_steps"),
-        }
+        recorded = recorded_metrics(stage, extra)
+        return {name: _num(recorded.get(name)) for name in metric_names(stage)}
     if stage == "moe-steer":
         # risk_diff.json: every expert ranked by P(routed | unsafe) - P(routed | safe), the selected ones marked
+        recorded = recorded_metrics(stage, extra)
         ranking = _read_json(directory / "risk_diff.json").get("ranking") or []
         chosen = [float(r["risk_diff_mean"]) for r in ranking if r.get("selected") and "risk_diff_mean" in r]
         return {
-            "experts": len(extra.get("selectedExperts") or []),
+            "experts": recorded.get("experts"),
             "riskDiffTop": _num(float(ranking[0]["risk_diff_mean"])) if ranking else None,
             "riskDiffSelectedMean": _num(sum(chosen) / len(chosen)) if chosen else None,
             "riskDiffSelectedMin": _num(min(chosen)) if chosen else None,
-            "finalLoss": _num(extra.get("finalLoss")),
-            "steps": extra.get("steps"),
+            "finalLoss": _num(recorded.get("finalLoss")),
+            "steps": recorded.get("steps"),
         }
     return {}
 
@@ -120,6 +123,33 @@ def _axes(params: dict[str, Any]) -> dict[str, Any]:
                 found[axis] = value
                 break
     return found
+
+
+def _training_values(artifact: ArtifactView) -> dict[str, Any]:
+    """A training Artifact's scalar parameters (local records keep the fingerprinted form: `params` inside)."""
+    params = artifact.params
+    if isinstance(params.get("params"), dict) and "stage" in params:
+        params = params["params"]
+    return {key: value for key, value in params.items() if not isinstance(value, dict | list)}
+
+
+def _order(values: dict[str, Any]) -> tuple[tuple[int, Any], ...]:
+    """Rows of one point in the order of their values (numbers as numbers)."""
+    return tuple(
+        (0, v) if isinstance(v, int | float) and not isinstance(v, bool) else (1, str(v)) for v in values.values()
+    )
+
+
+def varying_columns(rows: list[dict[str, Any]], columns: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Of `columns`, those whose value differs between rows, and the constant ones with their one value."""
+    varying, constant = [], {}
+    for column in columns:
+        values = {json.dumps(row.get(column), sort_keys=True, default=str) for row in rows}
+        if len(values) > 1:
+            varying.append(column)
+        elif rows:
+            constant[column] = rows[0].get(column)
+    return varying, constant
 
 
 def _members(backend: LocalBackend | ClusterBackend, target: str) -> tuple[str, list[ArtifactView]]:
@@ -140,14 +170,36 @@ def _members(backend: LocalBackend | ClusterBackend, target: str) -> tuple[str, 
 
 
 def collect_rows(
-    backend: LocalBackend | ClusterBackend, target: str, stage: str | None, data_root: Path | None
+    backend: LocalBackend | ClusterBackend,
+    target: str,
+    stage: str | None,
+    data_root: Path | None,
+    everything: bool = False,
 ) -> tuple[str, str, list[ResultRow]]:
+    """Rows of TARGET's `stage`: for an experiment only the Artifacts it consumes (`everything`: all of them on
+    its points, whichever experiment made them); one row per training Artifact (point x stage combination)."""
     what, generates = _members(backend, target)
     artifacts = backend.artifacts()
     base = backend.root if isinstance(backend, LocalBackend) else data_root
+    experiment = target if what.startswith("experiment ") else None
+    if experiment is None:
+        best = None
+    elif isinstance(backend, ClusterBackend):
+        best = backend.experiment_best(experiment)
+    else:  # what `datasweep run` recorded after the experiment's last run
+        best = next((b.best[experiment] for b in backend.registry.batches() if experiment in b.best), None)
+    # locally the batch records hold each experiment's points as its last run planned them
+    current = (
+        {p.artifact for b in backend.batches() for p in b.points if p.experiment == experiment}
+        if experiment and isinstance(backend, LocalBackend)
+        else set()
+    )
     chains: list[tuple[ArtifactView, list[ArtifactView]]] = []
     for gen in generates:
-        chains.append((gen, [a for a in artifacts if gen.name in a.inputs]))
+        trained = [a for a in artifacts if gen.name in a.inputs]
+        if experiment is not None and not everything:
+            trained = [a for a in trained if experiment in a.consumers]
+        chains.append((gen, trained))
     present = {a.stage for _, trained in chains for a in trained} | {gen.stage for gen, _ in chains}
     if not present:
         raise BadInput(f"{what} has no points yet")
@@ -158,14 +210,16 @@ def collect_rows(
     rows = []
     for gen, trained in chains:
         chosen = [gen] if stage == gen.stage else [a for a in trained if a.stage == stage]
+        chosen.sort(key=lambda a: _order(_training_values(a)))
         for artifact in chosen:
             metrics: dict[str, Any] = {}
             manifest = read_manifest(base / artifact.path) if base is not None else None
             if manifest is not None and base is not None:
                 metrics = headline_metrics(stage, manifest, base / artifact.path)
-            elif artifact.manifest is not None:  # cluster without the volume: the status's usage only
+            elif artifact.manifest is not None:  # cluster without the volume: what the status records
                 used = artifact.manifest.usage
-                metrics = {"tokens": used.prompt_tokens + used.completion_tokens, "costUsd": used.cost_usd}
+                metrics = dict(artifact.manifest.metrics) if stage not in DATA_STAGES else {}
+                metrics.update(tokens=used.prompt_tokens + used.completion_tokens, costUsd=used.cost_usd)
             rows.append(
                 ResultRow(
                     dataset=gen.dataset,
@@ -173,8 +227,10 @@ def collect_rows(
                     stage=stage,
                     artifact=artifact.name,
                     phase=artifact.phase,
-                    axes=_axes(gen.params),
+                    axes={**_axes(gen.params), **(_training_values(artifact) if artifact is not gen else {})},
                     metrics=metrics,
+                    best=best is not None and best == artifact.name,
+                    left_grid=bool(current) and gen.name not in current,
                 )
             )
     return what, stage, rows
@@ -205,20 +261,40 @@ def _column(rows: list[dict[str, Any]], name: str, option: str) -> str:
     raise BadInput(f"{option} {name}: no such column; columns: {', '.join(columns)}")
 
 
-def plot_metric(rows: list[dict[str, Any]], metric: str, axis: str, title: str, path: Path) -> int:
-    """PNG of METRIC against AXIS, one line per dataset (and per other varying axis); returns points drawn."""
+def plot_metric(
+    rows: list[dict[str, Any]],
+    metric: str,
+    axis: str,
+    title: str,
+    path: Path,
+    by: str | None = None,
+    metrics: frozenset[str] = frozenset(),
+) -> int:
+    """PNG of METRIC against AXIS, one line per value of BY and of every other varying axis (dataset included);
+    returns the points drawn. A constant AXIS or BY is refused: one value draws no trend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    columns = dict.fromkeys(k for row in rows for k in row)
+    candidates = [c for c in columns if c not in _NOT_AXES and c != metric and c not in metrics]
+    varying, constant = varying_columns(rows, candidates)
+    for option, column in (("--axis", axis), ("--by", by)):
+        if column is not None and column not in varying:
+            raise BadInput(
+                f"{option} {column}: every row has {column}={constant.get(column)!r}, a constant; the axes that "
+                f"vary here: {', '.join(varying) or 'none'}"
+            )
     series: dict[str, list[tuple[float, float]]] = {}
-    others = [a for a in AXES if a != axis and len({str(r.get(a)) for r in rows}) > 1]
+    # one line per value of BY, split further by any other axis that varies: a line never joins two configurations
+    first = [by] if by is not None else []
+    others = [*first, "dataset", *(a for a in varying if a not in (axis, by, "dataset"))]
     for row in rows:
         x, y = row.get(axis), row.get(metric)
         if not isinstance(x, int | float) or not isinstance(y, int | float):
             continue
-        label = " ".join([str(row["dataset"]), *(f"{a}={row.get(a)}" for a in others)])
+        label = " ".join(f"{a}={row.get(a)}" for a in others if a in varying) or str(row.get("dataset"))
         series.setdefault(label, []).append((float(x), float(y)))
     drawn = sum(len(points) for points in series.values())
     if not drawn:
@@ -254,6 +330,13 @@ def plot_metric(rows: list[dict[str, Any]], metric: str, axis: str, title: str, 
 @click.option("--sort", "sort_by", default=None, metavar="COLUMN", help="sort by a column (prefix - for descending)")
 @click.option("--plot", "plot", default=None, metavar="METRIC", help="write a PNG of METRIC across --axis")
 @click.option("--axis", default="temperature", show_default=True, help="the grid axis of the plot")
+@click.option("--by", "by", default=None, metavar="AXIS", help="one line per value of this second axis")
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="an experiment's training results made by other experiments on its points too",
+)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG path")
 @click.option(
     "--data-root",
@@ -272,6 +355,8 @@ def results(
     sort_by: str | None,
     plot: str | None,
     axis: str,
+    by: str | None,
+    everything: bool,
     out: Path | None,
     data_root: Path | None,
 ) -> None:
@@ -281,7 +366,7 @@ def results(
     before/after adaptation; moe-steer: selected experts, final loss, risk-difference summary.
     """
     backend = choose_backend(root, cluster, namespace, kube_context)
-    what, stage, found = collect_rows(backend, target, stage, data_root)
+    what, stage, found = collect_rows(backend, target, stage, data_root, everything)
     rows = [r.flat() for r in found]
     if isinstance(backend, ClusterBackend) and data_root is None:
         click.echo("note: metrics need the data volume: pass --data-root where it is mounted", err=True)
@@ -292,8 +377,10 @@ def results(
     if plot:
         metric = _column(rows, plot, "--plot")
         axis_column = _column(rows, axis, "--axis")
+        by_column = _column(rows, by, "--by") if by else None
         path = out or Path(f"{target}-{metric}-vs-{axis_column}.png")
-        drawn = plot_metric(rows, metric, axis_column, f"{what}: {stage} {metric}", path)
+        measured = frozenset(k for r in found for k in r.metrics)
+        drawn = plot_metric(rows, metric, axis_column, f"{what}: {stage} {metric}", path, by_column, measured)
         click.echo(f"wrote {path} ({drawn} points)", err=True)
     if output == "csv":
         columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -306,8 +393,28 @@ def results(
         click.echo(dump(rows, output))
     else:
         columns = list(dict.fromkeys(k for row in rows for k in row if k != "artifact"))
+        # the axes no row differs in are one header line, not a column each
+        axes = [c for c in columns if c not in _NOT_AXES and not any(c in r.metrics for r in found)]
+        constant = varying_columns(rows, axes)[1]
+        columns = [c for c in columns if c not in constant or c in ("dataset", "stage")]
+        if any(r.best for r in found):
+            columns = ["best", *(c for c in columns if c != "best")]
+        if any(r.left_grid for r in found):
+            columns = [*(c for c in columns if c != "leftGrid"), "leftGrid"]
+        if constant:
+            shown = ", ".join(f"{k}={v}" for k, v in constant.items() if k not in ("dataset", "stage"))
+            click.echo(f"the same in every row: {shown}")
         print_table(
             f"{what}: {len(rows)} {stage} results ({backend.location})",
             [c.upper() for c in columns],
-            [["" if row.get(c) is None else row.get(c) for c in columns] for row in rows],
+            [[_cell(row, c) for c in columns] for row in rows],
         )
+
+
+def _cell(row: dict[str, Any], column: str) -> Any:
+    value = row.get(column)
+    if column == "best":
+        return "*" if value else ""
+    if column == "leftGrid":
+        return "left the grid" if value else ""
+    return "" if value is None else value

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from datasweep.api.experiment import Objective
 from datasweep.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -16,9 +18,12 @@ from datasweep.cli.common import (
     print_table,
     stderr_console,
 )
+from datasweep.core.metrics import Candidate, best_of, recorded_metrics
+from datasweep.core.plan import Plan
 from datasweep.local.experiment_file import ExperimentFileError, load_experiment, parse_prompt_files
 from datasweep.local.registry import RegistryError
 from datasweep.local.runner import DEFAULT_ROOT, LocalRunner, RunResult, log_tail, parse_worker_command
+from datasweep.store.manifest import read_manifest
 
 
 def experiment_options(func: click.decorators.FC) -> click.decorators.FC:
@@ -107,14 +112,38 @@ def run(
         f"{todo} stage(s) to run with --jobs {jobs}"
     )
     result = runner.execute(experiment, result)
-    sys.exit(report(result, runner.root))
+    code = report(result, runner.root)
+    objective = experiment.spec.objective
+    if objective is not None:
+        best = local_best(objective, plan, result)
+        runner.registry.record_best(plan.batch, experiment.name, best["artifact"] if best else None)
+        if best is None:
+            line = f"best: none yet (no done {objective.stage} stage recorded {objective.metric})"
+        else:
+            line = (
+                f"best ({objective.goal} {objective.metric} of {objective.stage}): {best['artifact']} {best['summary']}"
+            )
+        console.print(line, markup=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def local_best(objective: Objective, plan: Plan, result: RunResult) -> dict[str, Any] | None:
+    """status.best of a local run, from the manifests of the objective stage's done stages."""
+    done = {task.plan.artifact: task for task in result.tasks if task.state == "done"}
+    candidates = []
+    for artifact, params in plan.stage_artifacts(objective.stage).items():
+        task = done.get(artifact)
+        manifest = read_manifest(task.directory) if task is not None else None
+        if task is not None and manifest is not None:
+            candidates.append(Candidate(artifact, params, recorded_metrics(task.plan.stage, manifest.extra)))
+    return best_of(objective.stage, objective.metric, objective.goal, candidates)
 
 
 def report(result: RunResult, root: Path) -> int:
     console = stderr_console()
     rows = []
     for point in result.points:
-        states = ", ".join(f"{task.plan.name}:{'reused' if task.reused else task.state}" for task in point.tasks)
+        states = ", ".join(f"{task.plan.label}:{'reused' if task.reused else task.state}" for task in point.tasks)
         rows.append(
             (
                 point.dataset,

@@ -32,6 +32,7 @@ from datasweep.controller.indices import (
 )
 from datasweep.controller.progress import ProgressPoller
 from datasweep.controller.setup import DIFF_BASE, settings
+from datasweep.core.metrics import Candidate, best_of
 from datasweep.core.progress import StageState, combine, eta_seconds, sweep_fraction, sweep_progress
 from datasweep.k8s import client, labels
 from datasweep.k8s.conditions import condition_status, set_condition
@@ -53,6 +54,9 @@ class Planned:
     batch_object: str
     generation: int
     conditions: list[dict[str, Any]] = field(default_factory=list)
+    # spec.objective (stage, metric, goal) and its stage's planned Artifacts with their parameters
+    objective: tuple[str, str, str] | None = None
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _usage(infos: Iterable[ArtifactInfo]) -> Usage:
@@ -172,7 +176,21 @@ def summarize_experiment(
         "progress": sweep_progress(stage_states(name, planned, infos), len(planned.artifacts), eta).model_dump(
             by_alias=True
         ),
+        "best": _best(planned, mine),
     }
+
+
+def _best(planned: Planned, mine: dict[str, ArtifactInfo]) -> dict[str, Any] | None:
+    """status.best from the recorded metrics of the objective stage's Ready Artifacts (None: not yet)."""
+    if planned.objective is None:
+        return None
+    stage, metric, goal = planned.objective
+    candidates = [
+        Candidate(name, params, dict(info.metrics))
+        for name, params in planned.candidates.items()
+        if (info := mine.get(name)) is not None and info.phase == "Ready"
+    ]
+    return best_of(stage, metric, goal, candidates)
 
 
 def _sweep(summary: ExperimentSummary) -> SweepProgress:
@@ -223,6 +241,11 @@ def summarize_batch(
         "usage": usage.model_dump(by_alias=True),
         "savedByReuse": saved.model_dump(by_alias=True),
         "progress": combine(progress).model_dump(by_alias=True),
+        "best": [
+            {"experiment": s.name, "artifact": s.best[0], "summary": s.best[1]}
+            for s in sorted(summaries, key=lambda s: s.name)
+            if s.best is not None
+        ][:MAX_BATCH_EXPERIMENTS_LISTED],
     }
 
 

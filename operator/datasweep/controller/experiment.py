@@ -695,12 +695,16 @@ def reconcile(
             name,
             aggregate.Planned(
                 points=len(plan.points),
-                stages=1 + len(spec.training),
+                stages=1 + (len(plan.points[0].training) if plan.points else 0),
                 generate=frozenset(p.generate.artifact for p in plan.points),
                 artifacts=frozenset(s.artifact for s in plan.stages),
                 batch_object=batch_object,
                 generation=generation,
                 conditions=conditions,
+                objective=(spec.objective.stage, spec.objective.metric, spec.objective.goal)
+                if spec.objective
+                else None,
+                candidates=plan.stage_artifacts(spec.objective.stage) if spec.objective else {},
             ),
         )
 

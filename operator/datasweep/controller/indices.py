@@ -53,6 +53,7 @@ class ArtifactInfo:
     stuck: tuple[str, str] | None = None  # (reason, message) of the Ready condition when a pod is stuck
     details: str = ""  # labels.DETAILS: a re-applied Experiment compares its planned details without a read
     progress: tuple[tuple[str, Any], ...] = ()  # status.progress: the worker's last report as the operator wrote it
+    metrics: tuple[tuple[str, Any], ...] = ()  # status.manifest.metrics: a training stage's recorded metrics
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
@@ -103,6 +104,7 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         stuck=stuck,
         details=str(annotations.get(labels.DETAILS, "")),
         progress=_flat(status.get("progress")),
+        metrics=_flat((status.get("manifest") or {}).get("metrics")),
     )
 
 
@@ -153,6 +155,7 @@ class ExperimentSummary:
     failures_total: int
     progress: tuple[tuple[str, Any], ...] = ()
     stalled: tuple[str, str] | None = None  # (reason, message) of its Stalled condition: pods that cannot start
+    best: tuple[str, str] | None = None  # (artifact, summary) of its status.best (spec.objective)
 
 
 @kopf.index(*EXPERIMENTS)
@@ -176,6 +179,9 @@ def experiment_index(
             for f in failures.get("items") or []
         ),
         failures_total=int(failures.get("total", 0)),
+        best=(str(best["artifact"]), str(best.get("summary", "")))
+        if isinstance(best := status.get("best"), dict) and best.get("artifact")
+        else None,
         stalled=next(
             (
                 (str(c.get("reason", "")), str(c.get("message", "")))

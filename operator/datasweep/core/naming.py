@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 # Suffixes that say nothing about the model's outputs; `gpt-3.5-turbo` reads as `gpt35`.
 MODEL_SUFFIXES = ("turbo", "instruct", "latest", "preview", "chat", "hf")
@@ -52,6 +53,46 @@ def semantic_name(model: str, temperature: float, top_p: float, **others: float 
         if value != default:
             name += f"_{tag}{format_number(value)}"
     return name
+
+
+# Short tags of training params commonly swept; any other param is tagged by its words' initials.
+AXIS_TAGS = {
+    "learning_rate": "lr",
+    "inner_lr": "ilr",
+    "outer_lr": "olr",
+    "num_train_epochs": "ep",
+    "num_epochs": "ep",
+    "per_device_batch_size": "bs",
+    "batch_size": "bs",
+    "weight_decay": "wd",
+    "warmup_ratio": "wu",
+    "seed": "seed",
+}
+
+
+def format_axis_value(value: Any) -> str:
+    """A swept value in a name: 3e-05 -> 3e-5, 2.5e-05 -> 2p5e-5, 0.15 -> 015, 2 -> 2, True -> on, 'x y' -> xy."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value != 0 and abs(value) < 0.001:
+        mantissa, exponent = f"{value:.2e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        sign = "m" if mantissa.startswith("-") else ""
+        return f"{sign}{mantissa.lstrip('-').replace('.', 'p')}e{int(exponent)}"
+    if isinstance(value, int | float):
+        return format_number(value)
+    if value is None:
+        return "none"
+    return re.sub(r"[^a-z0-9]", "", str(value).lower()) or "x"
+
+
+def axis_tags(values: dict[str, Any]) -> str:
+    """`lr3e-5_ep2` for a training stage's swept values, in the order given (the order of its params)."""
+    tags = []
+    for name, value in values.items():
+        tag = AXIS_TAGS.get(name) or "".join(word[:1] for word in name.split("_"))
+        tags.append(f"{tag}{format_axis_value(value)}")
+    return "_".join(tags)
 
 
 def dns_name(*parts: str, limit: int = K8S_NAME_LIMIT) -> str:

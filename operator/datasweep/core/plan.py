@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,14 @@ from pydantic.alias_generators import to_camel
 from datasweep.api._base import format_location
 from datasweep.api.common import ModelRef, Resources
 from datasweep.api.experiment import GRID_AXES, SINGLE_GPU_KINDS, ExperimentSpec
-from datasweep.api.stage_params import StageParamsError, result_params, validate_params
+from datasweep.api.stage_params import (
+    StageParamsError,
+    axis_refusal,
+    list_fields,
+    params_model,
+    result_params,
+    validate_params,
+)
 from datasweep.core import naming
 from datasweep.core.fingerprint import canonicalize, fingerprint, short, text_sha256
 
@@ -31,6 +39,9 @@ SPEC_OPERATIONAL_FIELDS: dict[str, str] = {
     "retries": "how often a failed Job is retried",
     "force_regenerate": "makes a fresh Artifact for the same fingerprint (SPEC 2)",
     "suspend": "stops and resumes the Jobs; what they produce is the same",
+    "objective.stage": "ranks what the stages produced (status.best); it changes none of it",
+    "objective.metric": "ranks what the stages produced (status.best); it changes none of it",
+    "objective.goal": "ranks what the stages produced (status.best); it changes none of it",
     "datasets.source": "where the files are; their content hash is fingerprinted",
     "datasets.sha256": "the content hash given by hand; the hash itself is fingerprinted",
     "generation.api_key_secret": "the credential",
@@ -77,10 +88,18 @@ class StagePlan:
     resources: Resources = field(default_factory=Resources)
     base_model: ModelRef | None = None
     launcher: str = "job"
+    # A training stage's own grid values (its params given as lists), empty when it sweeps nothing
+    values: dict[str, Any] = field(default_factory=dict)
+    training_index: int = -1  # the index of its entry in spec.training (-1: the point's data stage)
 
     @property
     def short_fingerprint(self) -> str:
         return short(self.fingerprint)
+
+    @property
+    def label(self) -> str:
+        """The stage's name, with its combination when it sweeps: `squad(lr3e-5_ep2)`."""
+        return f"{self.name}({naming.axis_tags(self.values)})" if self.values else self.name
 
 
 @dataclass(frozen=True)
@@ -88,7 +107,7 @@ class Point:
     dataset: str
     values: dict[str, Any]  # the grid values of this point
     generate: StagePlan
-    training: tuple[StagePlan, ...]
+    training: tuple[StagePlan, ...]  # one per (training entry, combination of its own grid), in spec order
 
     @property
     def stages(self) -> tuple[StagePlan, ...]:
@@ -103,6 +122,20 @@ class Plan:
     @property
     def stages(self) -> tuple[StagePlan, ...]:
         return tuple(stage for point in self.points for stage in point.stages)
+
+    def stage_artifacts(self, stage_name: str) -> dict[str, dict[str, Any]]:
+        """The Artifacts of one training stage, each with the values that tell it apart from the others: the
+        dataset when there are several, the generation axes that vary, and the stage's own swept values."""
+        rows = [(point, stage) for point in self.points for stage in point.training if stage.name == stage_name]
+        datasets = {point.dataset for point, _ in rows}
+        keys = dict.fromkeys(key for point, _ in rows for key in point.values)
+        varying = [key for key in keys if len({json.dumps(p.values.get(key), default=str) for p, _ in rows}) > 1]
+        found: dict[str, dict[str, Any]] = {}
+        for point, stage in rows:
+            values: dict[str, Any] = {"dataset": point.dataset} if len(datasets) > 1 else {}
+            values.update({key: point.values.get(key) for key in varying})
+            found.setdefault(stage.artifact, {**values, **stage.values})
+        return found
 
 
 def _axis_values(spec: ExperimentSpec, axis: str) -> list[Any]:
@@ -120,14 +153,56 @@ def naming_alias(axis: str) -> str:
     return head + "".join(word.capitalize() for word in rest)
 
 
-def grid(spec: ExperimentSpec) -> list[dict[str, Any]]:
-    axes = {axis: _axis_values(spec, axis) for axis in GRID_AXES}
+def cross_product(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values (the one grid expansion: generation and training)."""
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def grid(spec: ExperimentSpec) -> list[dict[str, Any]]:
+    return cross_product({axis: _axis_values(spec, axis) for axis in GRID_AXES})
 
 
 def grid_size(spec: ExperimentSpec) -> int:
     """The number of combinations, from the axis lengths alone: a huge grid is refused before it is expanded."""
     return math.prod(len(_axis_values(spec, axis)) for axis in GRID_AXES)
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for value in values:  # values may be unhashable (the params model then refuses them with its message)
+        seen.setdefault(json.dumps(value, sort_keys=True, default=str), value)
+    return list(seen.values())
+
+
+def training_axes(spec: ExperimentSpec, index: int) -> dict[str, list[Any]]:
+    """The params of spec.training[index] given as lists of values: the stage's own grid axes, in params order.
+
+    A param whose value is itself a list (fomaml `tasks`) is one value. A field that cannot be an axis is refused
+    with the reason (it names a part of the records, or it never changes the result).
+    """
+    entry = spec.training[index]
+    listed = list_fields(entry.kind)
+    axes: dict[str, list[Any]] = {}
+    for key, value in entry.params.items():
+        if not isinstance(value, list) or key in listed:
+            continue
+        where = f"spec.training[{index}].params.{key}"
+        reason = axis_refusal(entry.kind, key) if key in params_fields(entry.kind) else None
+        if reason is not None:
+            raise PlanError(f"{where}: cannot be a list of values ({reason}); give one value", "InvalidAxis")
+        if not value:
+            raise PlanError(f"{where}: the list is empty; give at least one value", "EmptyGrid")
+        axes[key] = _distinct(value)
+    return axes
+
+
+def training_grid_size(spec: ExperimentSpec, index: int) -> int:
+    """Combinations of spec.training[index]'s own grid (1 when it sweeps nothing), from the axis lengths alone."""
+    return math.prod(len(values) for values in training_axes(spec, index).values())
+
+
+def params_fields(kind: str) -> frozenset[str]:
+    return frozenset(params_model(kind).model_fields)
 
 
 # Longest file name on common filesystems (ext4, xfs, NFS), in bytes.
@@ -208,14 +283,23 @@ def plan_experiment(spec: ExperimentSpec, inputs: PlanInputs, max_points: int | 
     generated = [d for d in spec.datasets if not d.prepared]
     limit = max_points if max_points is not None else spec.max_points
     combinations = grid_size(spec) if generated else 0  # from the axis lengths: nothing expanded yet
-    total = combinations * len(generated) + len(spec.datasets) - len(generated)
+    points_count = combinations * len(generated) + len(spec.datasets) - len(generated)
+    trainings = [training_grid_size(spec, index) for index in range(len(spec.training))]
+    per_point = 1 + sum(trainings)
+    total = points_count * per_point
     if total > limit:
+        made = f"{points_count} points ({len(generated)} datasets x {combinations} combinations"
+        made += f" + {len(spec.datasets) - len(generated)} prepared)" if len(generated) < len(spec.datasets) else ")"
+        if trainings:
+            stages = " + ".join(str(n) for n in trainings)
+            made += f" x (1 data stage + {stages} training combinations)"
         raise PlanError(
-            f"spec.maxPoints: the grid has {total} points ({len(generated)} datasets x {combinations} "
-            f"combinations), more than maxPoints={limit}; shrink the grid or raise spec.maxPoints",
+            f"spec.maxPoints: the grid makes {total} Artifacts: {made}, more than maxPoints={limit} (maxPoints "
+            "counts every Artifact the grid makes, training ones included); shrink the grid or raise spec.maxPoints",
             "TooManyPoints",
         )
     combos = grid(spec) if generated else []
+    stage_grids = [cross_product(training_axes(spec, index)) for index in range(len(spec.training))]
     points = []
     for dataset in spec.datasets:
         dataset_hash = inputs.dataset_sha256.get(dataset.name)
@@ -223,12 +307,13 @@ def plan_experiment(spec: ExperimentSpec, inputs: PlanInputs, max_points: int | 
             raise PlanError(f"spec.datasets[{dataset.name}]: its content hash is unknown", "DatasetUnavailable")
         if dataset.prepared:
             data = _plan_dataset(spec, dataset.name, dataset_hash)
-            training = tuple(_plan_training(spec, index, data) for index in range(len(spec.training)))
-            points.append(Point(dataset=dataset.name, values={}, generate=data, training=training))
+            points.append(
+                Point(dataset=dataset.name, values={}, generate=data, training=_plan_trainings(spec, stage_grids, data))
+            )
             continue
         for values in combos:
             generate = _plan_generate(spec, dataset.name, dataset_hash, values, inputs)
-            training = tuple(_plan_training(spec, index, generate) for index in range(len(spec.training)))
+            training = _plan_trainings(spec, stage_grids, generate)
             points.append(Point(dataset=dataset.name, values=values, generate=generate, training=training))
     return Plan(batch=batch, points=tuple(points))
 
@@ -317,7 +402,19 @@ def _plan_dataset(spec: ExperimentSpec, dataset: str, dataset_hash: str) -> Stag
     )
 
 
-def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan) -> StagePlan:
+def _plan_trainings(
+    spec: ExperimentSpec, stage_grids: list[list[dict[str, Any]]], generate: StagePlan
+) -> tuple[StagePlan, ...]:
+    """One training plan per (entry, combination of its own grid); values that fingerprint alike are one."""
+    planned: dict[str, StagePlan] = {}
+    for index, combinations in enumerate(stage_grids):
+        for values in combinations:
+            stage = _plan_training(spec, index, generate, values)
+            planned.setdefault(stage.fingerprint, stage)
+    return tuple(planned.values())
+
+
+def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan, values: dict[str, Any]) -> StagePlan:
     entry = spec.training[index]
     resources = entry.resources
     if entry.kind in SINGLE_GPU_KINDS and (resources.gpus > 1 or resources.nodes > 1):
@@ -336,7 +433,7 @@ def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan) -> Sta
         )
     where = f"spec.training[{index}].params"
     try:
-        model = validate_params(entry.kind, entry.params, where)
+        model = validate_params(entry.kind, {**entry.params, **values}, where)
     except StageParamsError as exc:
         raise PlanError(str(exc)) from exc
     canonical = {
@@ -347,11 +444,14 @@ def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan) -> Sta
         "cache_version": spec.cache_version,
     }
     full = fingerprint(canonical)
+    # the swept values, for people; the Artifact name stays a function of the params alone (dataset, data,
+    # stage, fingerprint) so that Experiments sweeping different params share an Artifact by its name
+    semantic = f"{generate.semantic_name}_{naming.axis_tags(values)}" if values else generate.semantic_name
     return StagePlan(
         stage=entry.kind,
         name=entry.name,
         dataset=generate.dataset,
-        semantic_name=generate.semantic_name,
+        semantic_name=semantic,
         fingerprint=full,
         artifact=naming.artifact_name(generate.dataset, generate.semantic_name, short(full), stage=entry.kind),
         params=canonicalize(model.model_dump(mode="json")),
@@ -360,4 +460,6 @@ def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan) -> Sta
         resources=entry.resources,
         base_model=entry.base_model,
         launcher=entry.launcher,
+        values=values,
+        training_index=index,
     )

@@ -131,14 +131,14 @@ def check_shapes(plan: Plan, samples: Samples) -> list[str]:
                 _check_generate(check, data)
                 problems.extend(check.problems)
         added = generated_fields(data)
-        for index, stage in enumerate(point.training):
+        for stage in point.training:
             if (point.dataset, stage.fingerprint) in seen:
                 continue
             seen.add((point.dataset, stage.fingerprint))
             split = str(stage.params.get("split", "")) if stage.stage == "moe-steer" else ""
             records = list(splits.get(split, ())) or every
             check = _Check(point.dataset, records, added)
-            _check_training(check, index, stage)
+            _check_training(check, stage.training_index, stage)
             problems.extend(check.problems)
     return list(dict.fromkeys(problems))
 
@@ -151,7 +151,8 @@ def check_task_files(plan: Plan, available: Mapping[str, Sequence[str]]) -> list
         files = available.get(point.dataset)
         if files is None or point.generate.stage != "dataset":
             continue
-        for index, stage in enumerate(point.training):
+        for stage in point.training:
+            index = stage.training_index
             for t, task in enumerate(stage.params.get("tasks") or [] if stage.stage == "fomaml" else []):
                 for key in ("support_files", "query_files", "test_files"):
                     for f, relative in enumerate(task.get(key) or []):

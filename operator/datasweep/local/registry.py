@@ -66,6 +66,9 @@ class LocalBatch(CamelModel):
     description: str = ""
     experiments: list[str] = Field(default_factory=list)
     points: list[BatchPoint] = Field(default_factory=list)
+    best: dict[str, str] = Field(
+        default_factory=dict, description="experiment -> its best Artifact (spec.objective) after its last run"
+    )
 
 
 def now_iso() -> str:
@@ -179,6 +182,18 @@ class Registry:
         if not self.batches_dir.is_dir():
             return []
         return [b for path in sorted(self.batches_dir.glob("*.json")) if (b := self.get_batch(path.stem))]
+
+    def record_best(self, batch_id: str, experiment: str, artifact: str | None) -> None:
+        """What `datasweep results` marks as the experiment's best (the local status.best)."""
+        with self.locked():
+            batch = self.get_batch(batch_id)
+            if batch is None:
+                return
+            best = {k: v for k, v in batch.best.items() if k != experiment}
+            if artifact is not None:
+                best[experiment] = artifact
+            updated = batch.model_copy(update={"best": best})
+            atomic_write_json(self.batch_file(batch_id), updated.model_dump(mode="json", by_alias=True))
 
     def record_batch_points(
         self,

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import Field
 
 from datasweep.api._base import CamelModel
+from datasweep.core.metrics import recorded_metrics
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
@@ -93,6 +94,10 @@ class ManifestSummary(CamelModel):
     sha256: str
     usage: Usage = Field(default_factory=Usage)
     path: str | None = None
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="A training stage's metrics (core/metrics.py: at most 9, named as its kind's METRICS)",
+    )
 
 
 class Manifest(CamelModel):
@@ -126,6 +131,7 @@ class Manifest(CamelModel):
             sha256=self.sha256,
             usage=self.usage,
             path=path,
+            metrics=recorded_metrics(self.stage, self.extra),
         )
 
 

@@ -157,3 +157,109 @@ def test_plan_estimates_tokens_cost_and_gpu_hours_and_creates_nothing(
     after = json.loads(invoke("plan", experiment, "--root", root, "-o", "json").stdout)
     assert after["totals"]["hits"] == 4
     assert after["totals"]["costUsd"] == 0
+
+
+def training_sweep(workspace: Path, inner_lr: list[float]) -> dict[str, Any]:
+    (workspace / "models" / "tiny").mkdir(parents=True, exist_ok=True)
+    stage = {
+        "name": "meta",
+        "kind": "fomaml",
+        "baseModel": {"path": "models/tiny"},
+        "params": {
+            "task_key": "id",
+            "prompt_template": "{text}",
+            "response_template": " {id}",
+            "inner_lr": inner_lr,
+            "num_inner_steps": [1, 2],
+        },
+    }
+    return spec(training=[stage], objective={"stage": "meta", "metric": "queryLossAfter", "goal": "minimize"})
+
+
+def test_a_training_sweep_runs_one_stage_per_combination_and_a_second_reuses_the_shared_ones(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
+) -> None:
+    root = workspace / "root"
+    first = write_experiment("sweep-low", training_sweep(workspace, [1e-5, 3e-5]))
+    planned = json.loads(invoke("plan", first, "--root", root, "-o", "json").stdout)
+    assert planned["totals"]["stages"] == 2 + 8
+    values = [s["values"] for s in planned["stages"] if s["kind"] == "fomaml"]
+    assert values[:4] == [
+        {"inner_lr": 1e-5, "num_inner_steps": 1},
+        {"inner_lr": 1e-5, "num_inner_steps": 2},
+        {"inner_lr": 3e-5, "num_inner_steps": 1},
+        {"inner_lr": 3e-5, "num_inner_steps": 2},
+    ]
+    table = invoke("plan", first, "--root", root).stdout
+    assert "meta(ilr1e-5_nis2)" in table
+    assert "stage meta: 4 combinations of its own grid per point, 8 fomaml Artifacts" in table
+    ran = invoke("run", first, "--root", root, "-j", "4", "--worker-command", fake_worker_command())
+    assert "2 points: 0 reused, 2 created (10 stages: 0 reused, 10 created)" in ran.output
+    assert len(list(root.glob("_shared/Copa/*/train/fomaml-*/model.txt"))) == 8
+    assert "meta(ilr3e-5_nis1):done" in ran.output
+    lowest = "queryLossAfter=1.77 (temperature=0.5, inner_lr=3e-05, num_inner_steps=2)"  # ties: the first name
+    assert "best (minimize queryLossAfter of meta): copa-temp05-topp10-gpt4o-fomaml-" in ran.output
+    assert lowest in ran.output
+    second = write_experiment("sweep-high", training_sweep(workspace, [3e-5, 1e-4]))
+    again = invoke("run", second, "--root", root, "-j", "4", "--worker-command", fake_worker_command())
+    # the generate stages and the 4 shared combinations are reused; a new learning rate never regenerates
+    assert "(10 stages: 6 reused, 4 created)" in again.output
+    assert len(list(root.glob("_shared/Copa/*/train/fomaml-*/model.txt"))) == 12
+    assert len(list(root.glob("_shared/Copa/*/manifest.json"))) == 2
+    # results: one row per combination this experiment consumes, the varying axes as columns
+    rows = json.loads(invoke("results", "sweep-low", "--root", root, "-o", "json").stdout)
+    assert len(rows) == 8
+    assert {(r["temperature"], r["inner_lr"], r["num_inner_steps"]) for r in rows} == {
+        (t, lr, n) for t in (0.5, 0.7) for lr in (1e-5, 3e-5) for n in (1, 2)
+    }
+    assert {r["queryLossAfter"] for r in rows if r["inner_lr"] == 3e-5 and r["num_inner_steps"] == 2} == {1.77}
+    # the best the run printed is the row marked, as status.best on a cluster
+    assert [(r["temperature"], r["inner_lr"], r["num_inner_steps"]) for r in rows if r.get("best")] == [(0.5, 3e-5, 2)]
+    everything = json.loads(invoke("results", "sweep-low", "--root", root, "--all", "-o", "json").stdout)
+    assert len(everything) == 12  # sweep-high's inner_lr 1e-4 on the same points too
+    table = invoke("results", "sweep-low", "--root", root).stdout
+    header = table.splitlines()[0]
+    assert header.startswith("the same in every row: model=gpt-4o, top_p=1.0")
+    assert "INNER_LR" in table
+    assert "NUM_INNER_STEPS" in table
+    assert "TOP_P" not in table
+    assert "BEST" in table
+    png = workspace / "loss.png"
+    plotted = invoke(
+        "results",
+        "sweep-low",
+        "--root",
+        root,
+        "--plot",
+        "queryLossAfter",
+        "--axis",
+        "inner_lr",
+        "--by",
+        "num_inner_steps",
+        "--out",
+        png,
+    )
+    assert f"wrote {png} (8 points)" in plotted.output
+    assert png.read_bytes().startswith(b"\x89PNG")
+    refused = invoke("results", "sweep-low", "--root", root, "--plot", "queryLossAfter", "--axis", "top_p", expect=2)
+    assert "--axis top_p: every row has top_p=1.0, a constant; the axes that vary here:" in refused.output
+
+
+def test_results_mark_the_points_an_experiment_no_longer_plans(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
+) -> None:
+    root = workspace / "root"
+    first = write_experiment("shrinks", training_sweep(workspace, [1e-5]))
+    invoke("run", first, "--root", root, "--worker-command", fake_worker_command())
+    shrunk = training_sweep(workspace, [1e-5])
+    shrunk["generation"]["temperature"] = 0.5
+    again = write_experiment("shrinks", shrunk)
+    invoke("run", again, "--root", root, "--worker-command", fake_worker_command())
+    rows = json.loads(invoke("results", "shrinks", "--root", root, "-o", "json").stdout)
+    assert sorted((r["temperature"], bool(r.get("leftGrid"))) for r in rows) == [
+        (0.5, False),
+        (0.5, False),
+        (0.7, True),
+        (0.7, True),
+    ]
+    assert "left the grid" in invoke("results", "shrinks", "--root", root).stdout

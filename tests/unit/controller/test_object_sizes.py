@@ -39,7 +39,7 @@ def test_no_object_of_a_10000_point_sweep_exceeds_256_kib() -> None:
             "training": [{"name": "qa", "kind": "qa", "baseModel": {"path": "models/tiny"}}],
         }
     )
-    plan = plan_experiment(spec, PlanInputs({"Copa": "c" * 64}, created=datetime(2026, 1, 1)), max_points=POINTS)
+    plan = plan_experiment(spec, PlanInputs({"Copa": "c" * 64}, created=datetime(2026, 1, 1)), max_points=2 * POINTS)
     assert len(plan.points) == POINTS
     settings = OperatorSettings(dataRoot=None)
     paths: dict[str, str] = {}

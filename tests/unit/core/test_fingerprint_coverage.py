@@ -89,6 +89,9 @@ SPEC_OPERATIONAL_CHANGES: dict[str, Any] = {
     "retries": lambda raw: raw.update(retries=5),
     "force_regenerate": lambda raw: raw.update(forceRegenerate=True),
     "suspend": lambda raw: raw.update(suspend=True),
+    "objective.stage": lambda raw: raw.update(objective={"stage": "t2", "metric": "f1"}),
+    "objective.metric": lambda raw: raw.update(objective={"stage": "t2", "metric": "em"}),
+    "objective.goal": lambda raw: raw.update(objective={"stage": "t2", "metric": "f1", "goal": "minimize"}),
     "datasets.source": lambda raw: raw["datasets"][0].update(source={"pvc": "sources", "path": "elsewhere"}),
     "datasets.sha256": lambda raw: raw["datasets"][0].update(sha256="a" * 64),
     # these two become generate params that are operational there

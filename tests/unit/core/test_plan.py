@@ -66,7 +66,7 @@ def test_grid_is_the_cross_product_over_datasets() -> None:
 
 
 def test_max_points_guard_names_the_field() -> None:
-    with pytest.raises(PlanError, match=r"spec.maxPoints: the grid has 3 points") as info:
+    with pytest.raises(PlanError, match=r"spec.maxPoints: the grid makes 3 Artifacts: 3 points") as info:
         plan_experiment(experiment(maxPoints=2), INPUTS)
     assert info.value.reason == "TooManyPoints"
 

@@ -29,6 +29,15 @@ OPERATIONAL_FIELDS: dict[str, str] = {
     "tensorboard": "writes event files of the same training beside the curves",
 }
 
+# Fields that cannot be a list of values (a grid axis), each with the reason: one run reads one record layout.
+NOT_AXES: dict[str, str] = {
+    "task_key": "it names a field of the records, and the records have one layout",
+    "level_key": "it names a field of the records, and the records have one layout",
+    "time_key": "it names a field of the records, and the records have one layout",
+    "prompt_key": "it names a column of the prepared files, and they have one layout",
+    "response_key": "it names a column of the prepared files, and they have one layout",
+}
+
 TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 TaskFile = Annotated[str, Field(min_length=1, max_length=1024)]
 
@@ -88,6 +97,16 @@ class FomamlTask(ParamsModel):
     @classmethod
     def _relative_paths(cls, paths: list[str]) -> list[str]:
         return [_check_relative(path) for path in paths]
+
+
+# What a fomaml stage records in its Artifact's status (and `datasweep results` shows): the names an objective takes.
+METRICS: dict[str, str] = {
+    "queryLossBefore": "mean query loss before adaptation (few-shot evaluation)",
+    "queryLossAfter": "mean query loss after the inner-loop adaptation",
+    "lossDrop": "queryLossBefore - queryLossAfter",
+    "tokenAccuracy": "mean token accuracy after adaptation",
+    "steps": "meta-steps trained",
+}
 
 
 class FomamlParams(ParamsModel):

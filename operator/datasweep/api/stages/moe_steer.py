@@ -27,6 +27,26 @@ OPERATIONAL_FIELDS: dict[str, str] = {
     "tensorboard": "writes event files of the same training beside the curves",
 }
 
+# Fields that cannot be a list of values (a grid axis), each with the reason: one run reads one record layout.
+NOT_AXES: dict[str, str] = {
+    "input_format": "it says how the records are laid out, and they have one layout",
+    "safe_field": "it names a field of the records, and the records have one layout",
+    "unsafe_field": "it names a field of the records, and the records have one layout",
+    "prompt_field": "it names a field of the records, and the records have one layout",
+    "label_field": "it names a field of the records, and the records have one layout",
+    "response_field": "it names a field of the records, and the records have one layout",
+    "split": "it names the split file the records are read from",
+}
+
+
+# What a moe-steer stage records in its Artifact's status (and `datasweep results` shows): the names an objective
+# takes (the risk-difference figures are read from risk_diff.json by `datasweep results` only).
+METRICS: dict[str, str] = {
+    "experts": "experts selected and trained",
+    "finalLoss": "the last training loss",
+    "steps": "optimizer steps trained",
+}
+
 
 class MoeSteerParams(ParamsModel):
     # --- input records ---

@@ -20,6 +20,27 @@ OPERATIONAL_FIELDS: dict[str, str] = {
     "tensorboard": "writes event files of the same training beside the curves",
 }
 
+# Fields that cannot be a list of values (a grid axis), each with the reason: one run reads one record layout.
+NOT_AXES: dict[str, str] = {
+    "id_field": "it names a field of the records, and the records have one layout",
+    "context_field": "it names a field of the records, and the records have one layout",
+    "question_field": "it names a field of the records, and the records have one layout",
+    "answers_field": "it names a field of the records, and the records have one layout",
+    "input_format": "it says how the records are laid out, and they have one layout",
+}
+
+
+# What a qa stage records in its Artifact's status (and `datasweep results` shows): the names an objective takes.
+METRICS: dict[str, str] = {
+    "em": "dev exact match (0-100) at the tuned no-answer threshold",
+    "f1": "dev F1 (0-100) at the tuned no-answer threshold",
+    "bestF1": "the best dev F1 over the no-answer thresholds tried",
+    "threshold": "the tuned no-answer threshold",
+    "bestEpoch": "the epoch whose model is kept (best/)",
+    "testEm": "test exact match, when the data has a test split",
+    "testF1": "test F1, when the data has a test split",
+}
+
 
 class QaParams(ParamsModel):
     # training strength
