@@ -117,12 +117,6 @@ def plan_progress(total: int) -> None:
         _FILE.planned = total
 
 
-def phase_already_done(total: int, tokens: int | None = None, cost: float | None = None) -> None:
-    """A resumed worker found a whole phase answered (no Progress runs for it): it still counts as done."""
-    if _FILE is not None:
-        _FILE.carry(total, total, tokens, cost)
-
-
 def duration(seconds: float) -> str:
     whole = max(0, round(seconds))
     hours, rest = divmod(whole, 3600)

@@ -12,7 +12,7 @@ import pytest
 
 from datasweep.store.progress import PROGRESS_NAME, ProgressReport, read_progress, write_progress
 from datasweep.workloads import progress as progress_module
-from datasweep.workloads.progress import Progress, phase_already_done, plan_progress, recording_progress
+from datasweep.workloads.progress import Progress, plan_progress, recording_progress
 
 
 @pytest.fixture
@@ -57,7 +57,10 @@ def test_phases_are_summed_so_nothing_goes_backwards(recording: Path) -> None:
 
 def test_a_phase_found_done_by_a_resumed_worker_still_counts(recording: Path) -> None:
     plan_progress(8)
-    phase_already_done(4, tokens=40, cost=0.5)  # generate was answered before the restart
+    generate = Progress("generate", 4, "requests", initial=4, stream=io.StringIO())  # answered before the restart
+    generate.update(4, tokens=40, cost=0.5)
+    generate.close()
+    assert generate.stream.getvalue().startswith("generate: 4/4 requests (")  # the log still shows its end
     validate = Progress("validate", 4, "requests", initial=1, stream=io.StringIO())
     validate.update(2, tokens=5, cost=0.1)
     report = _read(recording)

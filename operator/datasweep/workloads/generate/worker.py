@@ -55,7 +55,7 @@ from datasweep.workloads.generate.tasks import (
     plan_task,
     validation_prompt,
 )
-from datasweep.workloads.progress import Progress, phase_already_done, plan_progress
+from datasweep.workloads.progress import Progress, plan_progress
 from datasweep.workloads.stopping import run_until_stopped
 
 log = logging.getLogger("datasweep.generate")
@@ -220,8 +220,10 @@ async def run_phase(
     if not todo:
         if reuse is not None:
             reuse.record(requests, journal)  # a resumed worker's answers, if it died before storing them
-        _, tokens, cost = _spent(journal, meter)
-        phase_already_done(len(requests), tokens, cost)
+        # Its final line still shows in the log (`datasweep run` prints each phase's end) and it counts as done.
+        answered_already = Progress(phase, len(requests), "requests", initial=len(requests))
+        _report(answered_already, journal, meter)
+        answered_already.close()
         return
     client = getattr(backend, "client", None)
     if isinstance(client, AsyncOpenAI):

@@ -73,13 +73,17 @@ def test_a_changed_validation_prompt_sends_no_generation_request(api_key, openai
     assert all(prompt.startswith("Strict judge.") for prompt in prompts)
 
 
-def test_regenerating_a_deleted_artifact_sends_nothing(api_key, openai_server, tmp_path, dataset_dir):
+def test_regenerating_a_deleted_artifact_sends_nothing(api_key, openai_server, tmp_path, dataset_dir, capsys):
     spec = shared_spec(tmp_path, dataset_dir, openai_server, "gone")
     run_generate(spec)
     kept = read_jsonl(spec.output_path / "Copa" / "copa_train.jsonl")
     shutil.rmtree(spec.output_path)  # journals included
+    capsys.readouterr()
     manifest = run_generate(spec)
     assert sent(openai_server) == 18
+    # each phase answered by the store still ends with its line in the log (`datasweep run` prints it)
+    log = capsys.readouterr().err
+    assert "generate: 9/9 requests (" in log and "validate: 9/9 requests (" in log, log
     assert manifest.extra["savedByReuse"]["requests"] == 18
     assert read_jsonl(spec.output_path / "Copa" / "copa_train.jsonl") == kept
     assert read_manifest(spec.output_path) is not None
