@@ -83,7 +83,8 @@ def test_regenerating_a_deleted_artifact_sends_nothing(api_key, openai_server, t
     assert sent(openai_server) == 18
     # each phase answered by the store still ends with its line in the log (`datasweep run` prints it)
     log = capsys.readouterr().err
-    assert "generate: 9/9 requests (" in log and "validate: 9/9 requests (" in log, log
+    assert "generate: 9/9 requests (" in log, log
+    assert "validate: 9/9 requests (" in log, log
     assert manifest.extra["savedByReuse"]["requests"] == 18
     assert read_jsonl(spec.output_path / "Copa" / "copa_train.jsonl") == kept
     assert read_manifest(spec.output_path) is not None
