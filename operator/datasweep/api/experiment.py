@@ -132,6 +132,28 @@ class Objective(CamelModel):
     goal: Literal["maximize", "minimize"] = "maximize"
 
 
+SEARCH_ALGORITHMS = ("random",)
+
+
+class Search(CamelModel):
+    """Plan a sample of the grid instead of all of it (Katib's random search): the same spec, the same sample."""
+
+    algorithm: str = Field(
+        default="random", description="random: N combinations drawn from the full grid (generation x training)"
+    )
+    samples: int = Field(ge=1, le=10000, description="How many combinations; more than the grid plans all of it")
+    seed: int = Field(default=0, ge=0, description="The same seed draws the same combinations")
+
+    @model_validator(mode="after")
+    def _known_algorithm(self) -> Search:
+        if self.algorithm not in SEARCH_ALGORITHMS:
+            raise ValueError(
+                f"spec.search.algorithm: {self.algorithm!r} is not supported; use 'random', or leave spec.search "
+                "out to plan the whole grid"
+            )
+        return self
+
+
 class ExperimentSpec(CamelModel):
     batch: str | None = Field(
         default=None,
@@ -166,6 +188,11 @@ class ExperimentSpec(CamelModel):
     retries: int = Field(default=2, ge=0, le=20, description="Retries per Artifact before it is Failed")
     objective: Objective | None = Field(
         default=None, description="The metric that ranks the Artifacts of one training stage: status.best"
+    )
+    search: Search | None = Field(
+        default=None,
+        description="Random search: plan `samples` combinations of the full grid (every generation point x each "
+        "stage's training combinations), drawn with `seed`; maxPoints counts what is planned after sampling",
     )
     suspend: bool = Field(
         default=False,

@@ -341,6 +341,7 @@ def plan(
         "likelyTokens": None,
         "likelyCostUsd": None,
         "storedRequests": sum(e.stored_requests for e in misses),
+        "search": the_plan.search_note or None,
     }
     generate_misses = [e for e in misses if e.stage.stage == "generate"]
     if generate_misses and all(e.likely_tokens is not None for e in generate_misses):
@@ -394,9 +395,14 @@ def plan(
         f"{totals['points']} points: {point_hits} reused, {totals['points'] - point_hits} to create; "
         f"{totals['stages']} stages: {totals['hits']} hits, {totals['misses']} misses"
     )
+    if the_plan.search_note:
+        click.echo(the_plan.search_note)
     for index, entry in enumerate(experiment.spec.training):
         per_point = sum(s.training_index == index for s in the_plan.points[0].training) if the_plan.points else 0
-        if per_point > 1:
+        if the_plan.search is not None:  # sampled: points differ in how many combinations they train
+            count = sum(s.training_index == index for p in the_plan.points for s in p.training)
+            click.echo(f"stage {entry.name}: {count} {entry.kind} Artifacts")
+        elif per_point > 1:
             click.echo(
                 f"stage {entry.name}: {per_point} combinations of its own grid per point, "
                 f"{per_point * len(the_plan.points)} {entry.kind} Artifacts"

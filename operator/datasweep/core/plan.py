@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -39,6 +40,9 @@ SPEC_OPERATIONAL_FIELDS: dict[str, str] = {
     "retries": "how often a failed Job is retried",
     "force_regenerate": "makes a fresh Artifact for the same fingerprint (SPEC 2)",
     "suspend": "stops and resumes the Jobs; what they produce is the same",
+    "search.algorithm": "chooses which combinations are planned; each one's result is the same",
+    "search.samples": "chooses which combinations are planned; each one's result is the same",
+    "search.seed": "chooses which combinations are planned; each one's result is the same",
     "objective.stage": "ranks what the stages produced (status.best); it changes none of it",
     "objective.metric": "ranks what the stages produced (status.best); it changes none of it",
     "objective.goal": "ranks what the stages produced (status.best); it changes none of it",
@@ -115,13 +119,37 @@ class Point:
 
 
 @dataclass(frozen=True)
+class SearchSample:
+    """spec.search's draw: `taken` of the `total` combinations of the full grid (generation point x one
+    combination of every training stage's own grid), as the points and stage combinations they plan."""
+
+    total: int
+    taken: int
+    seed: int
+    samples: int  # as asked: more than `total` plans the whole grid
+    points: frozenset[str]  # _point_key of each sampled generation point
+    combinations: frozenset[str]  # _combination_key of each sampled (point, stage, combination)
+
+
+@dataclass(frozen=True)
 class Plan:
     batch: str
     points: tuple[Point, ...]
+    search: SearchSample | None = None
 
     @property
     def stages(self) -> tuple[StagePlan, ...]:
         return tuple(stage for point in self.points for stage in point.stages)
+
+    @property
+    def search_note(self) -> str:
+        """What spec.search planned, in words (empty without it)."""
+        if self.search is None:
+            return ""
+        note = f"random search: {self.search.taken} of {self.search.total} combinations (seed {self.search.seed})"
+        if self.search.samples > self.search.total:
+            note += f"; samples={self.search.samples} is more than the grid, so the whole grid is planned"
+        return note
 
     def stage_artifacts(self, stage_name: str) -> dict[str, dict[str, Any]]:
         """The Artifacts of one training stage, each with the values that tell it apart from the others: the
@@ -199,6 +227,80 @@ def training_axes(spec: ExperimentSpec, index: int) -> dict[str, list[Any]]:
 def training_grid_size(spec: ExperimentSpec, index: int) -> int:
     """Combinations of spec.training[index]'s own grid (1 when it sweeps nothing), from the axis lengths alone."""
     return math.prod(len(values) for values in training_axes(spec, index).values())
+
+
+def _point_key(dataset: str, values: Mapping[str, Any]) -> str:
+    return json.dumps([dataset, values], sort_keys=True, default=str)
+
+
+def _combination_key(dataset: str, values: Mapping[str, Any], stage: str, combination: Mapping[str, Any]) -> str:
+    return json.dumps([dataset, values, stage, combination], sort_keys=True, default=str)
+
+
+def _canonical_axes(axes: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """Axes and their values in one order whatever the spec's order: a re-ordered YAML samples the same."""
+    return {name: sorted(axes[name], key=lambda v: json.dumps(v, sort_keys=True, default=str)) for name in sorted(axes)}
+
+
+def _decode(index: int, axes: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """The index-th combination of the axes' cross product (mixed radix), without expanding the product."""
+    values: dict[str, Any] = {}
+    for name, choices in axes.items():
+        index, position = divmod(index, len(choices))
+        values[name] = choices[position]
+    return values
+
+
+def _draw(total: int, samples: int, seed: int) -> list[int]:
+    """`samples` distinct indices below `total`, from the seed alone (sha256, not Python's random or hash(): the
+    same on every Python version and process)."""
+    if samples >= total:
+        return list(range(total))
+    chosen: dict[int, None] = {}
+    counter = 0
+    while len(chosen) < samples:
+        digest = hashlib.sha256(f"datasweep-search:{seed}:{counter}".encode()).digest()
+        chosen.setdefault(int.from_bytes(digest, "big") % total)
+        counter += 1
+    return list(chosen)
+
+
+def search_sample(spec: ExperimentSpec) -> SearchSample | None:
+    """The one place spec.search samples: over the full cross product of every axis (Katib's trials): the
+    datasets' generation points x one combination of each training stage's own grid. A sampled combination
+    plans its point's data stage and one Artifact per stage; combinations that share them plan them once."""
+    if spec.search is None:
+        return None
+    prepared = sorted(d.name for d in spec.datasets if d.prepared)
+    generated = sorted(d.name for d in spec.datasets if not d.prepared)
+    generation_axes = _canonical_axes({axis: _axis_values(spec, axis) for axis in GRID_AXES}) if generated else {}
+    per_dataset = math.prod(len(values) for values in generation_axes.values())
+    points = len(prepared) + len(generated) * per_dataset
+    stages = sorted(spec.training, key=lambda entry: entry.name)
+    stage_axes = [_canonical_axes(training_axes(spec, spec.training.index(entry))) for entry in stages]
+    total = points * math.prod(math.prod(len(v) for v in axes.values()) for axes in stage_axes)
+    picked_points: set[str] = set()
+    picked: set[str] = set()
+    for index in _draw(total, spec.search.samples, spec.search.seed):
+        index, point = divmod(index, points)
+        if point < len(prepared):
+            dataset, values = prepared[point], {}
+        else:
+            which, combination = divmod(point - len(prepared), per_dataset)
+            dataset, values = generated[which], _decode(combination, generation_axes)
+        picked_points.add(_point_key(dataset, values))
+        for entry, axes in zip(stages, stage_axes, strict=True):
+            size = math.prod(len(v) for v in axes.values())
+            index, combination = divmod(index, size)
+            picked.add(_combination_key(dataset, values, entry.name, _decode(combination, axes)))
+    return SearchSample(
+        total=total,
+        taken=min(spec.search.samples, total),
+        seed=spec.search.seed,
+        samples=spec.search.samples,
+        points=frozenset(picked_points),
+        combinations=frozenset(picked),
+    )
 
 
 def params_fields(kind: str) -> frozenset[str]:
@@ -287,12 +389,20 @@ def plan_experiment(spec: ExperimentSpec, inputs: PlanInputs, max_points: int | 
     trainings = [training_grid_size(spec, index) for index in range(len(spec.training))]
     per_point = 1 + sum(trainings)
     total = points_count * per_point
+    sample = search_sample(spec)
+    if sample is not None:
+        total = len(sample.points) + len(sample.combinations)
     if total > limit:
         made = f"{points_count} points ({len(generated)} datasets x {combinations} combinations"
         made += f" + {len(spec.datasets) - len(generated)} prepared)" if len(generated) < len(spec.datasets) else ")"
         if trainings:
             stages = " + ".join(str(n) for n in trainings)
             made += f" x (1 data stage + {stages} training combinations)"
+        if sample is not None:
+            made = (
+                f"random search: {sample.taken} of {sample.total} combinations (seed {sample.seed}) plan "
+                f"{len(sample.points)} points and {len(sample.combinations)} training Artifacts"
+            )
         raise PlanError(
             f"spec.maxPoints: the grid makes {total} Artifacts: {made}, more than maxPoints={limit} (maxPoints "
             "counts every Artifact the grid makes, training ones included); shrink the grid or raise spec.maxPoints",
@@ -305,17 +415,22 @@ def plan_experiment(spec: ExperimentSpec, inputs: PlanInputs, max_points: int | 
         dataset_hash = inputs.dataset_sha256.get(dataset.name)
         if dataset_hash is None:
             raise PlanError(f"spec.datasets[{dataset.name}]: its content hash is unknown", "DatasetUnavailable")
-        if dataset.prepared:
-            data = _plan_dataset(spec, dataset.name, dataset_hash)
-            points.append(
-                Point(dataset=dataset.name, values={}, generate=data, training=_plan_trainings(spec, stage_grids, data))
-            )
-            continue
-        for values in combos:
-            generate = _plan_generate(spec, dataset.name, dataset_hash, values, inputs)
-            training = _plan_trainings(spec, stage_grids, generate)
-            points.append(Point(dataset=dataset.name, values=values, generate=generate, training=training))
-    return Plan(batch=batch, points=tuple(points))
+        for values in [{}] if dataset.prepared else combos:
+            if sample is not None and _point_key(dataset.name, values) not in sample.points:
+                continue
+            if dataset.prepared:
+                data = _plan_dataset(spec, dataset.name, dataset_hash)
+            else:
+                data = _plan_generate(spec, dataset.name, dataset_hash, values, inputs)
+            grids = stage_grids
+            if sample is not None:
+                grids = [
+                    [c for c in grid if _combination_key(dataset.name, values, entry.name, c) in sample.combinations]
+                    for entry, grid in zip(spec.training, stage_grids, strict=True)
+                ]
+            training = _plan_trainings(spec, grids, data)
+            points.append(Point(dataset=dataset.name, values=values, generate=data, training=training))
+    return Plan(batch=batch, points=tuple(points), search=sample)
 
 
 def _plan_generate(

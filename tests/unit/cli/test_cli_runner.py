@@ -263,3 +263,18 @@ def test_results_mark_the_points_an_experiment_no_longer_plans(
         (0.7, True),
     ]
     assert "left the grid" in invoke("results", "shrinks", "--root", root).stdout
+
+
+def test_plan_says_what_a_random_search_samples(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
+) -> None:
+    raw = training_sweep(workspace, [1e-5, 3e-5])  # 2 temperatures x 4 fomaml combinations = 8
+    raw["search"] = {"algorithm": "random", "samples": 3, "seed": 4}
+    path = write_experiment("sampled", raw)
+    table = invoke("plan", path, "--root", workspace / "root").stdout
+    assert "random search: 3 of 8 combinations (seed 4)" in table
+    assert "stage meta: 3 fomaml Artifacts" in table
+    planned = json.loads(invoke("plan", path, "--root", workspace / "root", "-o", "json").stdout)
+    assert planned["totals"]["search"] == "random search: 3 of 8 combinations (seed 4)"
+    assert sum(s["kind"] == "fomaml" for s in planned["stages"]) == 3
+

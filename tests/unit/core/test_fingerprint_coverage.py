@@ -89,6 +89,10 @@ SPEC_OPERATIONAL_CHANGES: dict[str, Any] = {
     "retries": lambda raw: raw.update(retries=5),
     "force_regenerate": lambda raw: raw.update(forceRegenerate=True),
     "suspend": lambda raw: raw.update(suspend=True),
+    # which combinations are planned; the base spec's one combination is planned whatever the seed
+    "search.algorithm": lambda raw: raw.update(search={"algorithm": "random", "samples": 5}),
+    "search.samples": lambda raw: raw.update(search={"samples": 3}),
+    "search.seed": lambda raw: raw.update(search={"samples": 1, "seed": 99}),
     "objective.stage": lambda raw: raw.update(objective={"stage": "t2", "metric": "f1"}),
     "objective.metric": lambda raw: raw.update(objective={"stage": "t2", "metric": "em"}),
     "objective.goal": lambda raw: raw.update(objective={"stage": "t2", "metric": "f1", "goal": "minimize"}),
