@@ -2,7 +2,8 @@
 
 The metrics are what each worker wrote in its `manifest.json` (`extra`, `usage`), read from the store: a
 local root, or on the cluster the data volume mounted at `--data-root` (without it only the Artifact status:
-phase, tokens, cost). `--plot METRIC --axis PARAM` draws the metric across a grid axis as a PNG.
+phase, tokens, cost). `--plot METRIC --axis PARAM` draws the metric across a grid axis as a PNG;
+`--plot-parallel METRIC` every varying axis at once (parallel coordinates, coloured by the metric).
 """
 
 from __future__ import annotations
@@ -272,14 +273,8 @@ def plot_metric(
 ) -> int:
     """PNG of METRIC against AXIS, one line per value of BY and of every other varying axis (dataset included);
     returns the points drawn. A constant AXIS or BY is refused: one value draws no trend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = dict.fromkeys(k for row in rows for k in row)
-    candidates = [c for c in columns if c not in _NOT_AXES and c != metric and c not in metrics]
-    varying, constant = varying_columns(rows, candidates)
+    plt = _pyplot()
+    varying, constant = _plot_axes(rows, metric, metrics)
     for option, column in (("--axis", axis), ("--by", by)):
         if column is not None and column not in varying:
             raise BadInput(
@@ -308,11 +303,91 @@ def plot_metric(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    _write_png(fig, path)
+    return drawn
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _write_png(fig: Any, path: Path) -> None:
+    """The one way a plot reaches its file: rendered in memory, then written atomically."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
     atomic_write_bytes(path, buffer.getvalue())
-    return drawn
+
+
+def _plot_axes(rows: list[dict[str, Any]], metric: str, metrics: frozenset[str]) -> tuple[list[str], dict[str, Any]]:
+    """The sweep's axes (not the metric, not other metrics): those that vary, and the constant ones."""
+    columns = dict.fromkeys(k for row in rows for k in row)
+    return varying_columns(rows, [c for c in columns if c not in _NOT_AXES and c != metric and c not in metrics])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _parallel_positions(values: list[Any]) -> tuple[list[float], list[tuple[float, str]]]:
+    """Each value's height on its axis (0..1) and the axis's ticks: numbers linearly, anything else (a model
+    name, a dataset) as categories evenly spaced in sorted order."""
+    if all(_is_number(v) for v in values):
+        low, high = min(values), max(values)
+        span = float(high - low) or 1.0
+        distinct = sorted(set(values))
+        shown = distinct if len(distinct) <= 8 else [low + span * i / 4 for i in range(5)]
+        return [(v - low) / span for v in values], [((v - low) / span, f"{v:g}") for v in shown]
+    labels = sorted({str(v) for v in values})
+    step = max(len(labels) - 1, 1)
+    where = {label: i / step for i, label in enumerate(labels)}
+    return [where[str(v)] for v in values], [(where[label], label) for label in labels]
+
+
+def plot_parallel(rows: list[dict[str, Any]], metric: str, title: str, path: Path, metrics: frozenset[str]) -> int:
+    """Parallel-coordinates PNG: one vertical axis per varying axis of the sweep and one for METRIC, each row a
+    line coloured by METRIC (the best row thicker); returns the rows drawn. Fewer than 2 varying axes is refused."""
+    varying, _ = _plot_axes(rows, metric, metrics)
+    if len(varying) < 2:
+        hint = f"; use --plot {metric} --axis {varying[0]}" if varying else ""
+        raise BadInput(
+            f"--plot-parallel {metric}: needs at least 2 axes that vary; here {', '.join(varying) or 'none'} "
+            f"{'varies' if len(varying) == 1 else 'vary'}{hint}"
+        )
+    drawn = [row for row in rows if _is_number(row.get(metric))]
+    if not drawn:
+        raise BadInput(f"--plot-parallel {metric}: no row has it as a number (not ready yet?)")
+    names = [*varying, metric]
+    placed = [_parallel_positions([row.get(name) for row in drawn]) for name in names]
+    plt = _pyplot()
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    scores = [float(row[metric]) for row in drawn]
+    norm = Normalize(min(scores), max(scores) if max(scores) > min(scores) else min(scores) + 1)
+    cmap = plt.get_cmap("viridis")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(names)), 4.5), constrained_layout=True)
+    xs = list(range(len(names)))
+    for i, (row, score) in enumerate(zip(drawn, scores, strict=True)):
+        heights = [positions[i] for positions, _ in placed]
+        ax.plot(xs, heights, "-o", color=cmap(norm(score)), lw=3.0 if row.get("best") else 1.4, ms=3, alpha=0.85)
+    for x, (_, ticks) in zip(xs, placed, strict=True):
+        ax.axvline(x, color="black", lw=0.8)
+        for height, label in ticks:
+            ax.text(x + 0.04, height, label, fontsize=7, va="center")
+    ax.set_xticks(xs, labels=names)
+    ax.set_yticks([])
+    ax.set_xlim(-0.2, len(names) - 0.5)
+    ax.set_ylim(-0.06, 1.06)
+    ax.set_title(title)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=metric)
+    _write_png(fig, path)
+    return len(drawn)
 
 
 @click.command("results")
@@ -329,6 +404,13 @@ def plot_metric(
 @click.option("--stage", type=click.Choice(STAGE_ORDER), default=None, help="default: the deepest stage present")
 @click.option("--sort", "sort_by", default=None, metavar="COLUMN", help="sort by a column (prefix - for descending)")
 @click.option("--plot", "plot", default=None, metavar="METRIC", help="write a PNG of METRIC across --axis")
+@click.option(
+    "--plot-parallel",
+    "plot_parallel_metric",
+    default=None,
+    metavar="METRIC",
+    help="write a parallel-coordinates PNG: every varying axis, lines coloured by METRIC",
+)
 @click.option("--axis", default="temperature", show_default=True, help="the grid axis of the plot")
 @click.option("--by", "by", default=None, metavar="AXIS", help="one line per value of this second axis")
 @click.option(
@@ -354,6 +436,7 @@ def results(
     stage: str | None,
     sort_by: str | None,
     plot: str | None,
+    plot_parallel_metric: str | None,
     axis: str,
     by: str | None,
     everything: bool,
@@ -382,6 +465,23 @@ def results(
         measured = frozenset(k for r in found for k in r.metrics)
         drawn = plot_metric(rows, metric, axis_column, f"{what}: {stage} {metric}", path, by_column, measured)
         click.echo(f"wrote {path} ({drawn} points)", err=True)
+    if plot_parallel_metric:
+        if plot:
+            raise BadInput("--plot and --plot-parallel: give one at a time (each writes its own PNG)")
+        measured = frozenset(k for r in found for k in r.metrics)
+        known = [dict.fromkeys(sorted(measured))]
+        try:
+            metric = _column(known, plot_parallel_metric, "--plot-parallel")
+        except BadInput:
+            metric = ""
+        if metric not in measured:
+            raise BadInput(
+                f"--plot-parallel {plot_parallel_metric}: not a metric of the {stage} rows; their metrics: "
+                f"{', '.join(sorted(measured)) or 'none yet'}"
+            )
+        path = out or Path(f"{target}-{metric}-parallel.png")
+        drawn = plot_parallel(rows, metric, f"{what}: {stage} {metric}", path, measured)
+        click.echo(f"wrote {path} ({drawn} rows)", err=True)
     if output == "csv":
         columns = list(dict.fromkeys(k for row in rows for k in row))
         buffer = io.StringIO()

@@ -278,3 +278,25 @@ def test_plan_says_what_a_random_search_samples(
     assert planned["totals"]["search"] == "random search: 3 of 8 combinations (seed 4)"
     assert sum(s["kind"] == "fomaml" for s in planned["stages"]) == 3
 
+
+def test_results_plot_parallel_draws_every_varying_axis_and_refuses_fewer_than_two(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
+) -> None:
+    root = workspace / "root"
+    path = write_experiment("parallel", training_sweep(workspace, [1e-5, 3e-5]))
+    invoke("run", path, "--root", root, "-j", "4", "--worker-command", fake_worker_command())
+    png = workspace / "parallel.png"
+    plotted = invoke("results", "parallel", "--root", root, "--plot-parallel", "queryLossAfter", "--out", png)
+    assert f"wrote {png} (8 rows)" in plotted.output
+    assert png.read_bytes().startswith(b"\x89PNG")
+    unknown = invoke("results", "parallel", "--root", root, "--plot-parallel", "inner_lr", expect=2)
+    assert "--plot-parallel inner_lr: not a metric of the fomaml rows; their metrics: " in unknown.output
+    assert "queryLossAfter" in unknown.output
+    narrow = training_sweep(workspace, [1e-5])
+    narrow["generation"]["temperature"] = 0.5  # only num_inner_steps varies
+    invoke("run", write_experiment("narrow", narrow), "--root", root, "--worker-command", fake_worker_command())
+    refused = invoke("results", "narrow", "--root", root, "--plot-parallel", "queryLossAfter", expect=2)
+    assert (
+        "--plot-parallel queryLossAfter: needs at least 2 axes that vary; here num_inner_steps varies; use --plot "
+        "queryLossAfter --axis num_inner_steps" in refused.output
+    )
