@@ -146,6 +146,7 @@ def test_a_training_sweep_plans_one_artifact_per_combination_and_a_second_reuses
         (t, lr, n) for t in (0.5, 0.7) for lr in (1e-5, 3e-5) for n in (1, 2)
     }
     assert [r["artifact"] for r in rows if r.get("best")] == [best["artifact"]]
+    assert {r["stage"] for r in rows} == {"squad"}  # the Experiment's entry name, not the kind
     assert max(r["f1"] for r in rows) == 33.0
     assert len(json.loads(cli_run(ns, "results", "lr-low", "--all", "-o", "json").stdout)) == 12
     table = cli_run(ns, "results", "lr-low").stdout

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import ValidationError
+
 from datasweep import GROUP, VERSION
+from datasweep.api.experiment import TrainingStage
 from datasweep.api.worker import DATA_STAGES
 from datasweep.cli.common import BadInput
 from datasweep.core.naming import batch_object_name
 from datasweep.k8s import labels as k8s_labels
+from datasweep.k8s.builders import DATA_MOUNT
 from datasweep.local.registry import LocalArtifact, Registry, RegistryError
 from datasweep.store.layout import SHARED
 from datasweep.store.manifest import ManifestSummary, Usage
@@ -44,6 +49,7 @@ class ArtifactView:
     legacy_fingerprint: str | None = None
     source_sha256: str | None = None  # import --source: the hash of the dataset it was generated from
     label_keys: frozenset[str] = frozenset()  # on a cluster: the consumer labels (exp./batch.datasweep.io/...)
+    base_model: dict[str, Any] | None = None  # a training Artifact's model identity: pvc, path, hub_id
 
     @property
     def ready(self) -> bool:
@@ -196,7 +202,43 @@ def _view_of_local(artifact: LocalArtifact) -> ArtifactView:
         imported=artifact.imported,
         legacy_fingerprint=artifact.legacy_fingerprint,
         source_sha256=artifact.source_sha256,
+        base_model=_local_base_model(artifact.params),
     )
+
+
+def _training_entries(raw: Any) -> list[TrainingStage]:
+    """spec.training as recorded (an Experiment object's, or a local run's); an entry that no longer reads is
+    left out: its Artifacts then show their kind."""
+    entries = []
+    for item in raw if isinstance(raw, list) else []:
+        try:
+            entries.append(TrainingStage.model_validate(item))
+        except ValidationError:
+            continue
+    return entries
+
+
+def _local_base_model(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A local record keeps the fingerprinted form of a training stage: its base model identity inside."""
+    found = params.get("base_model") if "stage" in params else None
+    return dict(found) if isinstance(found, dict) else None
+
+
+def _cluster_base_model(worker: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The model identity (pvc, path) of a training Artifact from its Job details: the worker spec's baseModel
+    under the mount of its volume (the data volume when no model volume holds it)."""
+    try:
+        loaded = yaml.safe_load(worker.get("workerSpec") or "") or {}
+    except yaml.YAMLError:
+        return None
+    path = loaded.get("baseModel") if isinstance(loaded, dict) else None
+    if not isinstance(path, str):
+        return None
+    mounts = [(v.get("mountPath", ""), v.get("claimName")) for v in worker.get("volumes") or [] if isinstance(v, dict)]
+    for mount, claim in [*mounts, (DATA_MOUNT, None)]:
+        if mount and path.startswith(f"{mount}/"):
+            return {"pvc": claim, "path": path[len(mount) + 1 :], "hub_id": None}
+    return None
 
 
 class LocalBackend:
@@ -243,6 +285,11 @@ class LocalBackend:
         """The batch `ident` names, in either spelling (batch_x_y or batch-x-y)."""
         found = next((i for i in self.batch_ids() if BatchView(i).matches(ident)), None)
         return None if found is None else self._batch(found, self.artifacts())
+
+    def experiment_training(self, name: str) -> list[TrainingStage]:
+        """The spec.training of the experiment's last `datasweep run` (empty when none was recorded)."""
+        recorded = [b.training[name] for b in self.registry.batches() if name in b.training]
+        return _training_entries(recorded[-1] if recorded else None)
 
     @staticmethod
     def batch_label(batch_id: str) -> str:
@@ -398,6 +445,7 @@ class ClusterBackend:
                     legacy_fingerprint=annotations.get(k8s_labels.LEGACY_FINGERPRINT),
                     source_sha256=annotations.get(k8s_labels.SOURCE_SHA256),
                     label_keys=frozenset(labels),
+                    base_model=_cluster_base_model(spec.get("worker") or {}),
                 )
             )
         return sorted(views, key=lambda a: (a.dataset, a.semantic_name, a.stage, a.name))
@@ -407,6 +455,11 @@ class ClusterBackend:
         found = next((e for e in self._list("experiments") if e["metadata"]["name"] == name), None)
         best = ((found or {}).get("status") or {}).get("best") or {}
         return str(best["artifact"]) if best.get("artifact") else None
+
+    def experiment_training(self, name: str) -> list[TrainingStage]:
+        """The Experiment's spec.training (empty when it is gone or has none)."""
+        found = next((e for e in self._list("experiments") if e["metadata"]["name"] == name), None)
+        return _training_entries(((found or {}).get("spec") or {}).get("training"))
 
     def batches(self) -> list[BatchView]:
         artifacts = {a.name: a for a in self.artifacts()}

@@ -9,9 +9,11 @@ phase, tokens, cost). `--plot METRIC --axis PARAM` draws the metric across a gri
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from datasweep.cli.backends import ArtifactView, ClusterBackend, LocalBackend
 from datasweep.cli.common import BadInput, backend_options, choose_backend, dump, print_table
 from datasweep.cli.tools import flatten
 from datasweep.core.metrics import recorded_metrics
+from datasweep.core.stage_names import training_entry_names
 from datasweep.store.atomic import atomic_write_bytes
 from datasweep.store.manifest import Manifest, read_manifest
 
@@ -126,12 +129,31 @@ def _axes(params: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _training_values(artifact: ArtifactView) -> dict[str, Any]:
-    """A training Artifact's scalar parameters (local records keep the fingerprinted form: `params` inside)."""
+def _effective_params(artifact: ArtifactView) -> dict[str, Any]:
+    """A training Artifact's parameters (local records keep the fingerprinted form: `params` inside)."""
     params = artifact.params
     if isinstance(params.get("params"), dict) and "stage" in params:
         params = params["params"]
-    return {key: value for key, value in params.items() if not isinstance(value, dict | list)}
+    return params
+
+
+def _training_values(artifact: ArtifactView) -> dict[str, Any]:
+    """A training Artifact's scalar parameters."""
+    return {key: value for key, value in _effective_params(artifact).items() if not isinstance(value, dict | list)}
+
+
+def _stage_label(artifact: ArtifactView, experiments: list[str], training_of: Callable[[str], Any]) -> str:
+    """The STAGE of a row: the names of the training entries of its experiment(s) that plan this Artifact
+    (joined with |), else its kind (a data stage, or no entry matches)."""
+    if artifact.stage in DATA_STAGES:
+        return artifact.stage
+    params = _effective_params(artifact)
+    names = dict.fromkeys(
+        name
+        for experiment in experiments
+        for name in training_entry_names(training_of(experiment), artifact.stage, artifact.base_model, params)
+    )
+    return "|".join(names) or artifact.stage
 
 
 def _order(values: dict[str, Any]) -> tuple[tuple[int, Any], ...]:
@@ -195,6 +217,9 @@ def collect_rows(
         if experiment and isinstance(backend, LocalBackend)
         else set()
     )
+    batch = backend.batch(target) if experiment is None else None
+    batch_experiments = batch.experiments if batch is not None else []
+    training_of = functools.cache(backend.experiment_training)
     chains: list[tuple[ArtifactView, list[ArtifactView]]] = []
     for gen in generates:
         trained = [a for a in artifacts if gen.name in a.inputs]
@@ -225,7 +250,11 @@ def collect_rows(
                 ResultRow(
                     dataset=gen.dataset,
                     semantic_name=gen.semantic_name,
-                    stage=stage,
+                    stage=_stage_label(
+                        artifact,
+                        [experiment] if experiment else [c for c in artifact.consumers if c in batch_experiments],
+                        training_of,
+                    ),
                     artifact=artifact.name,
                     phase=artifact.phase,
                     axes={**_axes(gen.params), **(_training_values(artifact) if artifact is not gen else {})},

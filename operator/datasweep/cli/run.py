@@ -113,6 +113,9 @@ def run(
     )
     result = runner.execute(experiment, result)
     code = report(result, runner.root)
+    runner.registry.record_training(
+        plan.batch, experiment.name, [t.model_dump(mode="json", by_alias=True) for t in experiment.spec.training]
+    )
     objective = experiment.spec.objective
     if objective is not None:
         best = local_best(objective, plan, result)

@@ -69,6 +69,9 @@ class LocalBatch(CamelModel):
     best: dict[str, str] = Field(
         default_factory=dict, description="experiment -> its best Artifact (spec.objective) after its last run"
     )
+    training: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict, description="experiment -> its spec.training at its last run (results' STAGE names)"
+    )
 
 
 def now_iso() -> str:
@@ -193,6 +196,15 @@ class Registry:
             if artifact is not None:
                 best[experiment] = artifact
             updated = batch.model_copy(update={"best": best})
+            atomic_write_json(self.batch_file(batch_id), updated.model_dump(mode="json", by_alias=True))
+
+    def record_training(self, batch_id: str, experiment: str, training: list[dict[str, Any]]) -> None:
+        """The experiment's spec.training, from which `datasweep results` names each training row's entry."""
+        with self.locked():
+            batch = self.get_batch(batch_id)
+            if batch is None:
+                return
+            updated = batch.model_copy(update={"training": {**batch.training, experiment: training}})
             atomic_write_json(self.batch_file(batch_id), updated.model_dump(mode="json", by_alias=True))
 
     def record_batch_points(

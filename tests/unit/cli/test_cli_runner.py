@@ -213,6 +213,10 @@ def test_a_training_sweep_runs_one_stage_per_combination_and_a_second_reuses_the
         (t, lr, n) for t in (0.5, 0.7) for lr in (1e-5, 3e-5) for n in (1, 2)
     }
     assert {r["queryLossAfter"] for r in rows if r["inner_lr"] == 3e-5 and r["num_inner_steps"] == 2} == {1.77}
+    # STAGE is the name of the experiment's training entry, not the kind
+    assert {r["stage"] for r in rows} == {"meta"}
+    by_batch = json.loads(invoke("results", BATCH, "--root", root, "-o", "json").stdout)
+    assert {r["stage"] for r in by_batch} == {"meta"}
     # the best the run printed is the row marked, as status.best on a cluster
     assert [(r["temperature"], r["inner_lr"], r["num_inner_steps"]) for r in rows if r.get("best")] == [(0.5, 3e-5, 2)]
     everything = json.loads(invoke("results", "sweep-low", "--root", root, "--all", "-o", "json").stdout)
