@@ -26,9 +26,12 @@ LATENCY_S = 1.5
 
 
 def table_row(text: str) -> dict[str, str]:
-    """`kubectl get` with one object: header cells -> row cells (no cell here holds a space)."""
-    header, row = text.strip().splitlines()[:2]
-    return dict(zip(header.split(), row.split(), strict=True))
+    """`kubectl get` with one object: header cells -> row cells, cut where kubectl aligns each column (a cell may be
+    empty, as BEST without an objective, or hold spaces, as BEST with one)."""
+    header, row = text.rstrip().splitlines()[:2]
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}
 
 
 def watch_once(namespace: str) -> Any:
