@@ -17,7 +17,7 @@ from datasweep.api.stages.generate import GenerateParams
 from datasweep.store.atomic import atomic_write_text
 from datasweep.store.layout import SHARED
 from datasweep.store.requests import RequestStore, StoredAnswer, request_identity
-from datasweep.workloads.generate.backends import ChatRequest
+from datasweep.workloads.generate.backends import ChatRequest, ChatResult
 from datasweep.workloads.generate.journal import Journal
 
 log = logging.getLogger("datasweep.generate")
@@ -108,26 +108,18 @@ class RequestReuse:
 
 
 def _reused_entry(custom_id: str, answer: StoredAnswer) -> dict[str, Any]:
-    return {
-        "custom_id": custom_id,
-        "text": answer.text,
-        "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens,
-        "finish_reason": answer.finish_reason,
-        "model": answer.model,
-        "system_fingerprint": answer.system_fingerprint,
-        REUSED: True,
-        "identity": answer.identity,
-    }
+    result = ChatResult(
+        custom_id,
+        answer.text,
+        answer.prompt_tokens,
+        answer.completion_tokens,
+        answer.finish_reason,
+        answer.model,
+        answer.system_fingerprint,
+    )
+    return {**result.journal_entry(), REUSED: True, "identity": answer.identity}
 
 
 def _stored_answer(identity: str, entry: dict[str, Any]) -> StoredAnswer:
-    return StoredAnswer(
-        identity=identity,
-        text=str(entry.get("text") or ""),
-        prompt_tokens=int(entry.get("prompt_tokens") or 0),
-        completion_tokens=int(entry.get("completion_tokens") or 0),
-        finish_reason=entry.get("finish_reason"),
-        model=entry.get("model"),
-        system_fingerprint=entry.get("system_fingerprint"),
-    )
+    """A journal entry (ChatResult.journal_entry) as the store keeps it: the same fields under the identity."""
+    return StoredAnswer.from_json({**entry, "id": identity})
