@@ -96,7 +96,15 @@ def test_delete_suspend_and_resume_follow_who_consumes_each_artifact(
         )
         jobs = suspended_jobs(control_plane, ns)
         assert {s for s in names if jobs[names[s]]} == only_a  # A's stay stopped: nobody runs for them
-        exp_b = get(control_plane, ns, "experiment", "copa-topp")
+        # The Experiment's status is written by its own handler, after (or before) the Artifacts start again.
+        exp_b = wait_for(
+            "B's Suspended condition False",
+            lambda: (
+                (e := get(control_plane, ns, "experiment", "copa-topp"))
+                and condition(e, "Suspended").get("status") == "False"
+                and e
+            ),
+        )
         assert condition(exp_b, "Suspended")["status"] == "False"
     artifacts = get(control_plane, ns, "artifacts")["items"]
     assert len(artifacts) == 5  # nothing deleted
