@@ -74,3 +74,8 @@ def test_a_param_two_kinds_share_keeps_both_kinds_values() -> None:
     # moe-steer and qa both have input_format: the CRD still refuses a value neither knows
     params, _ = crdgen.training_params_schema()
     assert params["properties"]["input_format"]["enum"] == ["paired", "labeled", "squad", "reports"]
+
+
+def test_the_search_algorithm_is_an_enum_so_kubectl_apply_refuses_an_unknown_one() -> None:
+    spec = crdgen.experiment_spec_schema()
+    assert spec["properties"]["search"]["properties"]["algorithm"]["enum"] == ["random"]

@@ -139,7 +139,9 @@ class Search(CamelModel):
     """Plan a sample of the grid instead of all of it (Katib's random search): the same spec, the same sample."""
 
     algorithm: str = Field(
-        default="random", description="random: N combinations drawn from the full grid (generation x training)"
+        default="random",
+        description="random: N combinations drawn from the full grid (generation x training)",
+        json_schema_extra={"enum": list(SEARCH_ALGORITHMS)},  # kubectl apply refuses `grid` before the operator
     )
     samples: int = Field(ge=1, le=10000, description="How many combinations; more than the grid plans all of it")
     seed: int = Field(default=0, ge=0, description="The same seed draws the same combinations")
@@ -314,6 +316,7 @@ class BestArtifact(CamelModel):
         default_factory=dict, description="Its point's grid values and its stage combination's values"
     )
     candidates: int = Field(default=0, description="Ready Artifacts of the stage that recorded the metric")
+    tied: int = Field(default=1, description="Candidates with the best value (the first name is shown)")
     summary: str = Field(default="", description="The BEST column, e.g. f1=81.2 (temperature=0.5, learning_rate=3e-05)")
 
 

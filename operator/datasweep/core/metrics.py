@@ -67,13 +67,17 @@ class Candidate:
 
 
 def best_of(stage: str, metric: str, goal: str, candidates: Iterable[Candidate]) -> dict[str, Any] | None:
-    """The Experiment's `status.best`: the candidate with the best `metric` (ties: the first name), or None."""
+    """The Experiment's `status.best`: the candidate with the best `metric` (ties: the first name, and the summary
+    says how many share the value, so a flat metric is not read as a winner), or None."""
     scored = [(c, value) for c in candidates if (value := _number(c.metrics.get(metric))) is not None]
     if not scored:
         return None
     sign = 1 if goal == "maximize" else -1
     best, value = min(scored, key=lambda pair: (-sign * pair[1], pair[0].artifact))
+    tied = sum(1 for _, other in scored if other == value)
     shown = ", ".join(f"{key}={val}" for key, val in best.params.items())
+    if tied > 1:
+        shown = f"{shown}; {tied} tied" if shown else f"{tied} tied"
     return {
         "artifact": best.artifact,
         "stage": stage,
@@ -82,5 +86,6 @@ def best_of(stage: str, metric: str, goal: str, candidates: Iterable[Candidate])
         "value": value,
         "params": dict(best.params),
         "candidates": len(scored),
+        "tied": tied,
         "summary": f"{metric}={value:g}" + (f" ({shown})" if shown else ""),
     }

@@ -547,8 +547,16 @@ def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan, values
             "UnsupportedLauncher",
         )
     where = f"spec.training[{index}].params"
+
+    def locate(loc: Sequence[int | str]) -> str:
+        # a bad value of a swept param is named by its place in the user's list: `learning_rate[1]`
+        if loc and loc[0] in values and isinstance(entry.params.get(str(loc[0])), list):
+            position = entry.params[str(loc[0])].index(values[str(loc[0])])
+            return format_location([loc[0], position, *loc[1:]], where)
+        return format_location(loc, where)
+
     try:
-        model = validate_params(entry.kind, {**entry.params, **values}, where)
+        model = validate_params(entry.kind, {**entry.params, **values}, where, locate)
     except StageParamsError as exc:
         raise PlanError(str(exc)) from exc
     canonical = {

@@ -68,10 +68,10 @@ def test_best_of_maximizes_or_minimizes_and_ignores_artifacts_without_the_metric
     assert best is not None
     assert (best["artifact"], best["value"], best["candidates"]) == ("a", 80.0, 3)  # a tie goes to the first name
     assert best["params"] == {"learning_rate": 3e-5}
-    assert best["summary"] == "f1=80 (learning_rate=3e-05)"
+    assert (best["tied"], best["summary"]) == (2, "f1=80 (learning_rate=3e-05; 2 tied)")
     worst = best_of("squad", "f1", "minimize", candidates)
     assert worst is not None
-    assert worst["artifact"] == "b"
+    assert (worst["artifact"], worst["tied"], worst["summary"]) == ("b", 1, "f1=70 (learning_rate=1e-05)")
     assert best_of("squad", "f1", "maximize", [candidates[2]]) is None
 
 

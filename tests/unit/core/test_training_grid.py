@@ -150,8 +150,11 @@ def test_params_that_cannot_be_lists_are_refused_with_the_reason(stage: dict[str
 def test_an_empty_list_and_a_bad_value_name_the_field() -> None:
     with pytest.raises(PlanError, match=r"spec.training\[0\].params.learning_rate: the list is empty"):
         plan_experiment(experiment([qa(learning_rate=[])]), INPUTS)
-    with pytest.raises(PlanError, match=r"spec.training\[0\].params.learning_rate"):
+    with pytest.raises(PlanError, match=r"spec.training\[0\].params.learning_rate\[1\]: Input should be a valid"):
         plan_experiment(experiment([qa(learning_rate=[1e-5, "fast"])]), INPUTS)
+    # a single value keeps the plain field name
+    with pytest.raises(PlanError, match=r"spec.training\[0\].params.learning_rate: Input should be a valid"):
+        plan_experiment(experiment([qa(learning_rate="fast")]), INPUTS)
 
 
 def test_a_param_that_is_itself_a_list_is_one_value() -> None:
