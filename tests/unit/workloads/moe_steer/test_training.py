@@ -14,7 +14,7 @@ from datasweep.workloads.moe_steer import training
 from datasweep.workloads.moe_steer.analysis import build_expert_mask
 from datasweep.workloads.moe_steer.data import BatchRecord, build_batches, load_prompts
 from datasweep.workloads.moe_steer.errors import MoeSteerInputError
-from datasweep.workloads.moe_steer.experts import expert_parameter_count
+from datasweep.workloads.moe_steer.experts import discover_moe_layout, expert_parameter_count
 from datasweep.workloads.moe_steer.stage import load_model
 from datasweep.workloads.moe_steer.training import save_model, train_experts
 
@@ -113,6 +113,20 @@ def test_trainable_parameters_gradients_and_adamw_state_are_the_selected_experts
         assert step == {"trainable": expected, "gradients": 4 * expected, "adamw": 2 * 4 * expected}, step
     assert result.trainable_elements == expected
     assert result.optimizer_state_bytes == 2 * 4 * expected
+
+
+def test_expert_parameter_count_from_the_config_alone(tiny_qwen_moe: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(tiny_qwen_moe))
+    layout = discover_moe_layout(AutoModelForCausalLM.from_pretrained(str(tiny_qwen_moe)))
+    # Qwen2-MoE: the experts use moe_intermediate_size (16), not the dense MLP's intermediate_size (48)
+    assert expert_parameter_count(config) == 3 * 32 * 16
+    assert expert_parameter_count(config) == sum(p[0].numel() for p in layout.layers[0].expert_params.values())
+    # OLMoE-1B-7B's config.json values, as a dict: 10 experts are the 63 M parameters issue 24 names
+    assert expert_parameter_count({"hidden_size": 2048, "intermediate_size": 1024}) * 10 == 62_914_560
+    with pytest.raises(MoeSteerInputError, match="hidden_size"):
+        expert_parameter_count({"model_type": "olmoe"})
 
 
 @pytest.mark.parametrize("experts_implementation", ["grouped_mm", "eager"])
