@@ -2,9 +2,9 @@
 
 1. Analysis (router logits + top-k counting per label) vs a plain forward pass over the same batches
    (target: ratio <= 1.10 against the causal LM forward a naive implementation would run).
-2. One masked training step (chosen experts only: gradient hooks + masked weight decay) vs an unmasked step
-   (every weight trained by AdamW), and vs the same expert tensors trained without masking (the cost of the
-   hooks and the masked decay alone).
+2. One masked training step (chosen experts only: their slices are the only trainable parameters, gradients
+   and AdamW state) vs an unmasked step (every weight trained by AdamW), and vs the whole expert tensors of the
+   same layers trained (what training them without slicing would cost).
 
     ~/.cache/datasweep/venv/bin/python bench/bench_moe_steer.py [--device cuda] [--hidden 256 ...]
 
@@ -96,7 +96,7 @@ def main() -> None:
     from datasweep.workloads.moe_steer.data import Prompt, build_batches
     from datasweep.workloads.moe_steer.encoding import encode_batch
     from datasweep.workloads.moe_steer.experts import discover_moe_layout
-    from datasweep.workloads.moe_steer.training import masked_step, restrict_gradients_to_experts
+    from datasweep.workloads.moe_steer.training import SelectedExperts, masked_step
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -160,7 +160,8 @@ def main() -> None:
     # --- training steps: three set-ups, one step each per round, interleaved; min per step ---
     model.train()
     expert_tensors = [p for layer in layout.layers if mask[layer.layer_idx].any() for p in layer.expert_params.values()]
-    masked_opt = torch.optim.AdamW(expert_tensors, lr=1e-5, weight_decay=0.0)  # decay applied by masked_step
+    selected_experts = SelectedExperts(model, layout, mask)
+    masked_opt = torch.optim.AdamW(selected_experts.parameters, lr=1e-5, weight_decay=0.01)
     experts_opt = torch.optim.AdamW(expert_tensors, lr=1e-5, weight_decay=0.01)
     full_opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
 
@@ -177,12 +178,11 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
 
     def timed_masked(records: Any) -> float:
-        masked, handles = restrict_gradients_to_experts(model, layout, mask)
-        try:
-            return best_of(1, lambda: masked_step(model, tokenizer, records, masked, masked_opt, params, device), sync)
-        finally:
-            for handle in handles:
-                handle.remove()
+        def step() -> None:
+            masked_step(model, tokenizer, records, selected_experts, masked_opt, params, device)
+
+        with selected_experts:
+            return best_of(1, step, sync)
 
     def timed_plain(records: Any, optimizer: Any, trainable: list[Any]) -> float:
         for param in model.parameters():

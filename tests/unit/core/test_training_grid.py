@@ -36,7 +36,13 @@ def test_single_valued_stages_keep_their_fingerprints_and_names() -> None:
         [
             qa(learning_rate=3e-5, num_train_epochs=2),
             {"name": "meta", "kind": "fomaml", "baseModel": {"path": "models/llama"}, "params": {"k_shots": [1, 5]}},
-            {"name": "steer", "kind": "moe-steer", "baseModel": {"path": "models/olmoe"}},
+            # mask_router_logits was false by default then (issue 24 made it true): same settings, same fingerprint
+            {
+                "name": "steer",
+                "kind": "moe-steer",
+                "baseModel": {"path": "models/olmoe"},
+                "params": {"mask_router_logits": False},
+            },
         ]
     )
     plan = plan_experiment(spec, INPUTS)

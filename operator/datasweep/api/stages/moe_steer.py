@@ -115,9 +115,9 @@ class MoeSteerParams(ParamsModel):
     )
     aggregation: Aggregation = Field(
         default="per-batch-mean",
-        description="How batches are combined into one risk difference per expert: per-batch-mean (the default: "
-        "mean of each batch's p_unsafe - p_safe) or pooled (the SteerMoE paper: activation counts pooled over "
-        "all tokens of every batch, then p_unsafe - p_safe); both are reported",
+        description="How batches are combined into one risk difference per expert: per-batch-mean (the default, "
+        "seed 004's recipe: each batch's p_unsafe - p_safe, then their mean) or pooled (the SteerMoE paper: "
+        "activation counts pooled over all tokens of every batch, then p_unsafe - p_safe); both are reported",
     )
     top_n: int | None = Field(default=10, ge=1, description="Select at most this many experts in total")
     threshold: float | None = Field(
@@ -146,10 +146,11 @@ class MoeSteerParams(ParamsModel):
     )
     max_grad_norm: float | None = Field(default=1.0, gt=0.0, description="Gradient clipping norm (None: off)")
     mask_router_logits: bool = Field(
-        default=False,
-        description="Also mask the router during training: in layers with a "
-        "chosen expert, tokens are routed among the chosen experts only (the other experts' router logits are "
-        "masked). Off: routing is the model's own and only the gradients are restricted",
+        default=True,
+        description="Mask the router during training, as seed 004's ExpertMaskingTrainer does (the default): in "
+        "layers with a chosen expert, tokens are routed among the chosen experts only (the other experts' router "
+        "logits are masked), so the chosen experts see those layers' tokens. false: routing is the model's own "
+        "and only the chosen experts are trained",
     )
     shuffle_batches: bool = Field(
         default=False, description="Shuffle the order of batches each epoch (their members never change)"

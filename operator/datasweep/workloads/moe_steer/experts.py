@@ -57,6 +57,30 @@ def _config_value(config: Any, *names: str) -> int | None:
     return None
 
 
+# Fused expert tensors of a gated (SwiGLU) expert: gate_up_proj [E, 2I, H] and down_proj [E, H, I], no biases.
+EXPERT_PROJECTIONS = 3
+
+
+def expert_parameter_count(config: Any) -> int:
+    """Parameters of one routed expert, from the model config alone (no weights): moe-steer trains exactly
+    (selected experts x this) parameters. hidden_size x expert intermediate size x EXPERT_PROJECTIONS, where
+    the expert intermediate size is `moe_intermediate_size` (Qwen-MoE; its `intermediate_size` is the dense
+    MLP's) or else `intermediate_size` (OLMoE, Mixtral). `config` is a transformers config or its config.json
+    as a dict."""
+
+    def value(name: str) -> Any:
+        return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+
+    hidden = value("hidden_size")
+    intermediate = value("moe_intermediate_size") or value("intermediate_size")
+    if not isinstance(hidden, int) or not isinstance(intermediate, int):
+        raise MoeSteerInputError(
+            "model config has no hidden_size / (moe_)intermediate_size: cannot size an expert; "
+            "moe-steer needs an MoE causal LM such as OLMoE or Qwen-MoE"
+        )
+    return EXPERT_PROJECTIONS * hidden * intermediate
+
+
 def discover_moe_layout(model: Any) -> MoeLayout:
     """The MoE layers of `model`; a clear error when it has none (a dense model) or old-style experts."""
     import torch

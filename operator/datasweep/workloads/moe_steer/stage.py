@@ -184,6 +184,7 @@ def train_stage(
         "unsafe_per_batch": params.unsafe_per_batch,
         "selected_experts": selected,
         "trainable_elements": result.trainable_elements,
+        "optimizer_state_bytes": result.optimizer_state_bytes,
         "steps": result.steps,
         "epochs_run": result.epochs_run,
         "batch_order": result.batch_order,

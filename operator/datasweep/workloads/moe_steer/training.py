@@ -1,14 +1,17 @@
 """Fine-tune only the selected experts: every other weight stays bit-identical.
 
-Experts are fused 3D tensors ([E, ...] per MoE layer), so freezing is per expert slice: all parameters are
-frozen except the fused expert tensors of layers with a selected expert; a gradient hook zeroes the
-unselected slices' gradients (torch.where, so a NaN elsewhere cannot leak in), AdamW runs without its own
-weight decay (a zero gradient then gives a zero update), and decoupled weight decay is applied by hand to
-the selected slices only. Batches are replayed with `BatchPreservingSampler`, exactly as analysed.
+Experts are fused 3D tensors ([E, ...] per MoE layer). The selected experts of each fused tensor are copied
+into their own trainable parameter ([k, ...]); a parametrization hands the model its fused tensor unchanged
+(the selected rows always hold the slices' values) while routing the gradient to the slices only. So
+trainable parameters, gradients and AdamW state exist for the selected experts alone, every model parameter
+is frozen, and AdamW's own decoupled weight decay touches nothing else. After each optimizer step the slices
+are written into the fused tensor; afterwards the parametrizations are removed and the model is a plain
+model again. Batches are replayed with `BatchPreservingSampler`, exactly as analysed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -33,13 +36,6 @@ FINAL_MODEL_DIR = "final_model"
 
 
 @dataclass
-class MaskedParameter:
-    name: str
-    param: Any  # nn.Parameter [E, ...]
-    selected: Any  # BoolTensor [E, 1, ...] broadcastable to param
-
-
-@dataclass
 class TrainingResult:
     steps: int
     epochs_run: int
@@ -47,7 +43,8 @@ class TrainingResult:
     learning_rates: list[float] = field(default_factory=list)  # the rate each step was taken at
     epoch_losses: list[float] = field(default_factory=list)  # mean loss of each epoch
     seconds: float = 0.0
-    trainable_elements: int = 0
+    trainable_elements: int = 0  # elements of the selected expert slices, the only trainable tensors
+    optimizer_state_bytes: int = 0  # AdamW moments (exp_avg, exp_avg_sq) of those slices
     batch_order: list[list[int]] = field(default_factory=list)  # batch_idx sequence per epoch
 
 
@@ -76,31 +73,135 @@ def check_mask(mask: BoolArray, layout: MoeLayout) -> None:
         )
 
 
-def restrict_gradients_to_experts(
-    model: Any, layout: MoeLayout, mask: BoolArray
-) -> tuple[list[MaskedParameter], list[Any]]:
-    """Freeze everything but the selected expert slices; returns masked params and hook handles."""
+@functools.cache
+def _slice_parametrization_class() -> Any:
+    """The nn.Module (for torch.nn.utils.parametrize) that holds one fused tensor's trainable slices; built on
+    first use so that importing this module needs no torch."""
     import torch
 
-    check_mask(mask, layout)
-    for param in model.parameters():
-        param.requires_grad_(False)
-    masked: list[MaskedParameter] = []
-    handles: list[Any] = []
-    for layer in layout.layers:
-        row = mask[layer.layer_idx]
-        if not row.any():
-            continue
-        for name, param in layer.expert_params.items():
-            selected = torch.as_tensor(row, device=param.device).view(-1, *([1] * (param.dim() - 1)))
-            param.requires_grad_(True)
+    class FusedWithSlices(torch.autograd.Function):
+        """Forward: the frozen fused tensor itself (a view, no copy: its selected rows already hold the slices'
+        values). Backward: the slices get the rows of the fused tensor's gradient that belong to them."""
 
-            def keep_selected(grad: Any, selected: Any = selected) -> Any:
-                return torch.where(selected, grad, torch.zeros_like(grad))
+        @staticmethod
+        def forward(ctx: Any, fused: Any, index: Any, slices: Any) -> Any:
+            ctx.save_for_backward(index)
+            return fused.view_as(fused)
 
-            handles.append(param.register_hook(keep_selected))
-            masked.append(MaskedParameter(f"layers.{layer.layer_idx}.{name}", param, selected))
-    return masked, handles
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            (index,) = ctx.saved_tensors
+            return None, None, grad.index_select(0, index)
+
+    class SelectedExpertSlices(torch.nn.Module):
+        def __init__(self, index: Any, slices: Any) -> None:
+            super().__init__()
+            self.index = index
+            self.slices = slices
+
+        def forward(self, fused: Any) -> Any:
+            return FusedWithSlices.apply(fused, self.index, self.slices)
+
+    return SelectedExpertSlices
+
+
+@dataclass
+class ExpertSlices:
+    """The selected experts of one fused expert tensor, trained as their own parameter."""
+
+    name: str  # layers.<decoder layer>.<fused tensor name>
+    module: Any  # the experts module owning the fused tensor
+    attr: str  # the fused tensor's attribute name on it
+    fused: Any  # the frozen nn.Parameter [E, ...]
+    index: Any  # LongTensor [k]: the selected experts
+    param: Any  # nn.Parameter [k, ...]: the trainable slices
+
+    def write_back(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            self.fused.index_copy_(0, self.index, self.param)
+
+
+class SelectedExperts:
+    """Train only the selected experts of `model` (a context manager; attach / detach may repeat).
+
+    attach: freezes every model parameter, reads the selected rows of each fused expert tensor into the
+    slices and parametrizes the tensor with them. detach: writes the slices back, removes the
+    parametrizations (the fused nn.Parameter objects return unchanged) and restores requires_grad."""
+
+    def __init__(self, model: Any, layout: MoeLayout, mask: BoolArray) -> None:
+        import torch
+
+        check_mask(mask, layout)
+        self.model = model
+        self.slices: list[ExpertSlices] = []
+        for layer in layout.layers:
+            chosen = np.nonzero(mask[layer.layer_idx])[0]
+            if not len(chosen):
+                continue
+            for attr, fused in layer.expert_params.items():
+                index = torch.as_tensor(chosen, dtype=torch.long, device=fused.device)
+                param = torch.nn.Parameter(fused.detach().index_select(0, index).clone())
+                name = f"layers.{layer.layer_idx}.{attr}"
+                self.slices.append(ExpertSlices(name, layer.experts, attr, fused, index, param))
+        self._frozen: list[tuple[Any, bool]] = []  # (model parameter, its requires_grad before attach)
+        self._attached: list[ExpertSlices] = []
+
+    @property
+    def parameters(self) -> list[Any]:
+        return [item.param for item in self.slices]
+
+    @property
+    def trainable_elements(self) -> int:
+        return sum(item.param.numel() for item in self.slices)
+
+    def attach(self) -> None:
+        import torch
+        from torch.nn.utils import parametrize
+
+        self._frozen = [(param, param.requires_grad) for param in self.model.parameters()]
+        for param, _ in self._frozen:
+            param.requires_grad_(False)
+        slices_of = _slice_parametrization_class()
+        for item in self.slices:
+            with torch.no_grad():
+                item.param.copy_(item.fused.index_select(0, item.index))
+            parametrize.register_parametrization(item.module, item.attr, slices_of(item.index, item.param))
+            self._attached.append(item)
+
+    def write_back(self) -> None:
+        """After an optimizer step: the fused tensors' selected rows take the slices' new values."""
+        for item in self._attached:
+            item.write_back()
+
+    def detach(self) -> None:
+        from torch.nn.utils import parametrize
+
+        self.write_back()
+        for item in self._attached:
+            parametrize.remove_parametrizations(item.module, item.attr, leave_parametrized=False)
+        self._attached = []
+        for param, requires_grad in self._frozen:
+            param.requires_grad_(requires_grad)
+        self._frozen = []
+
+    def __enter__(self) -> SelectedExperts:
+        self.attach()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+
+def optimizer_state_bytes(optimizer: Any) -> int:
+    """Bytes of the optimizer's per-parameter state tensors (AdamW: exp_avg, exp_avg_sq; not the step count)."""
+    return sum(
+        value.nbytes
+        for state in optimizer.state.values()
+        for value in state.values()
+        if getattr(value, "dim", None) and value.dim() > 0
+    )
 
 
 MASKED_LOGIT = -1e9  # far below any router logit, finite so softmax never sees inf - inf
@@ -171,25 +272,22 @@ def train_experts(
         shuffle=params.shuffle_batches,
         seed=params.seed,
     )
-    masked, handles = restrict_gradients_to_experts(model, layout, mask)
-    if params.mask_router_logits:
-        handles += mask_router_logits(layout, mask)
-    trainable = [m.param for m in masked]
-    optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate, weight_decay=0.0)
+    selected = SelectedExperts(model, layout, mask)
+    optimizer = torch.optim.AdamW(selected.parameters, lr=params.learning_rate, weight_decay=params.weight_decay)
     total_steps = params.num_epochs * len(sampler)
     if params.max_steps is not None:
         total_steps = min(total_steps, params.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(params, total_steps))
-    result = TrainingResult(
-        steps=0,
-        epochs_run=0,
-        trainable_elements=sum(int(m.selected.sum()) * m.param[0].numel() for m in masked),
-    )
+    result = TrainingResult(steps=0, epochs_run=0, trainable_elements=selected.trainable_elements)
     torch.manual_seed(params.seed)
     start = time.perf_counter()
     model.train()
     progress = Progress("moe-steer", total_steps, "steps")
+    handles: list[Any] = []
     try:
+        if params.mask_router_logits:
+            handles = mask_router_logits(layout, mask)
+        selected.attach()
         for epoch in range(params.num_epochs):
             if result.steps >= total_steps:
                 break
@@ -201,7 +299,7 @@ def train_experts(
                 members = [rows[i] for i in indices]
                 order.append(members[0].batch_idx)
                 lr = float(optimizer.param_groups[0]["lr"])
-                loss = masked_step(model, tokenizer, members, masked, optimizer, params, device)
+                loss = masked_step(model, tokenizer, members, selected, optimizer, params, device)
                 scheduler.step()
                 result.steps += 1
                 result.losses.append(loss)
@@ -220,6 +318,8 @@ def train_experts(
                     board.scalars({"train/epoch_loss": result.epoch_losses[-1]}, result.steps)
     finally:
         progress.close()
+        result.optimizer_state_bytes = optimizer_state_bytes(optimizer)
+        selected.detach()
         for handle in handles:
             handle.remove()
         model.eval()
@@ -231,38 +331,34 @@ def masked_step(
     model: Any,
     tokenizer: Any,
     members: Sequence[BatchRecord],
-    masked: Sequence[MaskedParameter],
+    selected: SelectedExperts,
     optimizer: Any,
     params: MoeSteerParams,
     device: Any,
 ) -> float:
-    """One optimizer step on one batch: loss, masked gradients, clipping, masked decoupled weight decay."""
+    """One optimizer step on one batch (selected experts attached): loss, gradients of the slices, clipping,
+    AdamW (its decoupled weight decay reaches only the slices), slices written into the model."""
     import torch
+    from torch.nn.utils import parametrize
 
     encoded = encode_batch(tokenizer, members, params)
-    outputs = model(
-        input_ids=encoded.input_ids.to(device),
-        attention_mask=encoded.attention_mask.to(device),
-        labels=encoded.labels.to(device),
-        output_router_logits=False,
-        use_cache=False,
-    )
+    with parametrize.cached():  # one fused tensor per forward, however often the experts module reads it
+        outputs = model(
+            input_ids=encoded.input_ids.to(device),
+            attention_mask=encoded.attention_mask.to(device),
+            labels=encoded.labels.to(device),
+            output_router_logits=False,
+            use_cache=False,
+        )
     loss = outputs.loss
     if not torch.isfinite(loss):
         raise RuntimeError(f"training loss is {loss.item()}; lower learning_rate or check the data")
     loss.backward()
-    trainable = [m.param for m in masked]
     if params.max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm)
-    if params.weight_decay > 0:
-        lr = optimizer.param_groups[0]["lr"]
-        with torch.no_grad():
-            for item in masked:
-                keep = torch.tensor(1.0, dtype=item.param.dtype, device=item.param.device)
-                decay = torch.tensor(1.0 - lr * params.weight_decay, dtype=item.param.dtype, device=item.param.device)
-                item.param.mul_(torch.where(item.selected, decay, keep))
+        torch.nn.utils.clip_grad_norm_(selected.parameters, params.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    selected.write_back()
     return float(loss.detach().float().item())
 
 
