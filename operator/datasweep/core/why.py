@@ -183,29 +183,11 @@ class Nearest:
 def nearest(planned: Side, candidates: Sequence[Candidate]) -> Nearest | None:
     """The candidate whose parameters differ from the planned ones in the fewest fields; a tie goes to a Ready
     one, then the newest, then the first name. None when no candidate can be compared."""
-    scored = []
-    for candidate in candidates:
-        differences = diff(candidate.side, planned)
-        if differences:
-            scored.append(
-                (
-                    len(differences),
-                    not candidate.ready,
-                    _newest_first(candidate.created),
-                    candidate.name,
-                    differences,
-                    candidate,
-                )
-            )
-    if not scored:
-        return None
-    best = min(scored, key=lambda row: row[:4])
-    return Nearest(best[5], best[4])
-
-
-def _newest_first(created: str) -> tuple[int, ...]:
-    """A key that sorts later ISO times first (no time sorts last)."""
-    return tuple(-ord(c) for c in created) + (0,) if created else (1,)
+    scored = [(candidate, diff(candidate.side, planned)) for candidate in candidates]
+    scored = sorted((row for row in scored if row[1]), key=lambda row: row[0].name)
+    scored.sort(key=lambda row: row[0].created, reverse=True)  # stable: newest first, names in order
+    scored.sort(key=lambda row: (len(row[1]), not row[0].ready))
+    return Nearest(*scored[0]) if scored else None
 
 
 def summary(differences: Sequence[Difference]) -> str:
