@@ -143,36 +143,35 @@ def side_of(backend: Backend, view: ArtifactView, texts: bool = False) -> Side:
     return Side(view.canonical, effective, view.dataset_files)
 
 
-def explain(
-    backend: Backend,
-    planned: Side,
-    dataset: str,
-    kind: str,
-    artifacts: Sequence[ArtifactView],
-    exclude: str,
-    before: str | None = None,
-) -> tuple[Nearest | None, ArtifactView | None]:
-    """The nearest Artifact of `dataset` and stage `kind` (other than fingerprint `exclude`; made no later than
-    `before` when given) and how the planned parameters differ from its own."""
-    views = {
-        a.name: a
-        for a in artifacts
-        if a.dataset == dataset
-        and a.stage == kind
-        and a.fingerprint != exclude
-        and not a.imported
-        and (before is None or not a.created_at or a.created_at <= before)
-    }
-    candidates = [
-        Candidate(a.name, side_of(backend, a), a.ready, a.completed_at or a.created_at or "") for a in views.values()
-    ]
-    found = nearest(planned, candidates)
-    if found is None:
-        return None, None
-    view = views[found.candidate.name]
-    # once more with the texts, so that a prompt difference names its line
-    again = nearest(planned, [Candidate(view.name, side_of(backend, view, texts=True), view.ready)])
-    return (again or found), view
+class Pool:
+    """The Artifacts a miss may be compared with, by dataset and stage kind (imported trees record the seed's
+    parameters, not ours: never compared)."""
+
+    def __init__(self, backend: Backend, artifacts: Sequence[ArtifactView]) -> None:
+        self.backend = backend
+        self.groups: dict[tuple[str, str], list[tuple[ArtifactView, Candidate]]] = {}
+        for a in artifacts:
+            if not a.imported:
+                candidate = Candidate(a.name, side_of(backend, a), a.ready, a.completed_at or a.created_at or "")
+                self.groups.setdefault((a.dataset, a.stage), []).append((a, candidate))
+
+    def explain(
+        self, planned: Side, dataset: str, kind: str, exclude: str, before: str | None = None
+    ) -> tuple[Nearest | None, ArtifactView | None]:
+        """The nearest Artifact of `dataset` and stage `kind` (other than fingerprint `exclude`; made no later
+        than `before` when given) and how the planned parameters differ from its own."""
+        views = {
+            a.name: (a, candidate)
+            for a, candidate in self.groups.get((dataset, kind), [])
+            if a.fingerprint != exclude and (before is None or not a.created_at or a.created_at <= before)
+        }
+        found = nearest(planned, [candidate for _, candidate in views.values()])
+        if found is None:
+            return None, None
+        view = views[found.candidate.name][0]
+        # once more with the texts, so that a prompt difference names its line
+        again = nearest(planned, [Candidate(view.name, side_of(self.backend, view, texts=True), view.ready)])
+        return (again or found), view
 
 
 def planned_side(experiment: LocalExperiment, stage: StagePlan) -> Side:
@@ -185,11 +184,10 @@ def why_column(backend: Backend, experiment: LocalExperiment, stages: Sequence[S
     if not stages:
         return {}
     artifacts = backend.artifacts() if isinstance(backend, ClusterBackend) or backend.root.is_dir() else []
+    pool = Pool(backend, artifacts)
     column = {}
     for stage in stages:
-        found, _ = explain(
-            backend, planned_side(experiment, stage), stage.dataset, stage.stage, artifacts, stage.fingerprint
-        )
+        found, _ = pool.explain(planned_side(experiment, stage), stage.dataset, stage.stage, stage.fingerprint)
         column[stage.artifact] = summary(found.differences) if found else "no Artifact to compare with"
     return column
 
@@ -209,6 +207,7 @@ def why_file(backend: Backend, experiment: LocalExperiment, point: str | None) -
     the_plan = experiment.plan()
     artifacts = backend.artifacts() if isinstance(backend, ClusterBackend) or backend.root.is_dir() else []
     by_name = {a.name: a for a in artifacts}
+    pool = Pool(backend, artifacts)
     force = experiment.spec.force_regenerate
     found: list[StageWhy] = []
     for plan_point in the_plan.points:
@@ -242,8 +241,8 @@ def why_file(backend: Backend, experiment: LocalExperiment, point: str | None) -
             elif hit:
                 entry.status = "hit"
             else:
-                entry.nearest, entry.nearest_view = explain(
-                    backend, planned_side(experiment, stage), stage.dataset, stage.stage, artifacts, stage.fingerprint
+                entry.nearest, entry.nearest_view = pool.explain(
+                    planned_side(experiment, stage), stage.dataset, stage.stage, stage.fingerprint
                 )
             found.append(entry)
     return found
@@ -261,6 +260,7 @@ def why_experiment(backend: Backend, name: str, point: str | None) -> list[Stage
             + (f"; experiments there: {', '.join(known)}" if known else "; it has no Artifacts")
         )
     by_name = {a.name: a for a in artifacts}
+    pool = Pool(backend, artifacts)
     found = []
     for view in members:
         inputs = [by_name[i] for i in view.inputs if i in by_name]
@@ -272,14 +272,8 @@ def why_experiment(backend: Backend, name: str, point: str | None) -> list[Stage
         entry = StageWhy(view.dataset, view.semantic_name, view.stage, view.name, "hit", found=view)
         if view.first_experiment == name or view.first_experiment is None:
             entry.status, entry.found = "miss", None
-            entry.nearest, entry.nearest_view = explain(
-                backend,
-                side_of(backend, view, texts=True),
-                view.dataset,
-                view.stage,
-                artifacts,
-                view.fingerprint,
-                before=view.created_at,
+            entry.nearest, entry.nearest_view = pool.explain(
+                side_of(backend, view, texts=True), view.dataset, view.stage, view.fingerprint, before=view.created_at
             )
         found.append(entry)
     return found

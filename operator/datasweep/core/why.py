@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 # Leaves of the canonical dict shown without their section: `params.temperature` reads `temperature`.
@@ -53,6 +54,15 @@ class Side:
     effective: Mapping[str, Any] | None = None
     dataset_files: Mapping[str, str] = field(default_factory=dict)
 
+    # flattened once: one side is compared with many (plan -o wide over a large sweep)
+    @cached_property
+    def flat_canonical(self) -> dict[str, Any] | None:
+        return None if self.canonical is None else flatten(self.canonical)
+
+    @cached_property
+    def flat_effective(self) -> dict[str, Any] | None:
+        return None if self.effective is None else flatten(self.effective)
+
 
 def show(value: Any) -> str:
     """A value as people write it: `0.7`, `gpt-4o`, `null`, `[a, b]`."""
@@ -64,6 +74,8 @@ def show(value: Any) -> str:
         return value[:_SHORT] if _DIGEST.match(value) else value
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):  # a training stage's inputs: fingerprints, shown short
+        return "[" + ", ".join(show(item) for item in value) + "]"
     return json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
 
 
@@ -124,11 +136,10 @@ def diff(existing: Side, planned: Side) -> list[Difference]:
     (recipe, cache version, dataset content, model, inputs, then the rest by name). Canonical parameters are
     compared where both sides have them, else the effective ones; one side without either compares nothing."""
     canonical = existing.canonical is not None and planned.canonical is not None
-    old_params = existing.canonical if canonical else existing.effective
-    new_params = planned.canonical if canonical else planned.effective
-    if old_params is None or new_params is None:
+    old = existing.flat_canonical if canonical else existing.flat_effective
+    new = planned.flat_canonical if canonical else planned.flat_effective
+    if old is None or new is None:
         return []
-    old, new = flatten(old_params), flatten(new_params)
     found = []
     for path in sorted(set(old) | set(new), key=_order):
         if path not in new:

@@ -74,6 +74,15 @@ def test_recipe_versions_added_and_removed_keys() -> None:
     assert [d.render() for d in diff(Side({}), Side({"recipe": 4}))] == ["recipe added: 4"]
 
 
+def test_a_training_stage_names_its_changed_input_by_short_fingerprints() -> None:
+    old = {"stage": "qa", "inputs": ["a" * 64], "params": {"learning_rate": 3e-5}}
+    new = {"stage": "qa", "inputs": ["b" * 64], "params": {"learning_rate": 1e-5}}
+    assert [d.render() for d in diff(Side(old), Side(new))] == [
+        f"inputs [{'a' * 12}] → [{'b' * 12}]",
+        "learning_rate 3e-05 → 1e-05",
+    ]
+
+
 def test_effective_params_are_compared_when_a_side_has_no_canonical_ones() -> None:
     old = Side(None, {"temperature": 0.7, "prompt": "a\nb"})
     new = Side({"stage": "generate"}, {"temperature": 0.9, "prompt": "a\nc"})
