@@ -18,6 +18,7 @@ from typing import Any
 _SECTION_PREFIX = "params."
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _SHORT = 12
+_ABSENT = object()
 # Shown before the others (then in path order): what changes every fingerprint of a stage kind or dataset.
 _FIRST = ("recipe", "cache_version", "dataset.sha256", "base_model", "inputs")
 
@@ -62,6 +63,32 @@ class Side:
     @cached_property
     def flat_effective(self) -> dict[str, Any] | None:
         return None if self.effective is None else flatten(self.effective)
+
+    @cached_property
+    def leaves_canonical(self) -> frozenset[tuple[str, str]] | None:
+        return None if self.flat_canonical is None else _leaves(self.flat_canonical)
+
+    @cached_property
+    def leaves_effective(self) -> frozenset[tuple[str, str]] | None:
+        return None if self.flat_effective is None else _leaves(self.flat_effective)
+
+
+def _leaves(flat: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
+    """(path, value with its type) pairs: two sides differ in the paths of their symmetric difference."""
+    return frozenset(
+        (path, f"{type(value).__name__}:{json.dumps(value, sort_keys=True, default=str)}")
+        for path, value in flat.items()
+    )
+
+
+def count_differences(existing: Side, planned: Side) -> int | None:
+    """len(diff(existing, planned)), fast (set operations); None when the two cannot be compared."""
+    canonical = existing.canonical is not None and planned.canonical is not None
+    old = existing.leaves_canonical if canonical else existing.leaves_effective
+    new = planned.leaves_canonical if canonical else planned.leaves_effective
+    if old is None or new is None:
+        return None
+    return len({path for path, _ in old ^ new})
 
 
 def show(value: Any) -> str:
@@ -141,18 +168,24 @@ def diff(existing: Side, planned: Side) -> list[Difference]:
     if old is None or new is None:
         return []
     found = []
-    for path in sorted(set(old) | set(new), key=_order):
+    changed = [path for path in old.keys() | new.keys() if not _same(old.get(path, _ABSENT), new.get(path, _ABSENT))]
+    for path in sorted(changed, key=_order):
         if path not in new:
             found.append(Difference(_display(path), old[path], None, "removed"))
         elif path not in old:
             found.append(Difference(_display(path), None, new[path], "added"))
-        elif old[path] != new[path]:
+        else:
             found.append(
                 Difference(
                     _display(path), old[path], new[path], detail=_detail(path, old[path], new[path], existing, planned)
                 )
             )
     return found
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as the fingerprint sees them: `true` is not `1`, and `1` is not `1.0` (canonical JSON differs)."""
+    return type(a) is type(b) and a == b
 
 
 def _detail(path: str, old: Any, new: Any, existing: Side, planned: Side) -> str:
@@ -194,11 +227,11 @@ class Nearest:
 def nearest(planned: Side, candidates: Sequence[Candidate]) -> Nearest | None:
     """The candidate whose parameters differ from the planned ones in the fewest fields; a tie goes to a Ready
     one, then the newest, then the first name. None when no candidate can be compared."""
-    scored = [(candidate, diff(candidate.side, planned)) for candidate in candidates]
-    scored = sorted((row for row in scored if row[1]), key=lambda row: row[0].name)
-    scored.sort(key=lambda row: row[0].created, reverse=True)  # stable: newest first, names in order
-    scored.sort(key=lambda row: (len(row[1]), not row[0].ready))
-    return Nearest(*scored[0]) if scored else None
+    scored = [(candidate, count_differences(candidate.side, planned)) for candidate in candidates]
+    rows = sorted(((c, n) for c, n in scored if n), key=lambda row: row[0].name)
+    rows.sort(key=lambda row: row[0].created, reverse=True)  # stable: newest first, names in order
+    rows.sort(key=lambda row: (row[1] or 0, not row[0].ready))
+    return Nearest(rows[0][0], diff(rows[0][0].side, planned)) if rows else None
 
 
 def summary(differences: Sequence[Difference]) -> str:
