@@ -78,3 +78,32 @@ def test_why_of_an_experiment_by_name_and_of_an_unknown_one(
     assert "why-a, why-b" in unknown
     wrong_point = invoke("why", "why-b", "Copa/nothing", "--root", root, expect=2).output
     assert "'Copa/nothing': no point of experiment why-b" in wrong_point
+
+
+def test_why_of_a_training_stage_names_its_parameter_and_its_data_hit(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
+) -> None:
+    (workspace / "models" / "tiny").mkdir(parents=True)
+    root = workspace / "root"
+
+    def with_training(inner_lr: float) -> dict[str, Any]:
+        stage = {
+            "name": "meta",
+            "kind": "fomaml",
+            "baseModel": {"path": "models/tiny"},
+            "params": {
+                "task_key": "id",
+                "prompt_template": "{text}",
+                "response_template": " {id}",
+                "inner_lr": inner_lr,
+            },
+        }
+        return {**spec(0.7), "training": [stage]}
+
+    first = write_experiment("why-train", with_training(0.01))
+    invoke("run", first, "--root", root, "--worker-command", fake_worker_command())
+    second = write_experiment("why-train-2", with_training(0.02))
+    shown = invoke("why", second, "--root", root).stdout
+    assert "Copa/temp07_topp10_gpt4o generate: hit " in shown
+    assert "Copa/temp07_topp10_gpt4o meta: MISS" in shown
+    assert "1 field differs:\n    inner_lr 0.01 → 0.02\n" in shown
