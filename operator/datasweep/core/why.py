@@ -74,11 +74,24 @@ class Side:
 
 
 def _leaves(flat: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
-    """(path, value with its type) pairs: two sides differ in the paths of their symmetric difference."""
-    return frozenset(
-        (path, f"{type(value).__name__}:{json.dumps(value, sort_keys=True, default=str)}")
-        for path, value in flat.items()
-    )
+    """(path, leaf) pairs: two sides differ in the paths of their symmetric difference."""
+    return frozenset((path, _leaf(value)) for path, value in flat.items())
+
+
+def _leaf(value: Any) -> str:
+    """A value as a comparable string: `true` is not `1`, but `1` is `1.0` (the API server gives a float field's
+    1.0 back as 1)."""
+    return json.dumps(_numbers(value), sort_keys=True, default=str)
+
+
+def _numbers(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_numbers(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _numbers(item) for key, item in value.items()}
+    return value
 
 
 def count_differences(existing: Side, planned: Side) -> int | None:
@@ -184,8 +197,7 @@ def diff(existing: Side, planned: Side) -> list[Difference]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equal as the fingerprint sees them: `true` is not `1`, and `1` is not `1.0` (canonical JSON differs)."""
-    return type(a) is type(b) and a == b
+    return a is b if _ABSENT in (a, b) else _leaf(a) == _leaf(b)
 
 
 def _detail(path: str, old: Any, new: Any, existing: Side, planned: Side) -> str:

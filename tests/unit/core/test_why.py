@@ -90,6 +90,14 @@ def test_effective_params_are_compared_when_a_side_has_no_canonical_ones() -> No
     assert diff(Side(None), new) == []
 
 
+def test_numbers_compare_by_value_as_the_api_server_returns_them() -> None:
+    # an Artifact object's 1.0 comes back from the API server as 1; true stays no number
+    old = Side({"params": {"top_p": 1, "temperature": 0.7, "stop": [1], "validate": True}})
+    new = Side({"params": {"top_p": 1.0, "temperature": 0.7, "stop": [1.0], "validate": 1}})
+    assert [d.render() for d in diff(old, new)] == ["validate true → 1"]
+    assert nearest(new, [Candidate("api", old)]).differences == diff(old, new)  # type: ignore[union-attr]
+
+
 def test_line_change_wording() -> None:
     assert line_change("a\nb\nc", "a\nb\nc\nd") == "line 4 differs"
     assert line_change("a\nb", "x\ny") == "lines 1, 2 differ"
