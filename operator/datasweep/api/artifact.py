@@ -26,6 +26,10 @@ class ArtifactSpec(CamelModel):
     fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
     semantic_name: str
     params: dict[str, Any] = Field(default_factory=dict, description="Canonical effective parameters")
+    canonical: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The fingerprint's input (what core/fingerprint.py hashes): what `datasweep why` compares",
+    )
     inputs: list[str] = Field(default_factory=list, description="Names of the input Artifacts")
     storage: ArtifactStorage
     image: str | None = None

@@ -50,6 +50,13 @@ class ArtifactView:
     source_sha256: str | None = None  # import --source: the hash of the dataset it was generated from
     label_keys: frozenset[str] = frozenset()  # on a cluster: the consumer labels (exp./batch.datasweep.io/...)
     base_model: dict[str, Any] | None = None  # a training Artifact's model identity: pvc, path, hub_id
+    # what `datasweep why` reads: the fingerprint's input (None where not recorded, and for imported trees), the
+    # data stage's dataset files with their sha256 (local runs), when it was made and by which Job
+    canonical: dict[str, Any] | None = None
+    dataset_files: dict[str, str] = field(default_factory=dict)
+    created_at: str | None = None
+    completed_at: str | None = None
+    job: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -203,6 +210,10 @@ def _view_of_local(artifact: LocalArtifact) -> ArtifactView:
         legacy_fingerprint=artifact.legacy_fingerprint,
         source_sha256=artifact.source_sha256,
         base_model=_local_base_model(artifact.params),
+        canonical=None if artifact.imported else dict(artifact.params),
+        dataset_files=dict(artifact.dataset_files),
+        created_at=artifact.created_at,
+        completed_at=artifact.completed_at,
     )
 
 
@@ -446,6 +457,10 @@ class ClusterBackend:
                     source_sha256=annotations.get(k8s_labels.SOURCE_SHA256),
                     label_keys=frozenset(labels),
                     base_model=_cluster_base_model(spec.get("worker") or {}),
+                    canonical=dict(spec["canonical"]) if spec.get("canonical") else None,
+                    created_at=(obj.get("metadata") or {}).get("creationTimestamp"),
+                    completed_at=status.get("completedAt"),
+                    job=status.get("job"),
                 )
             )
         return sorted(views, key=lambda a: (a.dataset, a.semantic_name, a.stage, a.name))

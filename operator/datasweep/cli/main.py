@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "suspend": "datasweep.cli.suspend:suspend",
     "resume": "datasweep.cli.suspend:resume",
     "watch": "datasweep.cli.watch:watch",
+    "why": "datasweep.cli.why:why",
     "completion": "datasweep.cli.completion:completion",
 }
 

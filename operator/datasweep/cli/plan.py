@@ -20,6 +20,7 @@ from datasweep.cli.common import (
     kubeconfig_available,
     output_option,
     print_table,
+    wide_requested,
 )
 from datasweep.cli.run import experiment_options
 from datasweep.core.imported import ImportedMatch, find_match
@@ -359,7 +360,7 @@ def plan(
         return
     for note in experiment.notes:
         click.echo(f"note: {note}", err=True)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for e in estimates:
         if e.hit:
             cost = "-"
@@ -383,11 +384,14 @@ def plan(
                 cost,
             )
         )
-    print_table(
-        f"{experiment.name} -> {the_plan.batch} ({backend.location})",
-        ("DATASET", "SEMANTIC", "STAGE", "STATUS", "WHERE", "ESTIMATE"),
-        rows,
-    )
+    columns: tuple[str, ...] = ("DATASET", "SEMANTIC", "STAGE", "STATUS", "WHERE", "ESTIMATE")
+    if wide_requested():  # the first difference from the nearest Artifact (datasweep why)
+        from datasweep.cli.why import why_column
+
+        whys = why_column(backend, experiment, [e.stage for e in misses])
+        columns += ("WHY",)
+        rows = [(*row, whys.get(e.stage.artifact, "")) for row, e in zip(rows, estimates, strict=True)]
+    print_table(f"{experiment.name} -> {the_plan.batch} ({backend.location})", columns, rows)
     for e in estimates:
         if e.imported is not None:
             click.echo(f"{e.stage.artifact}: {e.imported.describe()}")

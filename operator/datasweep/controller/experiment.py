@@ -607,7 +607,8 @@ def reconcile(
     if not spec.force_regenerate:
         plan, reused = _reuse_imported(namespace, plan, index)
     generate_paths: dict[str, str] = {}
-    hits = 0
+    hit_points: list[str] = []
+    missed_points: list[str] = []
     corrections: list[Correction] = []
     applying = Applying(decides=_exists_checker(namespace), relaunch=relaunch)
     # Generate stages first (training stages need their paths), each wave with a bounded number of creates
@@ -641,7 +642,8 @@ def reconcile(
                 for stage, (path, hit, correction) in zip(wave, results, strict=True):
                     if stage.stage not in TRAINING_STAGES:
                         generate_paths[stage.artifact] = path
-                        hits += hit and stage.artifact not in reused
+                        if stage.artifact not in reused:
+                            (hit_points if hit else missed_points).append(f"{stage.dataset}/{stage.semantic_name}")
                     if correction is not None:
                         corrections.append(correction)
     except Refused as exc:
@@ -654,9 +656,13 @@ def reconcile(
     if data_root is not None:
         for point in plan.points:
             layout.link_into_batch(data_root, plan.batch, point.dataset, generate_paths[point.generate.artifact])
-    misses = len(plan.points) - hits - len(reused)
-    if hits:
-        kopf.info(body, reason="CacheHit", message=f"{hits} point(s) reuse data an identical configuration produced")
+    if hit_points:
+        kopf.info(
+            body,
+            reason="CacheHit",
+            message=f"{len(hit_points)} point(s) reuse data an identical configuration produced: "
+            f"{_names(sorted(hit_points))}",
+        )
     for planned, match, _ in reused.values():
         kopf.info(
             body,
@@ -664,8 +670,13 @@ def reconcile(
             message=f"point {planned.dataset}/{planned.semantic_name} ({planned.artifact}) reuses imported directory "
             f"{match.path} (Artifact {match.artifact}; matched {', '.join(match.matched)})",
         )
-    if misses:
-        kopf.info(body, reason="CacheMiss", message=f"{misses} point(s) need new data")
+    if missed_points:
+        kopf.info(
+            body,
+            reason="CacheMiss",
+            message=f"{len(missed_points)} point(s) need new data: {_names(sorted(missed_points))} "
+            f"(`datasweep why {name}` says what differs from the nearest existing data)",
+        )
     _announce(body, corrections)
     conditions = [c for c in status.get("conditions", []) if c.get("type") != "Failed"]
     conditions = set_condition(

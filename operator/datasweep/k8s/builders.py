@@ -57,6 +57,7 @@ def artifact_body(
             "fingerprint": stage.fingerprint,
             "semanticName": stage.semantic_name,
             "params": stage.params,
+            "canonical": stage.canonical,
             "inputs": list(stage.inputs),
             "storage": {"claimName": settings.data_claim_name, "path": storage_path},
             # The worker image has no torch: every training stage runs in the trainer image, on CPU or GPU.

@@ -41,6 +41,9 @@ class LocalArtifact(CamelModel):
     fingerprint: str
     path: str = Field(description="Relative to the root, e.g. _shared/Copa/temp07_topp10_gpt4o")
     params: dict[str, Any] = Field(default_factory=dict, description="Canonical parameters (the fingerprint input)")
+    dataset_files: dict[str, str] = Field(
+        default_factory=dict, description="A data stage's dataset files and the sha256 of each (what `why` counts)"
+    )
     inputs: list[str] = Field(default_factory=list)
     phase: LocalPhase = "Pending"
     first_batch: str | None = None

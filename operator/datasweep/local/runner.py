@@ -276,6 +276,7 @@ class LocalRunner:
                 fingerprint=stage.fingerprint,
                 path=relpath,
                 params=stage.canonical,
+                dataset_files=experiment.datasets[stage.dataset].file_sha256 if parent is None else {},
                 inputs=list(stage.inputs),
             ),
             plan.batch,

@@ -11,7 +11,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +164,7 @@ class DatasetFiles:
     files: tuple[Path, ...]
     sha256: str
     task_files: tuple[Path, ...] = ()  # prepared datasets: record files of the TASK_FOLDERS
+    file_sha256: dict[str, str] = field(default_factory=dict)  # each file's own sha256, by relative path
 
     def relative_task_files(self) -> list[str]:
         return [path.relative_to(self.directory).as_posix() for path in self.task_files]
@@ -212,20 +213,24 @@ def dataset_files(directory: Path, name: str, suffixes: tuple[str, ...] = (".jso
             f"dataset {name}: no split files in {directory}; expected one of {expected} (or *.jsonl{also})"
         )
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
-        _hash_file(digest, path)
-    for path in task_files:
-        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
-        _hash_file(digest, path)
-    return DatasetFiles(directory=directory, files=files, sha256=digest.hexdigest(), task_files=task_files)
+    each: dict[str, str] = {}
+    for name, path in [(p.name, p) for p in files] + [(p.relative_to(directory).as_posix(), p) for p in task_files]:
+        digest.update(name.encode() + b"\0")
+        each[name] = _hash_file(digest, path)
+    return DatasetFiles(
+        directory=directory, files=files, sha256=digest.hexdigest(), task_files=task_files, file_sha256=each
+    )
 
 
-def _hash_file(digest: Any, path: Path) -> None:
+def _hash_file(digest: Any, path: Path) -> str:
+    """Adds the file's bytes to `digest`; returns the file's own sha256 (in the same pass)."""
+    own = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+            own.update(block)
     digest.update(b"\0")
+    return own.hexdigest()
 
 
 def sample_records(files: DatasetFiles, limit: int = 5) -> dict[str, list[dict[str, Any]]]:
