@@ -399,7 +399,8 @@ class Change:
 
     def describe(self) -> str:
         fits = "fits" if self.estimate.fits else "still too big"
-        return f"{self.field}: {json.dumps(self.value)} -> {gib(self.estimate.total)} ({fits})"
+        value = "" if self.field.startswith("together") else f": {json.dumps(self.value)}"
+        return f"{self.field}{value} -> {gib(self.estimate.total)} ({fits})"
 
 
 def _halved(params: Mapping[str, Any], name: str, floor: int) -> int | None:
@@ -410,36 +411,32 @@ def _halved(params: Mapping[str, Any], name: str, floor: int) -> int | None:
 def smaller_alternatives(
     kind: str, params: Mapping[str, Any], gpus: int, nodes: int, shape: ModelShape, gpu: Gpu
 ) -> list[Change]:
-    """Each single change that lowers the estimate (batch size, max_length, checkpointing, dtype, top_n, GPUs)."""
-    candidates: list[tuple[str, Any, dict[str, Any], int, int]] = []
+    """Each single change that lowers the estimate (batch size, max_length, checkpointing, dtype, top_n, GPUs),
+    smallest first; when none fits alone, the params changes together, as many as it takes, as one more."""
+    candidates: list[tuple[str, Any, dict[str, Any]]] = []  # (field, value, params it changes)
 
     def param(name: str, value: Any) -> None:
         if value is not None and value != params.get(name):
-            candidates.append((f"params.{name}", value, {**params, name: value}, gpus, nodes))
+            candidates.append((f"params.{name}", value, {name: value}))
 
+    more_gpus: Change | None = None
     if kind == "fomaml":
         param("enable_gradient_checkpointing", True)
         if params["dtype"] in ("float32", "float64"):
             param("dtype", "bfloat16")
-        for name in ("inner_batch_size", "query_batch_size"):
-            param(name, _halved(params, name, 1))
+        inner, query = _halved(params, "inner_batch_size", 1), _halved(params, "query_batch_size", 1)
+        if inner is not None and query is not None:  # the larger of the two sets the activations
+            both = {"inner_batch_size": inner, "query_batch_size": query}
+            candidates.append(("params.inner_batch_size and query_batch_size", inner, both))
         param("max_length", _halved(params, "max_length", 8))
         world = max(1, gpus) * max(1, nodes)
-        for more in (2, 4, 8, 16, 32, 64):
-            if more > world:
-                wanted = {**params, "use_fsdp": True}
-                per_node = min(more, MAX_GPUS_PER_NODE)
-                after = estimate_memory(kind, wanted, per_node, more // per_node, shape, gpu)
-                if after.fits or more == 64:
-                    candidates.append(
-                        (
-                            f"resources.gpus x nodes {more} with params.use_fsdp",
-                            True,
-                            wanted,
-                            per_node,
-                            more // per_node,
-                        )
-                    )
+        for ranks in (2, 4, 8, 16, 32, 64):
+            if ranks > world:
+                per_node = min(ranks, MAX_GPUS_PER_NODE)
+                sharded = estimate_memory(kind, {**params, "use_fsdp": True}, per_node, ranks // per_node, shape, gpu)
+                if sharded.fits or ranks == 64:
+                    field = f"resources.gpus {per_node}, nodes {ranks // per_node} with params.use_fsdp"
+                    more_gpus = Change(field, True, sharded)
                     break
     elif kind == "moe-steer":
         param("batch_size", _halved(params, "batch_size", 2) if int(params["batch_size"]) % 4 == 0 else None)
@@ -451,12 +448,25 @@ def smaller_alternatives(
     elif kind == "qa":
         param("per_device_batch_size", _halved(params, "per_device_batch_size", 1))
         param("max_length", _halved(params, "max_length", 16))
-    changes = []
-    for field_name, value, changed, change_gpus, change_nodes in candidates:
-        after = estimate_memory(kind, changed, change_gpus, change_nodes, shape, gpu)
-        changes.append(Change(field_name, value, after))
     before = estimate_memory(kind, params, gpus, nodes, shape, gpu).total
-    return sorted((c for c in changes if c.estimate.total < before), key=lambda c: c.estimate.total)
+    changes = [
+        Change(field, value, estimate_memory(kind, {**params, **delta}, gpus, nodes, shape, gpu))
+        for field, value, delta in candidates
+    ]
+    changes = sorted((c for c in changes if c.estimate.total < before), key=lambda c: c.estimate.total)
+    if changes and not any(c.estimate.fits for c in changes):
+        deltas = {c.field: delta for c in changes for field, _, delta in candidates if field == c.field}
+        together: dict[str, Any] = {}
+        for change in changes:
+            together.update(deltas[change.field])
+            after = estimate_memory(kind, {**params, **together}, gpus, nodes, shape, gpu)
+            if after.fits:
+                fields = ", ".join(f"params.{name} {json.dumps(value)}" for name, value in together.items())
+                changes.append(Change(f"together ({fields})", len(together), after))
+                break
+    if more_gpus is not None:
+        changes.append(more_gpus)
+    return changes
 
 
 def refusal(where: str, kind: str, estimate: MemoryEstimate, changes: list[Change]) -> str:
