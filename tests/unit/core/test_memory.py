@@ -21,6 +21,7 @@ from datasweep.core.memory import (
     stage_memory,
 )
 from datasweep.testing.real_configs import OLMOE_1B_7B, REAL_CONFIGS
+from datasweep.testing.real_configs import TINY_CONFIGS as TINY
 
 torch = pytest.importorskip("torch")
 meta_model = pytest.importorskip("datasweep.workloads.meta_model")
@@ -56,66 +57,6 @@ def test_published_sizes() -> None:
     assert round(billions["Qwen1.5-MoE-A2.7B"], 1) == 14.3
     olmoe = model_shape(OLMOE_1B_7B)
     assert (olmoe.per_expert, olmoe.experts) == (3 * 2048 * 1024, 64 * 16)
-
-
-TINY: dict[str, dict[str, Any]] = {
-    "llama": {
-        "model_type": "llama",
-        "vocab_size": 96,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "tie_word_embeddings": False,
-    },
-    "olmoe": {
-        "model_type": "olmoe",
-        "vocab_size": 96,
-        "hidden_size": 32,
-        "intermediate_size": 16,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
-        "num_experts": 8,
-        "num_experts_per_tok": 2,
-    },
-    "qwen2_moe": {
-        "model_type": "qwen2_moe",
-        "vocab_size": 96,
-        "hidden_size": 32,
-        "intermediate_size": 48,
-        "moe_intermediate_size": 16,
-        "shared_expert_intermediate_size": 24,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "num_experts": 6,
-        "num_experts_per_tok": 2,
-        "decoder_sparse_step": 1,
-        "mlp_only_layers": [2],
-    },
-    "roberta": {
-        "model_type": "roberta",
-        "vocab_size": 96,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "max_position_embeddings": 40,
-        "type_vocab_size": 1,
-        "pad_token_id": 1,
-    },
-    "bert": {
-        "model_type": "bert",
-        "vocab_size": 96,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "max_position_embeddings": 40,
-    },
-}
 
 
 def _one_adamw_step(model: Any, trainable: list[Any], encoder: bool) -> Any:
