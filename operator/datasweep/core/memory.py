@@ -436,6 +436,8 @@ def smaller_alternatives(
                 sharded = estimate_memory(kind, {**params, "use_fsdp": True}, per_node, ranks // per_node, shape, gpu)
                 if sharded.fits or ranks == 64:
                     field = f"resources.gpus {per_node}, nodes {ranks // per_node} with params.use_fsdp"
+                    if int(params["inner_batch_size"]) % ranks or int(params["query_batch_size"]) % ranks:
+                        field += f" (FSDP splits rows: inner_batch_size and query_batch_size multiples of {ranks})"
                     more_gpus = Change(field, True, sharded)
                     break
     elif kind == "moe-steer":
