@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from datasweep.testing.real_configs import LLAMA_3_1_8B
 from tests.e2e.operator_harness import apply, cluster_fixtures, condition, experiment, get, running_operator, wait_for
 
 
@@ -28,6 +30,7 @@ def edit(path: str, value: Any, delete: bool = False) -> Any:
 
 
 TRAINING = {"name": "meta", "kind": "fomaml", "baseModel": {"path": "models/tiny"}, "params": {}}
+COPA_FOMAML = {"task_key": "label", "prompt_template": "{premise}", "response_template": " {text}"}
 
 # (what is wrong, change to a valid Experiment, words the rejection must contain)
 REJECTED_AT_APPLY = [
@@ -158,6 +161,12 @@ ANSWERED_BY_THE_OPERATOR = [
         "PromptNotFound",
         "spec.generation.prompt.configMapKeyRef",
     ),
+    (
+        "a stage that cannot fit its GPU (Llama-3.1-8B's config.json, full fine-tune in float32)",
+        {"training": [{**TRAINING, "baseModel": {"path": "models/llama-3.1-8b-config"}, "params": COPA_FOMAML}]},
+        "InsufficientGPUMemory",
+        "spec.training[0] meta (fomaml) needs about",
+    ),
 ]
 
 
@@ -169,6 +178,9 @@ def test_answered_with_a_failed_condition(
     tmp_path: Path,
 ) -> None:
     cluster_fixtures(control_plane, namespace, data_root)
+    config = data_root / "models" / "llama-3.1-8b-config" / "config.json"  # the config alone: no weights
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps(LLAMA_3_1_8B), encoding="utf-8")
     with running_operator(namespace, data_root, tmp_path):
         for index, (_case, spec, _reason, _field) in enumerate(ANSWERED_BY_THE_OPERATOR):
             apply(control_plane, namespace, experiment(f"bad-{index}", purpose="bad_input", **spec))

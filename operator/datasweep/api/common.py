@@ -150,6 +150,12 @@ class Resources(CamelModel):
     nodes: int = Field(default=1, ge=1, le=64, description="Nodes; above 1 an Indexed Job with torchrun is used")
     cpu: Quantity | None = Field(default=None, description="CPU request per pod, e.g. 8 or 500m")
     memory: Quantity | None = Field(default=None, description="Memory request per pod, e.g. 64Gi")
+    gpu_memory: Quantity | None = Field(
+        default=None,
+        description="Memory of one GPU the stage runs on, e.g. 80Gi: plan and the operator refuse a training stage "
+        "whose estimate does not fit it (default: the GPU product of the operator's GPU node selector, else an "
+        "80 GB H100)",
+    )
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

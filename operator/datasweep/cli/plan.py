@@ -24,6 +24,7 @@ from datasweep.cli.common import (
 )
 from datasweep.cli.run import experiment_options
 from datasweep.core.imported import ImportedMatch, find_match
+from datasweep.core.memory import StageMemory
 from datasweep.core.plan import StagePlan
 from datasweep.local.experiment_file import (
     ExperimentFileError,
@@ -243,6 +244,12 @@ def estimate_training(stage: StagePlan, hours: float) -> StageEstimate:
     return StageEstimate(stage, False, None, gpu_hours=round(gpus * hours, 3))
 
 
+def _memory_dict(memory: StageMemory | None) -> dict[str, Any] | None:
+    if memory is None:
+        return None
+    return memory.estimate.to_dict() if memory.estimate is not None else {"note": memory.note}
+
+
 def local_hits(root: Path, stage: StagePlan, generate_rel: str | None) -> tuple[bool, str | None]:
     if stage.stage not in TRAINING_STAGES:  # the point's data stage: generate, or dataset (prepared data)
         rel = find_generate_dir(root, stage.dataset, stage.semantic_name, stage.fingerprint)
@@ -277,6 +284,7 @@ def plan(
     try:
         experiment = load_experiment(experiment_file, data_dir, parse_prompt_files(prompt_files))
         the_plan = experiment.plan()
+        memory, _ = experiment.memory(the_plan)
     except ExperimentFileError as exc:
         raise BadInput(str(exc)) from exc
     local_default = root is None and not cluster and not (namespace or kube_context or kubeconfig_available())
@@ -354,7 +362,7 @@ def plan(
             "batch": the_plan.batch,
             "backend": backend.location,
             "totals": totals,
-            "stages": [e.to_dict() for e in estimates],
+            "stages": [{**e.to_dict(), "memory": _memory_dict(memory.get(e.stage.artifact))} for e in estimates],
         }
         click.echo(dump(data, output))
         return
@@ -382,9 +390,10 @@ def plan(
                 "imported" if e.imported else ("hit" if e.hit else "MISS"),
                 e.where or "",
                 cost,
+                memory[e.stage.artifact].cell() if e.stage.artifact in memory else "",
             )
         )
-    columns: tuple[str, ...] = ("DATASET", "SEMANTIC", "STAGE", "STATUS", "WHERE", "ESTIMATE")
+    columns: tuple[str, ...] = ("DATASET", "SEMANTIC", "STAGE", "STATUS", "WHERE", "ESTIMATE", "MEMORY")
     if wide_requested():  # the first difference from the nearest Artifact (datasweep why)
         from datasweep.cli.why import why_column
 
@@ -392,6 +401,9 @@ def plan(
         columns += ("WHY",)
         rows = [(*row, whys.get(e.stage.artifact, "")) for row, e in zip(rows, estimates, strict=True)]
     print_table(f"{experiment.name} -> {the_plan.batch} ({backend.location})", columns, rows)
+    gpus = sorted({f"{m.estimate.gpu.name} ({m.estimate.gpu.why})" for m in memory.values() if m.estimate})
+    if gpus:
+        click.echo(f"MEMORY: estimate per GPU / memory of one GPU: {'; '.join(gpus)}; how: docs/stages.md")
     for e in estimates:
         if e.imported is not None:
             click.echo(f"{e.stage.artifact}: {e.imported.describe()}")

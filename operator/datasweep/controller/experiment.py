@@ -26,6 +26,7 @@ from datasweep.controller.indices import EXPERIMENTS, ArtifactInfo, artifact_inf
 from datasweep.controller.setup import settings
 from datasweep.core import naming
 from datasweep.core.imported import ImportedMatch, plan_matches
+from datasweep.core.memory import GPU_PRODUCT_LABEL, UnknownModel, plan_memory, read_model_config
 from datasweep.core.plan import Plan, PlanError, PlanInputs, StagePlan, plan_experiment
 from datasweep.core.shape import check_shapes, check_task_files
 from datasweep.core.worker_spec import worker_spec_for
@@ -188,7 +189,24 @@ def plan_for(namespace: str, spec: ExperimentSpec, created: datetime) -> Plan:
     problems = check_shapes(plan, samples)
     if problems:  # before any Artifact, Job or request
         raise PlanError("the records lack fields the stages need: " + "; ".join(problems), "FieldMismatch")
+    product = settings().job_defaults.gpu_node_selector.get(GPU_PRODUCT_LABEL)
+    _, too_big = plan_memory(plan, _model_config, product)
+    if too_big:  # before any Artifact, Job or request
+        raise PlanError("a training stage cannot fit its GPU: " + "; ".join(too_big), "InsufficientGPUMemory")
     return plan
+
+
+def _model_config(stage: StagePlan) -> dict[str, Any] | None:
+    """The base model's config.json where the operator sees its volume; None otherwise (no memory check)."""
+    ref = stage.base_model
+    root = settings().volume_root(ref.pvc) if ref is not None and ref.path else None
+    directory = layout.resolve_inside(root, ref.path) if root is not None and ref is not None and ref.path else None
+    if directory is None:
+        return None
+    try:
+        return read_model_config(directory)
+    except UnknownModel:
+        return None  # the worker reports an unreadable config
 
 
 def _storage_path(stage: StagePlan, generate_paths: dict[str, str]) -> str:

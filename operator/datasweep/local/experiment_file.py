@@ -14,7 +14,8 @@ from datasweep import API_VERSION
 from datasweep.api._base import describe_validation_error
 from datasweep.api.common import ModelRef, PromptSource
 from datasweep.api.experiment import ExperimentSpec, parse_spec
-from datasweep.core.plan import Plan, PlanError, PlanInputs, plan_experiment
+from datasweep.core.memory import StageMemory, UnknownModel, plan_memory, read_model_config
+from datasweep.core.plan import Plan, PlanError, PlanInputs, StagePlan, plan_experiment
 from datasweep.core.shape import check_shapes, check_task_files
 from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files, sample_records
 from datasweep.store.records import RECORD_SUFFIXES
@@ -67,7 +68,28 @@ class LocalExperiment:
                 templates += preflight.template_problems(point.generate.params, records)
         if templates:
             raise ExperimentFileError(f"{self.path}: " + "; ".join(dict.fromkeys(templates)))
+        _, too_big = self.memory(plan)
+        if too_big:  # before anything is generated or paid for
+            raise ExperimentFileError(
+                f"{self.path}: a training stage cannot fit its GPU (nothing was run):\n  " + "\n  ".join(too_big)
+            )
         return plan
+
+    def memory(self, plan: Plan) -> tuple[dict[str, StageMemory], list[str]]:
+        """Each training stage's GPU memory estimate (by Artifact name) and the refusals (datasweep.core.memory)."""
+
+        def config_of(stage: StagePlan) -> dict[str, Any] | None:
+            ref = stage.base_model
+            if ref is None or not ref.path:
+                return None
+            try:
+                return read_model_config((self.data_dir / ref.path).resolve())
+            except UnknownModel as exc:
+                raise ExperimentFileError(
+                    f"{self.path}: spec.training[{stage.training_index}].baseModel: {exc}"
+                ) from exc
+
+        return plan_memory(plan, config_of)
 
     def model_dir(self, ref: ModelRef | None, where: str) -> str | None:
         """A model reference as a local directory (relative to --data-dir), or its hub id."""

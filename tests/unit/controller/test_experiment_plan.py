@@ -132,3 +132,34 @@ def test_seed_003_task_files_are_hashed_checked_and_snapshotted_for_the_job(data
     edited.write_bytes((source / "meta_train" / "math_support.parquet").read_bytes())
     again = controller.plan_for("ns", spec(_seed_tasks()), CREATED)
     assert {s.fingerprint for s in again.stages}.isdisjoint({s.fingerprint for s in plan.stages})
+
+
+def test_a_training_stage_that_cannot_fit_its_gpu_is_refused_before_any_artifact(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datasweep.api.settings import JobDefaults
+    from datasweep.testing.real_configs import LLAMA_3_1_8B, LLAMA_3_2_1B
+
+    model = data_root / "models" / "m"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps(LLAMA_3_1_8B), encoding="utf-8")
+    params = {"task_key": "task", "prompt_template": "{question}", "response_template": "{answer}"}
+    with pytest.raises(PlanError) as caught:
+        controller.plan_for("ns", spec(params), CREATED)
+    assert caught.value.reason == "InsufficientGPUMemory"
+    message = str(caught.value)
+    assert message.startswith("a training stage cannot fit its GPU: spec.training[0] meta (fomaml) needs about")
+    assert "NVIDIA-H100-80GB-HBM3 has 79.6 GiB (assumed" in message
+    assert "resources.gpus 4, nodes 1 with params.use_fsdp: true ->" in message
+    # the GPU of the operator's node selector, and a model that fits it
+    selector = JobDefaults(gpu_node_selector={"nvidia.com/gpu.product": "NVIDIA-L4"})
+    monkeypatch.setattr(
+        controller, "settings", lambda: OperatorSettings(data_root=str(data_root), job_defaults=selector)
+    )
+    (model / "config.json").write_text(json.dumps(LLAMA_3_2_1B), encoding="utf-8")
+    with pytest.raises(PlanError, match=r"NVIDIA-L4 has 22.5 GiB \(node selector nvidia.com/gpu.product"):
+        controller.plan_for("ns", spec(params), CREATED)
+    small = {**params, "dtype": "bfloat16", "enable_gradient_checkpointing": True, "max_length": 256}
+    assert controller.plan_for("ns", spec(small), CREATED).points
+    (model / "config.json").unlink()  # no config.json where the operator looks: the worker finds out
+    assert controller.plan_for("ns", spec(params), CREATED).points
