@@ -284,7 +284,7 @@ class MemoryEstimate:
             ("weights", self.weights),
             ("gradients", self.gradients),
             ("optimizer", self.optimizer),
-            ("θ copy + meta-gradient" if self.kind == "fomaml" else "other", self.extra),
+            (_EXTRA_TERM.get(self.kind, "other"), self.extra),
             (f"activations of {self.tokens:,} tokens", activations),
         ]
         return " + ".join(f"{name} {gib(value)}" for name, value in parts if value)
@@ -308,6 +308,9 @@ class MemoryEstimate:
             "activationsCheckpointed": self.activations_checkpointed,
             "gradientCheckpointing": self.checkpointing,
         }
+
+
+_EXTRA_TERM = {"fomaml": "θ copy + meta-gradient", "moe-steer": "one fused expert gradient (transient)"}
 
 
 def gib(value: int) -> str:
@@ -346,7 +349,7 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Per-GPU bytes of a training stage of `kind` with its effective `params` (defaults filled in)."""
     ranks = max(1, gpus) * max(1, nodes)
-    extra_copies, shard, checkpointing = 0, 1, False
+    extra_copies, shard, checkpointing, transient = 0, 1, False, 0
     if kind == "fomaml":
         element = DTYPE_BYTES[str(params["dtype"])]
         activation_element = element
@@ -363,6 +366,9 @@ def estimate_memory(
         selected = shape.experts if top_n is None else min(int(top_n), shape.experts)
         trainable = selected * shape.per_expert
         rows = _int(params, "batch_size")
+        # backward still builds the gradient of a whole fused gate_up tensor of a layer with a selected expert
+        # (transformers' expert code), one layer at a time, before only the selected rows are kept
+        transient = shape.num_experts * 2 * shape.expert_intermediate * shape.hidden * element if selected else 0
     elif kind == "qa":
         element, activation_element = 4, QA_ACTIVATION_BYTES
         trainable = shape.parameters
@@ -380,7 +386,7 @@ def estimate_memory(
         weights=math.ceil(shape.parameters / shard) * element,
         gradients=math.ceil(trainable / shard) * element,
         optimizer=2 * math.ceil(trainable / shard) * element,
-        extra=extra_copies * math.ceil(trainable / shard) * element + gathered,
+        extra=extra_copies * math.ceil(trainable / shard) * element + gathered + transient,
         activations=full,
         activations_checkpointed=checkpointed,
         checkpointing=checkpointing,

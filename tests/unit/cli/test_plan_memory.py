@@ -18,7 +18,7 @@ def test_plan_shows_the_estimate_per_gpu_of_an_olmoe_moe_steer_stage(tmp_path: P
     text = invoke("plan", experiment, "--data-dir", FIXTURES, "--root", tmp_path / "root").stdout
     header = next(line for line in text.splitlines() if "MEMORY" in line and "STAGE" in line)
     steer = next(line for line in text.splitlines() if " steer " in line)
-    assert steer[header.index("MEMORY") :].strip() == "33.1/80 GiB"
+    assert steer[header.index("MEMORY") :].strip() == "33.6/80 GiB"
     assert "memory of one GPU: NVIDIA-H100-80GB-HBM3 (assumed" in text
     data = json.loads(invoke("plan", experiment, "--data-dir", FIXTURES, "--root", tmp_path, "-o", "json").stdout)
     (memory,) = [s["memory"] for s in data["stages"] if s["kind"] == "moe-steer"]
@@ -36,10 +36,10 @@ def test_a_stage_that_cannot_fit_is_refused_before_anything_is_created(tmp_path:
         result = invoke(command, experiment, "--data-dir", FIXTURES, "--root", root, expect=2)
         message = " ".join(result.output.split())
         assert "a training stage cannot fit its GPU (nothing was run)" in message
-        assert "spec.training[0] steer (moe-steer) needs about 173.0 GiB per GPU" in message
+        assert "spec.training[0] steer (moe-steer) needs about 174.0 GiB per GPU" in message
         assert "NVIDIA-H100-80GB-HBM3 has 79.6 GiB" in message
-        assert 'params.torch_dtype: "bfloat16" -> 92.7 GiB (still too big)' in message
-        assert 'together (params.torch_dtype "bfloat16", params.batch_size 16) -> 52.9 GiB (fits)' in message
+        assert 'params.torch_dtype: "bfloat16" -> 93.2 GiB (still too big)' in message
+        assert 'together (params.torch_dtype "bfloat16", params.batch_size 16) -> 53.4 GiB (fits)' in message
         assert not root.exists() or not any(root.iterdir())
 
 
