@@ -25,6 +25,7 @@ from datasweep.k8s.builders import DATA_MOUNT
 from datasweep.local.registry import LocalArtifact, Registry, RegistryError
 from datasweep.store.layout import SHARED
 from datasweep.store.manifest import ManifestSummary, Usage
+from datasweep.store.provenance import Provenance
 
 BATCH_DIR = re.compile(r"^batch_[0-9]{8}_[A-Za-z0-9_]+$")
 
@@ -50,6 +51,7 @@ class ArtifactView:
     source_sha256: str | None = None  # import --source: the hash of the dataset it was generated from
     label_keys: frozenset[str] = frozenset()  # on a cluster: the consumer labels (exp./batch.datasweep.io/...)
     base_model: dict[str, Any] | None = None  # a training Artifact's model identity: pvc, path, hub_id
+    provenance: Provenance | None = None  # what produced it (issue 25); on a cluster with the pod's image
 
     @property
     def ready(self) -> bool:
@@ -72,6 +74,7 @@ class ArtifactView:
             "imported": self.imported,
             "legacyFingerprint": self.legacy_fingerprint,
             "manifest": self.manifest.model_dump(mode="json", by_alias=True) if self.manifest else None,
+            "provenance": self.provenance.model_dump(mode="json", by_alias=True) if self.provenance else None,
         }
 
 
@@ -203,6 +206,7 @@ def _view_of_local(artifact: LocalArtifact) -> ArtifactView:
         legacy_fingerprint=artifact.legacy_fingerprint,
         source_sha256=artifact.source_sha256,
         base_model=_local_base_model(artifact.params),
+        provenance=artifact.manifest.provenance if artifact.manifest is not None else None,
     )
 
 
@@ -377,6 +381,15 @@ def _manifest(raw: Any) -> ManifestSummary | None:
         return None
 
 
+def _provenance(raw: Any) -> Provenance | None:
+    if not raw:
+        return None
+    try:
+        return Provenance.model_validate(raw)
+    except ValueError:
+        return None
+
+
 class ClusterBackend:
     kind = "cluster"
     display_root = "/data"
@@ -446,6 +459,7 @@ class ClusterBackend:
                     source_sha256=annotations.get(k8s_labels.SOURCE_SHA256),
                     label_keys=frozenset(labels),
                     base_model=_cluster_base_model(spec.get("worker") or {}),
+                    provenance=_provenance(status.get("provenance")),
                 )
             )
         return sorted(views, key=lambda a: (a.dataset, a.semantic_name, a.stage, a.name))
