@@ -576,7 +576,11 @@ def _provenance(namespace: str, job: str, summary: ManifestSummary | None) -> di
     """What produced the Artifact: the worker's record (its manifest) plus the image its pod ran, with the digest
     from the pod's imageID (a tag can be moved; the digest says which build ran)."""
     recorded = summary.provenance if summary is not None and summary.provenance is not None else Provenance()
-    image = pod_image(client.job_pods(namespace, job))
+    try:
+        image = pod_image(client.job_pods(namespace, job))
+    except ApiException as exc:  # the outcome is recorded all the same; only the image is then unknown
+        LOG.warning("cannot list the pods of Job %s for its image: %s", job, exc.reason)
+        image = Provenance()
     merged = recorded.model_copy(update=image.model_dump(exclude_unset=True))
     return merged.model_dump(mode="json", by_alias=True)
 
