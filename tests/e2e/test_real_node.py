@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -20,8 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
+from datasweep import __version__
+from datasweep.core.recipes import recipe_version
 from datasweep.k8s import builders
 from datasweep.store.manifest import read_manifest
+from datasweep.store.provenance import Provenance
 from datasweep.testing.openai_server import OpenAITestServer
 from tests.e2e.operator_harness import (
     REPO,
@@ -117,6 +121,14 @@ def test_seed_experiments_generate_real_rows_in_pods(
         assert any("rephrased:" in json.dumps(row) for row in rows)
         # Written by the pod (uid 10001), not by this process.
         assert (path / "manifest.json").stat().st_uid == 10001
+        # Provenance (issue 25): the worker's record, and the image digest the pod ran
+        provenance = Provenance.model_validate(artifact["status"]["provenance"])
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", provenance.image_digest or ""), artifact["status"]["provenance"]
+        assert provenance.image is not None
+        assert provenance.image.rsplit("/", 1)[-1] == real_images["worker"]
+        assert (provenance.datasweep_version, provenance.recipe) == (__version__, recipe_version("generate"))
+        assert provenance.models == manifest.provenance.models
+        assert sum(provenance.models.values()) >= 9
     assert openai_server.counts["POST /v1/chat/completions"] >= 5 * 9
     assert not (warned := artifact_warnings(control_plane, ns)), f"an attempt failed: {warned}"
     jobs = get(control_plane, ns, "jobs", selector="datasweep.io/artifact")["items"]
@@ -124,6 +136,8 @@ def test_seed_experiments_generate_real_rows_in_pods(
     pods = get(control_plane, ns, "pods", selector="datasweep.io/artifact")["items"]
     assert {p["spec"]["nodeName"] for p in pods} == {"datasweep-node"}
     assert {p["status"]["containerStatuses"][0]["image"].rsplit("/", 1)[-1] for p in pods} == {real_images["worker"]}
+    image_ids = {p["status"]["containerStatuses"][0]["imageID"] for p in pods}
+    assert image_ids == {a["status"]["provenance"]["imageId"] for a in artifacts}
     # `kubectl logs` shows the worker's progress.
     logs = job_logs(control_plane, ns, jobs[0]["metadata"]["name"])
     assert "requests" in logs, logs

@@ -11,6 +11,7 @@ from datasweep.api.common import Condition, Resources, VolumeRelPath
 from datasweep.api.worker import StageKind
 from datasweep.store.manifest import ManifestSummary, Usage
 from datasweep.store.progress import ProgressReport
+from datasweep.store.provenance import Provenance
 
 
 class ArtifactStorage(CamelModel):
@@ -68,4 +69,9 @@ class ArtifactStatus(CamelModel):
     )
     progress: ProgressReport | None = Field(
         default=None, description="The worker's last progress report (its output directory's .progress.json)"
+    )
+    provenance: Provenance | None = Field(
+        default=None,
+        description="What produced it: datasweep and recipe version, image and digest, library versions, the "
+        "models the API answered with, the GPU (written when it becomes Ready or Failed)",
     )

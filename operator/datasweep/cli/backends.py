@@ -25,6 +25,7 @@ from datasweep.k8s.builders import DATA_MOUNT
 from datasweep.local.registry import LocalArtifact, Registry, RegistryError
 from datasweep.store.layout import SHARED
 from datasweep.store.manifest import ManifestSummary, Usage
+from datasweep.store.provenance import Provenance
 
 BATCH_DIR = re.compile(r"^batch_[0-9]{8}_[A-Za-z0-9_]+$")
 
@@ -57,6 +58,7 @@ class ArtifactView:
     created_at: str | None = None
     completed_at: str | None = None
     job: str | None = None
+    provenance: Provenance | None = None  # what produced it (issue 25); on a cluster with the pod's image
 
     @property
     def ready(self) -> bool:
@@ -79,6 +81,7 @@ class ArtifactView:
             "imported": self.imported,
             "legacyFingerprint": self.legacy_fingerprint,
             "manifest": self.manifest.model_dump(mode="json", by_alias=True) if self.manifest else None,
+            "provenance": self.provenance.model_dump(mode="json", by_alias=True) if self.provenance else None,
         }
 
 
@@ -214,6 +217,7 @@ def _view_of_local(artifact: LocalArtifact) -> ArtifactView:
         dataset_files=dict(artifact.dataset_files),
         created_at=artifact.created_at,
         completed_at=artifact.completed_at,
+        provenance=artifact.manifest.provenance if artifact.manifest is not None else None,
     )
 
 
@@ -388,6 +392,15 @@ def _manifest(raw: Any) -> ManifestSummary | None:
         return None
 
 
+def _provenance(raw: Any) -> Provenance | None:
+    if not raw:
+        return None
+    try:
+        return Provenance.model_validate(raw)
+    except ValueError:
+        return None
+
+
 class ClusterBackend:
     kind = "cluster"
     display_root = "/data"
@@ -461,6 +474,7 @@ class ClusterBackend:
                     created_at=(obj.get("metadata") or {}).get("creationTimestamp"),
                     completed_at=status.get("completedAt"),
                     job=status.get("job"),
+                    provenance=_provenance(status.get("provenance")),
                 )
             )
         return sorted(views, key=lambda a: (a.dataset, a.semantic_name, a.stage, a.name))

@@ -21,6 +21,7 @@ from datasweep.cli.common import (
     wide_requested,
 )
 from datasweep.store.layout import SHARED
+from datasweep.store.provenance import Provenance
 
 Backend = LocalBackend | ClusterBackend
 HEX = re.compile(r"^[0-9a-f]{6,64}$")
@@ -226,16 +227,35 @@ def artifacts(
             ", ".join(a.consumers),
             a.name,
         )
-        + ((a.fingerprint[:12], a.path) if wide else ())
+        + ((a.fingerprint[:12], a.path, *provenance_cells(a.provenance)) if wide else ())
         for a in found
     ]
     print_table(
         f"{len(found)} artifacts ({backend.location})",
         ("DATASET", "SEMANTIC", "STAGE", "PHASE", "FIRST BATCH", "CONSUMERS", "ARTIFACT")
-        + (("FINGERPRINT", "PATH") if wide else ()),
+        + (("FINGERPRINT", "PATH", *PROVENANCE_COLUMNS) if wide else ()),
         rows,
         name_column="ARTIFACT",
     )
+
+
+PROVENANCE_COLUMNS = ("RECIPE", "DATASWEEP", "IMAGE", "MODELS", "GPU")
+
+
+def provenance_cells(provenance: Provenance | None) -> tuple[str, ...]:
+    """`artifacts -o wide`: recipe and datasweep version, image with its short digest, the models the API
+    answered with (counted), the GPU; `-` where nothing was recorded (an Artifact made before provenance)."""
+    if provenance is None:
+        return ("-",) * len(PROVENANCE_COLUMNS)
+    image = provenance.image or ""
+    if provenance.image_digest:
+        image = f"{image}@{provenance.image_digest[:19]}" if image else provenance.image_digest[:19]
+    models = ", ".join(f"{name} x{count}" for name, count in provenance.models.items())
+    gpu = provenance.gpu or ""
+    if provenance.gpu_count and provenance.gpu != "cpu":
+        gpu = f"{gpu} x{provenance.gpu_count}"
+    cells = (str(provenance.recipe or ""), provenance.datasweep_version or "", image, models, gpu)
+    return tuple(cell or "-" for cell in cells)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

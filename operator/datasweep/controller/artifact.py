@@ -25,6 +25,7 @@ from datasweep.k8s import builders, client, labels
 from datasweep.k8s.conditions import now, set_condition
 from datasweep.store import layout
 from datasweep.store.manifest import ManifestSummary, read_manifest
+from datasweep.store.provenance import Provenance, pod_image
 
 MAX_BACKOFF = 600.0
 LOG = logging.getLogger("datasweep.artifact")
@@ -571,6 +572,19 @@ def _termination_summary(namespace: str, job: str) -> ManifestSummary | None:
     return None
 
 
+def _provenance(namespace: str, job: str, summary: ManifestSummary | None) -> dict[str, Any]:
+    """What produced the Artifact: the worker's record (its manifest) plus the image its pod ran, with the digest
+    from the pod's imageID (a tag can be moved; the digest says which build ran)."""
+    recorded = summary.provenance if summary is not None and summary.provenance is not None else Provenance()
+    try:
+        image = pod_image(client.job_pods(namespace, job))
+    except ApiException as exc:  # the outcome is recorded all the same; only the image is then unknown
+        LOG.warning("cannot list the pods of Job %s for its image: %s", job, exc.reason)
+        image = Provenance()
+    merged = recorded.model_copy(update=image.model_dump(exclude_unset=True))
+    return merged.model_dump(mode="json", by_alias=True)
+
+
 def _pod_failure(namespace: str, job: str) -> tuple[str, list[int]]:
     """Why the Job's pods failed, naming each pod: e.g. "pod x-abc: OOMKilled (exit code 137)", and the exit
     codes."""
@@ -677,8 +691,10 @@ def _record_job_on(
                 **cleared,
             }
             if summary is not None:
-                changes["manifest"] = summary.model_dump(by_alias=True)
+                # its provenance is status.provenance, with the pod's image added
+                changes["manifest"] = summary.model_dump(by_alias=True, exclude={"provenance"})
                 changes["usage"] = summary.usage.model_dump(by_alias=True)
+            changes["provenance"] = _provenance(namespace, name, summary)
             _patch(namespace, artifact_name, artifact, **changes)
             logger.info("artifact %s ready", artifact_name)
             return experiment, True
@@ -727,6 +743,7 @@ def _record_job_on(
         job=name,
         attempts=attempts,
         conditions=_ready_condition(status, False, reason, final),
+        provenance=_provenance(namespace, name, None),  # which image failed
         **cleared,
     )
     return experiment, True

@@ -26,6 +26,7 @@ from datasweep.api.stage_params import (
 )
 from datasweep.core import naming
 from datasweep.core.fingerprint import canonicalize, fingerprint, short, text_sha256
+from datasweep.core.recipes import recipe_version
 
 # Experiment fields (dotted paths in spec) that never reach a fingerprint, each with the reason (SPEC 2: "never
 # in a fingerprint"). Every other field does; `generation.options` and `training.params` are stage params,
@@ -462,6 +463,7 @@ def _plan_generate(
         canonical["validation"]["prompt"] = text_sha256(canonical["validation"].get("prompt"))
     canonical = {
         "stage": "generate",
+        "recipe": recipe_version("generate"),
         "dataset": {"name": dataset, "sha256": dataset_hash},
         "params": canonical,
         "cache_version": spec.cache_version,
@@ -501,6 +503,7 @@ def _plan_dataset(spec: ExperimentSpec, dataset: str, dataset_hash: str) -> Stag
     generation), so training, reuse and batch views work exactly as after a generate stage."""
     canonical = {
         "stage": "dataset",
+        "recipe": recipe_version("dataset"),
         "dataset": {"name": dataset, "sha256": dataset_hash},
         "cache_version": spec.cache_version,
     }
@@ -561,6 +564,7 @@ def _plan_training(spec: ExperimentSpec, index: int, generate: StagePlan, values
         raise PlanError(str(exc)) from exc
     canonical = {
         "stage": entry.kind,
+        "recipe": recipe_version(entry.kind),
         "params": result_params(entry.kind, model),
         "base_model": _model_identity(entry.base_model),
         "inputs": [generate.fingerprint],

@@ -20,6 +20,7 @@ from pydantic import Field
 from datasweep.api._base import CamelModel
 from datasweep.core.metrics import recorded_metrics
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
+from datasweep.store.provenance import Provenance, runtime_provenance
 
 MANIFEST_NAME = "manifest.json"
 FINGERPRINT_NAME = ".fingerprint"
@@ -98,6 +99,9 @@ class ManifestSummary(CamelModel):
         default_factory=dict,
         description="A training stage's metrics (core/metrics.py: at most 9, named as its kind's METRICS)",
     )
+    provenance: Provenance | None = Field(
+        default=None, description="What produced it (the operator moves it to the Artifact's status.provenance)"
+    )
 
 
 class Manifest(CamelModel):
@@ -108,6 +112,7 @@ class Manifest(CamelModel):
     usage: Usage = Field(default_factory=Usage)
     completed_at: str
     extra: dict[str, Any] = Field(default_factory=dict)
+    provenance: Provenance = Field(default_factory=Provenance)
 
     @property
     def rows(self) -> int:
@@ -132,6 +137,7 @@ class Manifest(CamelModel):
             usage=self.usage,
             path=path,
             metrics=recorded_metrics(self.stage, self.extra),
+            provenance=self.provenance,
         )
 
 
@@ -224,6 +230,7 @@ def write_manifest(
     roles: Roles | None = None,
     usage: Usage | None = None,
     extra: dict[str, Any] | None = None,
+    provenance: Provenance | None = None,
 ) -> Manifest:
     """Scan the directory and write its manifest (last, atomically); the `.fingerprint` file is left alone."""
     root = Path(directory)
@@ -236,6 +243,7 @@ def write_manifest(
         usage=usage or Usage(),
         completed_at=datetime.now(UTC).isoformat(timespec="seconds"),
         extra=extra or {},
+        provenance=provenance or Provenance(),
     )
     atomic_write_json(root / MANIFEST_NAME, manifest.model_dump(mode="json", by_alias=True))
     return manifest
@@ -249,15 +257,26 @@ def finalize_artifact(
     roles: Roles | None = None,
     usage: Usage | None = None,
     extra: dict[str, Any] | None = None,
+    provenance: Provenance | None = None,
 ) -> Manifest:
     """Mark a stage directory complete: write its fingerprint and manifest, report to Kubernetes.
 
     Call it last, after every output file is in place. `roles` says which files are accepted data (per
     split), rejected records, reports, the model and metrics: consumers read their inputs only from there.
+    `provenance`: what the stage itself knows of what produced it (models answered, GPU); the versions of this
+    process are added here.
     """
     root = Path(directory)
     atomic_write_text(root / FINGERPRINT_NAME, fingerprint + "\n")
-    manifest = write_manifest(root, fingerprint=fingerprint, stage=stage, roles=roles, usage=usage, extra=extra)
+    manifest = write_manifest(
+        root,
+        fingerprint=fingerprint,
+        stage=stage,
+        roles=roles,
+        usage=usage,
+        extra=extra,
+        provenance=runtime_provenance(stage, provenance),
+    )
     write_termination_message(manifest.summary(path=str(root)))
     return manifest
 
@@ -277,9 +296,17 @@ def write_failure_message(message: str) -> None:
 def write_termination_message(summary: ManifestSummary) -> None:
     """Tell the operator what the pod produced through the pod's termination message, when there is one."""
     target = os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG)
-    payload = json.dumps(summary.model_dump(mode="json", by_alias=True), separators=(",", ":"))
-    if len(payload.encode()) > TERMINATION_MESSAGE_LIMIT:
-        payload = json.dumps(summary.model_dump(mode="json", by_alias=True, exclude={"path"}), separators=(",", ":"))
+    # what is left out when it does not fit, in order: the path, then the long tail of the answers' counts
+    payload = ""
+    excludes: list[dict[str, Any]] = [
+        {},
+        {"path": True},
+        {"path": True, "provenance": {"models", "system_fingerprints"}},
+    ]
+    for exclude in excludes:
+        payload = json.dumps(summary.model_dump(mode="json", by_alias=True, exclude=exclude), separators=(",", ":"))
+        if len(payload.encode()) <= TERMINATION_MESSAGE_LIMIT:
+            break
     try:
         with open(target, "w", encoding="utf-8") as handle:
             handle.write(payload)

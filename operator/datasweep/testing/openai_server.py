@@ -69,6 +69,10 @@ class ServerBehavior:
     count_tokens: Callable[[str], int] | None = None
     message_tokens: int = 0
     reply_tokens: int = 0
+    # what the API answers with, as the real one does: the snapshot that served a model alias (gpt-4o ->
+    # gpt-4o-2024-08-06; unlisted names are echoed) and the backend configuration's system_fingerprint
+    served_models: dict[str, str] = field(default_factory=dict)
+    system_fingerprint: str = "fp_datasweep_test"
 
 
 def _words(text: str) -> int:
@@ -122,7 +126,7 @@ class _State:
             "id": self.new_id("chatcmpl"),
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": str(body.get("model") or "unknown"),
+            "model": self.behavior.served_models.get(str(body.get("model")), str(body.get("model") or "unknown")),
             "choices": [
                 {
                     "index": 0,
@@ -136,7 +140,7 @@ class _State:
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
             },
-            "system_fingerprint": "fp_datasweep_test",
+            "system_fingerprint": self.behavior.system_fingerprint,
         }
 
     def add_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:

@@ -7,13 +7,16 @@ as a Job would (`datasweep worker <stage> --spec FILE`).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from click.testing import CliRunner
 
 from datasweep.cli.main import cli
+from datasweep.core.recipes import recipe_version
 from datasweep.store.inputs import read_input
 from datasweep.store.manifest import Manifest, read_manifest
 from datasweep.testing.datasets import REJECT_MARKER
@@ -34,6 +37,11 @@ def _train(stage: str, dataset: str, generate_dir: Path, model: Path, params: di
     assert result.exit_code == 0, result.output
     manifest = read_manifest(output)
     assert manifest is not None
+    # provenance (issue 25): the versions it ran with and the device it trained on
+    assert manifest.provenance.recipe == recipe_version(stage)
+    assert manifest.provenance.libraries["torch"] == importlib.metadata.version("torch")
+    on_gpu = torch.cuda.is_available() and params.get("device") != "cpu"
+    assert manifest.provenance.gpu == (torch.cuda.get_device_name(0) if on_gpu else "cpu")
     return manifest
 
 

@@ -14,7 +14,9 @@ import yaml
 from cli_helpers import copa_dataset, experiment_yaml, generation, write_copa
 from click.testing import CliRunner, Result
 
+from datasweep import __version__
 from datasweep.cli.main import cli
+from datasweep.core.recipes import recipe_version
 
 BATCH_A = "batch_20241229_temperature"
 BATCH_B = "batch_20241230_topp"
@@ -176,6 +178,23 @@ def test_scenario_c_five_physical_artifacts_for_six_points(scenarios: Scenarios)
     assert shared["consumers"] == ["copa-temperature", "copa-topp"]
     assert by_name["temp07_topp08_gpt4o"]["firstBatch"] == BATCH_B
     assert scenarios.json("artifacts", "--dataset", "CB") == []
+
+
+def test_artifacts_show_what_produced_them(scenarios: Scenarios) -> None:
+    # provenance (issue 25): the worker's versions and the models and fingerprints the API answered with
+    for artifact in scenarios.json("artifacts", "--dataset", "Copa"):
+        provenance = artifact["provenance"]
+        assert (provenance["datasweepVersion"], provenance["recipe"]) == (__version__, recipe_version("generate"))
+        answers = sum(provenance["models"].values())
+        assert list(provenance["models"]) == ["gpt-4o"]  # generation and validation model
+        assert answers == 2 * 5  # 5 Copa records (3 train, 1 validation, 1 test): generated, then validated
+        assert provenance["systemFingerprints"] == {"fp_datasweep_test": answers}
+        assert provenance["image"] is None  # a local run: no pod
+    lines = scenarios.cli("artifacts", "-o", "wide").stdout.splitlines()
+    header = next(line for line in lines if line.startswith("DATASET"))
+    assert header.split()[-5:] == ["RECIPE", "DATASWEEP", "IMAGE", "MODELS", "GPU"]
+    row = next(line for line in lines if "temp07_topp10_gpt4o" in line)
+    assert row.split()[-6:] == ["1", __version__, "-", "gpt-4o", "x10", "-"]
 
 
 def test_scenario_c_compare(scenarios: Scenarios) -> None:

@@ -29,6 +29,7 @@ from datasweep.api.stages.fomaml import FomamlParams
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact
+from datasweep.store.provenance import gpu_provenance
 from datasweep.workloads.curves import CURVES_FILE
 from datasweep.workloads.fomaml.data import META_TRAIN, DataError, load_tasks, prepare
 from datasweep.workloads.fomaml.distributed import DistContext, init_distributed
@@ -229,7 +230,13 @@ def run_stage(spec: WorkerSpec) -> Manifest | None:
         metrics += [EVAL_RESULTS, *event_files(output_dir)]
         roles = Roles(reports=reports, model=FINAL_MODEL, metrics=metrics)
         return finalize_artifact(
-            output_dir, fingerprint=spec.fingerprint, stage=STAGE, roles=roles, usage=usage, extra=extra
+            output_dir,
+            fingerprint=spec.fingerprint,
+            stage=STAGE,
+            roles=roles,
+            usage=usage,
+            extra=extra,
+            provenance=gpu_provenance(dist.device, dist.world_size),
         )
     finally:
         dist.shutdown()

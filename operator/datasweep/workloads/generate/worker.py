@@ -33,6 +33,7 @@ from datasweep.api.worker import WorkerSpec
 from datasweep.core.fingerprint import FingerprintError, canonicalize
 from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text, publish_tree, unpublish
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
+from datasweep.store.provenance import answer_provenance
 from datasweep.store.requests import REFERENCES
 from datasweep.workloads.generate import pricing
 from datasweep.workloads.generate.backends import (
@@ -346,7 +347,15 @@ def compile_outputs(
     published = publish_tree(staging, target)
     try:
         return finalize_artifact(
-            target, fingerprint=spec.fingerprint, stage="generate", roles=roles, usage=total, extra=extra
+            target,
+            fingerprint=spec.fingerprint,
+            stage="generate",
+            roles=roles,
+            usage=total,
+            extra=extra,
+            provenance=answer_provenance(
+                [*generated.done.values(), *(validated.done.values() if validated is not None else ())]
+            ),
         )
     except BaseException:
         unpublish(target, published)

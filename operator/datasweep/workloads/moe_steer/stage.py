@@ -15,6 +15,7 @@ from datasweep.api.stages.moe_steer import MoeSteerParams
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_write_json
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact
+from datasweep.store.provenance import gpu_provenance
 from datasweep.workloads.curves import CURVES_FILE
 from datasweep.workloads.moe_steer.analysis import (
     EXPERT_MASK_FILE,
@@ -233,7 +234,13 @@ def run_stage(spec: WorkerSpec, log: Log = _quiet) -> Manifest:
     reports += sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name.startswith(("risk_", "selected_")))
     roles = Roles(reports=reports, model=FINAL_MODEL_DIR, metrics=[TRAINING_METADATA_FILE, *event_files(out_dir)])
     return finalize_artifact(
-        out_dir, fingerprint=spec.fingerprint, stage=spec.stage, roles=roles, usage=usage, extra=extra
+        out_dir,
+        fingerprint=spec.fingerprint,
+        stage=spec.stage,
+        roles=roles,
+        usage=usage,
+        extra=extra,
+        provenance=gpu_provenance(device, 1),
     )
 
 

@@ -16,6 +16,7 @@ from datasweep.api.stages.qa import QaParams
 from datasweep.api.worker import WorkerSpec
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
+from datasweep.store.provenance import gpu_provenance
 from datasweep.workloads.curves import CURVES_FILE
 from datasweep.workloads.qa.convert import ConvertOptions
 from datasweep.workloads.qa.data import (
@@ -229,5 +230,11 @@ def run_stage(spec: WorkerSpec) -> Manifest:
     metrics += event_files(output_dir)
     roles = Roles(reports=present, model=best.name, metrics=["eval_results.json", *metrics])
     return finalize_artifact(
-        output_dir, fingerprint=spec.fingerprint, stage="qa", roles=roles, usage=usage, extra=extra
+        output_dir,
+        fingerprint=spec.fingerprint,
+        stage="qa",
+        roles=roles,
+        usage=usage,
+        extra=extra,
+        provenance=gpu_provenance(),
     )
