@@ -804,6 +804,8 @@ def replace_if_damaged(namespace: str, name: str, path: str) -> bool:
             return False
         attempts = int(status.get("attempts", 0))
         aside = set_damaged_aside(root, path, attempts)
+        if aside is not None:  # what is wrong with the damaged files, also when an earlier run moved them
+            damage = check_artifact(root / aside, manifest_required=required) or damage
         kept = f"; the damaged files are kept in {aside} until `datasweep gc`" if aside else ""
         message = f"{damage.summary}: not reused, produced again (attempt {attempts + 1}){kept}"
         conditions = set_condition(status.get("conditions", []), DAMAGED, True, "FilesDamaged", message)
