@@ -9,8 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from cli_helpers import copa_dataset, fake_worker_command, generation
+from test_cli_cluster_views import FakeCustomObjects, fake_api
 
 from conftest import Invoke
+from datasweep.store.manifest import write_manifest
+
+__all__ = ["fake_api"]  # the fixture
 
 BATCH = "batch_20250101_verify"
 
@@ -97,3 +101,28 @@ def test_run_does_not_reuse_a_damaged_artifact_and_keeps_it_for_gc(
     invoke("gc", "--root", root, "--yes")
     assert not aside.exists()
     invoke("verify", "--all", "--root", root)
+
+
+def test_verify_on_the_cluster_reads_the_volume_where_it_is_mounted(
+    fake_api: FakeCustomObjects, tmp_path: Path, invoke: Invoke
+) -> None:
+    temp07, temp05, temp03 = (
+        next(a for a in fake_api.objects["artifacts"] if a["spec"]["semanticName"].startswith(t))
+        for t in ("temp07", "temp05", "temp03")
+    )
+    directory = tmp_path / temp07["spec"]["storage"]["path"]
+    (directory / "Copa").mkdir(parents=True)
+    (directory / "Copa" / "copa_train.jsonl").write_text('{"id": 1}\n')
+    write_manifest(directory, fingerprint=temp07["spec"]["fingerprint"], stage="generate")
+    (directory / "Copa" / "copa_train.jsonl").write_text("")
+    # temp05: no manifest recorded, none on the volume (kwok): nothing to check; temp03 recorded one, its
+    # directory is gone
+    temp03["status"]["manifest"] = {"files": 1, "rows": 1, "bytes": 10, "sha256": "0" * 64}
+    assert "needs --data-root" in invoke("verify", "--all", "--cluster", expect=2).output
+    result = invoke("verify", "--all", "--cluster", "--data-root", tmp_path, "-o", "json", expect=1)
+    rows = {row["artifact"]: row for row in json.loads(result.stdout)}
+    assert rows[temp07["metadata"]["name"]]["problems"] == ["size of Copa/copa_train.jsonl 10 → 0"]
+    assert rows[temp05["metadata"]["name"]]["status"] == "OK"
+    assert rows[temp03["metadata"]["name"]]["problems"][0].startswith("missing directory")
+    one = invoke("verify", "copa-topp", "--cluster", "--data-root", tmp_path, "-o", "json", expect=1)
+    assert [row["artifact"] for row in json.loads(one.stdout)] == [temp07["metadata"]["name"]]
