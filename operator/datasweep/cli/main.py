@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "resolve": "datasweep.cli.tools:resolve",
     "publish": "datasweep.cli.tools:publish",
     "gc": "datasweep.cli.maintenance:gc",
+    "verify": "datasweep.cli.verify:verify",
     "import": "datasweep.cli.maintenance:import_tree",
     "unlink": "datasweep.cli.maintenance:unlink",
     "results": "datasweep.cli.results:results",

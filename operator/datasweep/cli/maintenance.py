@@ -41,6 +41,7 @@ from datasweep.store.manifest import (
     write_manifest,
 )
 from datasweep.store.requests import RequestStore, referenced_identities
+from datasweep.store.verify import DAMAGED_MARK
 
 SUPERSEDED_MARK = ".superseded-"
 
@@ -134,6 +135,10 @@ def local_gc_candidates(backend: LocalBackend) -> tuple[list[GcCandidate], list[
     for aside in sorted(shared.glob(f"*/.*{SUPERSEDED_MARK}*")) if shared.is_dir() else []:
         rel = str(aside.relative_to(backend.root))
         candidates.append(GcCandidate(rel, "superseded by forceRegenerate", [], dir_size(aside)))
+    damaged = (f"*/.*{DAMAGED_MARK}*", f"*/*/train/.*{DAMAGED_MARK}*")
+    for aside in sorted(p for pattern in damaged for p in shared.glob(pattern)) if shared.is_dir() else []:
+        rel = str(aside.relative_to(backend.root))
+        candidates.append(GcCandidate(rel, "damaged (datasweep verify), produced again", [], dir_size(aside)))
     warnings = [f"{p.path}: {p.broken}" for b in backend.batches() for p in b.points if p.broken]
     return candidates, warnings
 

@@ -36,6 +36,7 @@ from datasweep.local.registry import Registry
 from datasweep.local.runner import imported_match
 from datasweep.store.layout import SHARED, find_generate_dir, is_complete, training_relpath
 from datasweep.store.requests import RequestStore
+from datasweep.store.verify import check_artifact
 from datasweep.workloads.generate.inputs import GenerateInputError, read_splits
 from datasweep.workloads.generate.pricing import estimate_cost, price_table
 from datasweep.workloads.generate.tasks import plan_task
@@ -255,7 +256,8 @@ def local_hits(root: Path, stage: StagePlan, generate_rel: str | None) -> tuple[
         rel = find_generate_dir(root, stage.dataset, stage.semantic_name, stage.fingerprint)
     else:
         rel = training_relpath(generate_rel, stage.stage, stage.fingerprint) if generate_rel else None
-    return (rel is not None and is_complete(root / rel)), rel
+    # what `datasweep run` would reuse: complete, and its manifest's files there with their sizes (store/verify.py)
+    return (rel is not None and is_complete(root / rel) and not check_artifact(root / rel)), rel
 
 
 @click.command("plan")
@@ -313,7 +315,7 @@ def plan(
                 if not hit and not force:
                     imported = imported_match(Registry(backend.root), backend.root, stage, sha256)
                 if imported is None and stage.stage not in TRAINING_STAGES:
-                    generate_rel = where
+                    generate_rel = where if hit else None  # a damaged one is produced again, its training too
             if imported is not None:
                 estimates.append(StageEstimate(stage, True, imported.path, imported=imported))
                 generate_rel = imported.path

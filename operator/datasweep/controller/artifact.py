@@ -26,6 +26,7 @@ from datasweep.k8s.conditions import now, set_condition
 from datasweep.store import layout
 from datasweep.store.manifest import ManifestSummary, read_manifest
 from datasweep.store.provenance import Provenance, pod_image
+from datasweep.store.verify import check_artifact, set_damaged_aside
 
 MAX_BACKOFF = 600.0
 LOG = logging.getLogger("datasweep.artifact")
@@ -34,6 +35,7 @@ _JOBS: kopf.Index[Any, Any] | None = None
 _ARTIFACTS: kopf.Index[Any, Any] | None = None
 _EXPERIMENTS: kopf.Index[Any, Any] | None = None
 SUSPENDED = "Suspended"
+DAMAGED = "Damaged"
 
 
 @kopf.on.startup()
@@ -687,7 +689,9 @@ def _record_job_on(
                 "attempts": attempts,
                 "completedAt": now(),
                 "progress": None,  # the manifest's usage is the final word; a last report may lag behind it
-                "conditions": _ready_condition(status, True, "Produced", f"Job {name} completed"),
+                "conditions": _replaced(
+                    status, _ready_condition(status, True, "Produced", f"Job {name} completed"), name
+                ),
                 **cleared,
             }
             if summary is not None:
@@ -795,6 +799,50 @@ def _record_failed_create(
         conditions = _ready_condition(status, False, "PodsNotCreated", message)
         _patch(namespace, artifact_name, artifact, conditions=conditions)
     return None
+
+
+def replace_if_damaged(namespace: str, name: str, path: str) -> bool:
+    """The check before reuse: a Ready Artifact whose manifest's files are not all on the volume with their sizes
+    is not reused. Its directory is moved aside (`.<name>.damaged-<attempt>`, kept for `datasweep gc`) first,
+    then it is recorded (condition Damaged, phase Pending) and its next attempt started. Converges: run again
+    after a restart, the move is found done (the aside's name is the attempt that produced the damaged files).
+    True when it was damaged. Cheap when it is not: a read of the manifest and a stat per file, no API call."""
+    root = settings().volume_root(None)
+    required = settings().require_manifest
+    if root is None or not check_artifact(root / path, manifest_required=required):
+        return False
+
+    def act(body: dict[str, Any]) -> bool:
+        status = dict(body.get("status") or {})
+        if status.get("phase") != "Ready" or body["metadata"].get("labels", {}).get(labels.IMPORTED) == "true":
+            return status.get("phase") != "Ready"  # being produced again already (or imported: not ours to redo)
+        damage = check_artifact(root / path, manifest_required=required)
+        if not damage:
+            return False
+        attempts = int(status.get("attempts", 0))
+        aside = set_damaged_aside(root, path, attempts)
+        if aside is not None:  # what is wrong with the damaged files, also when an earlier run moved them
+            damage = check_artifact(root / aside, manifest_required=required) or damage
+        kept = f"; the damaged files are kept in {aside} until `datasweep gc`" if aside else ""
+        message = f"{damage.summary}: not reused, produced again (attempt {attempts + 1}){kept}"
+        conditions = set_condition(status.get("conditions", []), DAMAGED, True, "FilesDamaged", message)
+        conditions = set_condition(conditions, "Ready", False, DAMAGED, message)
+        _patch(namespace, name, body, phase="Pending", manifest=None, completedAt=None, conditions=conditions)
+        _event(body, DAMAGED, message, warning=True)
+        LOG.warning("artifact %s: %s", name, message)
+        _start(namespace, name, body, "Pending", dict(body.get("status") or {}), attempts, LOG)
+        return True
+
+    with _lock(namespace, name):
+        return bool(_on_latest(namespace, name, act))
+
+
+def _replaced(status: dict[str, Any], conditions: list[dict[str, Any]], job: str) -> list[dict[str, Any]]:
+    """A damaged Artifact produced again: its Damaged condition turns False (kept, with when it was replaced)."""
+    damaged = next((c for c in status.get("conditions") or [] if c.get("type") == DAMAGED), None)
+    if damaged is None or damaged.get("status") != "True":
+        return conditions
+    return set_condition(conditions, DAMAGED, False, "Replaced", f"produced again by Job {job}")
 
 
 def relaunch_deleted(namespace: str, name: str, job: str) -> None:

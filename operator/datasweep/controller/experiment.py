@@ -22,6 +22,7 @@ from datasweep.api.artifact import ArtifactSpec
 from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.api.worker import TRAINING_STAGES, dump_worker_spec
 from datasweep.controller import aggregate, suspension
+from datasweep.controller.artifact import replace_if_damaged
 from datasweep.controller.indices import EXPERIMENTS, ArtifactInfo, artifact_info, info_of, lookup
 from datasweep.controller.setup import settings
 from datasweep.core import naming
@@ -541,6 +542,8 @@ def _ensure_artifact(
         _check_same_artifact(stage, known.fingerprint, known.stage)
     if known is not None and consumed:
         hit = known.first_experiment not in (None, name)
+        if known.phase == "Ready" and not known.imported and replace_if_damaged(namespace, stage.artifact, known.path):
+            return known.path, False, None  # damaged: produced again, not a hit
         if known.phase == "Ready" or known.imported:
             return known.path, hit, None  # resumed: nothing to write
         wanted = _produced_as(
@@ -578,6 +581,11 @@ def _ensure_artifact(
         correction = _correct_details(namespace, name, stage.artifact, artifact, produced_as, applying)
     path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
     annotations = artifact["metadata"].get("annotations", {})
+    ready = (artifact.get("status") or {}).get("phase") == "Ready"
+    imported = (artifact["metadata"].get("labels") or {}).get(labels.IMPORTED) == "true"
+    reusable = not created and ready and not imported and not regenerate_token
+    if reusable and replace_if_damaged(namespace, stage.artifact, path):
+        return path, False, correction  # damaged: produced again, not a hit
     if regenerate_token and annotations.get(labels.REGENERATE) != regenerate_token:
         client.patch_custom(
             "Artifact", namespace, stage.artifact, {"metadata": {"annotations": {labels.REGENERATE: regenerate_token}}}

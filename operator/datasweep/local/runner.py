@@ -45,6 +45,7 @@ from datasweep.store.layout import (
     training_relpath,
 )
 from datasweep.store.manifest import read_manifest
+from datasweep.store.verify import check_artifact, set_damaged_aside
 
 DEFAULT_ROOT = Path("Data_v2/synthetic")
 DEFAULT_WORKER_COMMAND = (sys.executable, "-m", "datasweep", "worker")
@@ -214,12 +215,15 @@ class LocalRunner:
                     result.notes.append(f"forceRegenerate: {gen_rel} moved aside (kept until `datasweep gc`)")
             except (LayoutError, OSError) as exc:
                 raise ExperimentFileError(f"{self.root}: cannot claim a directory for {gen.artifact}: {exc}") from exc
+            if imported is None:
+                self._set_aside_if_damaged(gen, gen_rel, result.notes)
             generate_task = self._task(experiment, plan, gen, gen_rel, None)
             training_tasks = []
             for stage in point.training:
                 rel = training_relpath(gen_rel, stage.stage, stage.fingerprint)
                 if force:
                     supersede(self.root, rel, stamp)
+                self._set_aside_if_damaged(stage, rel, result.notes)
                 training_tasks.append(self._task(experiment, plan, stage, rel, generate_task))
             try:
                 link_into_batch(self.root, plan.batch, gen.dataset, gen_rel)
@@ -243,6 +247,24 @@ class LocalRunner:
                 self.registry.put_artifact(record.model_copy(update={"path": aside + record.path[len(relpath) :]}))
         notes.append(f"{relpath} held {owner.name} ({owner.phase}, never completed): moved to {aside}")
         return True
+
+    def _set_aside_if_damaged(self, stage: StagePlan, relpath: str, notes: list[str]) -> None:
+        """Check a complete directory before reusing it (its manifest's files exist with their sizes): a damaged
+        one is moved aside (`.<name>.damaged-<attempt>`, kept until `datasweep gc`) and produced again."""
+        directory = self.root / relpath
+        if not is_complete(directory):
+            return
+        damage = check_artifact(directory)
+        if not damage:
+            return
+        record = self.registry.get_artifact(stage.artifact)
+        trained = (directory / "train").is_dir() and any((directory / "train").iterdir())
+        aside = set_damaged_aside(self.root, relpath, record.attempts if record else 0)
+        also = " with its training stages (made from the damaged data)" if trained and stage.stage == "generate" else ""
+        notes.append(
+            f"{stage.artifact}: not reused, {damage.summary}: producing it again; the damaged directory is kept "
+            f"as {aside}{also} until `datasweep gc`"
+        )
 
     def _task(
         self,
