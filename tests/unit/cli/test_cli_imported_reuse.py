@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import copa_dataset, fake_worker_command, generation
+from cli_helpers import copa_dataset, fake_model, fake_worker_command, generation
 
 from conftest import Invoke
 from datasweep.local.registry import Registry
@@ -146,7 +146,7 @@ def test_training_on_a_reused_imported_directory_nests_under_it(
     invoke("import", tree, "--source", f"Copa={workspace / 'raw' / 'superglue' / 'copa'}")
     params = {"task_key": "id", "prompt_template": "{original_text}", "response_template": " {text}"}
     training = [{"name": "meta", "kind": "fomaml", "baseModel": {"path": "models/tiny"}, "params": params}]
-    (workspace / "models" / "tiny").mkdir(parents=True)
+    fake_model(workspace / "models" / "tiny")
     experiment = write_experiment("train-on-imported", spec(training=training))
     rows = plan_rows(invoke, experiment, tree, workspace)
     assert [(r["stage"], r["hit"], r["imported"] is not None) for r in rows] == [
