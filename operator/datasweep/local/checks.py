@@ -76,6 +76,22 @@ def api_keys(experiment: LocalExperiment, stages: list[StagePlan]) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+def local_generation_models(experiment: LocalExperiment, stages: list[StagePlan]) -> list[str]:
+    """backend transformers: the generation and judge models are local directories, as the worker loads them."""
+    problems = []
+    for stage in stages:
+        params = GenerateParams.model_validate(stage.params)
+        if params.backend != "transformers":
+            continue
+        from datasweep.workloads.generate.worker import transformers_model_paths  # imports openai: only here
+
+        try:
+            transformers_model_paths(params, experiment.stage_model_dir(stage))
+        except GenerateInputError as exc:
+            problems.append(f"{experiment.path}: spec.generation: {exc}")
+    return list(dict.fromkeys(problems))
+
+
 def generate_inputs(experiment: LocalExperiment, stages: list[StagePlan]) -> list[str]:
     """What the generate worker reads before its first request: every split, fully parsed (ids, duplicates, bad
     lines), and every request planned from it (fields to rephrase, prompts), as `run_generate` does."""
@@ -129,6 +145,8 @@ def check_before_claim(experiment: LocalExperiment, plan: Plan, root: Path | Non
         problems += model_directories(experiment, plan)
         stages = generate_stages_to_produce(experiment, plan, root, force or experiment.spec.force_regenerate)
         problems += api_keys(experiment, stages)
+        if not problems:  # a model directory that is not there is named once, above
+            problems += local_generation_models(experiment, stages)
     else:
         stages = [stage for stage in _data_stages(plan) if stage.stage == "generate"]
     problems += generate_inputs(experiment, stages)

@@ -94,6 +94,15 @@ CASES: list[tuple[str, dict[str, Any], Setup, list[str]]] = [
         ],
     ),
     (
+        "a local judge model that is not a directory",
+        spec(
+            generation={"backend": "transformers", "model": "tiny", "modelPath": {"path": "models/tiny"}},
+            validation={"model": "judge", "temperature": 0.0},
+        ),
+        nothing,
+        ["spec.generation: backend transformers: params.validation.model ('judge') must be a local directory"],
+    ),
+    (
         "missing dataset field (the id field)",
         spec(generation={**generation(None), "options": {"id_field": "uid"}}),
         nothing,
