@@ -39,6 +39,7 @@ def generate_stages_to_produce(
 ) -> list[StagePlan]:
     """The generate stages whose worker would run: not complete under `root` and no imported match."""
     registry = Registry(root)
+    any_imported = any(a.imported for a in registry.artifacts())  # read once: the registry may hold many records
     todo = []
     for stage in _data_stages(plan):
         if stage.stage != "generate":
@@ -47,7 +48,7 @@ def generate_stages_to_produce(
         if not force and own is not None and is_complete(root / own):
             continue
         sha256 = experiment.datasets[stage.dataset].sha256
-        if not force and imported_match(registry, root, stage, sha256) is not None:
+        if not force and any_imported and imported_match(registry, root, stage, sha256) is not None:
             continue
         todo.append(stage)
     return todo

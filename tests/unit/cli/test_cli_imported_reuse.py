@@ -47,7 +47,7 @@ def plan_rows(invoke: Invoke, experiment: Path, tree: Path, workspace: Path) -> 
 
 
 def test_a_matching_point_reuses_the_imported_directory(
-    tree: Path, workspace: Path, invoke: Invoke, write_experiment: Callable[..., Path]
+    tree: Path, workspace: Path, invoke: Invoke, write_experiment: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     experiment = write_experiment("reuse", spec())
     invoke("import", tree)
@@ -72,6 +72,7 @@ def test_a_matching_point_reuses_the_imported_directory(
         "val_prompt_hash",
         "dataset sha256",
     ]
+    monkeypatch.delenv("OPENAI_API_KEY")  # nothing will be sent: no key is needed (checks.py)
     text = invoke("plan", experiment, "--root", tree, "--data-dir", workspace).stdout
     assert "imported" in text.split("STATUS")[1]
     assert f"imported _shared/Copa/{NAME} (matched gen_model=gpt-4o" in text
