@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, model_validator
 
-from datasweep.api._base import CamelModel
+from datasweep.api._base import PATTERN_FORMS, CamelModel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Object names the Jobs refer to (Secret, ConfigMap, PersistentVolumeClaim): DNS-1123 subdomains.
@@ -19,6 +19,26 @@ DATA_KEY = r"^[-._a-zA-Z0-9]+$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # A resource quantity as the API server parses it (k8s.io/apimachinery resource.Quantity), never negative.
 QUANTITY = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+
+# Each pattern of the models in words, with an example (pydantic error messages show this, not the regex).
+PATTERN_FORMS.update(
+    {
+        DNS_LABEL: "a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or "
+        "digit, e.g. meta-train",
+        DNS_SUBDOMAIN: "a DNS-1123 subdomain (a Kubernetes object name): lower-case letters, digits, '-' and '.', "
+        "starting and ending with a letter or digit, e.g. openai-key",
+        DATA_KEY: "a Secret or ConfigMap key: letters, digits, '-', '_' and '.', e.g. api-key",
+        r"^[0-9a-f]{64}$": "a sha256 digest: 64 lower-case hex characters, e.g. 9f86d081884c7d65... (64 in all)",
+        r"^[A-Za-z_][A-Za-z0-9_]*$": "an environment variable name: letters, digits and '_', not starting with a "
+        "digit, e.g. OPENAI_API_KEY",
+        r"^(Always|IfNotPresent|Never)$": "Always, IfNotPresent or Never",
+        r"^batch_[0-9]{8}_[a-z0-9_]+$": "batch_<YYYYMMDD>_<purpose> with a lower-case purpose of letters, digits "
+        "and '_', e.g. batch_20241229_temperature",
+        r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": "letters, digits, '_', '.' and '-', starting with a letter or digit, "
+        "e.g. Copa",
+        r"^[A-Za-z0-9_]+$": "letters, digits and '_', e.g. temperature_study",
+    }
+)
 
 # The same rule for the API server (CEL on the string) and for the operator and the CLI (below).
 _PATH_RULE = "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')"

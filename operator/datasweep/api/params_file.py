@@ -1,4 +1,4 @@
-"""Stage parameters for a worker CLI: a YAML/JSON params file, then `KEY=VALUE` overrides on top."""
+"""Stage parameters for a worker CLI: a YAML/JSON params file, then `KEY=VALUE` overrides on top (YAML 1.2)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
+from datasweep.api import kube_yaml
 
 
 class ParamsFileError(ValueError):
@@ -27,12 +27,12 @@ def load_params_mapping(
     if params_file is not None:
         source = Path(params_file)
         try:
-            loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
+            loaded = kube_yaml.load(source.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ParamsFileError(f"{source}: params file not found") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise ParamsFileError(f"{source}: cannot read params file: {exc}") from exc
-        except yaml.YAMLError as exc:
+        except kube_yaml.YAMLError as exc:
             raise ParamsFileError(f"{source}: not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
             sample = example.replace("=", ": ", 1)
@@ -43,7 +43,7 @@ def load_params_mapping(
         if not sep or not key.strip():
             raise ParamsFileError(f"{option_name} {item!r}: expected KEY=VALUE, e.g. {option_name} {example}")
         try:
-            raw[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
+            raw[key.strip()] = kube_yaml.load(value)
+        except kube_yaml.YAMLError as exc:
             raise ParamsFileError(f"{option_name} {item!r}: the value is not valid YAML: {exc}") from exc
     return raw

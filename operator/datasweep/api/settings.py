@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError
 
+from datasweep.api import kube_yaml
 from datasweep.api._base import CamelModel, describe_validation_error
 
 CONFIG_ENV = "DATASWEEP_CONFIG"
@@ -116,7 +116,7 @@ def load_settings(path: str | None = None) -> OperatorSettings:
     if not source:
         return OperatorSettings()
     try:
-        raw = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
+        raw = kube_yaml.load(Path(source).read_text(encoding="utf-8")) or {}
         return OperatorSettings.model_validate(raw)
     except FileNotFoundError as exc:
         raise SystemExit(f"{source}: operator config not found (set {CONFIG_ENV} or --config)") from exc

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError
 
+from datasweep.api import kube_yaml
 from datasweep.api._base import CamelModel, describe_validation_error
 
 StageKind = Literal["generate", "dataset", "fomaml", "moe-steer", "qa"]
@@ -64,17 +64,12 @@ def load_worker_spec(path: str | Path, expected_stage: StageKind | None = None) 
     return spec
 
 
-# libyaml's emitter and parser when present: the operator dumps one spec per Artifact (10,000 for a large
-# sweep) and parses it again before each launch; the pure-Python parser was a sixth of its CPU in a fan-out.
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def parse_worker_spec(text: str, source: str) -> WorkerSpec:
     """A worker spec from its text; `source` names where it came from in the error messages."""
     try:
-        raw = yaml.load(text, Loader=_LOADER)  # a safe loader (libyaml's when present)
-    except yaml.YAMLError as exc:
+        # libyaml's parser (kube_yaml): the operator parses one spec per Artifact before each launch
+        raw = kube_yaml.load(text)
+    except kube_yaml.YAMLError as exc:
         raise WorkerSpecError(f"{source}: not valid YAML/JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise WorkerSpecError(f"{source}: a worker spec is a mapping with stage, fingerprint, outputDir, params")
@@ -89,4 +84,4 @@ def parse_worker_spec(text: str, source: str) -> WorkerSpec:
 
 def dump_worker_spec(spec: WorkerSpec) -> str:
     data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=False)
+    return kube_yaml.dump(data, sort_keys=False, allow_unicode=False)

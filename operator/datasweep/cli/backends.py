@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from datasweep import GROUP, VERSION
+from datasweep.api import kube_yaml
 from datasweep.api.experiment import TrainingStage
 from datasweep.api.worker import DATA_STAGES
 from datasweep.cli.common import BadInput
@@ -243,8 +243,8 @@ def _cluster_base_model(worker: Mapping[str, Any]) -> dict[str, Any] | None:
     """The model identity (pvc, path) of a training Artifact from its Job details: the worker spec's baseModel
     under the mount of its volume (the data volume when no model volume holds it)."""
     try:
-        loaded = yaml.safe_load(worker.get("workerSpec") or "") or {}
-    except yaml.YAMLError:
+        loaded = kube_yaml.load(worker.get("workerSpec") or "") or {}
+    except kube_yaml.YAMLError:
         return None
     path = loaded.get("baseModel") if isinstance(loaded, dict) else None
     if not isinstance(path, str):

@@ -26,6 +26,7 @@ from datasweep.cli.run import experiment_options
 from datasweep.core.imported import ImportedMatch, find_match
 from datasweep.core.memory import StageMemory
 from datasweep.core.plan import StagePlan
+from datasweep.local.checks import check_before_claim
 from datasweep.local.experiment_file import (
     ExperimentFileError,
     LocalExperiment,
@@ -294,6 +295,10 @@ def plan(
     backend = choose_backend(root, cluster, namespace, kube_context, default_root=default_root)
     if backend.kind == "local":
         click.echo(f"store: {backend.root.resolve()} ({why})", err=True)
+    try:  # what `run` (and its workers) would refuse, refused here first
+        check_before_claim(experiment, the_plan, backend.root if backend.kind == "local" else None)
+    except ExperimentFileError as exc:
+        raise BadInput(str(exc)) from exc
     existing = {a.name: a for a in backend.artifacts()} if backend.kind == "cluster" else {}
     force = experiment.spec.force_regenerate
     estimates: list[StageEstimate] = []

@@ -20,6 +20,7 @@ from datasweep.cli.common import (
 )
 from datasweep.core.metrics import Candidate, best_of, recorded_metrics
 from datasweep.core.plan import Plan
+from datasweep.local.checks import check_before_claim
 from datasweep.local.experiment_file import ExperimentFileError, load_experiment, parse_prompt_files
 from datasweep.local.registry import RegistryError
 from datasweep.local.runner import DEFAULT_ROOT, LocalRunner, RunResult, log_tail, parse_worker_command
@@ -82,6 +83,7 @@ def run(
     try:
         experiment = load_experiment(experiment_file, data_dir, parse_prompt_files(prompt_files))
         plan = experiment.plan()
+        check_before_claim(experiment, plan, root.resolve(), force_regenerate)
         runner = LocalRunner(
             root,
             jobs=jobs,

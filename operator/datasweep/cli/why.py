@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
+from datasweep.api import kube_yaml
 from datasweep.api.worker import TRAINING_STAGES
 from datasweep.cli.backends import ArtifactView, ClusterBackend, LocalBackend
 from datasweep.cli.common import (
@@ -128,8 +128,8 @@ def _local_effective(backend: Backend, view: ArtifactView) -> dict[str, Any] | N
         return view.params  # an Artifact object's spec.params are the effective ones
     path = Registry(backend.root).specs_dir / f"{view.name}.yaml"
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        loaded = kube_yaml.load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, kube_yaml.YAMLError):
         return None
     params = loaded.get("params") if isinstance(loaded, dict) else None
     return params if isinstance(params, dict) else None

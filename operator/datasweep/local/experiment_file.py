@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from datasweep import API_VERSION
+from datasweep.api import kube_yaml
 from datasweep.api._base import describe_validation_error
-from datasweep.api.common import ModelRef, PromptSource
+from datasweep.api.common import DNS_SUBDOMAIN, ModelRef, PromptSource
 from datasweep.api.experiment import ExperimentSpec, parse_spec
+from datasweep.api.worker import TRAINING_STAGES
 from datasweep.core.memory import StageMemory, UnknownModel, plan_memory, read_model_config
 from datasweep.core.plan import Plan, PlanError, PlanInputs, StagePlan, plan_experiment
 from datasweep.core.shape import check_shapes, check_task_files
 from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files, sample_records
 from datasweep.store.records import RECORD_SUFFIXES
 from datasweep.workloads.generate import preflight
+
+MODEL_CONFIG = "config.json"
 
 
 class ExperimentFileError(ValueError):
@@ -104,8 +108,22 @@ class LocalExperiment:
                     f"{self.path}: {where}.path: {directory} is not a directory; "
                     f"model paths are resolved relative to --data-dir ({self.data_dir})"
                 )
+            if not (directory / MODEL_CONFIG).is_file():  # what every worker's from_pretrained reads first
+                found = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))[:10]
+                raise ExperimentFileError(
+                    f"{self.path}: {where}.path: {directory} holds no {MODEL_CONFIG}, so it is not a saved model "
+                    f"(found: {', '.join(found) or 'nothing'}); point it at the directory save_pretrained wrote"
+                )
             return str(directory)
         return ref.hub_id
+
+    def stage_model_dir(self, stage: StagePlan) -> str | None:
+        """The model a stage's worker loads (local directory or hub id), as its worker spec names it."""
+        if stage.stage == "generate":
+            return self.model_dir(stage.base_model, "spec.generation.modelPath")
+        if stage.stage not in TRAINING_STAGES:
+            return None  # the dataset stage copies records, it has no model
+        return self.model_dir(stage.base_model, f"spec.training[{stage.training_index}].baseModel")
 
 
 def read_experiment_object(path: Path) -> tuple[str, dict[str, Any]]:
@@ -117,8 +135,8 @@ def read_experiment_object(path: Path) -> tuple[str, dict[str, Any]]:
     except (IsADirectoryError, UnicodeDecodeError) as exc:
         raise ExperimentFileError(f"{path}: not a readable YAML file ({exc})") from exc
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as exc:
+        documents = [doc for doc in kube_yaml.load_all(text) if doc is not None]  # YAML 1.2, as kubectl reads it
+    except kube_yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -139,6 +157,14 @@ def read_experiment_object(path: Path) -> tuple[str, dict[str, Any]]:
     name = metadata.get("name") if isinstance(metadata, dict) else None
     if not isinstance(name, str) or not name:
         raise ExperimentFileError(f"{path}: metadata.name is missing; give the Experiment a name")
+    if len(name) > 253 or not re.fullmatch(DNS_SUBDOMAIN, name):
+        # the API server's rule for every object name: the same file must not pass here and fail on the cluster
+        fixed = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.")[:253] or "my-experiment"
+        raise ExperimentFileError(
+            f"{path}: metadata.name: {name!r} is not a valid Kubernetes object name (the cluster refuses it): use "
+            f"lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 "
+            f"characters, e.g. {fixed}"
+        )
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise ExperimentFileError(f"{path}: spec is missing or not a mapping")

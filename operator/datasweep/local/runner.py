@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from datasweep.api.batch import BatchPoint
-from datasweep.api.worker import TRAINING_STAGES, dump_worker_spec
+from datasweep.api.worker import dump_worker_spec
 from datasweep.core.imported import ImportedMatch, find_match
 from datasweep.core.plan import Plan, StagePlan
 from datasweep.core.worker_spec import worker_spec_for
@@ -189,7 +189,7 @@ class LocalRunner:
         # Model paths are checked before anything is claimed: bad input must leave no directory or record.
         for point in plan.points:
             for stage in point.stages:
-                self._base_model(experiment, stage)
+                experiment.stage_model_dir(stage)
         self.root.mkdir(parents=True, exist_ok=True)
         for point in plan.points:
             gen = point.generate
@@ -283,7 +283,7 @@ class LocalRunner:
             relpath=relpath,
             input_relpaths={"data": parent.relpath} if parent else None,
             source_dir=str(experiment.datasets[stage.dataset].directory.resolve()) if parent is None else None,
-            base_model=self._base_model(experiment, stage),
+            base_model=experiment.stage_model_dir(stage),
             batch=plan.batch,
             experiment=experiment.name,
         )
@@ -310,14 +310,6 @@ class LocalRunner:
             self.registry.update_artifact(stage.artifact, phase="Pending", manifest=None, completed_at=None)
         state: TaskState = "done" if reused else "pending"
         return StageTask(stage, relpath, directory, spec_path, parent, reused, state=state)
-
-    def _base_model(self, experiment: LocalExperiment, stage: StagePlan) -> str | None:
-        if stage.stage == "generate":
-            return experiment.model_dir(stage.base_model, "spec.generation.modelPath")
-        if stage.stage not in TRAINING_STAGES:
-            return None  # the dataset stage copies records, it has no model
-        index = next(i for i, entry in enumerate(experiment.spec.training) if entry.name == stage.name)
-        return experiment.model_dir(stage.base_model, f"spec.training[{index}].baseModel")
 
     def _record_batch(self, experiment: LocalExperiment, result: RunResult) -> None:
         points = []

@@ -209,8 +209,10 @@ def dataset_files(directory: Path, name: str, suffixes: tuple[str, ...] = (".jso
     if not files and not task_files:
         expected = ", ".join(f"{name.lower()}_{split}{'|'.join(suffixes)}" for split in SPLITS)
         also = f", or seed 003 folders {'/, '.join(TASK_FOLDERS)}/" if suffixes != (".jsonl",) else ""
+        found = sorted(path.name for path in directory.iterdir() if not path.name.startswith("."))
         raise LayoutError(
-            f"dataset {name}: no split files in {directory}; expected one of {expected} (or *.jsonl{also})"
+            f"dataset {name}: no split files in {directory}; expected one of {expected} (or *.jsonl{also}); "
+            f"found: {', '.join(found[:10]) + (f' and {len(found) - 10} more' if len(found) > 10 else '') or 'nothing'}"
         )
     digest = hashlib.sha256()
     each: dict[str, str] = {}

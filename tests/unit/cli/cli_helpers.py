@@ -24,6 +24,14 @@ def write_copa(directory: Path, rows: int = 3) -> Path:
     return directory
 
 
+def fake_model(directory: Path) -> Path:
+    """A directory that passes as a saved model before anything runs (its config.json); the fake worker loads
+    nothing from it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text("{}", encoding="utf-8")
+    return directory
+
+
 def experiment_yaml(name: str, spec: dict[str, Any]) -> str:
     obj = {"apiVersion": "datasweep.io/v1alpha1", "kind": "Experiment", "metadata": {"name": name}, "spec": spec}
     return yaml.safe_dump(obj, sort_keys=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import copa_dataset, fake_worker_command, generation
+from cli_helpers import copa_dataset, fake_model, fake_worker_command, generation
 
 from conftest import Invoke
 from datasweep.local.registry import Registry
@@ -47,7 +47,7 @@ def plan_rows(invoke: Invoke, experiment: Path, tree: Path, workspace: Path) -> 
 
 
 def test_a_matching_point_reuses_the_imported_directory(
-    tree: Path, workspace: Path, invoke: Invoke, write_experiment: Callable[..., Path]
+    tree: Path, workspace: Path, invoke: Invoke, write_experiment: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     experiment = write_experiment("reuse", spec())
     invoke("import", tree)
@@ -72,6 +72,7 @@ def test_a_matching_point_reuses_the_imported_directory(
         "val_prompt_hash",
         "dataset sha256",
     ]
+    monkeypatch.delenv("OPENAI_API_KEY")  # nothing will be sent: no key is needed (checks.py)
     text = invoke("plan", experiment, "--root", tree, "--data-dir", workspace).stdout
     assert "imported" in text.split("STATUS")[1]
     assert f"imported _shared/Copa/{NAME} (matched gen_model=gpt-4o" in text
@@ -146,7 +147,7 @@ def test_training_on_a_reused_imported_directory_nests_under_it(
     invoke("import", tree, "--source", f"Copa={workspace / 'raw' / 'superglue' / 'copa'}")
     params = {"task_key": "id", "prompt_template": "{original_text}", "response_template": " {text}"}
     training = [{"name": "meta", "kind": "fomaml", "baseModel": {"path": "models/tiny"}, "params": params}]
-    (workspace / "models" / "tiny").mkdir(parents=True)
+    fake_model(workspace / "models" / "tiny")
     experiment = write_experiment("train-on-imported", spec(training=training))
     rows = plan_rows(invoke, experiment, tree, workspace)
     assert [(r["stage"], r["hit"], r["imported"] is not None) for r in rows] == [

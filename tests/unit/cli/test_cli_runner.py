@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli_helpers import copa_dataset, fake_worker_command, generation
+from cli_helpers import copa_dataset, fake_model, fake_worker_command, generation
 
 from conftest import Invoke
 
@@ -35,7 +35,7 @@ def spec(**overrides: Any) -> dict[str, Any]:
 
 
 def with_training(workspace: Path) -> dict[str, Any]:
-    (workspace / "models" / "tiny").mkdir(parents=True)
+    fake_model(workspace / "models" / "tiny")
     return spec(
         training=[
             {
@@ -160,7 +160,7 @@ def test_plan_estimates_tokens_cost_and_gpu_hours_and_creates_nothing(
 
 
 def training_sweep(workspace: Path, inner_lr: list[float]) -> dict[str, Any]:
-    (workspace / "models" / "tiny").mkdir(parents=True, exist_ok=True)
+    fake_model(workspace / "models" / "tiny")
     stage = {
         "name": "meta",
         "kind": "fomaml",

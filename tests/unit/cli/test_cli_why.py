@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli_helpers import copa_dataset, fake_worker_command, generation
+from cli_helpers import copa_dataset, fake_model, fake_worker_command, generation
 
 from conftest import Invoke
 
@@ -83,7 +83,7 @@ def test_why_of_an_experiment_by_name_and_of_an_unknown_one(
 def test_why_of_a_training_stage_names_its_parameter_and_its_data_hit(
     workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
 ) -> None:
-    (workspace / "models" / "tiny").mkdir(parents=True)
+    fake_model(workspace / "models" / "tiny")
     root = workspace / "root"
 
     def with_training(inner_lr: float) -> dict[str, Any]:

