@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_helpers import copa_dataset, fake_model, fake_worker_command, generation
 
 from conftest import Invoke
+from datasweep.core import recipes
 
 BATCH = "batch_20250101_why"
 
@@ -107,3 +110,20 @@ def test_why_of_a_training_stage_names_its_parameter_and_its_data_hit(
     assert "Copa/temp07_topp10_gpt4o generate: hit " in shown
     assert "Copa/temp07_topp10_gpt4o meta: MISS" in shown
     assert "1 field differs:\n    inner_lr 0.01 → 0.02\n" in shown
+
+
+def test_why_names_the_recipe_after_a_bump(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a fix to result-deciding code bumps the kind's recipe: the point misses, and why says it was the recipe
+    root = workspace / "root"
+    first = write_experiment("why-recipe", spec(0.7))
+    invoke("run", first, "--root", root, "--worker-command", fake_worker_command())
+    bumped = dataclasses.replace(recipes.RECIPES["generate"], version=recipes.RECIPES["generate"].version + 1)
+    monkeypatch.setitem(recipes.RECIPES, "generate", bumped)
+    missed = invoke("why", first, "--root", root).stdout
+    assert "Copa/temp07_topp10_gpt4o generate: MISS" in missed
+    assert f"1 field differs:\n    recipe {bumped.version - 1} → {bumped.version}\n" in missed
+    assert (
+        f"recipe {bumped.version - 1} → {bumped.version}" in invoke("plan", first, "--root", root, "-o", "wide").stdout
+    )
