@@ -197,7 +197,7 @@ def test_a_training_sweep_runs_one_stage_per_combination_and_a_second_reuses_the
     assert "2 points: 0 reused, 2 created (10 stages: 0 reused, 10 created)" in ran.output
     assert len(list(root.glob("_shared/Copa/*/train/fomaml-*/model.txt"))) == 8
     assert "meta(ilr3e-5_nis1):done" in ran.output
-    lowest = "queryLossAfter=1.77 (temperature=0.5, inner_lr=3e-05, num_inner_steps=2)"  # ties: the first name
+    lowest = "queryLossAfter=1.77 (temperature=0.5, inner_lr=3e-05, num_inner_steps=2; 2 tied)"  # the first name
     assert "best (minimize queryLossAfter of meta): copa-temp05-topp10-gpt4o-fomaml-" in ran.output
     assert lowest in ran.output
     second = write_experiment("sweep-high", training_sweep(workspace, [3e-5, 1e-4]))
