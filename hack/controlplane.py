@@ -70,6 +70,8 @@ KCM_CONTROLLERS = (
     "persistentvolume-binder-controller",
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
+    # EndpointSlices of headless Services: the real node's cluster DNS (realnode.PodDns) answers from them.
+    "endpointslice-controller",
 )
 # Not here on purpose: node-lifecycle-controller (nothing should evict pods or taint the fake nodes when kwok's
 # heartbeats lag on a busy machine).

@@ -98,15 +98,24 @@ SHM_MOUNT = "/dev/shm"
 DISTRIBUTED_ENV = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
 
 
+# Pod 0 hosts the c10d store, said explicitly: torchrun's own guess compares the endpoint's DNS answer with the
+# pod's address, and a pod that starts before its name is in cluster DNS would guess "not me" and wait for itself.
+_HOST_ON_POD_0 = (
+    'if [ "$JOB_COMPLETION_INDEX" = 0 ]; then host=1; else host=0; fi; exec torchrun --rdzv-conf=is_host=$host "$@"'
+)
+
+
 def _command(stage: str, gpus: int, nodes: int, job: str, service: str | None) -> list[str]:
     if nodes > 1 or gpus > 1:
         module = "datasweep.workloads." + stage.replace("-", "_")
+        launcher = ["torchrun"]
         rendezvous: list[str] = []
         if nodes > 1 and service:
             # c10d: pod 0's torchrun hosts the rendezvous store at its stable name (<job>-0.<service>, the headless
             # Service's DNS record); the workers' process group then meets at the address each agent gives
             # (--local-addr, the pod's IP: no name of a pod but pod 0's has to resolve). --node-rank is what a
             # static rendezvous would use; c10d assigns ranks itself.
+            launcher = ["sh", "-c", _HOST_ON_POD_0, "torchrun"]
             rendezvous = [
                 "--rdzv-backend=c10d",
                 f"--rdzv-endpoint={job}-0.{service}:{RENDEZVOUS_PORT}",
@@ -115,7 +124,7 @@ def _command(stage: str, gpus: int, nodes: int, job: str, service: str | None) -
                 "--local-addr=$(POD_IP)",
             ]
         return [
-            "torchrun",
+            *launcher,
             f"--nnodes={nodes}",
             f"--nproc-per-node={max(gpus, 1)}",
             *rendezvous,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import datetime
 from typing import Any
 
@@ -106,7 +107,19 @@ def test_multi_node_training_is_an_indexed_job_whose_pods_rendezvous_at_pod_0() 
     pod = job["spec"]["template"]["spec"]
     assert pod["subdomain"] == service["metadata"]["name"]  # gives pod i the DNS name <job>-i.<service>
     container = pod["containers"][0]
-    assert container["command"][:6] == [
+    # pod 0 (and only pod 0) hosts the rendezvous store, whatever DNS answers when it starts
+    for index, is_host in (("0", "1"), ("1", "0")):
+        script, argv0 = container["command"][2:4]
+        shell = subprocess.run(
+            ["sh", "-c", script.replace("exec torchrun", "echo"), argv0, "x"],
+            env={"JOB_COMPLETION_INDEX": index},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert shell.stdout.split() == [f"--rdzv-conf=is_host={is_host}", "x"]
+    assert container["command"][:2] == ["sh", "-c"]
+    assert container["command"][3:9] == [
         "torchrun",
         "--nnodes=2",
         "--nproc-per-node=8",
