@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ KCM_CONTROLLERS = (
     "persistentvolume-binder-controller",
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
+    # EndpointSlices of headless Services: the real node's cluster DNS (realnode.PodDns) answers from them.
+    "endpointslice-controller",
 )
 # Not here on purpose: node-lifecycle-controller (nothing should evict pods or taint the fake nodes when kwok's
 # heartbeats lag on a busy machine).
@@ -556,6 +559,7 @@ class ControlPlane:
     # Where pods on the real node reach the API server (host, port): set KUBERNETES_SERVICE_HOST/PORT to it.
     api_for_pods: tuple[str, int] | None = None
     _api_proxy: realnode.ApiProxy | None = None
+    _pod_dns: realnode.PodDns | None = None
     # Why there is no real node (None when there is one, or when attached to someone else's cluster).
     node_unavailable: str | None = None
 
@@ -752,6 +756,23 @@ class ControlPlane:
         self._wait_until(deadline, f"the real node {realnode.NODE_NAME} Ready", self._real_node_ready)
         self._api_proxy = realnode.ApiProxy(node.ip, int(self.server.rsplit(":", 1)[1]))
         self.api_for_pods = (self._api_proxy.host, self._api_proxy.port)
+        self._pod_dns = realnode.PodDns(node.ip, self._service_endpoints)
+
+    def _service_endpoints(self, namespace: str, service: str) -> list[tuple[str | None, str]]:
+        """(hostname, address) of a Service's endpoints, from its EndpointSlices (the cluster DNS's source)."""
+        query = urllib.parse.urlencode({"labelSelector": f"kubernetes.io/service-name={service}"})
+        status, body = self._get(
+            f"{self.server}/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices?{query}", tls=True
+        )
+        if status != 200:
+            return []
+        return [
+            (endpoint.get("hostname"), address)
+            for item in json.loads(body).get("items", [])
+            if item.get("addressType") == "IPv4"
+            for endpoint in item.get("endpoints") or []
+            for address in endpoint.get("addresses") or []
+        ]
 
     def _real_node_ready(self) -> bool:
         status, body = self._get(f"{self.server}/api/v1/nodes/{realnode.NODE_NAME}", tls=True)
@@ -859,6 +880,9 @@ class ControlPlane:
         if self._api_proxy is not None:
             self._api_proxy.close()
             self._api_proxy = None
+        if self._pod_dns is not None:
+            self._pod_dns.close()
+            self._pod_dns = None
         if self.node is not None:
             self.node.release()
             self.node = None

@@ -38,6 +38,7 @@ TAINT_KEY = "datasweep.io/real-node"
 NODE_SELECTOR = {"type": "real"}
 TOLERATIONS = [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
 SLOTS = 4
+CLUSTER_DOMAIN = "cluster.local"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 CGROUP_V1 = Path("/sys/fs/cgroup")
 
@@ -249,6 +250,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                     "maxPods": 30,
                     "serializeImagePulls": False,
                     "registerWithTaints": [{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
+                    # Pods resolve names through PodDns on the bridge address (cluster DNS, as CoreDNS serves it).
+                    "clusterDNS": [self.ip],
+                    "clusterDomain": CLUSTER_DOMAIN,
                 }
             )
         )
@@ -412,6 +416,74 @@ class ApiProxy:
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._socket.close()
+
+
+class PodDns:
+    """The cluster DNS of the real node, for what pods here need of it: the records of headless Services, as
+    CoreDNS's kubernetes plugin serves them from EndpointSlices (`<hostname>.<service>.<ns>.svc.<domain>`: the
+    endpoint of that hostname; `<service>.<ns>.svc.<domain>`: every endpoint). Multi-node training pods
+    rendezvous at `<job>-0.<service>` (an Indexed Job's pod 0). Any other name: NXDOMAIN (pods reach nothing
+    else by name). UDP on port 53 of the bridge address, which the kubelet gives pods as their nameserver.
+
+    `endpoints(namespace, service)` returns the (hostname or None, address) of the Service's endpoints."""
+
+    def __init__(self, listen_host: str, endpoints: Any, port: int = 53) -> None:
+        import socket
+        import threading
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind((listen_host, port))
+        self.port = int(self._socket.getsockname()[1])
+        self._endpoints = endpoints
+        self._closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True, name="pod-dns").start()
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            try:
+                query, peer = self._socket.recvfrom(512)
+            except OSError:
+                return
+            with contextlib.suppress(Exception):  # a malformed query or an API hiccup: no answer, the pod retries
+                self._socket.sendto(self.answer(query), peer)
+
+    def lookup(self, name: str) -> list[str] | None:
+        """The IPv4 addresses of a name (None: no such name)."""
+        suffix = f".svc.{CLUSTER_DOMAIN}"
+        if not name.endswith(suffix):
+            return None
+        labels = name[: -len(suffix)].split(".")
+        if len(labels) not in (2, 3):
+            return None
+        host, (service, namespace) = (labels[0] if len(labels) == 3 else None), labels[-2:]
+        found = [ip for hostname, ip in self._endpoints(namespace, service) if host is None or hostname == host]
+        return found or None
+
+    def answer(self, query: bytes) -> bytes:
+        import ipaddress
+        import struct
+
+        ident, flags = struct.unpack("!HH", query[:4])
+        offset, labels = 12, []
+        while query[offset]:
+            length = query[offset]
+            labels.append(query[offset + 1 : offset + 1 + length].decode("ascii").lower())
+            offset += 1 + length
+        qtype = struct.unpack("!H", query[offset + 1 : offset + 3])[0]
+        question = query[12 : offset + 5]
+        addresses = self.lookup(".".join(labels))
+        records = [ip for ip in addresses or [] if qtype == 1]  # A; an AAAA of a known name: no data
+        rcode = 3 if addresses is None else 0  # NXDOMAIN
+        header = struct.pack("!HHHHHH", ident, 0x8000 | (flags & 0x0100) | 0x0080 | rcode, 1, len(records), 0, 0)
+        answers = b"".join(
+            struct.pack("!HHHIH", 0xC00C, 1, 1, 5, 4) + ipaddress.IPv4Address(ip).packed for ip in records
+        )
+        return header + question + answers
 
     def close(self) -> None:
         self._closed.set()

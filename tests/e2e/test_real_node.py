@@ -409,3 +409,52 @@ def test_generate_then_train_a_tiny_model_in_the_trainer_image(
     pods = get(control_plane, ns, "pods", selector=f"job-name={job}")["items"]
     assert pods[0]["status"]["containerStatuses"][0]["image"].rsplit("/", 1)[-1] == trainer_image
     print(f"{kind}: generate + train in pods took {time.monotonic() - started:.0f}s")
+
+
+@pytest.mark.trainer
+def test_fomaml_on_two_nodes_two_pods_rendezvous_and_train_together(
+    control_plane: Any,
+    real_images: dict[str, str],
+    trainer_image: str,
+    real_namespace: str,
+    data_root: Path,
+    tmp_path: Path,
+    openai_server: OpenAITestServer,
+) -> None:
+    """`nodes: 2`: an Indexed Job of two pods and its headless Service; torchrun's c10d rendezvous at pod 0's
+    name (`<job>-0.<service>`, resolved by the node's cluster DNS from the Service's endpoints), then one gloo
+    process group of 2 ranks on CPU trains fomaml. The Service goes when the Job ends."""
+    from datasweep.testing import datasets
+
+    ns = real_namespace
+    stage = datasets.chain_stage("fomaml", resources={"memory": "3Gi", "nodes": 2})
+    body = training_experiment("train-nodes", "fomaml", data_root, training=[stage])
+    with real_operator(ns, data_root, tmp_path, {**real_images, "trainer": trainer_image}):
+        apply(control_plane, ns, with_server(body, openai_server))
+
+        def training_service() -> Any:
+            items = get(control_plane, ns, "services", selector="datasweep.io/stage=fomaml")["items"]
+            return items[0] if items else None
+
+        service = wait_for("the headless Service of the training Job", training_service, 600)
+        done = wait_for("experiment finished", lambda: finished(control_plane, ns, "train-nodes"), 900)
+        (artifact,) = get(control_plane, ns, "artifacts", selector="datasweep.io/stage=fomaml")["items"]
+        job = artifact["status"]["job"]
+        pods = get(control_plane, ns, "pods", selector=f"job-name={job}")["items"]
+        logs = control_plane.kubectl("logs", "-n", ns, "-l", f"job-name={job}", "--prefix", "--tail=60", check=False)
+        assert condition(done, "Succeeded")["status"] == "True", (
+            f"{json.dumps(condition(artifact, 'Ready'), indent=1)}\n{logs.stdout[-5000:]}"
+        )
+        wait_for("the Service deleted once the Job ended", lambda: training_service() is None, 120)
+    assert service["metadata"]["name"] == job
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["metadata"]["ownerReferences"][0]["name"] == artifact["metadata"]["name"]
+    assert sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods) == ["0", "1"]
+    assert all(p["status"]["phase"] == "Succeeded" for p in pods)
+    assert all(p["spec"]["subdomain"] == job for p in pods)
+    path = data_root / artifact["spec"]["storage"]["path"]
+    metadata = json.loads((path / "training_metadata.json").read_text())
+    assert (metadata["world_size"], metadata["device"]) == (2, "cpu")
+    manifest = read_manifest(path)
+    assert manifest is not None
+    assert manifest.stage == "fomaml"

@@ -112,6 +112,7 @@ CUSTOM_VALUES: dict[str, Any] = {
         "gpuTolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "priorityClassName": "ml-batch",
         "podAnnotations": {"cost-center": "nlp"},
+        "sharedMemorySize": "32Gi",
     },
     "queueName": "team-a",
     "maxPoints": 64,

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError
 
 from datasweep.api import kube_yaml
 from datasweep.api._base import CamelModel, describe_validation_error
+from datasweep.api.common import Quantity
 
 CONFIG_ENV = "DATASWEEP_CONFIG"
 
@@ -33,6 +34,11 @@ class JobDefaults(CamelModel):
     service_account_name: str = "datasweep-worker"
     priority_class_name: str | None = None
     pod_annotations: dict[str, str] = Field(default_factory=dict)
+    shared_memory_size: Quantity | None = Field(
+        default="16Gi",
+        description="Size of the memory-backed /dev/shm of Jobs with gpus > 1 (NCCL's intra-node transport; "
+        "the runtime's default is 64Mi). It counts against the pod's memory limit. null: no such volume",
+    )
 
 
 class OperatorSettings(CamelModel):

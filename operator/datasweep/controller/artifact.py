@@ -620,6 +620,10 @@ def job_event(namespace: str | None, name: str, body: kopf.Body, logger: kopf.Lo
         return
     assert namespace is not None
     job_ended(namespace, name, body["metadata"]["labels"][labels.ARTIFACT], ended, kwargs["artifact_index"], logger)
+    if (body.get("spec") or {}).get("completionMode") == "Indexed" and client.delete_service(namespace, name):
+        # The headless Service of a multi-node Job (same name) served only its pods' rendezvous. One the
+        # operator misses here goes with its Artifact (ownerReference).
+        logger.info("service %s of the ended job deleted", name)
 
 
 def job_ended(

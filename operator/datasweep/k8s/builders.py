@@ -91,15 +91,43 @@ def _job_labels(artifact: dict[str, Any], queue_name: str | None) -> dict[str, s
     return out
 
 
+RENDEZVOUS_PORT = 29500
+SHM_MOUNT = "/dev/shm"
+# Jobs that run torchrun. NCCL_DEBUG=WARN puts the reason of a failed collective in the pod's log; with
+# TORCH_NCCL_ASYNC_ERROR_HANDLING=1 a failed or timed-out collective ends the process (a hung rank would hold
+# its GPUs until activeDeadlineSeconds). No transport tuning: NCCL picks it per cluster.
+DISTRIBUTED_ENV = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
+
+
+# Pod 0 hosts the c10d store, said explicitly: torchrun's own guess compares the endpoint's DNS answer with the
+# pod's address, and a pod that starts before its name is in cluster DNS would guess "not me" and wait for itself.
+_HOST_ON_POD_0 = (
+    'if [ "$JOB_COMPLETION_INDEX" = 0 ]; then host=1; else host=0; fi; exec torchrun --rdzv-conf=is_host=$host "$@"'
+)
+
+
 def _command(stage: str, gpus: int, nodes: int, job: str, service: str | None) -> list[str]:
     if nodes > 1 or gpus > 1:
         module = "datasweep.workloads." + stage.replace("-", "_")
-        rendezvous = [f"--master-addr={job}-0.{service}", "--master-port=29500"] if nodes > 1 and service else []
+        launcher = ["torchrun"]
+        rendezvous: list[str] = []
+        if nodes > 1 and service:
+            # c10d: pod 0's torchrun hosts the rendezvous store at its stable name (<job>-0.<service>, the headless
+            # Service's DNS record); the workers' process group then meets at the address each agent gives
+            # (--local-addr, the pod's IP: no name of a pod but pod 0's has to resolve). --node-rank is what a
+            # static rendezvous would use; c10d assigns ranks itself.
+            launcher = ["sh", "-c", _HOST_ON_POD_0, "torchrun"]
+            rendezvous = [
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={job}-0.{service}:{RENDEZVOUS_PORT}",
+                f"--rdzv-id={job}",
+                "--node-rank=$(JOB_COMPLETION_INDEX)",
+                "--local-addr=$(POD_IP)",
+            ]
         return [
-            "torchrun",
+            *launcher,
             f"--nnodes={nodes}",
             f"--nproc-per-node={max(gpus, 1)}",
-            *(["--node-rank=$(JOB_COMPLETION_INDEX)"] if nodes > 1 else []),
             *rendezvous,
             "-m",
             module,
@@ -135,6 +163,12 @@ def _volumes(artifact: dict[str, Any], settings: OperatorSettings) -> tuple[list
         {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    shm_size = settings.job_defaults.shared_memory_size
+    if int(artifact["spec"].get("resources", {}).get("gpus", 0)) > 1 and shm_size is not None:
+        # Several GPUs in one pod: NCCL moves data between its ranks through /dev/shm, which the container
+        # runtime makes 64Mi; a memory-backed emptyDir (counted against the memory limit) replaces it.
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": str(shm_size)}})
+        mounts.append({"name": "shm", "mountPath": SHM_MOUNT})
     for index, extra in enumerate(worker.get("volumes", [])):
         name = f"extra-{index}"
         volumes.append({"name": name, "persistentVolumeClaim": {"claimName": extra["claimName"], "readOnly": True}})
@@ -168,6 +202,10 @@ def worker_job(
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "DATASWEEP_TERMINATION_LOG", "value": "/dev/termination-log"},
     ]
+    if gpus > 1 or nodes > 1:
+        env += [{"name": key, "value": value} for key, value in DISTRIBUTED_ENV.items()]
+    if nodes > 1:
+        env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     secret = spec.get("worker", {}).get("apiKeySecret")
     if secret:
         env.append(
@@ -271,6 +309,6 @@ def headless_service(job: dict[str, Any]) -> dict[str, Any]:
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": {"job-name": name},
-            "ports": [{"name": "rendezvous", "port": 29500}],
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT}],
         },
     }

@@ -290,6 +290,17 @@ def create_service(namespace: str, body: dict[str, Any]) -> tuple[dict[str, Any]
     )
 
 
+def delete_service(namespace: str, name: str) -> bool:
+    """Delete a Service; False when it was already gone."""
+    try:
+        core().delete_namespaced_service(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def read_configmap_key(namespace: str, name: str, key: str) -> str | None:
     try:
         data = core().read_namespaced_config_map(name, namespace).data or {}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import datetime
 from typing import Any
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from datasweep.api.experiment import ExperimentSpec
 from datasweep.api.settings import OperatorSettings
@@ -90,17 +93,91 @@ def test_training_job_requests_gpus_and_tolerates_gpu_nodes() -> None:
     assert "completionMode" not in job["spec"]
 
 
-def test_multi_node_training_is_an_indexed_job_with_a_headless_service() -> None:
+def test_multi_node_training_is_an_indexed_job_whose_pods_rendezvous_at_pod_0() -> None:
     _, training = stages({"gpus": 8, "nodes": 2})
     job = job_for(training)
+    name = job["metadata"]["name"]
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
     service = builders.headless_service(job)
+    assert service["metadata"]["name"] == name  # exact and repeatable: a second launch reuses it (409)
     assert service["spec"]["clusterIP"] == "None"
-    assert job["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"]
-    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert f"--master-addr={job['metadata']['name']}-0.{service['metadata']['name']}" in command
-    assert "--node-rank=$(JOB_COMPLETION_INDEX)" in command
+    assert service["spec"]["publishNotReadyAddresses"] is True  # pods are not Ready while they rendezvous
+    assert service["spec"]["selector"] == {"job-name": name}
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == service["metadata"]["name"]  # gives pod i the DNS name <job>-i.<service>
+    container = pod["containers"][0]
+    # pod 0 (and only pod 0) hosts the rendezvous store, whatever DNS answers when it starts
+    for index, is_host in (("0", "1"), ("1", "0")):
+        script, argv0 = container["command"][2:4]
+        shell = subprocess.run(
+            ["sh", "-c", script.replace("exec torchrun", "echo"), argv0, "x"],
+            env={"JOB_COMPLETION_INDEX": index},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert shell.stdout.split() == [f"--rdzv-conf=is_host={is_host}", "x"]
+    assert container["command"][:2] == ["sh", "-c"]
+    assert container["command"][3:9] == [
+        "torchrun",
+        "--nnodes=2",
+        "--nproc-per-node=8",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={name}-0.{name}:{builders.RENDEZVOUS_PORT}",
+        f"--rdzv-id={name}",
+    ]
+    assert "--node-rank=$(JOB_COMPLETION_INDEX)" in container["command"]
+    assert "--local-addr=$(POD_IP)" in container["command"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert {key: env[key]["value"] for key in builders.DISTRIBUTED_ENV} == builders.DISTRIBUTED_ENV
+    assert service["spec"]["ports"][0]["port"] == builders.RENDEZVOUS_PORT
+
+
+def test_several_gpus_in_a_pod_get_a_memory_backed_dev_shm_sized_by_the_setting() -> None:
+    _, training = stages({"gpus": 4})
+    job = job_for(training)
+    pod = job["spec"]["template"]["spec"]
+    shm = next(v for v in pod["volumes"] if v["name"] == "shm")
+    assert shm == {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}
+    container = pod["containers"][0]
+    assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["NCCL_DEBUG"] == "WARN"
+    assert env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
+    assert "POD_IP" not in env  # one node: torchrun's local rendezvous needs no address
+
+    sized = OperatorSettings.model_validate({"jobDefaults": {"sharedMemorySize": "64Gi"}})
+    artifact = builders.artifact_body(
+        training,
+        storage_path="x",
+        settings=sized,
+        experiment="e",
+        batch="b",
+        retries=0,
+        parallelism=1,
+        queue_name=None,
+        worker={},
+    )
+    volumes = builders.worker_job(artifact, attempt=0, settings=sized, queue_name=None)["spec"]["template"]["spec"]
+    assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}} in volumes["volumes"]
+    off = OperatorSettings.model_validate({"jobDefaults": {"sharedMemorySize": None}})
+    pod_off = builders.worker_job(artifact, attempt=0, settings=off, queue_name=None)["spec"]["template"]["spec"]
+    assert all(v["name"] != "shm" for v in pod_off["volumes"])
+
+
+def test_one_gpu_or_none_keeps_the_runtimes_dev_shm_and_no_nccl_settings() -> None:
+    generate, _ = stages()
+    for stage in (generate, stages({"gpus": 1})[1]):
+        pod = job_for(stage)["spec"]["template"]["spec"]
+        assert all(v["name"] != "shm" for v in pod["volumes"])
+        assert all(not e["name"].startswith(("NCCL_", "TORCH_NCCL_")) for e in pod["containers"][0]["env"])
+
+
+def test_a_bad_shared_memory_size_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ValidationError, match=r"sharedMemorySize|shared_memory_size"):
+        OperatorSettings.model_validate({"jobDefaults": {"sharedMemorySize": "lots"}})
 
 
 def test_bad_input_fails_the_job_at_once_and_a_disrupted_pod_is_replaced() -> None:

@@ -12,6 +12,7 @@ from datasweep.api.stages.fomaml import FomamlParams
 from datasweep.workloads.fomaml.data import DataError, TaskData
 from datasweep.workloads.fomaml.distributed import init_distributed
 from datasweep.workloads.fomaml.modeling import IGNORE_INDEX, ExampleEncoder, collate, load_model_and_tokenizer
+from datasweep.workloads.fomaml.stage import shard_model
 from datasweep.workloads.fomaml.trainer import MetaTrainer, cyclic_batches
 
 from .conftest import WORDS
@@ -42,10 +43,12 @@ def make_trainer(model_dir: Path, dtype: str = "float32", **overrides: Any) -> M
     }
     settings.update(overrides)
     params = FomamlParams(**settings)
-    dist = init_distributed()
+    dist = init_distributed(params.use_fsdp)
     model, tokenizer = load_model_and_tokenizer(
         str(model_dir), params.dtype, params.enable_gradient_checkpointing, dist.device
     )
+    if dist.fsdp:
+        model = shard_model(model, dist)
     return MetaTrainer(model, tokenizer, make_tasks(), params, dist)
 
 
