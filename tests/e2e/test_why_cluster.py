@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from datasweep.cli.main import cli
+from datasweep.core import recipes
 from tests.e2e.operator_harness import apply, condition, experiment, get, running_operator, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -66,3 +68,27 @@ def test_why_against_an_experiment_names_the_temperature(
     assert wide.exit_code == 0, wide.output
     assert "WHY" in wide.stdout
     assert " → 0.9" in wide.stdout
+
+
+def test_after_a_recipe_bump_the_operator_produces_again_and_why_names_the_recipe(
+    control_plane: Any, ready_namespace: str, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the operator runs in this process (KopfRunner): a bumped generate recipe is what a new operator image brings
+    ns = ready_namespace
+    before = experiment("recipe-before", batch="batch_20250101_before", generation={"temperature": 0.7, "topP": 1.0})
+    after = experiment("recipe-after", batch="batch_20250102_after", generation={"temperature": 0.7, "topP": 1.0})
+    version = recipes.RECIPES["generate"].version
+    with running_operator(ns, data_root, tmp_path):
+        apply(control_plane, ns, before)
+        wait_for("the experiment before the bump done", lambda: done(control_plane, ns, "recipe-before"))
+        monkeypatch.setitem(
+            recipes.RECIPES, "generate", dataclasses.replace(recipes.RECIPES["generate"], version=version + 1)
+        )
+        apply(control_plane, ns, after)
+        wait_for("the experiment after the bump done", lambda: done(control_plane, ns, "recipe-after"))
+
+    artifacts = get(control_plane, ns, "artifacts")["items"]
+    assert len(artifacts) == 2  # the same temperature, produced again: the old result is kept, not reused
+    shown = why(ns, "recipe-after").stdout
+    assert "Copa/temp07_topp10_gpt4o generate: MISS" in shown, shown
+    assert f"1 field differs:\n    recipe {version} → {version + 1}\n" in shown
