@@ -151,6 +151,8 @@ def _message(err: Any, title: str) -> tuple[str, str]:
     got = f"got {_shown(value)}"
     if kind in _NUMBER_TYPES and isinstance(value, str) and _is_number(value):
         got += ", a string: write the number without quotes"
+    if kind == "string_type" and isinstance(value, bool):  # `on`, `yes`, `no`, `y`: booleans to kubectl too
+        got += ": unquoted yes/no/on/off/y/n/true/false are booleans in YAML as kubectl reads it; quote the word"
     if kind in ("literal_error", "enum") and isinstance(value, str):
         suggestion = did_you_mean(value, re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
         got += f"; did you mean {suggestion!r}?" if suggestion else ""

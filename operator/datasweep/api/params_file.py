@@ -1,4 +1,4 @@
-"""Stage parameters for a worker CLI: a YAML/JSON params file, then `KEY=VALUE` overrides on top (YAML 1.2)."""
+"""Stage parameters for a worker CLI: a YAML/JSON params file, then `KEY=VALUE` overrides (YAML as kubectl reads it)."""
 
 from __future__ import annotations
 

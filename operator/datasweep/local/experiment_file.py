@@ -135,7 +135,7 @@ def read_experiment_object(path: Path) -> tuple[str, dict[str, Any]]:
     except (IsADirectoryError, UnicodeDecodeError) as exc:
         raise ExperimentFileError(f"{path}: not a readable YAML file ({exc})") from exc
     try:
-        documents = [doc for doc in kube_yaml.load_all(text) if doc is not None]  # YAML 1.2, as kubectl reads it
+        documents = [doc for doc in kube_yaml.load_all(text) if doc is not None]  # YAML as kubectl reads it
     except kube_yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)

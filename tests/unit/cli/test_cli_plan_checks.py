@@ -161,7 +161,7 @@ def test_a_rerun_of_finished_work_needs_no_api_key(
 def test_learning_rate_1e_5_as_kubectl_reads_it_plans_and_runs_locally(
     workspace: Path, invoke: Invoke, write_experiment: Callable[..., Path]
 ) -> None:
-    """YAML 1.2 numbers: `1e-5` is a float (YAML 1.1 made it a string); `on` is a string, not true."""
+    """`1e-5` is a float as kubectl reads it (YAML 1.1 made it a string); a quoted `'on'` is a string."""
     fake_model(workspace / "models" / "tiny")
     path = workspace / "lr.yaml"
     path.write_text(
@@ -172,7 +172,7 @@ def test_learning_rate_1e_5_as_kubectl_reads_it_plans_and_runs_locally(
             metadata: {name: lr-1e-5}
             spec:
               purpose: lr
-              cacheVersion: on
+              cacheVersion: 'on'
               datasets: [{name: Copa, source: {path: raw/superglue/copa}}]
               generation: {backend: openai, model: gpt-4o, temperature: 7e-1}
               training:

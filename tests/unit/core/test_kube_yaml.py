@@ -1,4 +1,4 @@
-"""Files read as kubectl reads them (issue 25, item 5): YAML 1.2 numbers and booleans, and error messages that
+"""Files read as kubectl reads them (issue 25, item 5): sigs.k8s.io/yaml numbers and booleans, and error messages that
 show the value received, suggest the field meant, and say a pattern's form in words."""
 
 from __future__ import annotations
@@ -29,33 +29,38 @@ VALIDATOR_PATTERNS = 3
         (".5", 0.5),
         ("1.", 1.0),
         (".inf", float("inf")),
-        ("012", 12),
+        ("012", 10),  # octal, as Go's strconv.ParseInt(s, 0, 64)
+        ("-012", -10),
+        ("09", 9.0),  # not octal, so a float
         ("0o17", 15),
         ("0x1F", 31),
+        ("0b101", 5),
+        ("1_000", 1000),
         ("+3", 3),
         ("true", True),
         ("False", False),
         ("null", None),
         ("~", None),
         ("", None),
-        ("on", "on"),
-        ("off", "off"),
-        ("yes", "yes"),
-        ("no", "no"),
-        ("y", "y"),
+        ("on", True),
+        ("Off", False),
+        ("yes", True),
+        ("NO", False),
+        ("y", True),
+        ("n", False),
         ("2024-12-29", "2024-12-29"),
-        ("1_000", "1_000"),
-        ("0b101", "0b101"),
         ("1:20", "1:20"),
+        ("yess", "yess"),
     ],
 )
-def test_scalars_follow_the_yaml_1_2_core_schema(text: str, value: Any) -> None:
+def test_scalars_read_as_kubectl_reads_them(text: str, value: Any) -> None:
+    # the expected values are sigs.k8s.io/yaml v1.6.0's YAMLToJSON of the same lines (go-yaml v2's resolver)
     assert kube_yaml.load(f"key: {text}") == {"key": value}
 
 
-def test_dump_quotes_every_string_either_yaml_version_would_read_as_another_type() -> None:
+def test_dump_quotes_every_string_kubectl_or_a_yaml_reader_would_read_as_another_type() -> None:
     data = {
-        "strings": ["1e-5", "on", "yes", "012", "2024-12-29", "1_000", "true", "null", "", "0o17"],
+        "strings": ["1e-5", "on", "yes", "y", "n", "012", "09", "2024-12-29", "1_000", "true", "null", "", "0o17"],
         "numbers": [1e-5, 12, 0.0, -3],
         "flags": [True, False, None],
     }
@@ -81,26 +86,38 @@ def test_worker_spec_round_trip_keeps_a_string_that_looks_like_a_number() -> Non
 
 def test_params_files_and_overrides_are_read_with_the_same_rules(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text("learning_rate: 1e-5\nsafe_field: on\n", encoding="utf-8")
-    assert load_params_mapping(params, ["inner_lr=3e-4", "name=yes"]) == {
+    params.write_text("learning_rate: 1e-5\nsafe_field: on\nquoted: 'on'\n", encoding="utf-8")
+    assert load_params_mapping(params, ["inner_lr=3e-4", "name=yes", "tag='yes'"]) == {
         "learning_rate": 1e-5,
-        "safe_field": "on",
+        "safe_field": True,
+        "quoted": "on",
         "inner_lr": 3e-4,
-        "name": "yes",
+        "name": True,
+        "tag": "yes",
     }
+
+
+_BASE: dict[str, Any] = {
+    "datasets": [{"name": "Copa", "source": {"path": "copa"}}],
+    "generation": {"model": "gpt-4o"},
+}
 
 
 def _error(spec: dict[str, Any]) -> str:
-    base: dict[str, Any] = {
-        "purpose": "rules",
-        "datasets": [{"name": "Copa", "source": {"path": "copa"}}],
-        "generation": {"model": "gpt-4o"},
-    }
+    base: dict[str, Any] = {"purpose": "rules", **_BASE}
     for key, value in spec.items():
         base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
     with pytest.raises(ValidationError) as caught:
         parse_spec(base)
     return describe_validation_error(caught.value, "spec")
+
+
+def test_an_unquoted_on_for_a_string_field_says_to_quote_it() -> None:
+    # kubectl apply sends `cacheVersion: on` as true, which the CRD refuses too: the local message says why
+    message = _error(kube_yaml.load("cacheVersion: on"))
+    assert "spec.cacheVersion: Input should be a valid string (got True: unquoted yes/no/on/off" in message
+    assert "quote the word" in message
+    assert parse_spec({**kube_yaml.load("cacheVersion: 'on'"), "purpose": "rules", **_BASE}).cache_version == "on"
 
 
 def test_a_type_error_shows_the_value_received() -> None:
