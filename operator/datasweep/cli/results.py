@@ -12,7 +12,9 @@ import csv
 import functools
 import io
 import json
+import math
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,9 +301,27 @@ def plot_metric(
     path: Path,
     by: str | None = None,
     metrics: frozenset[str] = frozenset(),
+    log: tuple[str, ...] = (),
+    linear: tuple[str, ...] = (),
 ) -> int:
     """PNG of METRIC against AXIS, one line per value of BY and of every other varying axis (dataset included);
     returns the points drawn. A constant AXIS or BY is refused: one value draws no trend."""
+    fig, drawn = metric_figure(rows, metric, axis, title, by, metrics, log, linear)
+    _write_png(fig, path)
+    return drawn
+
+
+def metric_figure(
+    rows: list[dict[str, Any]],
+    metric: str,
+    axis: str,
+    title: str,
+    by: str | None = None,
+    metrics: frozenset[str] = frozenset(),
+    log: tuple[str, ...] = (),
+    linear: tuple[str, ...] = (),
+) -> tuple[Any, int]:
+    """The figure of `plot_metric` and the points it draws (x on a log scale per `log_scaled`)."""
     plt = _pyplot()
     varying, constant = _plot_axes(rows, metric, metrics)
     for option, column in (("--axis", axis), ("--by", by)):
@@ -310,6 +330,7 @@ def plot_metric(
                 f"{option} {column}: every row has {column}={constant.get(column)!r}, a constant; the axes that "
                 f"vary here: {', '.join(varying) or 'none'}"
             )
+    logs = log_scaled(rows, [axis], metric, log, linear)
     series: dict[str, list[tuple[float, float]]] = {}
     # one line per value of BY, split further by any other axis that varies: a line never joins two configurations
     first = [by] if by is not None else []
@@ -327,13 +348,62 @@ def plot_metric(
     for label, points in sorted(series.items()):
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)
-    ax.set_xlabel(axis)
-    ax.set_ylabel(metric)
+    if axis in logs:
+        from matplotlib.ticker import NullFormatter
+
+        ax.set_xscale("log")
+        distinct = sorted({x for points in series.values() for x, _ in points})
+        if len(distinct) <= 8:  # the swept values themselves, not only the powers of ten
+            ax.set_xticks(distinct, labels=[f"{v:g}" for v in distinct])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    if metric in logs:
+        ax.set_yscale("log")
+    ax.set_xlabel(_scale_label(axis, logs))
+    ax.set_ylabel(_scale_label(metric, logs))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    _write_png(fig, path)
-    return drawn
+    return fig, drawn
+
+
+# a numeric axis whose values (all above 0) span this many powers of ten is drawn on a log scale unless --linear
+LOG_DECADES = 2.0
+
+
+def log_scaled(
+    rows: list[dict[str, Any]], axes: list[str], metric: str, log: tuple[str, ...], linear: tuple[str, ...]
+) -> frozenset[str]:
+    """Which of a plot's AXES and METRIC are drawn on a log scale: those `--log` names, and each axis whose
+    values span LOG_DECADES or more unless `--linear` names it (the metric only when asked). `--log` on a
+    column with a value <= 0 or not a number is refused, naming the value."""
+    drawn = [*axes, metric]
+    for option, names in (("--log", log), ("--linear", linear)):
+        for name in names:
+            if name not in drawn:
+                raise BadInput(f"{option} {name}: not drawn on an axis of this plot; its axes: {', '.join(drawn)}")
+    for name in sorted(set(log) & set(linear)):
+        raise BadInput(f"--log {name} and --linear {name}: give one of them")
+    for name in log:
+        for value in (row.get(name) for row in rows):
+            if value is None:  # not measured yet
+                continue
+            if not _is_number(value):
+                raise BadInput(f"--log {name}: {name}={value!r} is not a number; a log scale needs numbers above 0")
+            if value <= 0:
+                raise BadInput(f"--log {name}: {name}={value!r}; a log scale needs every value above 0")
+    automatic = {name for name in axes if name not in linear and _spans_decades(row.get(name) for row in rows)}
+    return frozenset(log) | automatic
+
+
+def _spans_decades(values: Any) -> bool:
+    found = [v for v in values if v is not None]
+    if not found or not all(_is_number(v) and v > 0 for v in found):
+        return False
+    return bool(math.log10(max(found) / min(found)) >= LOG_DECADES)
+
+
+def _scale_label(name: str, logs: frozenset[str]) -> str:
+    return f"{name} (log)" if name in logs else name
 
 
 def _pyplot() -> Any:
@@ -363,24 +433,57 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _parallel_positions(values: list[Any]) -> tuple[list[float], list[tuple[float, str]]]:
-    """Each value's height on its axis (0..1) and the axis's ticks: numbers linearly, anything else (a model
-    name, a dataset) as categories evenly spaced in sorted order."""
+def _parallel_positions(values: list[Any], log: bool = False) -> tuple[list[float], list[tuple[float, str]]]:
+    """Each value's height on its axis (0..1) and the axis's ticks: numbers linearly (`log`: their logarithms),
+    anything else (a model name, a dataset) as categories evenly spaced in sorted order."""
     if all(_is_number(v) for v in values):
+        scale: Callable[[float], float] = math.log10 if log else float
         low, high = min(values), max(values)
-        span = float(high - low) or 1.0
+        span = (scale(high) - scale(low)) or 1.0
         distinct = sorted(set(values))
-        shown = distinct if len(distinct) <= 8 else [low + span * i / 4 for i in range(5)]
-        return [(v - low) / span for v in values], [((v - low) / span, f"{v:g}") for v in shown]
+        if len(distinct) <= 8:
+            shown = distinct
+        elif log:  # the powers of ten between the ends, and the ends
+            decades = range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)
+            shown = sorted({low, high, *(10.0**d for d in decades)})
+        else:
+            shown = [low + (high - low) * i / 4 for i in range(5)]
+
+        def height(v: float) -> float:
+            return (scale(v) - scale(low)) / span
+
+        return [height(v) for v in values], [(height(v), f"{v:g}") for v in shown]
     labels = sorted({str(v) for v in values})
     step = max(len(labels) - 1, 1)
     where = {label: i / step for i, label in enumerate(labels)}
     return [where[str(v)] for v in values], [(where[label], label) for label in labels]
 
 
-def plot_parallel(rows: list[dict[str, Any]], metric: str, title: str, path: Path, metrics: frozenset[str]) -> int:
+def plot_parallel(
+    rows: list[dict[str, Any]],
+    metric: str,
+    title: str,
+    path: Path,
+    metrics: frozenset[str],
+    log: tuple[str, ...] = (),
+    linear: tuple[str, ...] = (),
+) -> int:
     """Parallel-coordinates PNG: one vertical axis per varying axis of the sweep and one for METRIC, each row a
     line coloured by METRIC (the best row thicker); returns the rows drawn. Fewer than 2 varying axes is refused."""
+    fig, drawn = parallel_figure(rows, metric, title, metrics, log, linear)
+    _write_png(fig, path)
+    return drawn
+
+
+def parallel_figure(
+    rows: list[dict[str, Any]],
+    metric: str,
+    title: str,
+    metrics: frozenset[str],
+    log: tuple[str, ...] = (),
+    linear: tuple[str, ...] = (),
+) -> tuple[Any, int]:
+    """The figure of `plot_parallel` and the rows it draws (axes on a log scale per `log_scaled`)."""
     varying, _ = _plot_axes(rows, metric, metrics)
     if len(varying) < 2:
         hint = f"; use --plot {metric} --axis {varying[0]}" if varying else ""
@@ -391,14 +494,19 @@ def plot_parallel(rows: list[dict[str, Any]], metric: str, title: str, path: Pat
     drawn = [row for row in rows if _is_number(row.get(metric))]
     if not drawn:
         raise BadInput(f"--plot-parallel {metric}: no row has it as a number (not ready yet?)")
+    logs = log_scaled(rows, varying, metric, log, linear)
     names = [*varying, metric]
-    placed = [_parallel_positions([row.get(name) for row in drawn]) for name in names]
+    placed = [_parallel_positions([row.get(name) for row in drawn], name in logs) for name in names]
     plt = _pyplot()
     from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
+    from matplotlib.colors import LogNorm, Normalize
 
     scores = [float(row[metric]) for row in drawn]
-    norm = Normalize(min(scores), max(scores) if max(scores) > min(scores) else min(scores) + 1)
+    low, high = min(scores), max(scores)
+    if metric in logs:
+        norm: Normalize = LogNorm(low, high if high > low else low * 10)
+    else:
+        norm = Normalize(low, high if high > low else low + 1)
     cmap = plt.get_cmap("viridis")
     fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(names)), 4.5), constrained_layout=True)
     xs = list(range(len(names)))
@@ -409,14 +517,13 @@ def plot_parallel(rows: list[dict[str, Any]], metric: str, title: str, path: Pat
         ax.axvline(x, color="black", lw=0.8)
         for height, label in ticks:
             ax.text(x + 0.04, height, label, fontsize=7, va="center")
-    ax.set_xticks(xs, labels=names)
+    ax.set_xticks(xs, labels=[_scale_label(name, logs) for name in names])
     ax.set_yticks([])
     ax.set_xlim(-0.2, len(names) - 0.5)
     ax.set_ylim(-0.06, 1.06)
     ax.set_title(title)
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=metric)
-    _write_png(fig, path)
-    return len(drawn)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=_scale_label(metric, logs))
+    return fig, len(drawn)
 
 
 @click.command("results")
@@ -425,10 +532,10 @@ def plot_parallel(rows: list[dict[str, Any]], metric: str, title: str, path: Pat
 @click.option(
     "-o",
     "--output",
-    type=click.Choice(("table", "json", "yaml", "csv")),
+    type=click.Choice(("table", "wide", "json", "yaml", "csv")),
     default="table",
     show_default=True,
-    help="table for people; json, yaml or csv for scripts and spreadsheets",
+    help="table for people (wide: every constant in full), json, yaml or csv for scripts and spreadsheets",
 )
 @click.option("--stage", type=click.Choice(STAGE_ORDER), default=None, help="default: the deepest stage present")
 @click.option("--sort", "sort_by", default=None, metavar="COLUMN", help="sort by a column (prefix - for descending)")
@@ -442,6 +549,16 @@ def plot_parallel(rows: list[dict[str, Any]], metric: str, title: str, path: Pat
 )
 @click.option("--axis", default="temperature", show_default=True, help="the grid axis of the plot")
 @click.option("--by", "by", default=None, metavar="AXIS", help="one line per value of this second axis")
+@click.option(
+    "--log",
+    "log_axes",
+    multiple=True,
+    metavar="AXIS",
+    help="draw AXIS (or the metric) of the plot on a log scale (repeatable; automatic for numbers spanning 2 decades)",
+)
+@click.option(
+    "--linear", "linear_axes", multiple=True, metavar="AXIS", help="draw AXIS on a linear scale, never log (repeatable)"
+)
 @click.option(
     "--all",
     "everything",
@@ -468,6 +585,8 @@ def results(
     plot_parallel_metric: str | None,
     axis: str,
     by: str | None,
+    log_axes: tuple[str, ...],
+    linear_axes: tuple[str, ...],
     everything: bool,
     out: Path | None,
     data_root: Path | None,
@@ -486,13 +605,16 @@ def results(
         descending = sort_by.startswith("-")
         column = _column(rows, sort_by.lstrip("-"), "--sort")
         rows.sort(key=_sort_key(column), reverse=descending)
+    log_axes, linear_axes = _scale_options(rows, log_axes, linear_axes, bool(plot or plot_parallel_metric))
     if plot:
         metric = _column(rows, plot, "--plot")
         axis_column = _column(rows, axis, "--axis")
         by_column = _column(rows, by, "--by") if by else None
         path = out or Path(f"{target}-{metric}-vs-{axis_column}.png")
         measured = frozenset(k for r in found for k in r.metrics)
-        drawn = plot_metric(rows, metric, axis_column, f"{what}: {stage} {metric}", path, by_column, measured)
+        drawn = plot_metric(
+            rows, metric, axis_column, f"{what}: {stage} {metric}", path, by_column, measured, log_axes, linear_axes
+        )
         click.echo(f"wrote {path} ({drawn} points)", err=True)
     if plot_parallel_metric:
         if plot:
@@ -509,7 +631,7 @@ def results(
                 f"{', '.join(sorted(measured)) or 'none yet'}"
             )
         path = out or Path(f"{target}-{metric}-parallel.png")
-        drawn = plot_parallel(rows, metric, f"{what}: {stage} {metric}", path, measured)
+        drawn = plot_parallel(rows, metric, f"{what}: {stage} {metric}", path, measured, log_axes, linear_axes)
         click.echo(f"wrote {path} ({drawn} rows)", err=True)
     if output == "csv":
         columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -518,7 +640,7 @@ def results(
         writer.writeheader()
         writer.writerows(rows)
         click.echo(buffer.getvalue(), nl=False)
-    elif output != "table":
+    elif output not in ("table", "wide"):
         click.echo(dump(rows, output))
     else:
         columns = list(dict.fromkeys(k for row in rows for k in row if k != "artifact"))
@@ -530,14 +652,76 @@ def results(
             columns = ["best", *(c for c in columns if c != "best")]
         if any(r.left_grid for r in found):
             columns = [*(c for c in columns if c != "leftGrid"), "leftGrid"]
-        if constant:
-            shown = ", ".join(f"{k}={v}" for k, v in constant.items() if k not in ("dataset", "stage"))
-            click.echo(f"the same in every row: {shown}")
+        shared = {k: v for k, v in constant.items() if k not in ("dataset", "stage")}
+        if shared:
+            labels = sorted({str(row.get("stage")) for row in rows})
+            width = shutil.get_terminal_size((HEADER_WIDTH, 24)).columns  # COLUMNS, the terminal, else 100
+            click.echo("\n".join(constants_header(shared, stage, labels, width, wide=output == "wide")))
         print_table(
             f"{what}: {len(rows)} {stage} results ({backend.location})",
             [c.upper() for c in columns],
             [[_cell(row, c) for c in columns] for row in rows],
         )
+
+
+# the header line of the constants: at most this many lines a group and this many characters a value (-o wide: all)
+HEADER_LINES = 3
+HEADER_WIDTH = 100  # piped, without COLUMNS
+HEADER_VALUE_CHARS = 40
+
+
+def constants_header(constant: dict[str, Any], stage: str, labels: list[str], width: int, wide: bool) -> list[str]:
+    """The axes every row shares, above the table: the generation settings, then the training stage's (named
+    by its entries, `labels`), each group wrapped at `width`; unless `wide`, long values and long groups are
+    shortened and say how many more `-o wide` shows."""
+    generation = {k: v for k, v in constant.items() if k in AXES}
+    training = {k: v for k, v in constant.items() if k not in AXES}
+    named = ", ".join(label for label in labels if label != stage)
+    groups = [("generation", generation), (f"{named} ({stage})" if named else stage, training)]
+    lines = ["the same in every row:"]
+    for label, values in groups:
+        items = [f"{k}={_header_value(v, wide)}" for k, v in values.items()]
+        if items:
+            lines += _wrap_group(label, items, width, None if wide else HEADER_LINES)
+    return lines
+
+
+def _header_value(value: Any, wide: bool) -> str:
+    text = json.dumps(value) if isinstance(value, str) and (not value or value != value.strip()) else str(value)
+    if wide or len(text) <= HEADER_VALUE_CHARS:
+        return text
+    return text[: HEADER_VALUE_CHARS - 1] + "…"
+
+
+def _wrap_group(label: str, items: list[str], width: int, max_lines: int | None) -> list[str]:
+    """`  label: a=1, b=2,` wrapped at `width` (continuation lines indented); past `max_lines` the last line
+    says how many items are left out."""
+
+    def wrap(parts: list[str]) -> list[str]:
+        lines, line = [], f"  {label}:"
+        for n, part in enumerate(parts):
+            text = part + ("," if n < len(parts) - 1 else "")
+            if n and len(line) + 1 + len(text) > width:
+                lines.append(line)
+                line = "   "
+            line += " " + text
+        return [*lines, line]
+
+    kept = len(items)
+    lines = wrap(items)
+    while max_lines is not None and len(lines) > max_lines and kept > 1:
+        kept -= 1
+        lines = wrap([*items[:kept], f"… {len(items) - kept} more (-o wide shows all)"])
+    return lines
+
+
+def _scale_options(
+    rows: list[dict[str, Any]], log: tuple[str, ...], linear: tuple[str, ...], plotting: bool
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`--log` and `--linear` as the rows' column names; they shape a plot, so they need one."""
+    if (log or linear) and not plotting:
+        raise BadInput(f"{'--log' if log else '--linear'}: sets the scale of a plot; add --plot or --plot-parallel")
+    return tuple(_column(rows, n, "--log") for n in log), tuple(_column(rows, n, "--linear") for n in linear)
 
 
 def _cell(row: dict[str, Any], column: str) -> Any:

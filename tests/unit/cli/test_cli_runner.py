@@ -222,8 +222,9 @@ def test_a_training_sweep_runs_one_stage_per_combination_and_a_second_reuses_the
     everything = json.loads(invoke("results", "sweep-low", "--root", root, "--all", "-o", "json").stdout)
     assert len(everything) == 12  # sweep-high's inner_lr 1e-4 on the same points too
     table = invoke("results", "sweep-low", "--root", root).stdout
-    header = table.splitlines()[0]
-    assert header.startswith("the same in every row: model=gpt-4o, top_p=1.0")
+    header = table.splitlines()[:2]
+    assert header[0] == "the same in every row:"
+    assert header[1].startswith("  generation: model=gpt-4o, top_p=1.0")
     assert "INNER_LR" in table
     assert "NUM_INNER_STEPS" in table
     assert "TOP_P" not in table
