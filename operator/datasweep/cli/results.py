@@ -3,7 +3,8 @@
 The metrics are what each worker wrote in its `manifest.json` (`extra`, `usage`), read from the store: a
 local root, or on the cluster the data volume mounted at `--data-root` (without it only the Artifact status:
 phase, tokens, cost). `--plot METRIC --axis PARAM` draws the metric across a grid axis as a PNG;
-`--plot-parallel METRIC` every varying axis at once (parallel coordinates, coloured by the metric).
+`--plot-parallel METRIC` every varying axis at once (parallel coordinates, coloured by the metric); an axis
+spanning decades (learning rates) is drawn on a log scale.
 """
 
 from __future__ import annotations
