@@ -16,7 +16,7 @@ import json
 import math
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -382,8 +382,9 @@ def log_scaled(
         for name in names:
             if name not in drawn:
                 raise BadInput(f"{option} {name}: not drawn on an axis of this plot; its axes: {', '.join(drawn)}")
-    for name in sorted(set(log) & set(linear)):
-        raise BadInput(f"--log {name} and --linear {name}: give one of them")
+    both = sorted(set(log) & set(linear))
+    if both:
+        raise BadInput(f"--log {both[0]} and --linear {both[0]}: give one of them")
     for name in log:
         for value in (row.get(name) for row in rows):
             if value is None:  # not measured yet
@@ -396,7 +397,7 @@ def log_scaled(
     return frozenset(log) | automatic
 
 
-def _spans_decades(values: Any) -> bool:
+def _spans_decades(values: Iterable[Any]) -> bool:
     found = [v for v in values if v is not None]
     if not found or not all(_is_number(v) and v > 0 for v in found):
         return False
@@ -665,7 +666,7 @@ def results(
         )
 
 
-# the header line of the constants: at most this many lines a group and this many characters a value (-o wide: all)
+# the header of the constant axes: at most this many lines a group, this many characters a value (-o wide: all)
 HEADER_LINES = 3
 HEADER_WIDTH = 100  # piped, without COLUMNS
 HEADER_VALUE_CHARS = 40
