@@ -3,18 +3,22 @@ store (store/requests.py) instead of the API, and every answer paid for is store
 
 A reused answer goes into the phase's journal like a received one, marked `reused`: the journal stays the
 worker's resume state, and its usage counts apart (savedByReuse), never as spending.
+
+The Artifact's references file lists every identity it uses, appended before the store is read or written
+(`datasweep gc` keeps what any Artifact lists): a gc while this worker runs keeps its answers. A gc that
+listed the references just before the append is covered by its grace period (answers stored recently stay).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from datasweep.api.stages.generate import GenerateParams
-from datasweep.store.atomic import atomic_write_text
+from datasweep.store.atomic import append_lines_durably
 from datasweep.store.layout import SHARED
 from datasweep.store.requests import RequestStore, StoredAnswer, request_identity
 from datasweep.workloads.generate.backends import ChatRequest, ChatResult
@@ -51,8 +55,9 @@ class RequestReuse:
         self.salt = salt
         self.lookup_enabled = lookup
         self.lookup_seconds = 0.0
-        self.references = references  # where record() lists the identities this Artifact used
+        self.references = references  # where this Artifact lists the identities it uses (for gc)
         self._identities: dict[str, str] = {}  # custom_id -> identity (unique over the phases)
+        self._listed: set[str] | None = None  # what the references file holds (read once)
 
     def identity(self, request: ChatRequest) -> str:
         known = self._identities.get(request.custom_id)
@@ -66,6 +71,7 @@ class RequestReuse:
             return {}
         started = time.perf_counter()
         identities = {request.custom_id: self.identity(request) for request in requests}
+        self._list(identities.values())  # before the lookup: a gc from now on keeps what it finds
         try:
             found = self.store.lookup(identities.values())
         except OSError as error:
@@ -90,21 +96,31 @@ class RequestReuse:
             for request in answered
             if not journal.done[request.custom_id].get(REUSED)
         ]
+        self._list(self.identity(request) for request in answered)  # before the answers are stored
         try:
-            added = self.store.put(answers)
-            if self.references is not None:
-                used = sorted({self.identity(request) for request in answered} | self._referenced())
-                atomic_write_text(self.references, "".join(f"{identity}\n" for identity in used))
-            return added
+            return self.store.put(answers)
         except OSError as error:
             log.warning("could not store answers in %s (%s): later runs pay for them again", self.store.root, error)
             return 0
 
-    def _referenced(self) -> set[str]:
+    def _list(self, identities: Iterable[str]) -> None:
+        """Append the identities the references file does not hold yet (flushed to disk before returning)."""
+        if self.references is None:
+            return
+        if self._listed is None:
+            try:
+                self._listed = set(self.references.read_text(encoding="ascii", errors="replace").split())
+            except OSError:
+                self._listed = set()
+        new = sorted(set(identities) - self._listed)
+        if not new:
+            return
         try:
-            return set(self.references.read_text(encoding="ascii").split()) if self.references else set()
-        except FileNotFoundError:
-            return set()
+            append_lines_durably(self.references, new)
+        except OSError as error:
+            log.warning("could not list request identities in %s (%s): a gc may drop them", self.references, error)
+            return
+        self._listed.update(new)
 
 
 def _reused_entry(custom_id: str, answer: StoredAnswer) -> dict[str, Any]:
