@@ -88,6 +88,40 @@ class RequestReuse:
             journal.add(_reused_entry(custom_id, answer))
         return [request for request in requests if request.custom_id not in stored]
 
+    def distinct(
+        self, todo: Sequence[ChatRequest], requests: Sequence[ChatRequest], journal: Journal
+    ) -> tuple[list[ChatRequest], dict[str, list[str]]]:
+        """One request of `todo` per identity (none while lookups are off: then every request is a fresh draw).
+
+        A request identical to one the journal answered (of `requests`, in an earlier run) is journaled as
+        reused now; the others identical to a request sent are returned as {sent custom_id: their custom_ids},
+        for `copy_answers` once the sent one is answered: paid once, whatever the backend."""
+        if not self.lookup_enabled:
+            return list(todo), {}
+        answered = {self.identity(r): r.custom_id for r in requests if r.custom_id in journal}
+        sent: dict[str, str] = {}  # identity -> the custom_id sent for it
+        copies: dict[str, list[str]] = {}
+        send: list[ChatRequest] = []
+        for request in todo:
+            identity = self.identity(request)
+            if identity in answered:
+                journal.add(_copied_entry(request.custom_id, identity, journal.done[answered[identity]]))
+            elif identity in sent:
+                copies.setdefault(sent[identity], []).append(request.custom_id)
+            else:
+                sent[identity] = request.custom_id
+                send.append(request)
+        return send, copies
+
+    def copy_answers(self, copies: dict[str, list[str]], journal: Journal) -> None:
+        """Journal the answer of each sent request for the identical requests that were not sent."""
+        for custom_id, others in copies.items():
+            entry = journal.done.get(custom_id)
+            if entry is None:
+                continue  # it failed: so do they (a rerun sends one of them again)
+            for other in others:
+                journal.add(_copied_entry(other, self._identities[custom_id], entry))
+
     def record(self, requests: Sequence[ChatRequest], journal: Journal) -> int:
         """Store the answers this Artifact paid for (the journal's, across restarts) that are not stored yet."""
         answered = [request for request in requests if request.custom_id in journal]
@@ -134,6 +168,11 @@ def _reused_entry(custom_id: str, answer: StoredAnswer) -> dict[str, Any]:
         answer.system_fingerprint,
     )
     return {**result.journal_entry(), REUSED: True, "identity": answer.identity}
+
+
+def _copied_entry(custom_id: str, identity: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """An identical request's journal entry under another custom_id: not paid again, so counted as reused."""
+    return {**entry, "custom_id": custom_id, REUSED: True, "identity": identity}
 
 
 def _stored_answer(identity: str, entry: dict[str, Any]) -> StoredAnswer:

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from datasweep.store.manifest import read_manifest
 from datasweep.store.requests import Compaction, RequestStore, StoredAnswer, referenced_identities
 from datasweep.workloads.generate.worker import run_generate
@@ -185,3 +187,45 @@ def test_answers_stored_after_a_gc_read_the_references_stay_for_the_grace_period
     kept = store.compact(references, keep_after=datetime.now(UTC) - timedelta(hours=24))
     assert (kept.dropped, kept.recent) == (0, 18)
     assert store.count() == 18
+
+
+@pytest.mark.parametrize("backend", ["openai-batch", "openai"])
+def test_identical_requests_of_one_artifact_are_paid_once_and_fill_both(api_key, openai_server, tmp_path, backend):
+    source = tmp_path / "duplicates" / "copa"
+    records = copa_records(4, "train")
+    records.append({**records[1], "idx": 99})  # row 1's text again, under another id
+    write_jsonl(source / "copa_train.jsonl", records)
+    params = {"backend": backend, "poll_interval": 0.01, "max_poll_interval": 0.02}
+    manifest = run_generate(shared_spec(tmp_path, source, openai_server, "duplicates", **params))
+    if backend == "openai-batch":
+        assert sorted(openai_server.batch_request_log) == [
+            f"{phase}:train:{index}:text" for phase in ("gen", "val") for index in range(4)
+        ]
+    else:
+        assert sent(openai_server) == 2 * 4
+    assert manifest.usage.requests == 2 * 4
+    assert manifest.extra["savedByReuse"]["requests"] == 2  # row 99's generation and validation
+    rows = {row["idx"]: row for row in read_jsonl(tmp_path / "root/_shared/Copa/duplicates/Copa/copa_train.jsonl")}
+    assert set(rows) == {0, 1, 2, 3, 99}
+    assert rows[99]["text"] == rows[1]["text"] != records[1]["text"]  # the one answer fills both
+
+
+def test_a_resumed_worker_takes_an_identical_answered_requests_answer(api_key, openai_server, tmp_path):
+    source = tmp_path / "duplicates" / "copa"
+    records = copa_records(2, "train")
+    write_jsonl(source / "copa_train.jsonl", [*records, {**records[1], "idx": 99}])
+    spec = shared_spec(tmp_path, source, openai_server, "resumed", validation=None, requestReuse=False)
+    run_generate(spec)  # lookups off: every request is a fresh draw, sent
+    assert sent(openai_server) == 3
+    journal = spec.output_path / ".work" / "generate.jsonl"
+    lines = journal.read_text().splitlines()
+    journal.write_text("".join(line + "\n" for line in lines if '"gen:train:99:text"' not in line))
+    (spec.output_path / "manifest.json").unlink()  # as if it died before its last answer was journaled
+    shutil.rmtree(tmp_path / "root" / "_shared" / ".requests")  # and before it stored its answers
+    spec.params["requestReuse"] = True
+    manifest = run_generate(spec)
+    assert sent(openai_server) == 3  # row 99 took row 1's answer from the journal
+    assert manifest.extra["counts"]["train"]["records"] == 3
+    entries = {entry["custom_id"]: entry for entry in read_jsonl(journal)}
+    assert entries["gen:train:99:text"]["reused"] is True
+    assert entries["gen:train:99:text"]["text"] == entries["gen:train:1:text"]["text"]
