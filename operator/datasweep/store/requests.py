@@ -13,6 +13,10 @@ appends whole lines to both files (O_APPEND), data first, so an index line alway
 data line. A writer killed mid-append leaves at most a torn last line; the next writer ends it with a newline
 before appending, and readers skip lines that do not parse. Lookups read only the small index of the shards
 they touch and keep only the identities asked for: memory follows the request, not the store.
+
+`compact` (datasweep gc) rewrites a shard under the same lock and keeps its new data file locked until the new
+index is in place too, so appenders wait for the pair; answers younger than its grace period stay even when no
+Artifact lists them (a worker lists what it uses before it looks it up or stores it, see REFERENCES).
 """
 
 from __future__ import annotations
