@@ -186,6 +186,7 @@ def test_helm_install_creates_the_objects_and_grants_exactly_the_operator_rbac(
             ("role", "datasweep-application"),
             ("rolebinding", "datasweep-framework"),
             ("rolebinding", "datasweep-application"),
+            ("cronjob", "datasweep-request-store-gc"),
         ]:
             control_plane.kubectl("get", kind, name, "-n", namespace)
         control_plane.kubectl("get", "clusterrole", f"{namespace}-datasweep-framework")

@@ -26,6 +26,7 @@ from datasweep.core.recipes import recipe_version
 from datasweep.k8s import builders
 from datasweep.store.manifest import read_manifest
 from datasweep.store.provenance import Provenance
+from datasweep.store.requests import RequestStore, StoredAnswer
 from datasweep.testing.openai_server import OpenAITestServer
 from tests.e2e.operator_harness import (
     REPO,
@@ -307,6 +308,24 @@ def test_the_operator_runs_as_a_pod_from_its_image_through_the_chart(
         done = wait_for("experiment finished", lambda: finished(control_plane, ns, "copa-chart"), POD_TIMEOUT)
         operator_log = control_plane.kubectl("logs", "deployment/datasweep", "-n", ns, "--tail=100").stdout
         assert condition(done, "Succeeded")["status"] == "True", operator_log
+        # The chart's request store CronJob, run now: it drops an old answer no Artifact lists, keeps the rest.
+        store = RequestStore.under(data_root / "_shared")
+        used = store.count()
+        orphan = next(f"{shard}{'0' * 61}" for shard in store.shards())  # into a shard the pods made
+        previous = os.umask(0)  # the test runs as root; the pod (uid 10001) must append to what it writes
+        try:
+            store.put([StoredAnswer(orphan, "nobody lists me", answered_at="2020-01-01T00:00:00+00:00")])
+        finally:
+            os.umask(previous)
+        control_plane.kubectl("create", "job", "gc-now", "--from=cronjob/datasweep-request-store-gc", "-n", ns)
+        waited = control_plane.kubectl(
+            "wait", "--for=condition=complete", "job/gc-now", "-n", ns, f"--timeout={int(POD_TIMEOUT)}s", check=False
+        )
+        gc_log = control_plane.kubectl("logs", "job/gc-now", "-n", ns, check=False).stdout
+        assert waited.returncode == 0, gc_log
+        assert "1 stored answers no Artifact lists" in gc_log, gc_log
+        assert store.lookup([orphan]) == {}
+        assert store.count() == used > 0
     finally:
         helm(control_plane, "uninstall", "datasweep", "-n", ns, "--wait")
     for artifact in get(control_plane, ns, "artifacts")["items"]:

@@ -249,6 +249,7 @@ def test_default_render_matches_the_operator_contract(tmp_path: Path) -> None:
             "Role",
             "RoleBinding",
             "RoleBinding",
+            "CronJob",
         ]
     )
     for obj in objects:
@@ -403,6 +404,57 @@ def test_customized_render_cluster_wide_existing_claim_custom_images(tmp_path: P
 
 
 @needs_helm
+def test_request_store_gc_cronjob_compacts_the_operators_volume_without_api_access(tmp_path: Path) -> None:
+    from datasweep.cli.maintenance import REQUEST_STORE_CRONJOB
+
+    objects = render(tmp_path)
+    cronjob = one(objects, "CronJob", REQUEST_STORE_CRONJOB.replace("<release>", "datasweep"))
+    assert cronjob["spec"]["schedule"] == "17 3 * * *"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False  # no RBAC: it only touches the volume
+    assert pod["serviceAccountName"] == "datasweep"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    operator = operator_container(objects)
+    assert container["image"] == operator["image"]
+    assert container["command"] == ["datasweep"]
+    assert container["args"] == ["gc", "--request-store", "--root", "/data", "--keep-recent", "24h", "--yes"]
+    assert container["securityContext"] == operator["securityContext"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts == {"/tmp": "tmp", "/data": "data"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    deployment_volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"] == deployment_volumes["data"]  # the operator's data volume
+
+    custom = render(tmp_path, {**CUSTOM_VALUES, "requestStoreGc": {"schedule": "@hourly", "keepRecent": "7d"}})
+    cronjob = one(custom, "CronJob")
+    assert cronjob["spec"]["schedule"] == "@hourly"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][2:6] == ["--root", "/mnt/data", "--keep-recent", "7d"]
+    assert pod["containers"][0]["image"] == "registry.example.com/ml/datasweep-operator:1.2.3"
+    assert pod["volumes"][1]["persistentVolumeClaim"] == {"claimName": "shared-nfs"}
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert not by_kind(render(tmp_path, {"requestStoreGc": {"enabled": False}}), "CronJob")
+
+
+def test_the_request_store_cronjobs_command_runs(tmp_path: Path) -> None:
+    """The chart's command line, as the CronJob runs it, against a volume with a request store."""
+    from click.testing import CliRunner
+
+    from datasweep.cli.main import cli
+    from datasweep.store.requests import RequestStore, StoredAnswer
+
+    store = RequestStore.under(tmp_path / "_shared")
+    store.put([StoredAnswer("a" * 64, "old", answered_at="2020-01-01T00:00:00+00:00"), StoredAnswer("b" * 64, "new")])
+    args = ["gc", "--request-store", "--root", str(tmp_path), "--keep-recent", "24h", "--yes"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "1 stored answers no Artifact lists" in result.stdout
+    assert store.count() == 1
+
+
+@needs_helm
 def test_config_change_changes_the_checksum_annotation(tmp_path: Path) -> None:
     def checksum(values: dict[str, Any]) -> str:
         deployment = one(render(tmp_path, values), "Deployment")
@@ -514,6 +566,8 @@ BAD_VALUES = [
     (["--set", "jobDefaults.gpuTolerations[0].operator=Maybe"], ["gpuTolerations", "operator"]),
     (["--set", "workerImages.trainer.digest=sha256:abc"], ["digest"]),
     (["--set", "imagePullSecrets[0].name=regcred"], ["imagePullSecrets"]),
+    (["--set", "requestStoreGc.keepRecent=a day"], ["keepRecent"]),
+    (["--set", "requestStoreGc.schedule=daily"], ["schedule"]),
     # Cross-field rules: values.schema.json (its message is the rule) and templates/validate.yaml:
     (
         ["--set", "watch.allNamespaces=true", "--set", "watch.namespaces={a}"],

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from datasweep.store.manifest import (
     scan_files,
     write_manifest,
 )
-from datasweep.store.requests import RequestStore, referenced_identities
+from datasweep.store.requests import Compaction, RequestStore, referenced_identities
 from datasweep.store.verify import DAMAGED_MARK
 
 SUPERSEDED_MARK = ".superseded-"
@@ -178,19 +180,113 @@ def cluster_gc_candidates(backend: ClusterBackend) -> list[GcCandidate]:
     ]
 
 
+# The chart's CronJob that compacts the data volume's request store (charts/datasweep, values requestStoreGc).
+REQUEST_STORE_CRONJOB = "<release>-request-store-gc"
+KEEP_RECENT_DEFAULT = "24h"
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType[timedelta]):
+    """24h, 30m, 7d, 90s, or 0."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", str(value).strip())
+        if match is None or (not match[2] and float(match[1]) != 0):
+            self.fail(f"{value!r} is not a duration: write it like 24h, 30m, 7d or 90s (0: none)", param, ctx)
+        return timedelta(seconds=float(match[1]) * DURATION_UNITS[match[2] or "s"])
+
+
+def _keep_after(keep_recent: timedelta) -> datetime | None:
+    """Answers first stored after this moment stay whoever lists them (None: no grace period)."""
+    return datetime.now(UTC) - keep_recent if keep_recent else None
+
+
+def _recent_note(compaction: Compaction, keep_recent: timedelta) -> str:
+    if not compaction.recent:
+        return ""
+    return f"; {compaction.recent:,} more kept as younger than {_duration_text(keep_recent)} (--keep-recent)"
+
+
+def _duration_text(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in sorted(DURATION_UNITS.items(), key=lambda item: -item[1]):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{value.total_seconds()}s"
+
+
+def gc_request_store(root: Path, output: str, yes: bool, keep_recent: timedelta) -> None:
+    """`gc --request-store`: compact only the request store of the volume at `root`, keeping what any Artifact
+    directory on it lists (a cluster's volume has no local registry: its directories are what counts)."""
+    shared = root / SHARED
+    if not shared.is_dir():
+        raise BadInput(
+            f"{root}: no {SHARED}/ directory; pass --root the data volume's root as mounted here "
+            "(the chart's data.dataRoot, /data by default)"
+        )
+    store = RequestStore.under(shared)
+    result = store.compact(referenced_identities(shared), dry_run=not yes, keep_after=_keep_after(keep_recent))
+    if output != "table":
+        store_data = {"answers": result.dropped, "bytes": result.freed, "keptRecent": result.recent}
+        click.echo(dump({"dryRun": not yes, "bytes": result.freed, "requestStore": store_data}, output))
+    else:
+        click.echo(
+            f"request store {store.root}: {result.dropped:,} stored answers no Artifact lists "
+            f"({human_bytes(result.freed)}){_recent_note(result, keep_recent)}"
+        )
+    if yes:
+        click.echo(f"compacted: dropped {result.dropped:,}, freed {human_bytes(result.freed)}", err=True)
+    else:
+        click.echo(f"dry run: would free {human_bytes(result.freed)}; pass --yes to compact", err=True)
+
+
 @click.command("gc")
 @backend_options
 @output_option
 @click.option("--yes", is_flag=True, help="really delete (default: a dry run that says what it would free)")
+@click.option(
+    "--keep-recent",
+    type=Duration(),
+    default=KEEP_RECENT_DEFAULT,
+    show_default=True,
+    help="keep stored answers (request store) first answered within this long, whether or not an Artifact "
+    "lists them: a worker that runs meanwhile may not have listed them yet (0: keep only what is listed)",
+)
+@click.option(
+    "--request-store",
+    "request_store_only",
+    is_flag=True,
+    help="compact only the request store of the data volume at --root (the cluster's volume mounted here, as "
+    "the chart's CronJob does), keeping what any Artifact directory on it lists",
+)
 def gc(
-    root: Path | None, cluster: bool, namespace: str | None, kube_context: str | None, output: str, yes: bool
+    root: Path | None,
+    cluster: bool,
+    namespace: str | None,
+    kube_context: str | None,
+    output: str,
+    yes: bool,
+    keep_recent: timedelta,
+    request_store_only: bool,
 ) -> None:
     """Delete artifacts no batch view references (dry run unless --yes). Never touches what a batch links to."""
+    if request_store_only:
+        if cluster or root is None:
+            raise BadInput(
+                "--request-store compacts the request store of a data volume mounted here: pass --root DIR "
+                "(the volume's root, which holds _shared/), without --cluster"
+            )
+        gc_request_store(root, output, yes, keep_recent)
+        return
     backend = choose_backend(root, cluster, namespace, kube_context)
     warnings: list[str] = []
     store: RequestStore | None = None
     keep: set[str] = set()
-    unreferenced = (0, 0)  # stored answers no Artifact that stays used, and their bytes
+    unreferenced = Compaction(0, 0, 0)  # stored answers no Artifact that stays lists, and their bytes
     if isinstance(backend, LocalBackend):
         backend.require_root()
         candidates, warnings = local_gc_candidates(backend)
@@ -198,13 +294,17 @@ def gc(
         if store.shards():
             gone = {backend.root / c.path for c in candidates}
             keep = referenced_identities(backend.root / SHARED, gone)
-            unreferenced = store.compact(keep, dry_run=True)
+            unreferenced = store.compact(keep, dry_run=True, keep_after=_keep_after(keep_recent))
     else:
         candidates = cluster_gc_candidates(backend)
-    total = sum(c.size for c in candidates) + unreferenced[1]
+    total = sum(c.size for c in candidates) + unreferenced.freed
     if output != "table":
         data = {"dryRun": not yes, "bytes": total, "candidates": [c.to_dict() for c in candidates]}
-        data["requestStore"] = {"answers": unreferenced[0], "bytes": unreferenced[1]}
+        data["requestStore"] = {
+            "answers": unreferenced.dropped,
+            "bytes": unreferenced.freed,
+            "keptRecent": unreferenced.recent,
+        }
         click.echo(dump(data, output))
     else:
         print_table(
@@ -215,10 +315,16 @@ def gc(
         )
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
-    if unreferenced[0]:
+    if unreferenced.dropped or unreferenced.recent:
         click.echo(
-            f"request store: {unreferenced[0]:,} stored answers no remaining Artifact used "
-            f"({human_bytes(unreferenced[1])})",
+            f"request store: {unreferenced.dropped:,} stored answers no remaining Artifact used "
+            f"({human_bytes(unreferenced.freed)}){_recent_note(unreferenced, keep_recent)}",
+            err=True,
+        )
+    if isinstance(backend, ClusterBackend):
+        click.echo(
+            f"the data volume's request store is compacted by the chart's CronJob {REQUEST_STORE_CRONJOB} "
+            "(values requestStoreGc), or by `datasweep gc --request-store --root DIR` where the volume is mounted",
             err=True,
         )
     if not yes:
@@ -236,8 +342,9 @@ def gc(
         else:
             for name in candidate.artifacts:
                 backend.api.delete_namespaced_custom_object(GROUP, VERSION, backend.namespace, "artifacts", name)
-    if store is not None and unreferenced[0]:
-        store.compact(referenced_identities(store.root.parent))  # what stays, and what a worker used meanwhile
+    if store is not None and unreferenced.dropped:
+        # what stays, and what a worker listed meanwhile
+        store.compact(referenced_identities(store.root.parent), keep_after=_keep_after(keep_recent))
     freed = "the Artifact objects were deleted; files on the volume stay" if isinstance(backend, ClusterBackend) else ""
     click.echo(f"deleted {len(candidates)}, freed {human_bytes(total)}{'; ' + freed if freed else ''}", err=True)
 

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -100,10 +100,24 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def append_line_durably(path: str | os.PathLike[str], line: str) -> None:
     """Append one line and fsync: used by resumable workers (a record written is a record never redone)."""
+    append_lines_durably(path, [line])
+
+
+def append_lines_durably(path: str | os.PathLike[str], lines: Iterable[str]) -> None:
+    """Append whole lines and fsync (one writer a file). A last line a killed writer left without its newline
+    is ended first, so that every appended line stands on its own."""
+    text = "".join(line.rstrip("\n") + "\n" for line in lines).encode("utf-8")
+    if not text:
+        return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("a", encoding="utf-8") as handle:  # open() honours the umask
-        handle.write(line.rstrip("\n") + "\n")
+    with target.open("a+b") as handle:  # open() honours the umask; every write lands at the end
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                text = b"\n" + text
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -13,6 +13,10 @@ appends whole lines to both files (O_APPEND), data first, so an index line alway
 data line. A writer killed mid-append leaves at most a torn last line; the next writer ends it with a newline
 before appending, and readers skip lines that do not parse. Lookups read only the small index of the shards
 they touch and keep only the identities asked for: memory follows the request, not the store.
+
+`compact` (datasweep gc) rewrites a shard under the same lock and keeps its new data file locked until the new
+index is in place too, so appenders wait for the pair; answers younger than its grace period stay even when no
+Artifact lists them (a worker lists what it uses before it looks it up or stores it, see REFERENCES).
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from datasweep.store.atomic import atomic_write_bytes, file_mode
+from datasweep.store.atomic import atomic_open, atomic_write_bytes, file_mode
 
 STORE_DIR = ".requests"  # under the volume's _shared/ (store.layout.SHARED)
-# In an Artifact's .work/: the identities of every request it used, one a line (what `datasweep gc` keeps).
+# In an Artifact's .work/: the identities of every request it uses, one a line, appended by its worker before it
+# looks them up or stores them (what `datasweep gc` keeps).
 REFERENCES = "request-identities.txt"
 FORMAT = "v1"
 # The identity recipe: changing what an identity covers changes this, so old answers are never misread.
@@ -120,7 +125,7 @@ def referenced_identities(shared: Path, skip: set[Path] | None = None) -> set[st
     for path in Path(shared).glob(f"*/*/.work/{REFERENCES}"):
         directory = path.parent.parent.resolve()
         if not any(directory == s or directory.is_relative_to(s) for s in skipped):
-            found.update(path.read_text(encoding="ascii").split())
+            found.update(path.read_text(encoding="ascii", errors="replace").split())
     return found
 
 
@@ -271,40 +276,53 @@ class RequestStore:
         finally:
             os.close(data_fd)
 
-    def compact(self, keep: set[str], dry_run: bool = False) -> tuple[int, int]:
-        """Drop every stored answer whose identity is not in `keep` (and torn lines); returns (answers dropped,
-        bytes freed). Each shard is rewritten under its lock and replaced atomically (data, then index): a reader
-        in between sees an index that does not match the data, which is a miss."""
-        dropped = freed = 0
+    def compact(self, keep: set[str], dry_run: bool = False, keep_after: datetime | None = None) -> Compaction:
+        """Drop every stored answer whose identity is not in `keep` and that was first answered before
+        `keep_after` (None: whatever its age), and torn or duplicate lines.
+
+        Each shard is rebuilt from its data file under its lock (so an index a killed compaction left stale is
+        mended too) and replaced atomically, data then index. The new data file is locked before it takes the
+        shard's name, and stays locked until its index is in place: a writer that opens the shard meanwhile
+        waits for the pair instead of appending to the new data and the old index. A reader in between sees an
+        index that does not match the data, which is a miss."""
+        dropped = freed = recent = 0
         for shard in self.shards():
             fd = self._lock_shard(shard)
             try:
-                index = self.read_index(shard)
-                size = os.fstat(fd).st_size + self._index(shard).stat().st_size
-                kept = {name: where for name, where in index.items() if name in keep}
-                if len(kept) == len(index):
+                data = _read_all(fd)
+                index = self._read_index_bytes(shard)
+                kept = _kept_lines(data, self._indexed(shard, index, data), keep, keep_after)
+                dropped += kept.dropped
+                recent += kept.recent
+                new_index = b"".join(kept.index_lines)
+                freed += len(data) + len(index) - kept.size - len(new_index)
+                if dry_run or (len(data) == kept.size and index == new_index):
                     continue
-                data = self._data(shard).read_bytes()
-                lines: list[bytes] = []
-                index_lines: list[bytes] = []
-                offset = 0
-                for name, (start, length) in sorted(kept.items(), key=lambda item: item[1]):
-                    line = data[start : start + length]
-                    answer = _parse_answer(line)
-                    if answer is None or answer.identity != name:
-                        continue
-                    lines.append(line)
-                    index_lines.append(f"{name} {offset} {length}".encode() + END + b"\n")
-                    offset += length
-                dropped += len(index) - len(lines)
-                freed += size - offset - sum(len(line) for line in index_lines)
-                if dry_run:
-                    continue
-                atomic_write_bytes(self._data(shard), b"".join(lines))
-                atomic_write_bytes(self._index(shard), b"".join(index_lines))
+                new_lock: int | None = None
+                try:
+                    with atomic_open(self._data(shard), "wb", encoding=None) as handle:
+                        handle.write(b"".join(kept.lines))
+                        new_lock = os.dup(handle.fileno())  # the lock outlives the temp file's own handle
+                        fcntl.flock(new_lock, fcntl.LOCK_EX)
+                    atomic_write_bytes(self._index(shard), new_index)
+                finally:
+                    if new_lock is not None:
+                        os.close(new_lock)
             finally:
                 os.close(fd)
-        return dropped, freed
+        return Compaction(dropped, freed, recent)
+
+    def _indexed(self, shard: str, raw: bytes, data: bytes) -> dict[str, int]:
+        """identity -> offset of its line for the index entries that point at that identity's line in `data`."""
+        valid: dict[str, int] = {}
+        for name, line in self._index_lines(shard, raw).items():
+            where = _location(line)
+            if where is not None and where[0] + where[1] <= len(data):
+                answer = _parse_answer(data[where[0] : where[0] + where[1]])
+                identity = name.decode("ascii", "replace")
+                if answer is not None and answer.identity == identity:
+                    valid[identity] = where[0]
+        return valid
 
     def count(self) -> int:
         """Stored answers (index entries), over every shard."""
@@ -320,6 +338,72 @@ class RequestStore:
             answer = _parse_answer(line)
             if answer is not None:
                 yield answer
+
+
+class Compaction(NamedTuple):
+    dropped: int  # answers removed
+    freed: int  # bytes (data and index)
+    recent: int  # answers no Artifact references, kept because they are younger than the grace period
+
+
+@dataclass
+class _Kept:
+    lines: list[bytes]
+    index_lines: list[bytes]
+    size: int = 0
+    dropped: int = 0
+    recent: int = 0
+
+
+def _kept_lines(data: bytes, indexed: dict[str, int], keep: set[str], keep_after: datetime | None) -> _Kept:
+    """The complete answer lines of `data` that stay, one an identity (the one its index entry points at, else
+    the first), with their new index lines."""
+    kept = _Kept([], [])
+    seen: set[str] = set()
+    start, end = 0, data.rfind(b"\n") + 1
+    while start < end:
+        stop = data.index(b"\n", start) + 1
+        line, at = data[start:stop], start
+        start = stop
+        answer = _parse_answer(line)
+        if answer is None or not _is_identity(answer.identity) or answer.identity in seen:
+            continue
+        if indexed.get(answer.identity, at) != at:
+            continue  # a line its index entry does not point at: a duplicate
+        seen.add(answer.identity)
+        young = keep_after is not None and _answered_after(answer, keep_after)
+        if answer.identity not in keep and not young:
+            kept.dropped += 1
+            continue
+        kept.recent += answer.identity not in keep
+        kept.index_lines.append(f"{answer.identity} {kept.size} {len(line)}".encode() + END + b"\n")
+        kept.lines.append(line)
+        kept.size += len(line)
+    return kept
+
+
+def _answered_after(answer: StoredAnswer, moment: datetime) -> bool:
+    """Whether the answer was first stored after `moment` (an unreadable time counts as old)."""
+    try:
+        answered = datetime.fromisoformat(answer.answered_at)
+    except ValueError:
+        return False
+    if answered.tzinfo is None:
+        answered = answered.replace(tzinfo=UTC)
+    return answered > moment
+
+
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks: list[bytes] = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(size - offset, 1 << 24), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
 def _find_entry(raw: bytes, key: bytes) -> tuple[int, int] | None:

@@ -118,6 +118,8 @@ def test_cluster_gc_keeps_referenced_and_consumed_artifacts(fake_api: FakeCustom
     result = CliRunner().invoke(cli, ["gc", "--cluster", "--yes"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert sorted(fake_api.deleted) == [c["artifacts"][0] for c in gc["candidates"]]
+    # the volume's request store is not compacted from here: the line says what does it
+    assert "request store is compacted by the chart's CronJob <release>-request-store-gc" in result.stderr
 
 
 def test_default_backend_is_the_cluster_when_a_kubeconfig_exists(

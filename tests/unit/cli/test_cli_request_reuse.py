@@ -4,6 +4,7 @@ OpenAI-compatible test server, counting the chat requests the server received.""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,41 @@ def test_a_dataset_grown_by_10_percent_sends_only_the_new_rows(workspace, write_
     store = RequestStore.under(root / "_shared")
     assert store.count() == 2 * 24 + 24  # the fresh point's validation answers were stored already
     invoke("unlink", "batch_20241229_reuse", "--experiment", "copa-fresh", "--root", root)
-    dry = json.loads(invoke("gc", "--root", root, "-o", "json").stdout)
+    recent = json.loads(invoke("gc", "--root", root, "-o", "json").stdout)["requestStore"]
+    assert (recent["answers"], recent["keptRecent"]) == (0, 24)  # answered within --keep-recent (24h)
+    dry = json.loads(invoke("gc", "--root", root, "--keep-recent", "0", "-o", "json").stdout)
     assert dry["requestStore"]["answers"] == 24
     assert dry["requestStore"]["bytes"] > 0
     assert store.count() == 72
-    invoke("gc", "--root", root, "--yes")
+    invoke("gc", "--root", root, "--keep-recent", "0", "--yes")
     assert store.count() == 48  # every answer the two kept points used
+
+    # the cluster's way: only the request store of a volume mounted at --root, keeping what any Artifact
+    # directory on it lists (no registry involved); here one directory removed by hand frees its answers
+    grown = next(
+        p
+        for p in (root / "_shared" / "Copa").iterdir()
+        if (p / "manifest.json").is_file()
+        and json.loads((p / "manifest.json").read_text())["extra"]["savedByReuse"]["requests"]
+    )
+    shutil.rmtree(grown)
+    dry_run = invoke("gc", "--request-store", "--root", root, "--keep-recent", "0")
+    assert "4 stored answers no Artifact lists" in dry_run.stdout
+    assert "pass --yes" in dry_run.stderr
+    assert store.count() == 48
+    done = json.loads(
+        invoke("gc", "--request-store", "--root", root, "--keep-recent", "0", "--yes", "-o", "json").stdout
+    )
+    assert (done["dryRun"], done["requestStore"]["answers"]) == (False, 4)
+    assert store.count() == 44
+
+
+def test_gc_request_store_and_keep_recent_name_the_fix_for_bad_input(workspace, invoke):
+    no_root = invoke("gc", "--request-store", "--cluster", expect=2)
+    assert "pass --root DIR" in no_root.output
+    not_a_volume = invoke("gc", "--request-store", "--root", workspace, expect=2)
+    assert "no _shared/ directory" in not_a_volume.output
+    bad = invoke("gc", "--root", workspace, "--keep-recent", "a day", expect=2)
+    assert "write it like 24h" in bad.output
+    bare = invoke("gc", "--root", workspace, "--keep-recent", "24", expect=2)
+    assert "write it like 24h" in bare.output

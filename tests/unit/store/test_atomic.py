@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from datasweep.store.atomic import FILE_MODE_ENV, atomic_write_json, atomic_write_text, file_mode
+from datasweep.store.atomic import (
+    FILE_MODE_ENV,
+    append_line_durably,
+    append_lines_durably,
+    atomic_write_json,
+    atomic_write_text,
+    file_mode,
+)
 from datasweep.store.layout import claim_generate_dir
 
 
@@ -98,3 +105,14 @@ def test_volume_full_message_names_the_free_space_the_path_and_the_fix(tmp_path:
     assert message.startswith("the data volume is full (")
     assert f" bytes free at {where})" in message
     assert message.endswith(f"): free space or grow the PVC (failed writing {where / 'x.jsonl'})")
+
+
+def test_appended_lines_stand_on_their_own_after_a_torn_last_line(tmp_path):
+    path = tmp_path / "list.txt"
+    append_lines_durably(path, ["a", "b\n"])
+    with path.open("a") as handle:
+        handle.write("half-written")  # a writer killed mid-append
+    append_lines_durably(path, ["c"])
+    append_line_durably(path, "d")
+    append_lines_durably(path, [])
+    assert path.read_text().splitlines() == ["a", "b", "half-written", "c", "d"]

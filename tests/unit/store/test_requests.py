@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -181,9 +182,113 @@ def test_compact_keeps_only_the_referenced_answers(tmp_path):
     before = sum(path.stat().st_size for path in (tmp_path / "v1").iterdir())
     assert store.compact(keep, dry_run=True)[0] == 4
     assert store.count() == 6  # a dry run changes nothing
-    dropped, freed = store.compact(keep)
-    assert dropped == 4
+    dropped, freed, recent = store.compact(keep)
+    assert (dropped, recent) == (4, 0)
     assert freed == before - sum(path.stat().st_size for path in (tmp_path / "v1").iterdir()) > 0
     assert {name: a.text for name, a in store.lookup(names).items()} == {n: f"text {n}" for n in keep}
     store.put([answer(names[1], "again")])  # writers go on after a compaction
     assert store.lookup([names[1]])[names[1]].text == "again"
+
+
+# Writers that put answers they keep (and some nobody keeps), all into one shard, while a compaction runs.
+SHARD_WRITER = textwrap.dedent(
+    """
+    import sys, hashlib, random, time
+    from pathlib import Path
+    from datasweep.store.requests import RequestStore, StoredAnswer
+    store, name, count = RequestStore(Path(sys.argv[1])), sys.argv[2], int(sys.argv[3])
+    def identity(text):
+        return "abc" + hashlib.sha256(text.encode()).hexdigest()[3:]
+    for index in range(count):
+        store.put([
+            StoredAnswer(identity(f"{name}-{index}"), f"{name}-{index} " + "x" * 200, index, 1),
+            StoredAnswer(identity(f"{name}-{index}-garbage"), "garbage", 0, 0),
+        ])
+        time.sleep(random.random() * 0.02)  # a worker does other things between its stores
+    """
+)
+COMPACTOR = textwrap.dedent(
+    """
+    import sys, hashlib
+    from pathlib import Path
+    from datasweep.store.requests import RequestStore
+    store, names, count = RequestStore(Path(sys.argv[1])), sys.argv[2].split(","), int(sys.argv[3])
+    keep = {"abc" + hashlib.sha256(f"{n}-{i}".encode()).hexdigest()[3:] for n in names for i in range(count)}
+    while True:  # until killed: every pass finds garbage to drop, so every pass rewrites the shard
+        store.compact(keep)
+        print("pass", flush=True)
+    """
+)
+
+
+def test_a_compaction_while_writers_append_loses_no_kept_answer(tmp_path):
+    root = tmp_path / "requests"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    names, count = ("a", "b", "c"), 100
+    store = RequestStore(root)
+    store.put([answer("abc" + "0" * 61)])  # the shard exists before the compactor starts
+    compactor = subprocess.Popen(
+        [sys.executable, "-c", COMPACTOR, str(root), ",".join(names), str(count)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert compactor.stdout is not None
+    assert compactor.stdout.readline() == "pass\n"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", SHARD_WRITER, str(root), name, str(count)], env=env) for name in names
+    ]
+    for writer in writers:
+        assert writer.wait(timeout=300) == 0
+    passes = 0
+    while passes < 3:  # compactions that started after the last write
+        passes += compactor.stdout.readline() == "pass\n"
+    compactor.send_signal(signal.SIGKILL)  # perhaps mid-rewrite: a kill leaves the old shard or the new one
+    compactor.wait()
+
+    def identity(text: str) -> str:
+        return "abc" + hashlib.sha256(text.encode()).hexdigest()[3:]
+
+    wanted = {identity(f"{name}-{index}"): f"{name}-{index}" for name in names for index in range(count)}
+    store.compact(set(wanted))  # a compaction after the kill leaves exactly what is kept
+    found = store.lookup(wanted)
+    assert sorted(set(wanted) - set(found)) == []
+    assert all(found[i].text.split(" ")[0] == wanted[i] for i in wanted)
+    assert store.count() == len(wanted)
+    data = (root / "v1" / "abc.jsonl").read_bytes()
+    for name, (offset, length) in store.read_index("abc").items():
+        assert json.loads(data[offset : offset + length])["id"] == name
+
+
+def test_compact_keeps_unreferenced_answers_younger_than_the_grace_period(tmp_path):
+    store = RequestStore(tmp_path)
+    old, fresh, listed, undated = (f"{prefix}{0:063x}" for prefix in "abcd")
+    store.put(
+        [
+            StoredAnswer(old, "old", answered_at="2026-01-01T00:00:00+00:00"),
+            StoredAnswer(fresh, "fresh", answered_at="2026-01-03T00:00:00+00:00"),
+            StoredAnswer(listed, "listed", answered_at="2025-01-01T00:00:00+00:00"),
+            StoredAnswer(undated, "undated", answered_at="yesterday"),  # an unreadable time counts as old
+        ]
+    )
+    cutoff = datetime(2026, 1, 2, tzinfo=UTC)
+    assert store.compact({listed}, dry_run=True, keep_after=cutoff)[::2] == (2, 1)
+    assert store.count() == 4
+    assert store.compact({listed}, keep_after=cutoff)[::2] == (2, 1)
+    assert set(store.lookup([old, fresh, listed, undated])) == {fresh, listed}
+    assert store.compact({listed}, keep_after=None)[::2] == (1, 0)  # no grace period: only what is listed
+    assert set(store.lookup([fresh, listed])) == {listed}
+
+
+def test_compact_mends_an_index_a_killed_compaction_left_stale(tmp_path):
+    store = RequestStore(tmp_path)
+    names = [f"abc{index:061x}" for index in range(4)]
+    store.put([answer(name, f"text {name}") for name in names])
+    index = (tmp_path / "v1" / "abc.idx").read_bytes()
+    # killed between its two renames: the new data (the first answer dropped) with the old index
+    data = (tmp_path / "v1" / "abc.jsonl").read_bytes()
+    (tmp_path / "v1" / "abc.jsonl").write_bytes(data[data.index(b"\n") + 1 :])
+    assert (tmp_path / "v1" / "abc.idx").read_bytes() == index
+    assert store.lookup(names) == {}  # stale offsets: misses, never a wrong answer
+    assert store.compact(set(names))[::2] == (0, 0)
+    assert {name: a.text for name, a in store.lookup(names).items()} == {n: f"text {n}" for n in names[1:]}

@@ -197,15 +197,20 @@ async def run_phase(
 ) -> None:
     todo = [request for request in requests if request.custom_id not in journal]
     answered = len(requests) - len(todo)
+    copies: dict[str, list[str]] = {}  # a request sent -> identical ones that take its answer
+    stored = 0
     if reuse is not None:
         todo = reuse.fill(todo, journal)
+        stored = len(requests) - answered - len(todo)
+        todo, copies = reuse.distinct(todo, requests, journal)
         await journal.drain()
     log.info(
-        "%s: %d requests, %d already answered, %d stored by identical requests, %d to send",
+        "%s: %d requests, %d already answered, %d stored by identical requests, %d identical to another, %d to send",
         phase,
         len(requests),
         answered,
-        len(requests) - answered - len(todo),
+        stored,
+        len(requests) - answered - stored - len(todo),
         len(todo),
     )
     if not todo:
@@ -219,12 +224,15 @@ async def run_phase(
     client = getattr(backend, "client", None)
     if isinstance(client, AsyncOpenAI):
         await check_endpoint(client)  # one cheap request: a wrong baseURL fails now, not after the retries
-    progress = Progress(phase, len(requests), "requests", initial=len(requests) - len(todo))
+    waiting = len(todo) + sum(len(others) for others in copies.values())
+    progress = Progress(phase, len(requests), "requests", initial=len(requests) - waiting)
     watcher = asyncio.get_running_loop().create_task(_watch(progress, journal, meter))
     try:
         failures = await backend.run(todo, journal)
     finally:
         watcher.cancel()
+        if reuse is not None:
+            reuse.copy_answers(copies, journal)
         await journal.drain()
         await backend.aclose()
         with contextlib.suppress(asyncio.CancelledError):

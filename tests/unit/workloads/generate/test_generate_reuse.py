@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from datasweep.store.manifest import read_manifest
-from datasweep.store.requests import RequestStore
+from datasweep.store.requests import Compaction, RequestStore, StoredAnswer, referenced_identities
 from datasweep.workloads.generate.worker import run_generate
 
 from .conftest import copa_records, make_spec, read_jsonl, write_jsonl
@@ -124,3 +128,104 @@ def test_the_batch_api_submits_only_what_the_store_lacks(api_key, openai_server,
     again = run_generate(shared_spec(tmp_path, grown, openai_server, "again", backend="openai"))
     assert again.usage.requests == 0
     assert sent(openai_server) == 18
+
+
+def test_a_gc_while_a_worker_runs_keeps_what_it_looked_up_and_stored(
+    api_key, openai_server, tmp_path, dataset_dir, monkeypatch
+):
+    shared = tmp_path / "root" / "_shared"
+    store = RequestStore.under(shared)
+    # generation only: a gc may drop answers no Artifact lists yet (the next phase's), which costs, never breaks
+    before = shared_spec(tmp_path, dataset_dir, openai_server, "before", validation=None)
+    run_generate(before)
+    shutil.rmtree(before.output_path)  # its 9 answers: listed by no Artifact now
+    orphan = "f" * 64
+    store.put([StoredAnswer(orphan, "nobody uses me")])
+    gcs: list[Compaction] = []
+
+    def gc() -> None:  # the worst gc: no grace period, right after the worker touched the store
+        gcs.append(store.compact(referenced_identities(shared), keep_after=None))
+
+    lookup, put = RequestStore.lookup, RequestStore.put
+
+    def lookup_then_gc(self: RequestStore, identities: Iterable[str]) -> dict[str, StoredAnswer]:
+        found = lookup(self, identities)
+        gc()
+        return found
+
+    def put_then_gc(self: RequestStore, answers: Iterable[StoredAnswer]) -> int:
+        added = put(self, answers)
+        gc()
+        return added
+
+    monkeypatch.setattr(RequestStore, "lookup", lookup_then_gc)
+    monkeypatch.setattr(RequestStore, "put", put_then_gc)
+    grown = tmp_path / "grown"
+    shutil.copytree(dataset_dir, grown)
+    write_jsonl(grown / "copa_train.jsonl", copa_records(8, "train", reject_every=3))  # 2 more rows
+    manifest = run_generate(shared_spec(tmp_path, grown, openai_server, "running", validation=None))
+    assert manifest.extra["savedByReuse"]["requests"] == 9
+    assert sent(openai_server) == 9 + 2
+    assert gcs[0].dropped == 1  # the gcs ran: the first dropped the orphan, and nothing the worker uses
+    assert sum(c.dropped for c in gcs) == 1
+    assert store.lookup([orphan]) == {}
+    listed = referenced_identities(shared)
+    assert len(listed) == 11
+    assert set(store.lookup(listed)) == listed
+    assert store.count() == 11
+
+
+def test_answers_stored_after_a_gc_read_the_references_stay_for_the_grace_period(
+    api_key, openai_server, tmp_path, dataset_dir
+):
+    shared = tmp_path / "root" / "_shared"
+    store = RequestStore.under(shared)
+    references = referenced_identities(shared)  # a gc lists the references before the worker starts...
+    run_generate(shared_spec(tmp_path, dataset_dir, openai_server, "running"))
+    # ...and compacts once it has stored its answers: too late to see them listed, not too late to see them young
+    assert store.compact(references, dry_run=True, keep_after=None).dropped == 18
+    kept = store.compact(references, keep_after=datetime.now(UTC) - timedelta(hours=24))
+    assert (kept.dropped, kept.recent) == (0, 18)
+    assert store.count() == 18
+
+
+@pytest.mark.parametrize("backend", ["openai-batch", "openai"])
+def test_identical_requests_of_one_artifact_are_paid_once_and_fill_both(api_key, openai_server, tmp_path, backend):
+    source = tmp_path / "duplicates" / "copa"
+    records = copa_records(4, "train")
+    records.append({**records[1], "idx": 99})  # row 1's text again, under another id
+    write_jsonl(source / "copa_train.jsonl", records)
+    params = {"backend": backend, "poll_interval": 0.01, "max_poll_interval": 0.02}
+    manifest = run_generate(shared_spec(tmp_path, source, openai_server, "duplicates", **params))
+    if backend == "openai-batch":
+        assert sorted(openai_server.batch_request_log) == [
+            f"{phase}:train:{index}:text" for phase in ("gen", "val") for index in range(4)
+        ]
+    else:
+        assert sent(openai_server) == 2 * 4
+    assert manifest.usage.requests == 2 * 4
+    assert manifest.extra["savedByReuse"]["requests"] == 2  # row 99's generation and validation
+    rows = {row["idx"]: row for row in read_jsonl(tmp_path / "root/_shared/Copa/duplicates/Copa/copa_train.jsonl")}
+    assert set(rows) == {0, 1, 2, 3, 99}
+    assert rows[99]["text"] == rows[1]["text"] != records[1]["text"]  # the one answer fills both
+
+
+def test_a_resumed_worker_takes_an_identical_answered_requests_answer(api_key, openai_server, tmp_path):
+    source = tmp_path / "duplicates" / "copa"
+    records = copa_records(2, "train")
+    write_jsonl(source / "copa_train.jsonl", [*records, {**records[1], "idx": 99}])
+    spec = shared_spec(tmp_path, source, openai_server, "resumed", validation=None, requestReuse=False)
+    run_generate(spec)  # lookups off: every request is a fresh draw, sent
+    assert sent(openai_server) == 3
+    journal = spec.output_path / ".work" / "generate.jsonl"
+    lines = journal.read_text().splitlines()
+    journal.write_text("".join(line + "\n" for line in lines if '"gen:train:99:text"' not in line))
+    (spec.output_path / "manifest.json").unlink()  # as if it died before its last answer was journaled
+    shutil.rmtree(tmp_path / "root" / "_shared" / ".requests")  # and before it stored its answers
+    spec.params["requestReuse"] = True
+    manifest = run_generate(spec)
+    assert sent(openai_server) == 3  # row 99 took row 1's answer from the journal
+    assert manifest.extra["counts"]["train"]["records"] == 3
+    entries = {entry["custom_id"]: entry for entry in read_jsonl(journal)}
+    assert entries["gen:train:99:text"]["reused"] is True
+    assert entries["gen:train:99:text"]["text"] == entries["gen:train:1:text"]["text"]
