@@ -183,10 +183,11 @@ def estimate_generate(
     for item in items:
         whole = item.custom_id in stored and (params.validation is None or item.validation_id in stored_validation)
         rows[row_of(item)] = rows.get(row_of(item), True) and whole
-    for answer, model in [(a, params.model) for a in stored.values()] + [
-        (a, params.validation.model if params.validation else params.model) for a in stored_validation.values()
-    ]:
-        saved_usd = cost_of(model, answer.prompt_tokens, answer.completion_tokens, saved_usd)
+    judge_model = params.validation.model if params.validation else params.model
+    for model, answers in ((params.model, list(stored.values())), (judge_model, list(stored_validation.values()))):
+        if answers:  # priced on the summed tokens, as the worker prices its savedByReuse
+            prompt = sum(a.prompt_tokens for a in answers)
+            saved_usd = cost_of(model, prompt, sum(a.completion_tokens for a in answers), saved_usd)
     items = [item for item in all_items if item.custom_id not in stored]
     judged = [item for item in all_items if item.validation_id not in stored_validation]
 
