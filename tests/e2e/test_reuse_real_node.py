@@ -62,8 +62,9 @@ def test_a_grown_dataset_sends_only_the_new_rows_from_pods(
     assert (reuse["rows"], reuse["rowsReused"]) == (3 * GROWN, 3 * ROWS)
     progress = done["status"]["progress"]
     assert (progress["requestsStored"], progress["rowsReused"]) == (2 * 3 * ROWS, 3 * ROWS)
-    assert progress["saved"] == f"{2 * 3 * ROWS} requests"  # the test server's model is unpriced
-    assert f"{2 * 3 * ROWS} requests" in wide  # the SAVED column
+    assert progress["savedUsd"] > 0  # gpt-4o at the price table's price, answered by the test server
+    assert progress["saved"] == f"{2 * 3 * ROWS} requests, ${progress['savedUsd']:.4f}"
+    assert progress["saved"] in wide  # the SAVED column
     assert before["status"]["progress"]["requestsStored"] == 0
     why = CliRunner().invoke(cli, ["why", "after", "--cluster", "-n", ns], catch_exceptions=False)
     assert why.exit_code == 0, why.output
