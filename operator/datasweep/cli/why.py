@@ -49,6 +49,7 @@ class StageWhy:
     # a generate miss: its requests the request store holds (a local root: counted as plan counts them; a
     # cluster: as its worker reported them)
     request_reuse: RequestReuseCounts | None = None
+    request_reuse_note: str = ""  # why it could not be counted
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -81,6 +82,8 @@ class StageWhy:
         lines = [f"{head} MISS ({self.artifact})"]
         if self.request_reuse is not None:
             lines.append(f"  request store: {self.request_reuse.sentence()}")
+        elif self.request_reuse_note:
+            lines.append(f"  request store: not counted: {self.request_reuse_note}")
         if self.found is not None:
             lines.append(
                 f"  its fingerprint exists as {self.found.name} ({self.found.phase}), not complete: made again"
@@ -241,7 +244,10 @@ def why_file(backend: Backend, experiment: LocalExperiment, point: str | None) -
             if stage.stage == "generate" and isinstance(backend, ClusterBackend):
                 entry.request_reuse = match.found.request_reuse if match.found is not None else None
             elif stage.stage == "generate":
-                entry.request_reuse = estimate_generate(experiment, stage, local_request_store(backend)).reuse()
+                try:
+                    entry.request_reuse = estimate_generate(experiment, stage, local_request_store(backend)).reuse()
+                except BadInput as exc:  # what plan refuses (an unreadable dataset): the explanation still stands
+                    entry.request_reuse_note = str(exc)
         found.append(entry)
     return found
 
