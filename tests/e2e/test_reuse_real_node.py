@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from datasweep.cli.main import cli
 from datasweep.store.manifest import read_manifest
 from datasweep.testing.openai_server import OpenAITestServer
 from tests.e2e.operator_harness import apply, condition, experiment, get, wait_for, write_dataset
@@ -40,6 +42,8 @@ def test_a_grown_dataset_sends_only_the_new_rows_from_pods(
         apply(control_plane, ns, with_server(experiment("after", purpose="reuse", retries=0), openai_server))
         done = wait_for("the grown Experiment", lambda: finished(control_plane, ns, "after"), POD_TIMEOUT)
         assert condition(done, "Succeeded")["status"] == "True", json.dumps(done.get("status"), indent=1)
+        wide = control_plane.kubectl("get", "experiment", "after", "-n", ns, "-o", "wide").stdout
+        before = get(control_plane, ns, "experiment", "before")
     assert openai_server.counts[CHAT] - 2 * 3 * ROWS == 2 * 3 * (GROWN - ROWS)  # the 3 new rows' two requests
     manifests = [
         read_manifest(data_root / a["spec"]["storage"]["path"]) for a in get(control_plane, ns, "artifacts")["items"]
@@ -47,3 +51,21 @@ def test_a_grown_dataset_sends_only_the_new_rows_from_pods(
     saved = sorted(m.extra["savedByReuse"]["requests"] for m in manifests if m is not None)
     assert saved == [0, 2 * 3 * ROWS]
     assert (data_root / "_shared" / ".requests" / "v1").is_dir()
+
+    # the grown point's Artifact says what the request store answered (its manifest, via the operator), the
+    # Experiment sums it beside the Artifacts reused whole, and why says it
+    grown = [a for a in get(control_plane, ns, "artifacts")["items"] if a["status"].get("firstExperiment") == "after"]
+    (artifact,) = grown
+    reuse = artifact["status"]["manifest"]["requestReuse"]
+    requests = 2 * 3 * GROWN
+    assert (reuse["requests"], reuse["stored"], reuse["toSend"]) == (requests, 2 * 3 * ROWS, 0)
+    assert (reuse["rows"], reuse["rowsReused"]) == (3 * GROWN, 3 * ROWS)
+    progress = done["status"]["progress"]
+    assert (progress["requestsStored"], progress["rowsReused"]) == (2 * 3 * ROWS, 3 * ROWS)
+    assert progress["savedUsd"] > 0  # gpt-4o at the price table's price, answered by the test server
+    assert progress["saved"] == f"{2 * 3 * ROWS} requests, ${progress['savedUsd']:.4f}"
+    assert progress["saved"] in wide  # the SAVED column
+    assert before["status"]["progress"]["requestsStored"] == 0
+    why = CliRunner().invoke(cli, ["why", "after", "--cluster", "-n", ns], catch_exceptions=False)
+    assert why.exit_code == 0, why.output
+    assert f"request store: {2 * 3 * ROWS} of {requests} requests stored" in why.output

@@ -51,14 +51,17 @@ def test_experiment_columns_read_conditions_and_counts() -> None:
         "Failed",
         "Progress",
         "Cost",
+        "Saved",
         "Best",
         "Status",
         "Age",
     ]
     assert columns[6]["jsonPath"] == ".status.progress.summary"
     assert columns[7]["jsonPath"] == ".status.progress.cost"
-    assert columns[8]["jsonPath"] == ".status.best.summary"
-    assert columns[9]["jsonPath"] == '.status.conditions[?(@.type=="Succeeded")].reason'
+    # request-level reuse, with -o wide only
+    assert (columns[8]["jsonPath"], columns[8]["priority"]) == (".status.progress.saved", 1)
+    assert columns[9]["jsonPath"] == ".status.best.summary"
+    assert columns[10]["jsonPath"] == '.status.conditions[?(@.type=="Succeeded")].reason'
 
 
 def test_artifact_columns_show_phase_and_the_ready_reason_beside_the_existing_ones() -> None:

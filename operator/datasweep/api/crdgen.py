@@ -403,6 +403,8 @@ def build_crds() -> dict[str, dict[str, Any]]:
             # Progress and dollars so far, summed from the running Artifacts' reports (core/progress.py).
             {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
             {"name": "Cost", "type": "string", "jsonPath": ".status.progress.cost"},
+            # Requests the request store answered for the Artifacts made here, and their dollars (-o wide).
+            {"name": "Saved", "type": "string", "jsonPath": ".status.progress.saved", "priority": 1},
             {"name": "Best", "type": "string", "jsonPath": ".status.best.summary"},
             _condition_column("Status", "Succeeded", "reason"),
         ],
@@ -449,6 +451,7 @@ def build_crds() -> dict[str, dict[str, Any]]:
             },
             {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
             {"name": "Cost", "type": "string", "jsonPath": ".status.progress.cost"},
+            {"name": "Saved", "type": "string", "jsonPath": ".status.progress.saved", "priority": 1},
         ],
     )
     return {

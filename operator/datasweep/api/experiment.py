@@ -302,6 +302,13 @@ class SweepProgress(CamelModel):
     steps_done: int = Field(default=0, description="Of the Artifacts reporting training steps now")
     steps_total: int = 0
     eta_seconds: int | None = Field(default=None, description="At the rate seen since the operator started")
+    # request-level reuse of the Artifacts made for this sweep (beside counts.reused and savedByReuse: the
+    # Artifacts reused whole)
+    requests_stored: int = Field(default=0, description="Requests the request store answered: not sent, not paid")
+    requests_to_send: int = Field(default=0, description="Requests the running Artifacts' workers have left to send")
+    rows_reused: int = Field(default=0, description="Records whose every request the request store answered")
+    saved_usd: float = Field(default=0.0, description="What the stored answers cost when first paid for")
+    saved: str = Field(default="", description="The SAVED column, e.g. 432 requests, $0.4100")
 
 
 class BestArtifact(CamelModel):

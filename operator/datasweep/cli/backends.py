@@ -25,6 +25,7 @@ from datasweep.k8s.builders import DATA_MOUNT
 from datasweep.local.registry import LocalArtifact, Registry, RegistryError
 from datasweep.store.layout import SHARED
 from datasweep.store.manifest import ManifestSummary, Usage
+from datasweep.store.progress import RequestReuseCounts
 from datasweep.store.provenance import Provenance
 
 BATCH_DIR = re.compile(r"^batch_[0-9]{8}_[A-Za-z0-9_]+$")
@@ -59,6 +60,9 @@ class ArtifactView:
     completed_at: str | None = None
     job: str | None = None
     provenance: Provenance | None = None  # what produced it (issue 25); on a cluster with the pod's image
+    # a generate stage's requests the request store answered: its manifest's, on a cluster also its running
+    # worker's last report
+    request_reuse: RequestReuseCounts | None = None
 
     @property
     def ready(self) -> bool:
@@ -218,6 +222,7 @@ def _view_of_local(artifact: LocalArtifact) -> ArtifactView:
         created_at=artifact.created_at,
         completed_at=artifact.completed_at,
         provenance=artifact.manifest.provenance if artifact.manifest is not None else None,
+        request_reuse=artifact.manifest.request_reuse if artifact.manifest is not None else None,
     )
 
 
@@ -475,6 +480,8 @@ class ClusterBackend:
                     completed_at=status.get("completedAt"),
                     job=status.get("job"),
                     provenance=_provenance(status.get("provenance")),
+                    request_reuse=RequestReuseCounts.from_raw((status.get("progress") or {}).get("requestReuse"))
+                    or RequestReuseCounts.from_raw((status.get("manifest") or {}).get("requestReuse")),
                 )
             )
         return sorted(views, key=lambda a: (a.dataset, a.semantic_name, a.stage, a.name))

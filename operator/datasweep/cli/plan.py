@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import click
 
 from datasweep.api.stages.generate import GenerateParams, PriceEntry
 from datasweep.api.worker import TRAINING_STAGES
+from datasweep.cli.backends import ArtifactView, ClusterBackend, LocalBackend
 from datasweep.cli.common import (
     BadInput,
     backend_options,
@@ -25,7 +27,7 @@ from datasweep.cli.common import (
 from datasweep.cli.run import experiment_options
 from datasweep.core.imported import ImportedMatch, find_match
 from datasweep.core.memory import StageMemory
-from datasweep.core.plan import StagePlan
+from datasweep.core.plan import Point, StagePlan
 from datasweep.local.checks import check_before_claim
 from datasweep.local.experiment_file import (
     ExperimentFileError,
@@ -36,6 +38,7 @@ from datasweep.local.experiment_file import (
 from datasweep.local.registry import Registry
 from datasweep.local.runner import imported_match
 from datasweep.store.layout import SHARED, find_generate_dir, is_complete, training_relpath
+from datasweep.store.progress import RequestReuseCounts
 from datasweep.store.requests import RequestStore
 from datasweep.store.verify import check_artifact
 from datasweep.workloads.generate.inputs import GenerateInputError, read_splits
@@ -65,6 +68,21 @@ class StageEstimate:
     # request-level reuse: requests the volume's request store answers (not in `requests`), and what they cost
     stored_requests: int = 0
     saved_usd: float | None = 0.0
+    saved_tokens: int = 0
+    rows: int = 0
+    rows_reused: int = 0  # records whose every request is stored
+
+    def reuse(self) -> RequestReuseCounts:
+        """The request store's part as a worker reports it (what `why` prints)."""
+        return RequestReuseCounts(
+            requests=self.requests + self.stored_requests,
+            stored=self.stored_requests,
+            to_send=self.requests,
+            rows=self.rows,
+            rows_reused=self.rows_reused,
+            saved_tokens=self.saved_tokens,
+            saved_usd=self.saved_usd,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +109,8 @@ class StageEstimate:
                 "likelyCostUsd": self.likely_cost_usd,
                 "storedRequests": self.stored_requests,
                 "savedByReuseUsd": self.saved_usd,
+                "rows": self.rows,
+                "rowsReused": self.rows_reused,
             },
         }
 
@@ -111,6 +131,7 @@ def estimate_generate(
     from datasweep.workloads.generate.reuse import RequestReuse, backend_family
     from datasweep.workloads.generate.worker import (  # imports openai
         generation_request,
+        row_of,
         transformers_model_paths,
         validation_request,
     )
@@ -157,10 +178,16 @@ def estimate_generate(
             ]
         )
     saved_usd: float | None = 0.0
-    for answer, model in [(a, params.model) for a in stored.values()] + [
-        (a, params.validation.model if params.validation else params.model) for a in stored_validation.values()
-    ]:
-        saved_usd = cost_of(model, answer.prompt_tokens, answer.completion_tokens, saved_usd)
+    saved_tokens = sum(a.prompt_tokens + a.completion_tokens for a in [*stored.values(), *stored_validation.values()])
+    rows: dict[str, bool] = {}
+    for item in items:
+        whole = item.custom_id in stored and (params.validation is None or item.validation_id in stored_validation)
+        rows[row_of(item)] = rows.get(row_of(item), True) and whole
+    judge_model = params.validation.model if params.validation else params.model
+    for model, answers in ((params.model, list(stored.values())), (judge_model, list(stored_validation.values()))):
+        if answers:  # priced on the summed tokens, as the worker prices its savedByReuse
+            prompt = sum(a.prompt_tokens for a in answers)
+            saved_usd = cost_of(model, prompt, sum(a.completion_tokens for a in answers), saved_usd)
     items = [item for item in all_items if item.custom_id not in stored]
     judged = [item for item in all_items if item.validation_id not in stored_validation]
 
@@ -208,6 +235,7 @@ def estimate_generate(
     if rephrase:
         estimate.likely_tokens, estimate.likely_cost_usd = likely_tokens, likely_cost
     estimate.stored_requests, estimate.saved_usd = len(stored) + len(stored_validation), saved_usd
+    estimate.saved_tokens, estimate.rows, estimate.rows_reused = saved_tokens, len(rows), sum(rows.values())
     return estimate
 
 
@@ -252,6 +280,11 @@ def _memory_dict(memory: StageMemory | None) -> dict[str, Any] | None:
     return memory.estimate.to_dict() if memory.estimate is not None else {"note": memory.note}
 
 
+def local_request_store(backend: LocalBackend | ClusterBackend) -> RequestStore | None:
+    """The request store a local root's workers consult (a cluster's volume is not read from here)."""
+    return RequestStore.under(backend.root / SHARED) if isinstance(backend, LocalBackend) else None
+
+
 def local_hits(root: Path, stage: StagePlan, generate_rel: str | None) -> tuple[bool, str | None]:
     if stage.stage not in TRAINING_STAGES:  # the point's data stage: generate, or dataset (prepared data)
         rel = find_generate_dir(root, stage.dataset, stage.semantic_name, stage.fingerprint)
@@ -259,6 +292,51 @@ def local_hits(root: Path, stage: StagePlan, generate_rel: str | None) -> tuple[
         rel = training_relpath(generate_rel, stage.stage, stage.fingerprint) if generate_rel else None
     # what `datasweep run` would reuse: complete, and its manifest's files there with their sizes (store/verify.py)
     return (rel is not None and is_complete(root / rel) and not check_artifact(root / rel)), rel
+
+
+@dataclass(frozen=True)
+class StageMatch:
+    """A planned stage as the place it would run finds it: a hit, a hit on an imported directory, or a miss."""
+
+    stage: StagePlan
+    hit: bool
+    where: str | None  # the hit's directory (a cluster: its path and phase); a local miss: where it would go
+    found: ArtifactView | None = None  # the Artifact listed under its name with its fingerprint, complete or not
+    imported: ImportedMatch | None = None
+
+
+def match_stages(
+    backend: LocalBackend | ClusterBackend,
+    experiment: LocalExperiment,
+    points: Iterable[Point],
+    artifacts: Sequence[ArtifactView] = (),
+) -> Iterator[StageMatch]:
+    """Each stage of `points`, matched as `datasweep run` (a local root) or the operator (a cluster) would:
+    `artifacts` are those listed there (on a cluster, a hit is one of them)."""
+    by_name = {a.name: a for a in artifacts}
+    ready_imported = [a for a in artifacts if a.imported and a.ready]
+    force = experiment.spec.force_regenerate
+    for point in points:
+        generate_rel: str | None = None
+        for stage in point.stages:
+            found = by_name.get(stage.artifact)
+            if found is not None and found.fingerprint != stage.fingerprint:
+                found = None  # another fingerprint under the planned name: the operator never reuses it
+            imported = None
+            sha256 = experiment.datasets[stage.dataset].sha256
+            if isinstance(backend, ClusterBackend):
+                hit, where = found is not None, (f"{found.path} ({found.phase})" if found else None)
+                if not hit and not force and stage.stage == "generate":  # as the operator matches (experiment.py)
+                    imported = find_match(stage.params, stage.dataset, sha256, ready_imported)
+            else:
+                hit, where = local_hits(backend.root, stage, generate_rel)
+                if not hit and not force:
+                    imported = imported_match(Registry(backend.root), backend.root, stage, sha256)
+                if imported is None and stage.stage not in TRAINING_STAGES:
+                    generate_rel = where if hit else None  # a damaged one is produced again, its training too
+            if imported is not None:
+                generate_rel = imported.path
+            yield StageMatch(stage, hit, where, found, imported)
 
 
 @click.command("plan")
@@ -299,41 +377,20 @@ def plan(
         check_before_claim(experiment, the_plan, backend.root if backend.kind == "local" else None)
     except ExperimentFileError as exc:
         raise BadInput(str(exc)) from exc
-    existing = {a.name: a for a in backend.artifacts()} if backend.kind == "cluster" else {}
-    force = experiment.spec.force_regenerate
+    existing = backend.artifacts() if isinstance(backend, ClusterBackend) else []
     estimates: list[StageEstimate] = []
-    for point in the_plan.points:
-        generate_rel: str | None = None
-        for stage in point.stages:
-            imported = None
-            sha256 = experiment.datasets[stage.dataset].sha256
-            if backend.kind == "cluster":
-                found = existing.get(stage.artifact)
-                if found is not None and found.fingerprint != stage.fingerprint:
-                    found = None  # another fingerprint under the planned name: the operator never reuses it
-                hit, where = found is not None, (f"{found.path} ({found.phase})" if found else None)
-                if not hit and not force and stage.stage == "generate":  # as the operator matches (experiment.py)
-                    ready = [a for a in existing.values() if a.imported and a.ready]
-                    imported = find_match(stage.params, stage.dataset, sha256, ready)
-            else:
-                hit, where = local_hits(backend.root, stage, generate_rel)
-                if not hit and not force:
-                    imported = imported_match(Registry(backend.root), backend.root, stage, sha256)
-                if imported is None and stage.stage not in TRAINING_STAGES:
-                    generate_rel = where if hit else None  # a damaged one is produced again, its training too
-            if imported is not None:
-                estimates.append(StageEstimate(stage, True, imported.path, imported=imported))
-                generate_rel = imported.path
-                continue
-            if hit:
-                estimates.append(StageEstimate(stage, True, where))
-            elif stage.stage == "generate":
-                store = RequestStore.under(backend.root / SHARED) if backend.kind == "local" else None
-                estimates.append(estimate_generate(experiment, stage, store))
-            elif stage.stage == "dataset":
-                estimates.append(StageEstimate(stage, False, None))  # a copy of the records: free
-            else:
-                estimates.append(estimate_training(stage, hours_per_training))
+    for match in match_stages(backend, experiment, the_plan.points, existing):
+        stage = match.stage
+        if match.imported is not None:
+            estimates.append(StageEstimate(stage, True, match.imported.path, imported=match.imported))
+        elif match.hit:
+            estimates.append(StageEstimate(stage, True, match.where))
+        elif stage.stage == "generate":
+            estimates.append(estimate_generate(experiment, stage, local_request_store(backend)))
+        elif stage.stage == "dataset":
+            estimates.append(StageEstimate(stage, False, None))  # a copy of the records: free
+        else:
+            estimates.append(estimate_training(stage, hours_per_training))
     misses = [e for e in estimates if not e.hit]
     priced = [e.cost_usd for e in misses if e.cost_usd is not None]
     unpriced = [e for e in misses if e.stage.stage == "generate" and e.cost_usd is None]
@@ -387,6 +444,7 @@ def plan(
             if e.stored_requests:
                 saved = "" if e.saved_usd is None else f", ${e.saved_usd:.4f} saved"
                 cost += f"; {e.requests:,} to send, {e.stored_requests:,} stored{saved}"
+                cost += f", {e.rows_reused:,} of {e.rows:,} rows wholly"
         else:
             cost = f"{e.gpu_hours:g} GPU-h"
         rows.append(

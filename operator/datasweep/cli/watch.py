@@ -21,7 +21,7 @@ from datasweep import GROUP, VERSION
 from datasweep.api.experiment import SweepProgress
 from datasweep.api.worker import DATA_STAGES
 from datasweep.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BadInput, backend_options, choose_backend
-from datasweep.core.progress import StageState, eta_seconds, sweep_fraction, sweep_progress
+from datasweep.core.progress import StageState, cost_text, eta_seconds, sweep_fraction, sweep_progress
 from datasweep.local.registry import LocalArtifact, Registry, RegistryError
 from datasweep.store.progress import read_progress
 from datasweep.workloads.progress import duration
@@ -81,6 +81,11 @@ class Snapshot:
             parts.append(f"requests {p.requests_done}/{p.requests_total}")
         if p.steps_total:
             parts.append(f"steps {p.steps_done}/{p.steps_total}")
+        if p.requests_stored:
+            parts.append(
+                f"{p.requests_stored:,} requests from the request store ({cost_text(p.saved_usd)} saved, "
+                f"{p.rows_reused:,} rows wholly)"
+            )
         if self.finished:
             parts.append("finished" if not self.failed else "finished with failures")
         else:
@@ -137,7 +142,10 @@ def local_snapshot(
     for artifact in mine:
         report = read_progress(root / artifact.path) if artifact.phase != "Ready" else None
         produced = not artifact.imported and artifact.first_experiment == experiment
-        states.append(StageState(artifact.phase, produced, artifact.usage, report))
+        reuse = report.request_reuse if report is not None else None
+        if reuse is None and artifact.manifest is not None:
+            reuse = artifact.manifest.request_reuse
+        states.append(StageState(artifact.phase, produced, artifact.usage, report, reuse))
         if artifact.phase == "Running" and report is not None:
             reports.append(report)
     for point in data:

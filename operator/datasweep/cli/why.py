@@ -13,8 +13,7 @@ from typing import Any
 
 import click
 
-from datasweep.api import kube_yaml
-from datasweep.api.worker import TRAINING_STAGES
+from datasweep.api.worker import TRAINING_STAGES, WorkerSpecError, parse_worker_spec
 from datasweep.cli.backends import ArtifactView, ClusterBackend, LocalBackend
 from datasweep.cli.common import (
     BadInput,
@@ -26,11 +25,12 @@ from datasweep.cli.common import (
     output_option,
 )
 from datasweep.cli.run import experiment_options
-from datasweep.core.imported import ImportedMatch, find_match
+from datasweep.core.imported import ImportedMatch
 from datasweep.core.plan import StagePlan
 from datasweep.core.why import Candidate, Nearest, Side, nearest, summary
 from datasweep.local.experiment_file import ExperimentFileError, LocalExperiment, load_experiment, parse_prompt_files
 from datasweep.local.registry import Registry
+from datasweep.store.progress import RequestReuseCounts
 
 Backend = LocalBackend | ClusterBackend
 
@@ -46,6 +46,10 @@ class StageWhy:
     imported: ImportedMatch | None = None
     nearest: Nearest | None = None
     nearest_view: ArtifactView | None = None
+    # a generate miss: its requests the request store holds (a local root: counted as plan counts them; a
+    # cluster: as its worker reported them)
+    request_reuse: RequestReuseCounts | None = None
+    request_reuse_note: str = ""  # why it could not be counted
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -64,6 +68,9 @@ class StageWhy:
                 None if self.found is None else {"artifact": self.found.name, "phase": self.found.phase}
             )
             data["nearest"] = None if self.nearest is None else self.nearest.to_dict()
+            data["requestReuse"] = (
+                None if self.request_reuse is None else self.request_reuse.model_dump(mode="json", by_alias=True)
+            )
         return data
 
     def lines(self) -> list[str]:
@@ -73,6 +80,10 @@ class StageWhy:
         if self.status == "hit" and self.found is not None:
             return [f"{head} hit {self.found.name}: {_produced_words(self.found)}"]
         lines = [f"{head} MISS ({self.artifact})"]
+        if self.request_reuse is not None:
+            lines.append(f"  request store: {self.request_reuse.sentence()}")
+        elif self.request_reuse_note:
+            lines.append(f"  request store: not counted: {self.request_reuse_note}")
         if self.found is not None:
             lines.append(
                 f"  its fingerprint exists as {self.found.name} ({self.found.phase}), not complete: made again"
@@ -128,11 +139,9 @@ def _local_effective(backend: Backend, view: ArtifactView) -> dict[str, Any] | N
         return view.params  # an Artifact object's spec.params are the effective ones
     path = Registry(backend.root).specs_dir / f"{view.name}.yaml"
     try:
-        loaded = kube_yaml.load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, kube_yaml.YAMLError):
+        return parse_worker_spec(path.read_text(encoding="utf-8"), str(path)).params
+    except (OSError, WorkerSpecError):
         return None
-    params = loaded.get("params") if isinstance(loaded, dict) else None
-    return params if isinstance(params, dict) else None
 
 
 def side_of(backend: Backend, view: ArtifactView, texts: bool = False) -> Side:
@@ -200,51 +209,46 @@ def _point_matches(point: str | None, *idents: str) -> bool:
 
 
 def why_file(backend: Backend, experiment: LocalExperiment, point: str | None) -> list[StageWhy]:
-    """Each planned stage of the file: a hit (as plan finds it) or a miss with its nearest Artifact."""
-    from datasweep.cli.plan import local_hits  # plan imports this module for its WHY column
-    from datasweep.local.runner import imported_match
+    """Each planned stage of the file: a hit (as plan finds it) or a miss with its nearest Artifact and, for a
+    generate miss, how many of its requests the request store holds."""
+    from datasweep.cli.plan import (  # plan imports this module for its WHY column
+        estimate_generate,
+        local_request_store,
+        match_stages,
+    )
 
     the_plan = experiment.plan()
     artifacts = backend.artifacts() if isinstance(backend, ClusterBackend) or backend.root.is_dir() else []
-    by_name = {a.name: a for a in artifacts}
     pool = Pool(backend, artifacts)
-    force = experiment.spec.force_regenerate
+    points = [
+        p
+        for p in the_plan.points
+        if _point_matches(
+            point, p.generate.artifact, p.generate.semantic_name, f"{p.generate.dataset}/{p.generate.semantic_name}"
+        )
+    ]
     found: list[StageWhy] = []
-    for plan_point in the_plan.points:
-        data = plan_point.generate
-        if not _point_matches(point, data.artifact, data.semantic_name, f"{data.dataset}/{data.semantic_name}"):
-            continue
-        generate_rel: str | None = None
-        for stage in plan_point.stages:
-            entry = StageWhy(stage.dataset, stage.semantic_name, stage.label, stage.artifact, "miss")
-            view = by_name.get(stage.artifact)
-            if view is not None and view.fingerprint != stage.fingerprint:
-                view = None  # another fingerprint under the planned name: never reused
-            sha256 = experiment.datasets[stage.dataset].sha256
-            if isinstance(backend, ClusterBackend):
-                hit = view is not None
-                if not hit and not force and stage.stage == "generate":
-                    ready = [a for a in artifacts if a.imported and a.ready]
-                    entry.imported = find_match(stage.params, stage.dataset, sha256, ready)
-            else:
-                hit, where = local_hits(backend.root, stage, generate_rel)
-                if not hit and not force:
-                    entry.imported = imported_match(Registry(backend.root), backend.root, stage, sha256)
-                generate_rel = (
-                    entry.imported.path
-                    if entry.imported
-                    else (generate_rel if stage.stage in TRAINING_STAGES else where)
-                )
-            entry.found = view
-            if entry.imported is not None:
-                entry.status = "imported"
-            elif hit:
-                entry.status = "hit"
-            else:
-                entry.nearest, entry.nearest_view = pool.explain(
-                    planned_side(experiment, stage), stage.dataset, stage.stage, stage.fingerprint
-                )
-            found.append(entry)
+    for match in match_stages(backend, experiment, points, artifacts):
+        stage = match.stage
+        entry = StageWhy(
+            stage.dataset, stage.semantic_name, stage.label, stage.artifact, "miss", match.found, match.imported
+        )
+        if match.imported is not None:
+            entry.status = "imported"
+        elif match.hit:
+            entry.status = "hit"
+        else:
+            entry.nearest, entry.nearest_view = pool.explain(
+                planned_side(experiment, stage), stage.dataset, stage.stage, stage.fingerprint
+            )
+            if stage.stage == "generate" and isinstance(backend, ClusterBackend):
+                entry.request_reuse = match.found.request_reuse if match.found is not None else None
+            elif stage.stage == "generate":
+                try:
+                    entry.request_reuse = estimate_generate(experiment, stage, local_request_store(backend)).reuse()
+                except BadInput as exc:  # what plan refuses (an unreadable dataset): the explanation still stands
+                    entry.request_reuse_note = str(exc)
+        found.append(entry)
     return found
 
 
@@ -271,7 +275,7 @@ def why_experiment(backend: Backend, name: str, point: str | None) -> list[Stage
             continue
         entry = StageWhy(view.dataset, view.semantic_name, view.stage, view.name, "hit", found=view)
         if view.first_experiment == name or view.first_experiment is None:
-            entry.status, entry.found = "miss", None
+            entry.status, entry.found, entry.request_reuse = "miss", None, view.request_reuse
             entry.nearest, entry.nearest_view = pool.explain(
                 side_of(backend, view, texts=True), view.dataset, view.stage, view.fingerprint, before=view.created_at
             )

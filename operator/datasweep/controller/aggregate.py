@@ -81,7 +81,7 @@ def _report(info: ArtifactInfo) -> ProgressReport | None:
 def stage_states(name: str, planned: Planned, infos: list[ArtifactInfo]) -> list[StageState]:
     """The planned Artifacts that exist, as core.progress sums them. Pure."""
     return [
-        StageState(i.phase, not _reused(i, name), Usage.model_validate(i.usage_dict()), _report(i))
+        StageState(i.phase, not _reused(i, name), Usage.model_validate(i.usage_dict()), _report(i), i.request_reuse())
         for i in infos
         if i.name in planned.artifacts
     ]

@@ -16,6 +16,7 @@ import kopf
 from datasweep.core.imported import recorded_params
 from datasweep.core.recovery import STUCK_REASONS, JobEnd, PodProblem, job_end, pod_problem
 from datasweep.k8s import labels
+from datasweep.store.progress import RequestReuseCounts
 
 ARTIFACTS = ("datasweep.io", "v1alpha1", "artifacts")
 EXPERIMENTS = ("datasweep.io", "v1alpha1", "experiments")
@@ -54,12 +55,20 @@ class ArtifactInfo:
     details: str = ""  # labels.DETAILS: a re-applied Experiment compares its planned details without a read
     progress: tuple[tuple[str, Any], ...] = ()  # status.progress: the worker's last report as the operator wrote it
     metrics: tuple[tuple[str, Any], ...] = ()  # status.manifest.metrics: a training stage's recorded metrics
+    # a generate stage's request-level reuse: its worker's report while it runs, its manifest's once Ready
+    progress_reuse: tuple[tuple[str, Any], ...] = ()  # status.progress.requestReuse
+    manifest_reuse: tuple[tuple[str, Any], ...] = ()  # status.manifest.requestReuse
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
 
     def progress_dict(self) -> dict[str, Any]:
-        return dict(self.progress)
+        """status.progress as the operator wrote it (its requestReuse included)."""
+        return {**dict(self.progress), "requestReuse": dict(self.progress_reuse) or None}
+
+    def request_reuse(self) -> RequestReuseCounts | None:
+        """Its requests the request store answered, as last reported (None: not a generate stage, or not yet)."""
+        return RequestReuseCounts.from_raw(dict(self.progress_reuse) or dict(self.manifest_reuse))
 
     @property
     def params(self) -> dict[str, Any]:
@@ -105,6 +114,8 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         details=str(annotations.get(labels.DETAILS, "")),
         progress=_flat(status.get("progress")),
         metrics=_flat((status.get("manifest") or {}).get("metrics")),
+        progress_reuse=_flat((status.get("progress") or {}).get("requestReuse")),
+        manifest_reuse=_flat((status.get("manifest") or {}).get("requestReuse")),
     )
 
 

@@ -36,7 +36,10 @@ _VOLATILE = ("updatedAt", "etaSeconds")
 
 def _moved(report: dict[str, Any], recorded: dict[str, Any]) -> bool:
     def steady(raw: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in raw.items() if v is not None and k not in _VOLATILE}
+        # a null is no key (a merge patch removes it), also inside requestReuse
+        return {
+            k: steady(v) if isinstance(v, dict) else v for k, v in raw.items() if v is not None and k not in _VOLATILE
+        }
 
     return steady(report) != steady(recorded)
 

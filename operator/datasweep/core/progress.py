@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from datasweep.api.experiment import SweepProgress
 from datasweep.store.manifest import Usage
-from datasweep.store.progress import ProgressReport
+from datasweep.store.progress import ProgressReport, RequestReuseCounts
 
 # The rate behind an ETA is measured over at least this long (the first seconds of a sweep say little).
 MIN_ETA_WINDOW_S = 10.0
@@ -23,10 +23,29 @@ class StageState:
     produced: bool  # made for this sweep, not reused: its usage is this sweep's spending
     usage: Usage
     progress: ProgressReport | None
+    # a generate stage's request-level reuse: its worker's last report, or its manifest's once Ready
+    request_reuse: RequestReuseCounts | None = None
 
 
 def cost_text(cost_usd: float) -> str:
     return f"${cost_usd:,.2f}" if cost_usd >= 100 else f"${cost_usd:.4f}"
+
+
+def saved_text(requests: int, saved_usd: float) -> str:
+    """The SAVED column: `432 requests, $0.4100` (empty while the request store answered none)."""
+    if not requests:
+        return ""
+    return f"{requests:,} request{'s' if requests != 1 else ''}" + (f", {cost_text(saved_usd)}" if saved_usd else "")
+
+
+def request_reuse_sum(stages: Iterable[StageState]) -> RequestReuseCounts:
+    """The request-level reuse of the stages produced for the sweep (one reused whole saved all its requests:
+    that is savedByReuse)."""
+    total = RequestReuseCounts(saved_usd=0.0)
+    for stage in stages:
+        if stage.produced and stage.request_reuse is not None:
+            total = total + stage.request_reuse
+    return total
 
 
 def _fraction(stage: StageState) -> float:
@@ -67,6 +86,8 @@ def sweep_progress(stages: Iterable[StageState], planned: int, eta_seconds: int 
             steps_done, steps_total = steps_done + report.done, steps_total + report.total
     percent = math.floor(fraction * 100 + 1e-9)
     cost = round(cost, 6)
+    reuse = request_reuse_sum(stages)
+    saved_usd = round(reuse.saved_usd or 0.0, 6)
     return SweepProgress(
         percent=percent,
         summary=f"{percent}%",
@@ -78,6 +99,11 @@ def sweep_progress(stages: Iterable[StageState], planned: int, eta_seconds: int 
         steps_done=steps_done,
         steps_total=steps_total,
         eta_seconds=0 if percent >= 100 else eta_seconds,
+        requests_stored=reuse.stored,
+        requests_to_send=reuse.to_send,
+        rows_reused=reuse.rows_reused,
+        saved_usd=saved_usd,
+        saved=saved_text(reuse.stored, saved_usd),
     )
 
 
@@ -101,6 +127,7 @@ def combine(parts: Iterable[tuple[SweepProgress, int]]) -> SweepProgress:
     percent = math.floor(sum(p.percent * n for p, n in parts) / points) if points else 0
     cost = round(sum(p.cost_usd for p, _ in parts), 6)
     etas = [p.eta_seconds for p, _ in parts if p.eta_seconds is not None]
+    stored, saved_usd = sum(p.requests_stored for p, _ in parts), round(sum(p.saved_usd for p, _ in parts), 6)
     return SweepProgress(
         percent=percent,
         summary=f"{percent}%",
@@ -112,4 +139,9 @@ def combine(parts: Iterable[tuple[SweepProgress, int]]) -> SweepProgress:
         steps_done=sum(p.steps_done for p, _ in parts),
         steps_total=sum(p.steps_total for p, _ in parts),
         eta_seconds=max(etas) if etas and len(etas) == len(parts) else None,  # unknown while any one is
+        requests_stored=stored,
+        requests_to_send=sum(p.requests_to_send for p, _ in parts),
+        rows_reused=sum(p.rows_reused for p, _ in parts),
+        saved_usd=saved_usd,
+        saved=saved_text(stored, saved_usd),
     )

@@ -45,6 +45,7 @@ from datasweep.store.layout import (
     training_relpath,
 )
 from datasweep.store.manifest import read_manifest
+from datasweep.store.progress import REQUEST_REUSE_KEY, RequestReuseCounts
 from datasweep.store.verify import check_artifact, set_damaged_aside
 
 DEFAULT_ROOT = Path("Data_v2/synthetic")
@@ -115,7 +116,20 @@ class RunResult:
         line = f"{len(self.points)} points: {reused} reused, {created} created"
         if len(stages) != len(self.points):
             line += f" ({len(stages)} stages: {stage_reused} reused, {len(stages) - stage_reused} created)"
+        stored = self.request_reuse()
+        if stored.stored:
+            saved = f", ${stored.saved_usd:.4f} saved" if stored.saved_usd else ""
+            line += f"; the request store answered {stored.stored:,} of {stored.requests:,} requests{saved}"
         return line
+
+    def request_reuse(self) -> RequestReuseCounts:
+        """Request-level reuse of the stages this run produced, from their manifests."""
+        total = RequestReuseCounts(saved_usd=0.0)
+        for task in self.tasks:
+            manifest = read_manifest(task.directory) if task.state == "done" and not task.reused else None
+            counts = RequestReuseCounts.from_raw(manifest.extra.get(REQUEST_REUSE_KEY)) if manifest else None
+            total = total + counts if counts is not None else total
+        return total
 
 
 def claim_is_dead(artifact: LocalArtifact) -> bool:

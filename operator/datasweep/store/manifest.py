@@ -20,6 +20,7 @@ from pydantic import Field
 from datasweep.api._base import CamelModel
 from datasweep.core.metrics import recorded_metrics
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
+from datasweep.store.progress import REQUEST_REUSE_KEY, RequestReuseCounts
 from datasweep.store.provenance import Provenance, runtime_provenance
 
 MANIFEST_NAME = "manifest.json"
@@ -102,6 +103,9 @@ class ManifestSummary(CamelModel):
     provenance: Provenance | None = Field(
         default=None, description="What produced it (the operator moves it to the Artifact's status.provenance)"
     )
+    request_reuse: RequestReuseCounts | None = Field(
+        default=None, description="A generate stage: its requests the request store answered instead of the API"
+    )
 
 
 class Manifest(CamelModel):
@@ -138,6 +142,7 @@ class Manifest(CamelModel):
             path=path,
             metrics=recorded_metrics(self.stage, self.extra),
             provenance=self.provenance,
+            request_reuse=RequestReuseCounts.from_raw(self.extra.get(REQUEST_REUSE_KEY)),
         )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from datasweep.store.progress import ProgressReport, now_iso, write_progress
+from datasweep.store.progress import ProgressReport, RequestReuseCounts, now_iso, write_progress
 
 INTERVAL_ENV = "DATASWEEP_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL_S = 15.0
@@ -52,6 +52,7 @@ class ProgressFile:
         self.done = self.total = 0  # of the phases that ended
         self.tokens: int | None = None
         self.cost: float | None = None
+        self.request_reuse: RequestReuseCounts | None = None  # a generate worker's, from its request store lookup
         self.last_write = -math.inf
         self.warned = False
 
@@ -60,6 +61,14 @@ class ProgressFile:
         self.done += done
         self.total += total
         self.tokens, self.cost = _add(self.tokens, tokens), _add(self.cost, cost)
+
+    def write(self, report: ProgressReport) -> None:
+        try:
+            write_progress(self.directory, report)
+        except OSError as exc:  # progress is for people: a full or flaky volume must not fail the work
+            if not self.warned:
+                self.warned = True
+                LOG.warning("progress file not written in %s: %s", self.directory, exc)
 
     def report(self, progress: Progress, final: bool = False) -> None:
         now = time.monotonic()
@@ -84,13 +93,9 @@ class ProgressFile:
             loss=float(loss) if isinstance(loss, int | float) else None,
             eta_seconds=eta,
             updated_at=now_iso(),
+            request_reuse=self.request_reuse,
         )
-        try:
-            write_progress(self.directory, report)
-        except OSError as exc:  # progress is for people: a full or flaky volume must not fail the work
-            if not self.warned:
-                self.warned = True
-                LOG.warning("progress file not written in %s: %s", self.directory, exc)
+        self.write(report)
         if final:
             self.carry(progress.done, progress.total, fields.get("tokens"), fields.get("cost"))
 
@@ -115,6 +120,26 @@ def plan_progress(total: int) -> None:
     """The stage's units over all its phases (generate + validate requests), known before the first starts."""
     if _FILE is not None:
         _FILE.planned = total
+
+
+def report_request_reuse(reuse: RequestReuseCounts, phase: str, done: int) -> None:
+    """A generate worker's request store lookup, written at once (before it sends anything) and kept in every
+    later report; `done`: the phase's requests answered so far."""
+    if _FILE is None:
+        return
+    _FILE.request_reuse = reuse
+    _FILE.write(
+        ProgressReport(
+            phase=phase,
+            unit="requests",
+            done=_FILE.done + done,
+            total=max(_FILE.planned, _FILE.total),
+            tokens=_FILE.tokens,
+            cost_usd=round(_FILE.cost, 6) if _FILE.cost is not None else None,
+            updated_at=now_iso(),
+            request_reuse=reuse,
+        )
+    )
 
 
 def duration(seconds: float) -> str:

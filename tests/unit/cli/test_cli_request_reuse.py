@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_helpers import copa_dataset, generation, write_copa
 
 from datasweep.store.requests import RequestStore
@@ -102,3 +103,62 @@ def test_gc_request_store_and_keep_recent_name_the_fix_for_bad_input(workspace, 
     assert "write it like 24h" in bad.output
     bare = invoke("gc", "--root", workspace, "--keep-recent", "24", expect=2)
     assert "write it like 24h" in bare.output
+
+
+def test_why_and_watch_say_how_many_requests_of_a_grown_point_are_stored(
+    workspace, write_experiment, invoke, openai_server
+):
+    source = write_copa(workspace / "raw" / "superglue" / "copa", rows=20)  # 20 + 1 + 1 records
+    generate = generation(openai_server.url, temperature=0.0)
+    generate["options"]["prices"] = {"gpt-4o": {"input_per_million": 2.5, "output_per_million": 10.0}}
+    spec = {
+        "batch": "batch_20241229_reusewhy",
+        "datasets": copa_dataset(),
+        "generation": generate,
+        "validation": {"model": "gpt-4o", "temperature": 0.0},
+    }
+    experiment = write_experiment("copa-why", spec)
+    root = workspace / "root"
+    invoke("run", experiment, "--root", root)
+    write_copa(source, rows=22)
+
+    planned = json.loads(invoke("plan", experiment, "--root", root, "-o", "json").stdout)
+    (estimate,) = [stage["estimate"] for stage in planned["stages"]]
+    assert (estimate["rows"], estimate["rowsReused"]) == (24, 22)
+    saved = estimate["savedByReuseUsd"]
+    assert saved > 0
+    why = invoke("why", experiment, "Copa/temp00_topp10_gpt4o", "--root", root).stdout
+    assert f"request store: 44 of 48 requests stored (${saved:.4f} saved), 22 of 24 rows fully; 4 to send" in why
+    (stage,) = json.loads(invoke("why", experiment, "--root", root, "-o", "json").stdout)["stages"]
+    assert stage["status"] == "miss"
+    assert stage["requestReuse"] == {
+        "requests": 48,
+        "stored": 44,
+        "toSend": 4,
+        "rows": 24,
+        "rowsReused": 22,
+        "savedTokens": stage["requestReuse"]["savedTokens"],
+        "savedUsd": saved,
+    }
+    assert stage["requestReuse"]["savedTokens"] > 0
+
+    start = openai_server.counts[CHAT]
+    ran = invoke("run", experiment, "--root", root)
+    assert openai_server.counts[CHAT] - start == 4
+    assert f"the request store answered 44 of 48 requests, ${saved:.4f} saved" in ran.output
+    grown = [m for m in manifests(root) if m["extra"]["savedByReuse"]["requests"]]
+    assert len(grown) == 1
+    final = grown[0]["extra"]["requestReuse"]
+    assert (final["stored"], final["toSend"], final["rowsReused"], final["savedUsd"]) == (44, 0, 22, saved)
+    assert final["savedUsd"] == pytest.approx(grown[0]["extra"]["savedByReuse"]["costUsd"], abs=1e-5)  # per split
+    # the worker's progress file said it before sending, and kept it to the end
+    (directory,) = [
+        path.parent
+        for path in (root / "_shared" / "Copa").glob("*/manifest.json")
+        if json.loads(path.read_text())["extra"]["savedByReuse"]["requests"]
+    ]
+    progress = json.loads((directory / ".progress.json").read_text())
+    assert progress["requestReuse"]["stored"] == 44
+
+    watched = invoke("watch", "copa-why", "--root", root, "--once").stdout
+    assert f"44 requests from the request store (${saved:.4f} saved, 22 rows wholly)" in watched

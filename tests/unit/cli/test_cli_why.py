@@ -47,6 +47,7 @@ def test_why_names_the_changed_temperature_and_who_made_a_hit(
     assert "Copa/temp075_topp10_gpt4o generate: MISS" in missed
     assert "nearest: copa-temp07-topp10-gpt4o-" in missed
     assert "1 field differs:\n    temperature 0.7 → 0.75\n" in missed
+    assert "  request store: 0 of 10 requests stored, 0 of 5 rows fully; 10 to send\n" in missed  # fake workers
     (miss,) = json.loads(invoke("why", second, "--root", root, "-o", "json").stdout)["stages"]
     assert [d["field"] for d in miss["nearest"]["differences"]] == ["temperature"]
 
@@ -127,3 +128,13 @@ def test_why_names_the_recipe_after_a_bump(
     assert (
         f"recipe {bumped.version - 1} → {bumped.version}" in invoke("plan", first, "--root", root, "-o", "wide").stdout
     )
+
+
+def test_why_still_explains_a_miss_whose_requests_cannot_be_counted(
+    workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
+) -> None:
+    local = spec(0.7)
+    local["generation"] = {"backend": "transformers", "model": "no-such-model-directory", "temperature": 0.7}
+    missed = invoke("why", write_experiment("why-local", local), "--root", workspace / "root").stdout
+    assert "generate: MISS" in missed
+    assert "  request store: not counted: backend transformers needs a local model directory" in missed

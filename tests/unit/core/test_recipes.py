@@ -30,8 +30,12 @@ SOURCES: list[tuple[str, int, str, str]] = [
     ("fomaml", 1, "a6716e5306938c11", "the first recorded source"),
     ("moe-steer", 1, "999e9987e7ecc328", "the first recorded source"),
     ("qa", 1, "f1a8844a3eb7aa7f", "the first recorded source"),
-    ("generate", 1, "7761dc55d8cffe8f", "request store: gc-safe reference listing and compaction; answers unchanged"),
-    ("generate", 1, "3e6332ce47b35d6e", "identical requests of one run sent once: the store's one-draw rule, already"),
+    (
+        "generate",
+        1,
+        "75a4336bda9f4606",
+        "request store gc-safe, identical requests sent once (one draw), reuse reported",
+    ),
 ]
 
 HERE = "tests/unit/core/test_recipes.py"

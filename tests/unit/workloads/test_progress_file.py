@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from datasweep.store.progress import PROGRESS_NAME, ProgressReport, read_progress, write_progress
+from datasweep.store.progress import (
+    PROGRESS_NAME,
+    ProgressReport,
+    RequestReuseCounts,
+    read_progress,
+    write_progress,
+)
 from datasweep.workloads import progress as progress_module
-from datasweep.workloads.progress import Progress, plan_progress, recording_progress
+from datasweep.workloads.progress import Progress, plan_progress, recording_progress, report_request_reuse
 
 
 @pytest.fixture
@@ -115,3 +121,24 @@ def test_reader_answers_none_for_a_missing_or_foreign_file(tmp_path: Path) -> No
     write_progress(tmp_path, ProgressReport(phase="generate", unit="requests", done=3, total=4, cost_usd=0.25))
     assert read_progress(tmp_path) == ProgressReport(phase="generate", unit="requests", done=3, total=4, cost_usd=0.25)
     assert not [p for p in tmp_path.iterdir() if p.name != PROGRESS_NAME]  # atomic: no temp file left
+
+
+def test_request_reuse_is_written_at_once_and_kept_in_every_later_report(tmp_path: Path) -> None:
+    reuse = RequestReuseCounts(requests=20, stored=12, to_send=8, rows=10, rows_reused=6, saved_tokens=300)
+    with recording_progress(tmp_path):  # the default interval: only the reuse report and the final one land now
+        plan_progress(20)
+        report_request_reuse(reuse, "generate", 6)  # after the store's lookup, before anything is sent
+        first = _read(tmp_path)
+        assert (first.phase, first.done, first.total, first.request_reuse) == ("generate", 6, 20, reuse)
+        generate = Progress("generate", 10, "requests", initial=6, stream=io.StringIO())
+        generate.update(10)
+        generate.close()
+    assert _read(tmp_path).request_reuse == reuse
+    raw = json.loads((tmp_path / PROGRESS_NAME).read_text())
+    assert raw["requestReuse"]["rowsReused"] == 6
+    assert "savedUsd" not in raw["requestReuse"]  # unpriced: left out, as every absent field
+
+
+def test_a_report_without_request_reuse_still_reads(tmp_path: Path) -> None:
+    (tmp_path / PROGRESS_NAME).write_text(json.dumps({"phase": "qa", "unit": "steps", "done": 1, "total": 2}))
+    assert _read(tmp_path).request_reuse is None  # an older worker's file, or another stage's

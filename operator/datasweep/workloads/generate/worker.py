@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from datasweep.api.worker import WorkerSpec
 from datasweep.core.fingerprint import FingerprintError, canonicalize
 from datasweep.store.atomic import atomic_open, atomic_write_json, atomic_write_text, publish_tree, unpublish
 from datasweep.store.manifest import Manifest, Roles, Usage, finalize_artifact, read_manifest
+from datasweep.store.progress import REQUEST_REUSE_KEY, RequestReuseCounts
 from datasweep.store.provenance import answer_provenance
 from datasweep.store.requests import REFERENCES
 from datasweep.workloads.generate import pricing
@@ -61,7 +62,7 @@ from datasweep.workloads.generate.tasks import (
     plan_task,
     validation_prompt,
 )
-from datasweep.workloads.progress import Progress, plan_progress
+from datasweep.workloads.progress import Progress, plan_progress, report_request_reuse
 from datasweep.workloads.stopping import run_until_stopped
 
 log = logging.getLogger("datasweep.generate")
@@ -194,7 +195,10 @@ async def run_phase(
     phase: str,
     meter: Meter | None = None,
     reuse: RequestReuse | None = None,
+    looked_up: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
+    """Send what the journal and the request store do not answer; `looked_up` runs after the store's lookup,
+    before anything is sent."""
     todo = [request for request in requests if request.custom_id not in journal]
     answered = len(requests) - len(todo)
     copies: dict[str, list[str]] = {}  # a request sent -> identical ones that take its answer
@@ -204,6 +208,8 @@ async def run_phase(
         stored = len(requests) - answered - len(todo)
         todo, copies = reuse.distinct(todo, requests, journal)
         await journal.drain()
+    if looked_up is not None:
+        await looked_up()
     log.info(
         "%s: %d requests, %d already answered, %d stored by identical requests, %d identical to another, %d to send",
         phase,
@@ -276,6 +282,50 @@ def _usage_entry(
         "cost_usd": cost if cost is not None else 0.0,
         "priced": cost is not None,
     }
+
+
+def row_of(item: WorkItem) -> str:
+    """The record a request belongs to (rephrasing asks one request per field of a record)."""
+    return item.custom_id.rsplit(":", 1)[0]
+
+
+def _generation_id(item: WorkItem) -> str:
+    return item.custom_id
+
+
+def _validation_id(item: WorkItem) -> str:
+    return item.validation_id
+
+
+def request_reuse_counts(
+    items: Sequence[WorkItem], generated: Journal, validated: Journal | None, params: GenerateParams
+) -> RequestReuseCounts:
+    """The point's requests the request store answered (journal entries marked reused), the rows whose every
+    request it answered, what is left to send and what the stored answers cost when first paid for."""
+    table = pricing.price_table(params.backend, params.prices)
+    batch = params.backend == "openai-batch"
+    phases: list[tuple[Journal, str, Callable[[WorkItem], str]]] = [(generated, params.model, _generation_id)]
+    if validated is not None and params.validation is not None:
+        phases.append((validated, params.validation.model, _validation_id))
+    saved, answered = [], 0
+    rows: dict[str, bool] = {}
+    for journal, model, key in phases:
+        entries = [journal.done[key(item)] for item in items if key(item) in journal]
+        answered += len(entries)
+        saved.append(_usage_entry(entries, model, table, batch, reused=True))
+        for item in items:
+            entry = journal.done.get(key(item))
+            rows[row_of(item)] = rows.get(row_of(item), True) and bool(entry and entry.get(REUSED))
+    requests = len(items) * len(phases)
+    return RequestReuseCounts(
+        requests=requests,
+        stored=sum(s["requests"] for s in saved),
+        to_send=requests - answered,
+        rows=len(rows),
+        rows_reused=sum(rows.values()),
+        saved_tokens=sum(s["prompt_tokens"] + s["completion_tokens"] for s in saved),
+        saved_usd=round(sum(s["cost_usd"] for s in saved), 6) if all(s["priced"] for s in saved) else None,
+    )
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -393,7 +443,7 @@ def _write_outputs(
         items = [item for item in plan.items if item.split == split]
         grouped: dict[str, list[WorkItem]] = {}
         for item in items:
-            grouped.setdefault(item.custom_id.rsplit(":", 1)[0], []).append(item)
+            grouped.setdefault(row_of(item), []).append(item)
         kept: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
         for group in grouped.values():
@@ -505,6 +555,9 @@ def _write_outputs(
         "usage_by_split": usage_by_split,
         "dataset": spec.dataset,
         "savedByReuse": saved_by_reuse,
+        REQUEST_REUSE_KEY: request_reuse_counts(plan.items, generated, validated, params).model_dump(
+            mode="json", by_alias=True
+        ),
     }
     if reuse is not None:
         extra["requestStore"] = {
@@ -541,16 +594,37 @@ async def _generate(
 
     requests = [generation_request(item, params) for item in plan.items]
     plan_progress(len(requests) * (2 if params.validation is not None else 1))
-    await run_phase(backend, requests, generated, "generate", meter_for(params.model), reuse)
+    validated = Journal(work / "validate.jsonl") if params.validation is not None else None
+
+    def validation_requests(items: Sequence[WorkItem]) -> list[ChatRequest]:
+        texts = {custom_id: str(entry.get("text") or "") for custom_id, entry in generated.done.items()}
+        return [validation_request(item, texts[item.custom_id], params) for item in items]
+
+    async def generation_looked_up() -> None:
+        # the judge requests of texts known now (stored or answered earlier) are looked up at once: the report
+        # then says which rows are wholly stored before anything is sent
+        if reuse is not None and validated is not None:
+            known = [i for i in plan.items if i.custom_id in generated and i.validation_id not in validated]
+            reuse.fill(validation_requests(known), validated)
+            await validated.drain()
+        counts = request_reuse_counts(plan.items, generated, validated, params)
+        report_request_reuse(counts, "generate", len(generated.done))
+
+    await run_phase(backend, requests, generated, "generate", meter_for(params.model), reuse, generation_looked_up)
     if isinstance(backend, TransformersBackend):
         gpu_seconds += backend.gpu_seconds
-    validated: Journal | None = None
-    if params.validation is not None:
-        validated = Journal(work / "validate.jsonl")
-        texts = {custom_id: str(entry.get("text") or "") for custom_id, entry in generated.done.items()}
-        requests = [validation_request(item, texts[item.custom_id], params) for item in plan.items]
+    if validated is not None and params.validation is not None:
+        judged = validated
+
+        async def validation_looked_up() -> None:
+            counts = request_reuse_counts(plan.items, generated, judged, params)
+            report_request_reuse(counts, "validate", len(judged.done))
+
+        requests = validation_requests(plan.items)
         backend = build_backend(params, spec, "validate", api_key, work)
-        await run_phase(backend, requests, validated, "validate", meter_for(params.validation.model), reuse)
+        await run_phase(
+            backend, requests, validated, "validate", meter_for(params.validation.model), reuse, validation_looked_up
+        )
         if isinstance(backend, TransformersBackend):
             gpu_seconds += backend.gpu_seconds
     return generated, validated, gpu_seconds

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from datasweep.store.manifest import read_manifest
+from datasweep.store.progress import REQUEST_REUSE_KEY, ProgressReport, RequestReuseCounts, read_progress
 from datasweep.store.requests import Compaction, RequestStore, StoredAnswer, referenced_identities
+from datasweep.workloads.generate.backends import ChatCompletionsBackend
 from datasweep.workloads.generate.worker import run_generate
+from datasweep.workloads.progress import recording_progress
 
 from .conftest import copa_records, make_spec, read_jsonl, write_jsonl
 
@@ -229,3 +232,42 @@ def test_a_resumed_worker_takes_an_identical_answered_requests_answer(api_key, o
     entries = {entry["custom_id"]: entry for entry in read_jsonl(journal)}
     assert entries["gen:train:99:text"]["reused"] is True
     assert entries["gen:train:99:text"]["text"] == entries["gen:train:1:text"]["text"]
+
+
+def test_the_reuse_report_is_in_the_progress_file_before_anything_is_sent(
+    api_key, openai_server, tmp_path, dataset_dir, monkeypatch
+):
+    run_generate(shared_spec(tmp_path, dataset_dir, openai_server, "before"))  # 9 rows, 18 requests
+    grown = tmp_path / "grown"
+    shutil.copytree(dataset_dir, grown)
+    write_jsonl(grown / "copa_train.jsonl", copa_records(8, "train", reject_every=3))  # 2 more rows
+    spec = shared_spec(tmp_path, grown, openai_server, "after")
+    seen: list[tuple[str, int, ProgressReport | None]] = []
+    send = ChatCompletionsBackend.run
+
+    async def run(self, requests, journal):
+        seen.append((requests[0].custom_id.split(":")[0], sent(openai_server), read_progress(spec.output_path)))
+        return await send(self, requests, journal)
+
+    monkeypatch.setattr(ChatCompletionsBackend, "run", run)
+    with recording_progress(spec.output_path):
+        manifest = run_generate(spec)
+    (phase, chats, report), (judge_phase, _, later) = seen
+    assert (phase, chats, judge_phase) == ("gen", 18, "val")
+    assert report is not None
+    assert later is not None
+    saved = manifest.extra["savedByReuse"]
+    assert report.request_reuse is not None
+    assert report.request_reuse.model_copy(update={"saved_usd": None}) == RequestReuseCounts(
+        requests=22,
+        stored=18,
+        to_send=4,
+        rows=11,
+        rows_reused=9,
+        saved_tokens=saved["promptTokens"] + saved["completionTokens"],
+    )
+    assert report.request_reuse.saved_usd == pytest.approx(saved["costUsd"], abs=1e-5)  # savedByReuse: per split
+    # the judge's lookup found nothing more; the 2 new rows' generations were sent meanwhile
+    assert later.request_reuse == report.request_reuse.model_copy(update={"to_send": 2})
+    final = manifest.extra[REQUEST_REUSE_KEY]
+    assert (final["stored"], final["toSend"], final["rowsReused"]) == (18, 0, 9)
