@@ -54,6 +54,7 @@ class ArtifactInfo:
     details: str = ""  # labels.DETAILS: a re-applied Experiment compares its planned details without a read
     progress: tuple[tuple[str, Any], ...] = ()  # status.progress: the worker's last report as the operator wrote it
     metrics: tuple[tuple[str, Any], ...] = ()  # status.manifest.metrics: a training stage's recorded metrics
+    waiting: tuple[str, str] | None = None  # Waiting or Retrying: (status.waitingReason, status.waitingSince)
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
@@ -105,6 +106,9 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         details=str(annotations.get(labels.DETAILS, "")),
         progress=_flat(status.get("progress")),
         metrics=_flat((status.get("manifest") or {}).get("metrics")),
+        waiting=(str(status.get("waitingReason") or ""), str(status.get("waitingSince") or ""))
+        if phase in ("Waiting", "Retrying")
+        else None,
     )
 
 
