@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from datasweep import __version__
-from datasweep.core.recipes import recipe_version
 from datasweep.k8s import builders
+from datasweep.recipes import recipe_version
 from datasweep.store.manifest import read_manifest
 from datasweep.store.provenance import Provenance
 from datasweep.store.requests import RequestStore, StoredAnswer

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from datasweep import recipes
 from datasweep.cli.main import cli
-from datasweep.core import recipes
 from tests.e2e.operator_harness import apply, condition, experiment, get, running_operator, wait_for
 
 pytestmark = pytest.mark.e2e

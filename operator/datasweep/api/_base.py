@@ -9,18 +9,8 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic.alias_generators import to_camel
 
-
-class CamelModel(BaseModel):
-    """Kubernetes-style object: camelCase on the wire, snake_case in Python, unknown fields rejected."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
+from datasweep._common import CamelModel as CamelModel  # below store/, which uses it too
 
 
 class ParamsModel(BaseModel):

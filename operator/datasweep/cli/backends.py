@@ -18,7 +18,7 @@ from datasweep import GROUP, VERSION
 from datasweep.api import kube_yaml
 from datasweep.api.experiment import TrainingStage
 from datasweep.api.worker import DATA_STAGES
-from datasweep.cli.common import BadInput
+from datasweep.cli.errors import BadInput
 from datasweep.core.naming import batch_object_name
 from datasweep.k8s import labels as k8s_labels
 from datasweep.k8s.builders import DATA_MOUNT

@@ -15,22 +15,15 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+# in a module of their own so that cli/backends.py, which `choose_backend` imports, need not import this one
+from datasweep.cli.errors import EXIT_BAD_INPUT as EXIT_BAD_INPUT
+from datasweep.cli.errors import EXIT_FAILED as EXIT_FAILED
+from datasweep.cli.errors import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from datasweep.cli.errors import EXIT_OK as EXIT_OK
+from datasweep.cli.errors import BadInput as BadInput
+from datasweep.cli.errors import Failed as Failed
+
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-
-
-class BadInput(click.ClickException):
-    """Exit code 2: the message names the file/field/argument and the fix."""
-
-    exit_code = EXIT_BAD_INPUT
-
-
-class Failed(click.ClickException):
-    exit_code = EXIT_FAILED
 
 
 # Piped output (scripts, tests, CI logs) is not cut at 80 columns.

@@ -19,7 +19,7 @@ from datasweep.controller.admission import Admission, Grant, holds_slot
 from datasweep.controller.indices import ARTIFACTS, EVENTS, JOBS, info_of, lookup, suspended_of
 from datasweep.controller.setup import settings
 from datasweep.core import naming
-from datasweep.core.recovery import STUCK_REASONS, Action, Step, after_failure
+from datasweep.core.recovery import STUCK_REASONS, Action, Step, after_failure, retry_backoff
 from datasweep.core.suspension import stop_reason
 from datasweep.k8s import builders, client, labels
 from datasweep.k8s.conditions import now, set_condition
@@ -28,7 +28,6 @@ from datasweep.store.manifest import ManifestSummary, read_manifest
 from datasweep.store.provenance import Provenance, pod_image
 from datasweep.store.verify import check_artifact, set_damaged_aside
 
-MAX_BACKOFF = 600.0
 LOG = logging.getLogger("datasweep.artifact")
 _ADMISSION: Admission | None = None
 _JOBS: kopf.Index[Any, Any] | None = None
@@ -309,7 +308,7 @@ def reconcile(namespace: str, name: str, body: Any, retry: int, logger: Any) -> 
     if phase in ("Ready", "Running"):
         return
     if phase == "Retrying":
-        backoff = min(settings().retry_backoff_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
+        backoff = retry_backoff(attempts, settings().retry_backoff_seconds)
         left = backoff - _seconds_since(status.get("waitingSince"))
         if left > 0:
             # A nudge later, not a Kopf retry delay: Kopf would keep this Artifact's worker (and its body) asleep

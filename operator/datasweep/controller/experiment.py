@@ -30,12 +30,12 @@ from datasweep.core.imported import ImportedMatch, plan_matches
 from datasweep.core.memory import GPU_PRODUCT_LABEL, UnknownModel, plan_memory, read_model_config
 from datasweep.core.plan import Plan, PlanError, PlanInputs, StagePlan, plan_experiment
 from datasweep.core.shape import check_shapes, check_task_files
+from datasweep.core.templates import template_problems
 from datasweep.core.worker_spec import worker_spec_for
 from datasweep.k8s import builders, client, labels
 from datasweep.k8s.conditions import set_condition
 from datasweep.store import layout
 from datasweep.store.records import RECORD_SUFFIXES
-from datasweep.workloads.generate import preflight
 
 
 class Refused(Exception):
@@ -91,7 +91,7 @@ def _dataset_hashes(
                 suffixes = RECORD_SUFFIXES if dataset.prepared else (".jsonl",)
                 with suppress(layout.LayoutError):
                     files = layout.dataset_files(root / dataset.source.path, dataset.name, suffixes)
-                    samples[dataset.name] = layout.sample_records(files)
+                    samples[dataset.name] = layout.split_samples(files)
                     if listed is not None:
                         listed[dataset.name] = files.relative_files()
             continue
@@ -112,7 +112,7 @@ def _dataset_hashes(
             raise InputError("DatasetNotFound", f"{where}: {exc}") from exc
         hashes[dataset.name] = files.sha256
         if samples is not None:
-            samples[dataset.name] = layout.sample_records(files)
+            samples[dataset.name] = layout.split_samples(files)
         if listed is not None:
             listed[dataset.name] = files.relative_files()
     return hashes
@@ -139,7 +139,7 @@ def _check_templates(spec: ExperimentSpec, plan: Plan) -> None:
             files = layout.dataset_files(_inside_volume(root, dataset.source.path, ""), dataset.name).files
         except (InputError, layout.LayoutError):  # answered by plan_for already
             continue
-        problems += preflight.template_problems(point.generate.params, preflight.sample_records(files))
+        problems += template_problems(point.generate.params, layout.sample_records(files))
     if problems:
         raise PlanError("; ".join(dict.fromkeys(problems)), "InvalidTemplate")
 

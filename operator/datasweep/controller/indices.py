@@ -58,6 +58,7 @@ class ArtifactInfo:
     # a generate stage's request-level reuse: its worker's report while it runs, its manifest's once Ready
     progress_reuse: tuple[tuple[str, Any], ...] = ()  # status.progress.requestReuse
     manifest_reuse: tuple[tuple[str, Any], ...] = ()  # status.manifest.requestReuse
+    waiting: tuple[str, str] | None = None  # Waiting or Retrying: (status.waitingReason, status.waitingSince)
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
@@ -116,6 +117,9 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         metrics=_flat((status.get("manifest") or {}).get("metrics")),
         progress_reuse=_flat((status.get("progress") or {}).get("requestReuse")),
         manifest_reuse=_flat((status.get("manifest") or {}).get("requestReuse")),
+        waiting=(str(status.get("waitingReason") or ""), str(status.get("waitingSince") or ""))
+        if phase in ("Waiting", "Retrying")
+        else None,
     )
 
 

@@ -6,6 +6,9 @@ Job and pods as Kopf's indices show them, whatever events were missed (docs/scal
 - its Job is gone (deleted by hand, or by the cluster): the next attempt is launched, Event JobDeleted;
 - a pod of its Job cannot start (image not pullable, a missing Secret, no node that fits): the Ready condition
   says why after `podStuckReportSeconds`, and the Artifact fails with that reason after `podStuckTimeoutSeconds`;
+- it is Waiting or Retrying past the time its own wake-up was due (a retry's backoff, the wait for an input to
+  be created, producers that are all Ready): the timer was lost with an operator restart, so it is nudged and
+  its handler looks again;
 - it runs while no running Experiment consumes it (each suspended or deleted, and the event that should have
   stopped it was missed, or came while it was being launched): its Job is suspended (suspension.py).
 
@@ -30,7 +33,7 @@ from datasweep.controller import artifact, suspension
 from datasweep.controller.indices import ArtifactInfo, info_of, lookup
 from datasweep.controller.setup import settings
 from datasweep.core import naming
-from datasweep.core.recovery import NON_TERMINAL, Action, JobEnd, Observed, Step, resync_step
+from datasweep.core.recovery import NON_TERMINAL, Action, JobEnd, Observed, Step, Wakes, resync_step
 
 LOG = logging.getLogger("datasweep.resync")
 
@@ -67,9 +70,16 @@ class Resync:
             if key[0] == "art" and (info := info_of(self.artifacts, key[1], key[2])) is not None:
                 yield key[1], info
 
+    def _inputs_ready(self, namespace: str, info: ArtifactInfo) -> bool:
+        inputs = [info_of(self.artifacts, namespace, name) for name in info.inputs]
+        return all(each is not None and each.phase == "Ready" for each in inputs)
+
     def walk(self, now: float) -> list[Due]:
         """What disagrees with the world now, from the indices alone (no I/O)."""
         due, suspects, unwanted = [], set(), []
+        wakes = Wakes(
+            self.config.retry_backoff_seconds, self.config.input_wait_timeout_seconds, self.config.resync_period_seconds
+        )
         for namespace, info in self._infos():
             if info.phase not in NON_TERMINAL or info.imported:
                 continue
@@ -83,6 +93,7 @@ class Resync:
             key = (namespace, job)
             # Membership first: most Jobs have not ended and have no stuck pod (a lookup copies the values).
             ended = next(iter(lookup(self.ends, key)), None) if key in self.ends else None
+            reason, since = info.waiting or ("", "")
             observed = Observed(
                 phase=info.phase,
                 job=job,
@@ -91,9 +102,13 @@ class Resync:
                 problems=tuple(lookup(self.pods, key)) if key in self.pods else (),
                 reported=info.stuck[0] if info.stuck else None,
                 missing_before=(namespace, info.name, job) in self._suspects,
+                waiting_reason=reason,
+                waiting_since=since,
+                inputs_ready=reason == "WaitingOnProducer" and self._inputs_ready(namespace, info),
+                attempts=info.attempts,
             )
             step = resync_step(
-                observed, now, self.config.pod_stuck_report_seconds, self.config.pod_stuck_timeout_seconds
+                observed, now, self.config.pod_stuck_report_seconds, self.config.pod_stuck_timeout_seconds, wakes
             )
             if step.action is Action.SUSPECT:
                 suspects.add((namespace, info.name, job))
@@ -114,6 +129,9 @@ class Resync:
             artifact.relaunch_deleted(due.namespace, due.name, due.job)
         elif step.action in (Action.REPORT, Action.FAIL, Action.CLEAR):
             artifact.pod_stuck(due.namespace, due.name, due.job, step, self.artifacts)
+        elif step.action is Action.NUDGE:
+            LOG.info("the wake-up of %s is overdue (an operator restart lost it): nudging it", due.name)
+            artifact.LATER.nudge(due.namespace, due.name, 0.0)
 
     def once(self) -> int:
         started = time.monotonic()

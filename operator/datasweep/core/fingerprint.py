@@ -8,7 +8,8 @@ import math
 import unicodedata
 from typing import Any
 
-SHORT_LENGTH = 12
+from datasweep._common import SHORT_LENGTH as SHORT_LENGTH
+from datasweep._common import short as short  # below store/, which names directories with it
 
 
 class FingerprintError(ValueError):
@@ -45,10 +46,6 @@ def canonical_json(value: Any) -> str:
 def fingerprint(value: Any) -> str:
     """Full 64-hex sha256 of the canonical JSON."""
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
-
-
-def short(full: str) -> str:
-    return full[:SHORT_LENGTH]
 
 
 def text_sha256(text: str | None) -> str | None:

@@ -26,7 +26,7 @@ from datasweep.api.stage_params import (
 )
 from datasweep.core import naming
 from datasweep.core.fingerprint import canonicalize, fingerprint, short, text_sha256
-from datasweep.core.recipes import recipe_version
+from datasweep.recipes import recipe_version
 
 # Experiment fields (dotted paths in spec) that never reach a fingerprint, each with the reason (SPEC 2: "never
 # in a fingerprint"). Every other field does; `generation.options` and `training.params` are stage params,

@@ -26,6 +26,8 @@ STUCK_WAITING = frozenset(
 UNSCHEDULABLE = "Unschedulable"
 STUCK_REASONS = STUCK_WAITING | {UNSCHEDULABLE}
 NON_TERMINAL = ("Pending", "Waiting", "Running", "Retrying")
+# The longest wait between two attempts (the backoff doubles from retryBackoffSeconds up to this).
+MAX_BACKOFF = 600.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ def job_end(status: Mapping[str, Any]) -> JobEnd | None:
     return None
 
 
+def retry_backoff(attempts: int, base: float) -> float:
+    """Seconds a failed attempt waits before the next one: `base`, doubling per attempt, at most MAX_BACKOFF."""
+    return min(base * 2.0 ** max(attempts - 1, 0), MAX_BACKOFF)
+
+
 def after_failure(attempts: int, retries: int, exit_codes: Iterable[int], job_reason: str) -> tuple[str, bool]:
     """(reason, retry) after a failed attempt: bad input (exit code 2) is never retried, since every attempt
     would fail the same way; any other failure is retried while attempts <= retries."""
@@ -105,6 +112,7 @@ class Action(Enum):
     REPORT = "report"  # a pod is stuck: say why on the Ready condition
     FAIL = "fail"  # stuck longer than the limit: fail the Artifact with that reason, delete the Job
     CLEAR = "clear"  # a reported problem went away (the image arrived, a node was added)
+    NUDGE = "nudge"  # its own wake-up is overdue (lost with an operator restart): its handler looks again
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,21 @@ class Observed:
     problems: Sequence[PodProblem] = ()
     reported: str | None = None  # the stuck reason the Ready condition already gives
     missing_before: bool = False  # the Job was missing on the previous walk too
+    # Waiting or Retrying: status.waitingReason and waitingSince; Waiting on producers: are they all Ready now
+    waiting_reason: str = ""
+    waiting_since: str = ""
+    inputs_ready: bool = False
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Wakes:
+    """When a Waiting or Retrying Artifact's own wake-up comes (the operator's settings), and how late the resync
+    may find it before it nudges the Artifact (a wake-up on time is never doubled)."""
+
+    retry_backoff: float  # retryBackoffSeconds: a Retrying Artifact's handler asks to be nudged after the backoff
+    input_wait_timeout: float  # inputWaitTimeoutSeconds: Kopf's polls for a missing input end by then
+    grace: float  # resyncPeriodSeconds
 
 
 @dataclass(frozen=True)
@@ -127,11 +150,34 @@ class Step:
     waited: float = 0.0
 
 
-def resync_step(observed: Observed, now: float, report_after: float, fail_after: float) -> Step:
+def wake_due(observed: Observed, wakes: Wakes) -> float | None:
+    """When a Waiting or Retrying Artifact's wake-up is due (seconds since the epoch), or None while it waits on
+    something that has not happened: a Retrying one after its backoff (controller/artifact.py, `reconcile`), one
+    waiting for an input to be created when the wait times out, one waiting on producers once they are all Ready
+    (each producer's end wakes it, `finished`). Waiting for a slot: the admission queue wakes it."""
+    since = _epoch(observed.waiting_since)
+    if since is None:
+        return None
+    if observed.phase == "Retrying":
+        return since + retry_backoff(observed.attempts, wakes.retry_backoff) + 1.0  # + 1 s: whole seconds
+    if observed.phase == "Waiting" and observed.waiting_reason == "InputMissing":
+        return since + wakes.input_wait_timeout
+    if observed.phase == "Waiting" and observed.waiting_reason == "WaitingOnProducer" and observed.inputs_ready:
+        return since
+    return None
+
+
+def resync_step(
+    observed: Observed, now: float, report_after: float, fail_after: float, wakes: Wakes | None = None
+) -> Step:
     """What the state of the world asks for one Artifact (see Action)."""
-    if observed.phase in ("Pending", "Waiting"):
+    if observed.phase in ("Pending", "Waiting", "Retrying"):
         # The operator stopped after creating the Job and before recording it: its end is recorded all the same.
-        return Step(Action.RECORD) if observed.job_exists and observed.ended is not None else Step(Action.NOTHING)
+        if observed.phase != "Retrying" and observed.job_exists and observed.ended is not None:
+            return Step(Action.RECORD)
+        due = wake_due(observed, wakes) if wakes is not None else None
+        late = due is not None and wakes is not None and now >= due + wakes.grace
+        return Step(Action.NUDGE) if late else Step(Action.NOTHING)
     if observed.phase != "Running" or not observed.job:
         return Step(Action.NOTHING)
     if not observed.job_exists:

@@ -19,9 +19,9 @@ from datasweep.api.worker import TRAINING_STAGES
 from datasweep.core.memory import StageMemory, UnknownModel, plan_memory, read_model_config
 from datasweep.core.plan import Plan, PlanError, PlanInputs, StagePlan, plan_experiment
 from datasweep.core.shape import check_shapes, check_task_files
-from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files, sample_records
+from datasweep.core.templates import template_problems
+from datasweep.store.layout import DatasetFiles, LayoutError, dataset_files, sample_records, split_samples
 from datasweep.store.records import RECORD_SUFFIXES
-from datasweep.workloads.generate import preflight
 
 MODEL_CONFIG = "config.json"
 
@@ -53,7 +53,7 @@ class LocalExperiment:
             plan = plan_experiment(self.spec, inputs, max_points=max_points)
         except PlanError as exc:
             raise ExperimentFileError(f"{self.path}: {exc}") from exc
-        samples = {name: sample_records(files) for name, files in self.datasets.items()}
+        samples = {name: split_samples(files) for name, files in self.datasets.items()}
         missing = check_task_files(plan, {name: files.relative_files() for name, files in self.datasets.items()})
         if missing:
             raise ExperimentFileError(
@@ -68,8 +68,8 @@ class LocalExperiment:
         templates: list[str] = []
         for point in {point.dataset: point for point in plan.points}.values():
             if point.generate.stage == "generate":
-                records = preflight.sample_records(self.datasets[point.dataset].files)
-                templates += preflight.template_problems(point.generate.params, records)
+                records = sample_records(self.datasets[point.dataset].files)
+                templates += template_problems(point.generate.params, records)
         if templates:
             raise ExperimentFileError(f"{self.path}: " + "; ".join(dict.fromkeys(templates)))
         _, too_big = self.memory(plan)

@@ -8,23 +8,25 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasweep.core.fingerprint import short
+from datasweep._common import short
 from datasweep.store.atomic import file_mode
 from datasweep.store.manifest import FINGERPRINT_NAME, MANIFEST_NAME
-from datasweep.store.records import RECORD_SUFFIXES, RecordFileError, iter_records
+from datasweep.store.records import RECORD_SUFFIXES, Record, RecordFileError, iter_records
 
 SHARED = "_shared"
 SPLITS = ("train", "validation", "test")
 # Seed 003's prepared layout (fomaml per-task files, `meta_train/<task>_support.parquet`, ...): a prepared
 # dataset may hold these folders beside (or instead of) its split files; they are hashed and snapshotted too.
 TASK_FOLDERS = ("meta_train", "few_shot_eval", "baseline_sft")
+SAMPLE_RECORDS = 3  # records of each file the template checks render
 
 
 class LayoutError(RuntimeError):
@@ -235,18 +237,18 @@ def _hash_file(digest: Any, path: Path) -> str:
     return own.hexdigest()
 
 
-def sample_records(files: DatasetFiles, limit: int = 5) -> dict[str, list[dict[str, Any]]]:
-    """The first `limit` records of every split (for shape checks); a file that cannot be read gives none."""
-    samples: dict[str, list[dict[str, Any]]] = {}
-    for path in files.files:
-        split = path.stem.rsplit("_", 1)[-1]
-        records: list[dict[str, Any]] = []
+def sample_records(files: Iterable[Path], limit: int = SAMPLE_RECORDS) -> list[Record]:
+    """The first `limit` records of each file (for the checks before anything is paid): unreadable lines are
+    skipped, and a file that cannot be read gives what was read before; the worker names the file and line."""
+    samples: list[Record] = []
+    for path in files:
         try:
-            for record in iter_records(path, on_bad_record=lambda _: None):
-                records.append(record.data)
-                if len(records) >= limit:
-                    break
+            samples.extend(itertools.islice(iter_records(path, on_bad_record=lambda _error: None), limit))
         except RecordFileError:
-            pass  # the worker names the file and line
-        samples[split] = records
+            continue
     return samples
+
+
+def split_samples(files: DatasetFiles, limit: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """The first `limit` records of every split, by split (for the shape checks, core/shape.py)."""
+    return {path.stem.rsplit("_", 1)[-1]: [r.data for r in sample_records([path], limit)] for path in files.files}

@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import Field
 
-from datasweep.api._base import CamelModel
-from datasweep.core.metrics import recorded_metrics
+from datasweep._common import CamelModel
 from datasweep.store.atomic import atomic_write_json, atomic_write_text
+from datasweep.store.metrics import recorded_metrics
 from datasweep.store.progress import REQUEST_REUSE_KEY, RequestReuseCounts
 from datasweep.store.provenance import Provenance, runtime_provenance
 

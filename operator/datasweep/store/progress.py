@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from datasweep.api._base import CamelModel
+from datasweep._common import CamelModel
 from datasweep.store.atomic import atomic_write_json
 
 PROGRESS_NAME = ".progress.json"

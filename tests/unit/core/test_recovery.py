@@ -15,10 +15,13 @@ from datasweep.core.recovery import (
     JobEnd,
     Observed,
     PodProblem,
+    Wakes,
     after_failure,
     job_end,
     pod_problem,
     resync_step,
+    retry_backoff,
+    wake_due,
 )
 
 STARTED = "2027-01-15T08:00:00Z"
@@ -170,3 +173,40 @@ def test_a_reported_problem_is_reported_once_then_fails_and_clears_when_the_pod_
 
 def test_a_running_artifact_without_a_job_name_is_left_alone() -> None:
     assert resync_step(Observed("Running", "", False, None), T0, REPORT, FAIL).action is Action.NOTHING
+
+
+WAKES = Wakes(retry_backoff=10.0, input_wait_timeout=600.0, grace=30.0)
+
+
+@pytest.mark.parametrize(
+    ("phase", "reason", "attempts", "inputs_ready", "due"),
+    [
+        ("Retrying", "RetryBackoff", 1, False, T0 + 11),  # the backoff, + 1 s for whole seconds
+        ("Retrying", "RetryBackoff", 3, False, T0 + 41),  # doubled per attempt
+        ("Retrying", "RetryBackoff", 12, False, T0 + 601),  # at most MAX_BACKOFF
+        ("Waiting", "InputMissing", 0, False, T0 + 600),  # the wait for an input to be created times out
+        ("Waiting", "WaitingOnProducer", 0, True, T0),  # every producer is Ready: their ends' wake-up is due
+        ("Waiting", "WaitingOnProducer", 0, False, None),  # a producer still runs
+        ("Waiting", "Throttled", 0, False, None),  # the admission queue wakes it
+        ("Pending", "", 0, False, None),
+    ],
+)
+def test_when_a_waiting_artifacts_own_wake_up_is_due(
+    phase: str, reason: str, attempts: int, inputs_ready: bool, due: float | None
+) -> None:
+    observed = Observed(
+        phase=phase,
+        job="job-abc",
+        job_exists=False,
+        ended=None,
+        waiting_reason=reason,
+        waiting_since=STARTED if phase != "Pending" else "",
+        inputs_ready=inputs_ready,
+        attempts=attempts,
+    )
+    assert wake_due(observed, WAKES) == due
+    if due is not None:
+        assert resync_step(observed, due + 29, 60, 900, WAKES).action is Action.NOTHING  # its own wake-up first
+        assert resync_step(observed, due + 30, 60, 900, WAKES).action is Action.NUDGE
+        assert resync_step(observed, due + 30, 60, 900).action is Action.NOTHING  # without the settings: as before
+    assert retry_backoff(2, 10.0) == 20.0

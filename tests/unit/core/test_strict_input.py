@@ -20,9 +20,9 @@ from datasweep.api.common import Resources
 from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.core import plan as plan_module
 from datasweep.core.plan import PlanError, PlanInputs, plan_experiment
-from datasweep.store.layout import resolve_inside
+from datasweep.core.templates import template_problems
+from datasweep.store.layout import resolve_inside, sample_records
 from datasweep.store.records import Record
-from datasweep.workloads.generate.preflight import sample_records, template_problems
 
 INPUTS = PlanInputs({"Copa": "c" * 64}, created=datetime(2024, 12, 29))
 TRAINING = {"name": "meta", "kind": "fomaml", "baseModel": {"path": "models/tiny"}}

@@ -9,14 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from datasweep.api.stages.generate import GenerateParams
+from datasweep.core.templates import GenerateInputError as GenerateInputError  # prompt templates raise it too
 from datasweep.store.records import iter_records
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 MAX_REPORTED_PROBLEMS = 20
-
-
-class GenerateInputError(ValueError):
-    """Bad input (spec, params, dataset files, missing API key): exit code 2, nothing spent."""
 
 
 class GenerateFailed(RuntimeError):

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasweep.api.stages.generate import GenerateParams
+from datasweep.core.templates import VALIDATION_EXTRA_FIELDS
 from datasweep.workloads.generate.inputs import GenerateInputError, SourceRecord, SplitData
 from datasweep.workloads.generate.prompts import PromptTemplate
 
 SCENARIO_BY_TYPE = {"function": "scenario1", "class": "scenario2"}
-VALIDATION_EXTRA_FIELDS = ("original", "rephrased", "field")
 
 
 @dataclass

@@ -9,7 +9,7 @@ import platform
 import pytest
 
 from datasweep import __version__
-from datasweep.core.recipes import recipe_version
+from datasweep.recipes import recipe_version
 from datasweep.store.manifest import read_manifest
 from datasweep.testing.openai_server import ServerBehavior, serve_openai
 from datasweep.workloads.generate.worker import run_generate

@@ -29,7 +29,8 @@ RECIPES: dict[str, Recipe] = {
         version=1,
         modules=(
             "datasweep.workloads.generate.worker",  # requests from records, outputs compiled from the answers
-            "datasweep.workloads.generate.prompts",  # prompt rendering, verdict parsing
+            "datasweep.workloads.generate.prompts",  # verdict parsing
+            "datasweep.core.templates",  # prompt rendering
             "datasweep.workloads.generate.tasks",  # per-task requests and kept/rejected records
             "datasweep.workloads.generate.inputs",  # which source records, in which order
             "datasweep.workloads.generate.backends",  # request bodies, local generation, answer parsing
