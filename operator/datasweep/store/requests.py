@@ -53,6 +53,7 @@ NEWLINE = ord("\n")
 FIND_BELOW = 2000  # index bytes per wanted identity above which a lookup searches bytes instead of parsing lines
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # an answer line larger than this is not stored (never a torn giant append)
 _DECODER = json.JSONDecoder()
+READ_AT_ONCE = 1 << 16  # bytes of an index a lookup asks for in one read
 _IDENTITY_PART = operator.itemgetter(slice(0, 64))  # of an index line
 
 
@@ -195,13 +196,13 @@ class RequestStore:
         for identity in identities:
             wanted.setdefault(identity[:SHARD_CHARS], set()).add(identity)
         found: dict[str, StoredAnswer] = {}
-        directory = os.fspath(self.directory)
+        directory = os.fspath(self.directory) + os.sep
         for shard, names in wanted.items():
-            raw = _read_whole(os.path.join(directory, f"{shard}.idx"))
+            raw = _read_whole(directory + shard + ".idx")
             if raw:
                 hits = _locate(raw, names)
                 if hits:
-                    _read_answers(os.path.join(directory, f"{shard}.jsonl"), hits, found)
+                    _read_answers(directory + shard + ".jsonl", hits, found)
         return found
 
     def put(self, answers: Iterable[StoredAnswer]) -> int:
@@ -325,9 +326,9 @@ def _read_whole(path: str) -> bytes:
     except FileNotFoundError:
         return b""
     try:
-        chunks = [os.read(fd, os.fstat(fd).st_size + 1)]  # one read, unless a writer appended meanwhile
-        while chunks[-1]:
-            chunks.append(os.read(fd, 1 << 16))
+        chunks = [os.read(fd, READ_AT_ONCE)]  # a shard's whole index at 1,000,000 answers (about 21 KB)
+        while len(chunks[-1]) == READ_AT_ONCE:  # a short read of a regular file is its end
+            chunks.append(os.read(fd, READ_AT_ONCE))
         return b"".join(chunks)
     finally:
         os.close(fd)

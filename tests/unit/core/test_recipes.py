@@ -30,7 +30,7 @@ SOURCES: list[tuple[str, int, str, str]] = [
     ("fomaml", 1, "a6716e5306938c11", "the first recorded source"),
     ("moe-steer", 1, "999e9987e7ecc328", "the first recorded source"),
     ("qa", 1, "f1a8844a3eb7aa7f", "the first recorded source"),
-    ("generate", 1, "96b3ef95c8f0d3bb", "request store lookups read faster; same identities and answers"),
+    ("generate", 1, "172a58fc26b1a862", "request store lookups read faster; same identities and answers"),
 ]
 
 HERE = "tests/unit/core/test_recipes.py"

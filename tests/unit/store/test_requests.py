@@ -247,7 +247,9 @@ def test_searching_the_bytes_and_parsing_the_index_find_the_same_answers(tmp_pat
     store.put([answer(identity, identity[-6:]) for identity in stored])
     wanted = stored[::7] + [hashlib.sha256(f"m-{index}".encode()).hexdigest() for index in range(300)]
     results = []
-    for below in (0, 10**9):  # every shard searched by bytes, then every shard's index parsed
+    # every shard searched by bytes, then every shard's index parsed, then each index read in many small reads
+    for below, at_once in ((0, 1 << 16), (10**9, 1 << 16), (10**9, 97)):
         monkeypatch.setattr("datasweep.store.requests.FIND_BELOW", below)
+        monkeypatch.setattr("datasweep.store.requests.READ_AT_ONCE", at_once)
         results.append({name: a.text for name, a in store.lookup(wanted).items()})
-    assert results[0] == results[1] == {identity: identity[-6:] for identity in stored[::7]}
+    assert results[0] == results[1] == results[2] == {identity: identity[-6:] for identity in stored[::7]}
