@@ -227,11 +227,27 @@ def run_point(root: Path, server: OpenAITestServer, store: RequestStore, rows: i
     print(f"\n{rows:,}-row point, every answer stored ({stored_seconds:.1f} s to store), among {store.count():,}:")
     experiment = SimpleNamespace(datasets={DATASET: SimpleNamespace(directory=Path(spec.source_dir))})
     stage = SimpleNamespace(params=spec.params, dataset=DATASET, base_model=None)
+    in_store = 0.0
+    lookup = store.lookup
+
+    def timed_lookup(identities: Any) -> dict[str, StoredAnswer]:
+        nonlocal in_store
+        started = time.perf_counter()
+        try:
+            return lookup(identities)
+        finally:
+            in_store += time.perf_counter() - started
+
+    store.lookup = timed_lookup  # type: ignore[method-assign]
     started = time.perf_counter()
-    estimate = estimate_generate(experiment, stage, store)  # type: ignore[arg-type]
+    try:
+        estimate = estimate_generate(experiment, stage, store)  # type: ignore[arg-type]
+    finally:
+        del store.lookup
     plan_seconds = time.perf_counter() - started
     print(
-        f"  time to plan (plan's estimate with the store): {plan_seconds:.2f} s "
+        f"  time to plan (plan's estimate with the store): {plan_seconds:.2f} s, of which store lookups "
+        f"{in_store:.2f} s (the rest: rendering the requests, their identities, prices) "
         f"({estimate.stored_requests:,} stored, {estimate.requests:,} to send)"
     )
     if (estimate.stored_requests, estimate.requests) != (2 * rows, 0):
@@ -250,12 +266,12 @@ def run_point(root: Path, server: OpenAITestServer, store: RequestStore, rows: i
         failures.append(f"the worker of the {rows}-row point failed: {done.stderr[-2000:]}")
         return
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    lookup, wall = float(result["extra"]["requestStore"]["lookupSeconds"]), float(result["wall"])
+    worker_lookup, wall = float(result["extra"]["requestStore"]["lookupSeconds"]), float(result["wall"])
     sent = len(server.chat_log) - start
     print(
-        f"  time to start (the worker's lookups of {2 * rows:,} identities): {lookup:.2f} s "
-        f"({1e6 * lookup / (2 * rows):.0f} µs per identity); worker wall {wall:.2f} s, lookups "
-        f"{100 * lookup / wall:.0f}% of it; {sent} requests sent; worker peak memory (RSS) "
+        f"  time to start (the worker's lookups of {2 * rows:,} identities): {worker_lookup:.2f} s "
+        f"({1e6 * worker_lookup / (2 * rows):.0f} µs per identity); worker wall {wall:.2f} s, lookups "
+        f"{100 * worker_lookup / wall:.0f}% of it; {sent} requests sent; worker peak memory (RSS) "
         f"{result['peak_kib'] / 1024:.0f} MiB"
     )
     if sent or int(result["extra"]["savedByReuse"]["requests"]) != 2 * rows:
