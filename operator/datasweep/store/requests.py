@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import operator
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -56,6 +57,13 @@ END = b";"  # ends every index line: the head of a torn one (completed by the ne
 NEWLINE = ord("\n")
 FIND_BELOW = 2000  # index bytes per wanted identity above which a lookup searches bytes instead of parsing lines
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # an answer line larger than this is not stored (never a torn giant append)
+_DECODER = json.JSONDecoder()
+READ_AT_ONCE = 1 << 16  # bytes of an index a lookup asks for in one read
+_IDENTITY_PART = operator.itemgetter(slice(0, 64))  # of an index line
+
+
+# json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False), built once: one per request hashed
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _number(value: Any) -> Any:
@@ -75,8 +83,7 @@ def request_identity(family: str, body: Mapping[str, Any], *, salt: str = "", sa
         "sample": sample,
         "request": {key: _number(value) for key, value in content.items()},
     }
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(canonical).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -106,15 +113,16 @@ class StoredAnswer:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StoredAnswer:
+        get = data.get  # positional, in field order: a lookup builds one per answer found
         return cls(
-            identity=str(data["id"]),
-            text=str(data.get("text") or ""),
-            prompt_tokens=int(data.get("prompt_tokens") or 0),
-            completion_tokens=int(data.get("completion_tokens") or 0),
-            finish_reason=data.get("finish_reason"),
-            model=data.get("model"),
-            system_fingerprint=data.get("system_fingerprint"),
-            answered_at=str(data.get("answered_at") or ""),
+            str(data["id"]),
+            str(get("text") or ""),
+            int(get("prompt_tokens") or 0),
+            int(get("completion_tokens") or 0),
+            get("finish_reason"),
+            get("model"),
+            get("system_fingerprint"),
+            str(get("answered_at") or ""),
         )
 
 
@@ -185,36 +193,21 @@ class RequestStore:
         }
 
     def lookup(self, identities: Iterable[str]) -> dict[str, StoredAnswer]:
-        """The stored answers among `identities` (the others are not stored, or not readable)."""
+        """The stored answers among `identities` (the others are not stored, or not readable).
+
+        Per shard touched: one read of its index, then one open of its data file and one pread per answer
+        found; only the index lines and answers asked for are parsed (docs/scale.md, "Request store")."""
         wanted: dict[str, set[str]] = {}
         for identity in identities:
             wanted.setdefault(identity[:SHARD_CHARS], set()).add(identity)
         found: dict[str, StoredAnswer] = {}
+        directory = os.fspath(self.directory) + os.sep
         for shard, names in wanted.items():
-            raw = self._read_index_bytes(shard)
-            if not raw:
-                continue
-            if len(names) * FIND_BELOW < len(raw):
-                # a few identities in a large shard: search the bytes instead of splitting every line
-                hits = sorted(
-                    (where, name) for name in names if (where := _find_entry(raw, name.encode("ascii", "replace")))
-                )
-            else:
-                index = self._index_lines(shard, raw)
-                hits = sorted(
-                    (where, name)
-                    for name in names
-                    if (line := index.get(name.encode("ascii", "replace"))) is not None
-                    and (where := _location(line)) is not None
-                )
-            if not hits:
-                continue
-            with open(self._data(shard), "rb") as handle:
-                for (offset, length), name in hits:
-                    handle.seek(offset)
-                    answer = _parse_answer(handle.read(length))
-                    if answer is not None and answer.identity == name:
-                        found[name] = answer
+            raw = _read_whole(directory + shard + ".idx")
+            if raw:
+                hits = _locate(raw, names)
+                if hits:
+                    _read_answers(directory + shard + ".jsonl", hits, found)
         return found
 
     def put(self, answers: Iterable[StoredAnswer]) -> int:
@@ -406,6 +399,64 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+# The read path of lookup(): plain fds (no file objects, no Path per shard), each index searched only for the
+# identities asked for, each answer read by pread at the offset its index line gives.
+
+
+def _read_whole(path: str) -> bytes:
+    """A file's bytes (b"" when it does not exist), by one open: an index, read for a lookup."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return b""
+    try:
+        chunks = [os.read(fd, READ_AT_ONCE)]  # a shard's whole index at 1,000,000 answers (about 21 KB)
+        while len(chunks[-1]) == READ_AT_ONCE:  # a short read of a regular file is its end
+            chunks.append(os.read(fd, READ_AT_ONCE))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _locate(raw: bytes, names: set[str]) -> list[tuple[tuple[int, int], str]]:
+    """(offset, length) in the data file and identity of each of `names` the index bytes `raw` hold, by
+    offset: the first complete index line of an identity wins."""
+    if len(names) * FIND_BELOW < len(raw):
+        # a few identities in a large shard: search the bytes instead of splitting every line
+        found = ((_find_entry(raw, name.encode("ascii", "replace")), name) for name in names)
+    else:
+        lines = raw[: raw.rfind(b"\n") + 1].split(b"\n")  # complete lines (and a last b"")
+        lines.reverse()  # so that the first line of an identity is the one the dict keeps
+        first = dict(zip(map(_IDENTITY_PART, lines), lines, strict=True))
+        found = ((_first_location(raw, first, name.encode("ascii", "replace")), name) for name in names)
+    return sorted((where, name) for where, name in found if where is not None)
+
+
+def _first_location(raw: bytes, first: dict[bytes, bytes], key: bytes) -> tuple[int, int] | None:
+    line = first.get(key)
+    if line is None:
+        return None
+    if line.endswith(END) and line[64:65] == b" " and (where := _location(line)) is not None:
+        return where
+    return _find_entry(raw, key)  # its first line is torn (its writer died): a later one may be whole
+
+
+def _read_answers(path: str, hits: list[tuple[tuple[int, int], str]], found: dict[str, StoredAnswer]) -> None:
+    """Add to `found` the answer at each hit's place in the data file `path` that is the hit's identity (an
+    index that does not match its data, as in the moment `compact` replaces a shard, is a miss)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        for (offset, length), name in hits:
+            answer = _parse_answer(os.pread(fd, length, offset))
+            if answer is not None and answer.identity == name:
+                found[name] = answer
+    finally:
+        os.close(fd)
+
+
 def _find_entry(raw: bytes, key: bytes) -> tuple[int, int] | None:
     """The location in the first complete index line of `key` in the index bytes `raw`."""
     start = 0
@@ -429,7 +480,11 @@ def _location(line: bytes) -> tuple[int, int] | None:
 
 def _parse_answer(raw: bytes) -> StoredAnswer | None:
     try:
-        data = json.loads(raw)
+        # what json.loads does, less its guess of the encoding (the store writes UTF-8) and its regex passes
+        text = raw.decode("utf-8")
+        data, end = _DECODER.raw_decode(text)
+        if text[end:].strip():
+            return None
         return StoredAnswer.from_json(data) if isinstance(data, dict) and "id" in data else None
     except (ValueError, TypeError, KeyError):
         return None

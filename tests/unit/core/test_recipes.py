@@ -33,8 +33,8 @@ SOURCES: list[tuple[str, int, str, str]] = [
     (
         "generate",
         1,
-        "65bdaa9800496687",
-        "request store gc-safe, identical requests sent once (one draw), reuse reported; templates moved to core",
+        "bff4d8b4d3871f9a",
+        "store gc-safe, identical requests sent once (one draw), reuse reported, templates in core, faster lookups",
     ),
     ("dataset", 1, "cf41bf1760144fec", "layout.py: short() from _common.py, check samples moved in; same code"),
 ]

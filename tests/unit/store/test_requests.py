@@ -292,3 +292,69 @@ def test_compact_mends_an_index_a_killed_compaction_left_stale(tmp_path):
     assert store.lookup(names) == {}  # stale offsets: misses, never a wrong answer
     assert store.compact(set(names))[::2] == (0, 0)
     assert {name: a.text for name, a in store.lookup(names).items()} == {n: f"text {n}" for n in names[1:]}
+
+
+def test_identities_are_those_the_stored_answers_were_filed_under():
+    # pinned: a change to how an identity is computed (even a faster one) must not orphan every stored answer
+    body = {**BODY, "messages": [{"role": "user", "content": "Rephrase: a cat. ü"}]}
+    assert request_identity("openai", body, salt="1") == (
+        "d690a80e36d90b1b9c9d78a70592ed5aa5e0c66a83d80458976b82873bcf6ad2"
+    )
+    assert request_identity("openai-compatible", {**body, "seed": 7, "n": 2.0}, sample=3) == (
+        "50f41b68c90382f0f65d8a2f60e4afb8478a849bf28f86482edf220c8f11c4b1"
+    )
+
+
+def v1_line(identity: str, text: str) -> bytes:
+    """A data line as the first writer of the v1 format wrote it (json.dumps of to_json, compact, UTF-8)."""
+    return (
+        f'{{"id":"{identity}","text":"{text}","prompt_tokens":3,"completion_tokens":4,"finish_reason":"stop",'
+        f'"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1","answered_at":"2026-12-01T10:00:00+00:00"}}\n'
+    ).encode()
+
+
+@pytest.mark.parametrize("others", [0, 300], ids=["small shard: index parsed", "large shard: bytes searched"])
+def test_a_v1_shard_as_written_before_is_read_and_a_torn_first_entry_is_skipped(tmp_path, others):
+    # bytes as the v1 writer left them: a writer killed inside an index line (completed by the next writer's
+    # newline, without its ';'), then the next writer's whole entry for the same identity
+    kept, torn, absent = "abd" + "1" * 61, "abd" + "2" * 61, "abd" + "3" * 61
+    fillers = [f"abd{index:061x}".replace("0", "f", 1) for index in range(others)]
+    data, index = b"", b""
+    for identity, text in [(kept, "kept"), (torn, "torn"), (torn, "after"), *[(f, "filler") for f in fillers]]:
+        line = v1_line(identity, text)
+        index += f"{identity} {len(data)} {len(line)}".encode() + (b"\n" if text == "torn" else b";\n")
+        data += line
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "abd.jsonl").write_bytes(data)
+    (tmp_path / "v1" / "abd.idx").write_bytes(index)
+    found = RequestStore(tmp_path).lookup([kept, torn, absent, *fillers[:3]])
+    assert {name: a.text for name, a in found.items()} == {
+        kept: "kept",
+        torn: "after",
+        **dict.fromkeys(fillers[:3], "filler"),
+    }
+    assert found[kept] == StoredAnswer(
+        kept, "kept", 3, 4, "stop", "gpt-4o-2024-08-06", "fp_1", "2026-12-01T10:00:00+00:00"
+    )
+
+
+def test_an_index_without_its_data_file_is_a_miss(tmp_path):
+    store = RequestStore(tmp_path)
+    identity = "bcd" + "4" * 61
+    store.put([answer(identity)])
+    (tmp_path / "v1" / "bcd.jsonl").unlink()
+    assert store.lookup([identity]) == {}
+
+
+def test_searching_the_bytes_and_parsing_the_index_find_the_same_answers(tmp_path, monkeypatch):
+    store = RequestStore(tmp_path)
+    stored = [hashlib.sha256(f"s-{index}".encode()).hexdigest() for index in range(3000)]
+    store.put([answer(identity, identity[-6:]) for identity in stored])
+    wanted = stored[::7] + [hashlib.sha256(f"m-{index}".encode()).hexdigest() for index in range(300)]
+    results = []
+    # every shard searched by bytes, then every shard's index parsed, then each index read in many small reads
+    for below, at_once in ((0, 1 << 16), (10**9, 1 << 16), (10**9, 97)):
+        monkeypatch.setattr("datasweep.store.requests.FIND_BELOW", below)
+        monkeypatch.setattr("datasweep.store.requests.READ_AT_ONCE", at_once)
+        results.append({name: a.text for name, a in store.lookup(wanted).items()})
+    assert results[0] == results[1] == results[2] == {identity: identity[-6:] for identity in stored[::7]}
