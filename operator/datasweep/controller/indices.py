@@ -54,6 +54,7 @@ class ArtifactInfo:
     details: str = ""  # labels.DETAILS: a re-applied Experiment compares its planned details without a read
     progress: tuple[tuple[str, Any], ...] = ()  # status.progress: the worker's last report as the operator wrote it
     metrics: tuple[tuple[str, Any], ...] = ()  # status.manifest.metrics: a training stage's recorded metrics
+    left: frozenset[str] = frozenset()  # labels.left_in: the Experiments whose plans it left
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
@@ -105,6 +106,7 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         details=str(annotations.get(labels.DETAILS, "")),
         progress=_flat(status.get("progress")),
         metrics=_flat((status.get("manifest") or {}).get("metrics")),
+        left=frozenset(labels.left_in(labels_)),
     )
 
 
