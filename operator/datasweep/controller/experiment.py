@@ -758,6 +758,7 @@ def reconcile(
                 if spec.objective
                 else None,
                 candidates=plan.stage_artifacts(spec.objective.stage) if spec.objective else {},
+                point_stages={p.generate.artifact: len(p.stages) for p in plan.points},
             ),
         )
 
