@@ -1,10 +1,10 @@
 """A smaller grid on the real control plane (kwok completes the Jobs): an Experiment consumes its current plan only.
 
-Re-applied without a learning rate, an Experiment releases the Artifacts of that value (they lose its consumer
-label, keep their data), `datasweep results --cluster` leaves them out and `--all` shows them marked, and another
-Experiment that plans them consumes them. A point that leaves the plan before it ran never gets a Job. With
-`spec.search` the sample is what is planned: the same spec plans the same Artifacts, another seed another sample
-that reuses the overlap.
+Re-applied without a learning rate (while no operator runs: the next one converges when it starts), an
+Experiment releases the Artifacts of that value (they lose its consumer label, keep their data), `datasweep
+results --cluster` leaves them out and `--all` shows them marked, and another Experiment that plans them
+consumes them. A point that leaves the plan before it ran never gets a Job. With `spec.search` the sample is
+what is planned: the same spec plans the same Artifacts, another seed another sample that reuses the overlap.
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ def test_a_value_removed_from_the_grid_is_no_longer_consumed_and_its_data_is_kep
         apply(control_plane, ns, sweep("lr-shrink", data_root, [1e-5, 3e-5]))
         wait_for("the whole grid done", lambda: planned(control_plane, ns, "lr-shrink", 2 + 4))
         before = {a["metadata"]["name"] for a in get(control_plane, ns, "artifacts")["items"]}
-        apply(control_plane, ns, sweep("lr-shrink", data_root, [3e-5]))
+    # applied while no operator runs: the next one converges to it when it starts
+    apply(control_plane, ns, sweep("lr-shrink", data_root, [3e-5]))
+    with running_operator(ns, data_root, tmp_path):
         shrunk = wait_for("the smaller grid planned", lambda: planned(control_plane, ns, "lr-shrink", 2 + 2))
         left_events = wait_for("the LeftPlan Event", lambda: events(control_plane, ns, "lr-shrink", "LeftPlan"))
         after = {a["metadata"]["name"] for a in get(control_plane, ns, "artifacts")["items"]}
