@@ -164,3 +164,19 @@ def test_the_resync_stops_a_job_whose_every_consumer_left_its_plan(
     assert resync.once() == 1
     assert world.status(name)["phase"] == "Suspended"
     assert "left the plan of e" in world.ready(name)["message"]
+
+
+def test_a_name_too_long_for_a_label_key_is_released_by_its_hashed_keys() -> None:
+    long_name = "an-experiment-whose-name-is-far-too-long-for-a-label-key-" + "x" * 20
+    meta: dict[str, Any] = {"annotations": {labels.FIRST_EXPERIMENT: long_name}, "labels": {}}
+    for part, values in labels.consumer_marks(long_name, "b").items():
+        meta[part].update(values)
+    assert labels.consumers_of(meta, {}) == [long_name]
+    for part, values in labels.release_marks(long_name, None).items():
+        for key, value in values.items():
+            if value is None:
+                meta[part].pop(key, None)
+            else:
+                meta[part][key] = value
+    assert labels.consumers_of(meta, {}) == []  # neither the label, nor the annotation, nor the first experiment
+    assert len(labels.left_key(long_name).split("/")[1]) <= 63
