@@ -35,6 +35,11 @@ class BatchPoint(CamelModel):
     reused: bool
     path: str | None = None
     ready: bool = False
+    training: list[str] | None = Field(
+        default=None,
+        description="The training Artifacts this experiment's run planned on the point (None: recorded before "
+        "they were; then every one it consumed there counts as planned)",
+    )
 
 
 class ExperimentBest(CamelModel):

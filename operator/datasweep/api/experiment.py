@@ -327,6 +327,19 @@ class BestArtifact(CamelModel):
     summary: str = Field(default="", description="The BEST column, e.g. f1=81.2 (temperature=0.5, learning_rate=3e-05)")
 
 
+class PlannedSet(CamelModel):
+    """What the Experiment's current plan consumes: the Artifacts labelled exp.datasweep.io/<name> once the
+    operator has released those a smaller grid left (labelled left.datasweep.io/<name> instead)."""
+
+    artifacts: int = Field(default=0, description="How many Artifacts the plan has")
+    digest: str = Field(
+        default="",
+        description="sha256 (first 16 hex) of the plan's Artifact names, sorted and joined by newlines: equal to "
+        "that of the Artifacts labelled as consumed when the labels are the current plan",
+    )
+    generation: int | None = Field(default=None, description="The metadata.generation it was planned for")
+
+
 class ExperimentStatus(CamelModel):
     observed_generation: int | None = None
     batch: str | None = Field(default=None, description="The Batch's id: its directory's name on the volume")
@@ -338,3 +351,4 @@ class ExperimentStatus(CamelModel):
     saved_by_reuse: Usage = Field(default_factory=Usage)
     progress: SweepProgress = Field(default_factory=SweepProgress)
     best: BestArtifact | None = Field(default=None, description="With spec.objective: its best Ready Artifact")
+    planned: PlannedSet | None = Field(default=None, description="The Artifacts its current plan consumes")

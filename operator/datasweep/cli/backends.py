@@ -492,6 +492,12 @@ class ClusterBackend:
         best = ((found or {}).get("status") or {}).get("best") or {}
         return str(best["artifact"]) if best.get("artifact") else None
 
+    def experiment_planned(self, name: str) -> tuple[int, str] | None:
+        """How many Artifacts the Experiment's current plan has and their digest (status.planned), if recorded."""
+        found = next((e for e in self._list("experiments") if e["metadata"]["name"] == name), None)
+        planned = ((found or {}).get("status") or {}).get("planned") or {}
+        return (int(planned.get("artifacts", 0)), str(planned["digest"])) if planned.get("digest") else None
+
     def experiment_training(self, name: str) -> list[TrainingStage]:
         """The Experiment's spec.training (empty when it is gone or has none)."""
         found = next((e for e in self._list("experiments") if e["metadata"]["name"] == name), None)

@@ -30,6 +30,7 @@ from datasweep.cli.common import BadInput, backend_options, choose_backend, dump
 from datasweep.cli.tools import flatten
 from datasweep.core.metrics import recorded_metrics
 from datasweep.core.stage_names import training_entry_names
+from datasweep.k8s import labels as k8s_labels
 from datasweep.store.atomic import atomic_write_bytes
 from datasweep.store.manifest import Manifest, read_manifest
 
@@ -50,7 +51,7 @@ class ResultRow:
     axes: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     best: bool = False  # status.best of the Experiment (its spec.objective)
-    left_grid: bool = False  # a point the experiment consumed that its last run no longer plans
+    left_grid: bool = False  # a row the experiment consumed that its current plan no longer has (shown by --all)
 
     def flat(self) -> dict[str, Any]:
         return {
@@ -178,17 +179,46 @@ def varying_columns(rows: list[dict[str, Any]], columns: list[str]) -> tuple[lis
     return varying, constant
 
 
-def _members(backend: LocalBackend | ClusterBackend, target: str) -> tuple[str, list[ArtifactView]]:
-    """The data artifacts (generate or dataset) of TARGET (a batch, either spelling, or an experiment), and which."""
-    artifacts = backend.artifacts()
+@dataclass(frozen=True)
+class Consumption:
+    """Of an experiment: the Artifacts its current plan consumes, and those it consumed before that its plan no
+    longer has (its grid shrank: a value, a stage combination or a spec.search sample left it)."""
+
+    current: frozenset[str]
+    left: frozenset[str]
+
+
+def consumption(backend: LocalBackend | ClusterBackend, experiment: str, artifacts: list[ArtifactView]) -> Consumption:
+    consumed = frozenset(a.name for a in artifacts if experiment in a.consumers)
+    if isinstance(backend, ClusterBackend):  # the operator keeps the labels to the plan (controller/consumption.py)
+        key = k8s_labels.left_key(experiment)
+        return Consumption(consumed, frozenset(a.name for a in artifacts if key in a.label_keys) - consumed)
+    # locally a record keeps every run's consumers; the batch records hold what the last run planned
+    points = [p for b in backend.registry.batches() for p in b.points if p.experiment == experiment]
+    if not points:
+        return Consumption(consumed, frozenset())
+    planned = {p.artifact for p in points} | {t for p in points for t in p.training or ()}
+    unlisted = {p.artifact for p in points if p.training is None}  # recorded before its training Artifacts were
+    current = frozenset(
+        a.name for a in artifacts if a.name in consumed and (a.name in planned or set(a.inputs[:1]) & unlisted)
+    )
+    return Consumption(current, consumed - current)
+
+
+def _members(
+    backend: LocalBackend | ClusterBackend, target: str, artifacts: list[ArtifactView], everything: bool
+) -> tuple[str, list[ArtifactView], Consumption | None]:
+    """The data artifacts (generate or dataset) of TARGET (a batch, either spelling, or an experiment), which it
+    is, and for an experiment what it consumes (`everything`: its points that left its grid too)."""
     by_name = {a.name: a for a in artifacts}
     batch = backend.batch(target)
     if batch is not None:
         names = [p.artifact for p in batch.points if p.artifact]
-        return f"batch {target}", [by_name[n] for n in dict.fromkeys(names) if n in by_name]
-    consumed = [a for a in artifacts if a.stage in DATA_STAGES and target in a.consumers]
-    if consumed:
-        return f"experiment {target}", consumed
+        return f"batch {target}", [by_name[n] for n in dict.fromkeys(names) if n in by_name], None
+    consumed = consumption(backend, target, artifacts)
+    shown = consumed.current | consumed.left if everything else consumed.current
+    if consumed.current or consumed.left:
+        return f"experiment {target}", [a for a in artifacts if a.stage in DATA_STAGES and a.name in shown], consumed
     known = sorted(
         {backend.batch_label(b.batch_id) for b in backend.batches()} | {c for a in artifacts for c in a.consumers}
     )
@@ -202,36 +232,41 @@ def collect_rows(
     data_root: Path | None,
     everything: bool = False,
 ) -> tuple[str, str, list[ResultRow]]:
-    """Rows of TARGET's `stage`: for an experiment only the Artifacts it consumes (`everything`: all of them on
-    its points, whichever experiment made them); one row per training Artifact (point x stage combination)."""
-    what, generates = _members(backend, target)
+    """Rows of TARGET's `stage`: for an experiment only the Artifacts its current plan consumes (`everything`:
+    all of them on its points, whichever experiment made them, and those its grid no longer has, marked); one
+    row per training Artifact (point x stage combination)."""
     artifacts = backend.artifacts()
+    what, generates, consumed = _members(backend, target, artifacts, everything)
     base = backend.root if isinstance(backend, LocalBackend) else data_root
-    experiment = target if what.startswith("experiment ") else None
+    experiment = target if consumed is not None else None
     if experiment is None:
         best = None
     elif isinstance(backend, ClusterBackend):
         best = backend.experiment_best(experiment)
     else:  # what `datasweep run` recorded after the experiment's last run
         best = next((b.best[experiment] for b in backend.registry.batches() if experiment in b.best), None)
-    # locally the batch records hold each experiment's points as its last run planned them
-    current = (
-        {p.artifact for b in backend.batches() for p in b.points if p.experiment == experiment}
-        if experiment and isinstance(backend, LocalBackend)
-        else set()
-    )
+    left = consumed.left if consumed is not None else frozenset()
+    if experiment is not None and consumed is not None and isinstance(backend, ClusterBackend):
+        planned = backend.experiment_planned(experiment)
+        if planned is not None and planned[1] != k8s_labels.plan_digest(consumed.current):
+            click.echo(
+                f"note: the Artifacts labelled as consumed by {experiment} ({len(consumed.current)}) are not its "
+                f"current plan ({planned[0]}) yet: the operator has not applied its last change (is it running?)",
+                err=True,
+            )
     batch = backend.batch(target) if experiment is None else None
     batch_experiments = batch.experiments if batch is not None else []
     training_of = functools.cache(backend.experiment_training)
     chains: list[tuple[ArtifactView, list[ArtifactView]]] = []
     for gen in generates:
         trained = [a for a in artifacts if gen.name in a.inputs]
-        if experiment is not None and not everything:
-            trained = [a for a in trained if experiment in a.consumers]
+        if consumed is not None and not everything:
+            trained = [a for a in trained if a.name in consumed.current]
         chains.append((gen, trained))
     present = {a.stage for _, trained in chains for a in trained} | {gen.stage for gen, _ in chains}
     if not present:
-        raise BadInput(f"{what} has no points yet")
+        hint = "; `--all` shows those its grid no longer has" if left and not everything else ""
+        raise BadInput(f"{what} has no points yet{hint}")
     if stage is None:
         stage = max(present, key=STAGE_ORDER.index)  # the deepest stage: what the sweep was for
     elif stage not in present:
@@ -263,7 +298,7 @@ def collect_rows(
                     axes={**_axes(gen.params), **(_training_values(artifact) if artifact is not gen else {})},
                     metrics=metrics,
                     best=best is not None and best == artifact.name,
-                    left_grid=bool(current) and gen.name not in current,
+                    left_grid=gen.name in left or artifact.name in left,
                 )
             )
     return what, stage, rows
@@ -565,7 +600,8 @@ def parallel_figure(
     "--all",
     "everything",
     is_flag=True,
-    help="an experiment's training results made by other experiments on its points too",
+    help="an experiment's training results made by other experiments on its points too, and the rows its grid "
+    "no longer has (marked: left the grid)",
 )
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG path")
 @click.option(

@@ -57,6 +57,8 @@ class Planned:
     # spec.objective (stage, metric, goal) and its stage's planned Artifacts with their parameters
     objective: tuple[str, str, str] | None = None
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # stages per point where they differ from `stages` (spec.search samples some of a point's combinations)
+    point_stages: dict[str, int] = field(default_factory=dict)
 
 
 def _usage(infos: Iterable[ArtifactInfo]) -> Usage:
@@ -107,7 +109,7 @@ def summarize_experiment(
         counts["reused" if _reused(generate, name) else "created"] += 1
         stages = training.get(generate_name, [])
         phases = [generate.phase] + [s.phase for s in stages]
-        phases += ["Pending"] * (planned.stages - len(phases))
+        phases += ["Pending"] * (planned.point_stages.get(generate_name, planned.stages) - len(phases))
         data_ready += generate.phase == "Ready"
         trained += sum(s.phase == "Ready" for s in stages)
         if "Failed" in phases:

@@ -220,15 +220,17 @@ def _inputs_blocked(namespace: str, body: Any) -> tuple[str, str] | None:
 
 
 def why_stopped(namespace: str, body: Any) -> str | None:
-    """Why this Artifact must not run now: every Experiment consuming it is suspended or deleted
-    (core/suspension.py), read from the indices; None when it may run."""
-    return why_consumers_stopped(namespace, labels.consumers_of(body["metadata"], body.get("status") or {}))
+    """Why this Artifact must not run now: every Experiment consuming it is suspended or deleted, or it left the
+    plans of all of them (core/suspension.py), read from the indices; None when it may run."""
+    meta = body["metadata"]
+    consumers = labels.consumers_of(meta, body.get("status") or {})
+    return why_consumers_stopped(namespace, consumers, labels.left_in(meta.get("labels") or {}))
 
 
-def why_consumers_stopped(namespace: str, consumers: list[str]) -> str | None:
+def why_consumers_stopped(namespace: str, consumers: list[str], left: list[str] | None = None) -> str | None:
     if _EXPERIMENTS is None:
         return None
-    return stop_reason(consumers, suspended_of(_EXPERIMENTS, namespace, consumers))
+    return stop_reason(consumers, suspended_of(_EXPERIMENTS, namespace, consumers), left or [])
 
 
 def suspend(namespace: str, name: str, body: Any, why: str) -> None:

@@ -21,7 +21,7 @@ from datasweep.api._base import describe_validation_error
 from datasweep.api.artifact import ArtifactSpec
 from datasweep.api.experiment import ExperimentSpec, parse_spec
 from datasweep.api.worker import TRAINING_STAGES, dump_worker_spec
-from datasweep.controller import aggregate, suspension
+from datasweep.controller import aggregate, consumption, suspension
 from datasweep.controller.artifact import replace_if_damaged
 from datasweep.controller.indices import EXPERIMENTS, ArtifactInfo, artifact_info, info_of, lookup
 from datasweep.controller.setup import settings
@@ -577,7 +577,8 @@ def _ensure_artifact(
         artifact, created = {}, False
     correction = None
     if not created:  # reuse: record this consumer, its labels (one merge patch, idempotent; no status write)
-        artifact = client.patch_custom("Artifact", namespace, stage.artifact, {"metadata": marks})
+        rejoin = labels.rejoin_marks(name, batch_object)  # also a grid that grew back to an Artifact it had left
+        artifact = client.patch_custom("Artifact", namespace, stage.artifact, {"metadata": rejoin})
         correction = _correct_details(namespace, name, stage.artifact, artifact, produced_as, applying)
     path = artifact["spec"]["storage"]["path"]  # an existing Artifact keeps its own path
     annotations = artifact["metadata"].get("annotations", {})
@@ -704,6 +705,16 @@ def reconcile(
             f"(`datasweep why {name}` says what differs from the nearest existing data)",
         )
     _announce(body, corrections)
+    # What the plan no longer has is no longer consumed (a smaller grid): conditional, idempotent, on every run
+    plan_artifacts = frozenset(stage.artifact for stage in plan.stages)
+    left = consumption.release_left(namespace, name, plan_artifacts, batch_object, index) if index is not None else []
+    if left:
+        kopf.info(
+            body,
+            reason="LeftPlan",
+            message=f"{len(left)} Artifact(s) left the plan and are no longer consumed by this Experiment (their "
+            f"data is kept; one still running for no other Experiment is stopped): {_names(left)}",
+        )
     conditions = [c for c in status.get("conditions", []) if c.get("type") != "Failed"]
     conditions = set_condition(
         conditions, "Planned", True, "Planned", f"{len(plan.points)} points, {len(plan.stages)} stages", generation
@@ -720,6 +731,11 @@ def reconcile(
             "batchName": naming.batch_object_name(plan.batch),
             "counts": counts,
             "conditions": conditions,
+            "planned": {
+                "artifacts": len(plan_artifacts),
+                "digest": labels.plan_digest(plan_artifacts),
+                "generation": generation,
+            },
         },
     )
     logger.info("planned %d points in %s", len(plan.points), plan.batch)
@@ -742,6 +758,7 @@ def reconcile(
                 if spec.objective
                 else None,
                 candidates=plan.stage_artifacts(spec.objective.stage) if spec.objective else {},
+                point_stages={p.generate.artifact: len(p.stages) for p in plan.points},
             ),
         )
 

@@ -59,6 +59,7 @@ class ArtifactInfo:
     progress_reuse: tuple[tuple[str, Any], ...] = ()  # status.progress.requestReuse
     manifest_reuse: tuple[tuple[str, Any], ...] = ()  # status.manifest.requestReuse
     waiting: tuple[str, str] | None = None  # Waiting or Retrying: (status.waitingReason, status.waitingSince)
+    left: frozenset[str] = frozenset()  # labels.left_in: the Experiments whose plans it left
 
     def usage_dict(self) -> dict[str, Any]:
         return dict(self.usage)
@@ -120,6 +121,7 @@ def artifact_info(name: str, body: Any) -> ArtifactInfo:
         waiting=(str(status.get("waitingReason") or ""), str(status.get("waitingSince") or ""))
         if phase in ("Waiting", "Retrying")
         else None,
+        left=frozenset(labels.left_in(labels_)),
     )
 
 

@@ -9,8 +9,9 @@ Job and pods as Kopf's indices show them, whatever events were missed (docs/scal
 - it is Waiting or Retrying past the time its own wake-up was due (a retry's backoff, the wait for an input to
   be created, producers that are all Ready): the timer was lost with an operator restart, so it is nudged and
   its handler looks again;
-- it runs while no running Experiment consumes it (each suspended or deleted, and the event that should have
-  stopped it was missed, or came while it was being launched): its Job is suspended (suspension.py).
+- it runs while no running Experiment consumes it (each suspended or deleted, or each re-planned without it,
+  and the event that should have stopped it was missed, or came while it was being launched): its Job is
+  suspended (suspension.py).
 
 One thread walks the indices: no LIST, no Kopf worker per Artifact. The decisions are core/recovery.py's;
 the writes go through artifact.py, under the Artifact's lock, conditional on what was read.
@@ -83,10 +84,10 @@ class Resync:
         for namespace, info in self._infos():
             if info.phase not in NON_TERMINAL or info.imported:
                 continue
-            if info.phase == "Running" and info.consumers:
+            if info.phase == "Running" and (info.consumers or info.left):
                 first = [info.first_experiment] if info.first_experiment in info.consumers else []
                 consumers = first + sorted(info.consumers - set(first))
-                if artifact.why_consumers_stopped(namespace, consumers) is not None:
+                if artifact.why_consumers_stopped(namespace, consumers, sorted(info.left)) is not None:
                     unwanted.append((namespace, info.name))
                     continue
             job = info.job if info.phase == "Running" else naming.job_name(info.name, info.attempts)

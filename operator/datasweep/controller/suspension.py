@@ -25,17 +25,19 @@ SECOND_LOOK_S = 5.0
 
 
 def stop(namespace: str, name: str) -> None:
-    """Suspend the Job of one Running Artifact when no running Experiment consumes it, and hand its slot on."""
+    """Suspend the Job of one Running Artifact when no running Experiment consumes it, and hand its slot on; a
+    Suspended one records the reason that holds now (its Experiment deleted, or re-planned without it)."""
 
     def act(body: dict[str, Any]) -> str | None:
         """The experiment whose slot it held, when it was stopped now."""
-        if (body.get("status") or {}).get("phase") != "Running":
+        phase = (body.get("status") or {}).get("phase")
+        if phase not in ("Running", artifact.SUSPENDED):
             return None  # not started (Pending, Waiting, Retrying): `_start` refuses while it is stopped
         why = artifact.why_stopped(namespace, body)
         if why is None:
             return None  # another Experiment still waits for it
-        artifact.suspend(namespace, name, body, why)
-        return artifact._experiment_of(body)
+        artifact.suspend(namespace, name, body, why)  # writes nothing when it says so already
+        return artifact._experiment_of(body) if phase == "Running" else None
 
     with artifact._lock(namespace, name):
         experiment = artifact._on_latest(namespace, name, act)  # conditional: 409 means read again

@@ -18,12 +18,17 @@ def _names(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - LISTED} more" if len(names) > LISTED else "")
 
 
-def stop_reason(consumers: Sequence[str], suspended: Mapping[str, bool]) -> str | None:
+def stop_reason(consumers: Sequence[str], suspended: Mapping[str, bool], left: Sequence[str] = ()) -> str | None:
     """Why an Artifact must not run now, or None when it may.
 
     `consumers`: every Experiment recorded as consuming it; `suspended`: Experiment name -> its spec.suspend,
-    for the Experiments that exist (a consumer missing from it was deleted)."""
-    if not consumers or any(suspended.get(name) is False for name in consumers):
+    for the Experiments that exist (a consumer missing from it was deleted); `left`: the Experiments whose plans
+    it left (their grids shrank): with no consumer but those, it stops as if they had been deleted."""
+    if not consumers:
+        if not left:
+            return None
+        return f"no Experiment plans it any more (it left the plan of {_names(left)}); it starts again when one does"
+    if any(suspended.get(name) is False for name in consumers):
         return None
     paused = [name for name in consumers if suspended.get(name)]
     gone = [name for name in consumers if name not in suspended]

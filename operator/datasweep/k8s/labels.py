@@ -1,5 +1,6 @@
 """Label and annotation keys of datasweep objects."""
 
+from collections.abc import Iterable
 from typing import Any
 
 ARTIFACT = "datasweep.io/artifact"
@@ -67,6 +68,55 @@ def consumer_marks(experiment: str, batch_object: str) -> dict[str, dict[str, st
     return marks
 
 
+# An Experiment whose current plan no longer has an Artifact it consumed (its grid shrank) leaves it: its consumer
+# label goes and this label comes (a label: no wake-up of the Artifact's handler). It also keeps the Experiment
+# from being read as a consumer where it still is recorded otherwise: as the first experiment (an annotation,
+# kept: it says who made the data) or in the `status.consumers` of earlier versions. An Artifact every consumer of
+# which left is stopped like one whose consumers were all deleted (core/suspension.py).
+LEFT_PREFIX = "left.datasweep.io/"
+
+
+def left_key(experiment: str) -> str:
+    """The label key that marks an Artifact as no longer planned by `experiment` (hashed when too long)."""
+    return LEFT_PREFIX + _key_name(experiment)
+
+
+def left_in(labels: dict[str, str]) -> list[str]:
+    """The Experiments (label key names: hashed where too long) whose plans this Artifact left."""
+    return sorted(k[len(LEFT_PREFIX) :] for k in labels if k.startswith(LEFT_PREFIX))
+
+
+def release_marks(experiment: str, batch_object: str | None) -> dict[str, dict[str, str | None]]:
+    """The merge patch's metadata by which `experiment` stops consuming an Artifact that left its plan;
+    `batch_object`: also its Batch's label (when no other consumer in that Batch keeps it). Idempotent."""
+    marks: dict[str, dict[str, str | None]] = {
+        "labels": {experiment_key(experiment): None, left_key(experiment): "true"}
+    }
+    if batch_object is not None:
+        marks["labels"][batch_key(batch_object)] = None
+    if _key_name(experiment) != experiment:
+        marks["annotations"] = {experiment_key(experiment): None}
+    return marks
+
+
+def rejoin_marks(experiment: str, batch_object: str) -> dict[str, dict[str, str | None]]:
+    """`consumer_marks` as a merge patch on an existing Artifact: also drops the mark that the experiment had
+    left its plan (`release_marks`), when its grid grows back."""
+    marks: dict[str, dict[str, str | None]] = {
+        kind: dict(v) for kind, v in consumer_marks(experiment, batch_object).items()
+    }
+    marks["labels"][left_key(experiment)] = None
+    return marks
+
+
+def plan_digest(artifacts: Iterable[str]) -> str:
+    """Of a set of Artifact names (Experiment status.planned.digest): a tool compares it with the Artifacts it
+    finds labelled exp.datasweep.io/<name> to tell whether they are the current plan."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(set(artifacts))).encode()).hexdigest()[:16]
+
+
 def consumers_in(labels: dict[str, str], annotations: dict[str, str]) -> list[str]:
     """The consuming Experiments recorded in an Artifact's labels (full names from the annotations)."""
     keys = [k for k in labels if k.startswith(EXPERIMENT_PREFIX)]
@@ -76,9 +126,14 @@ def consumers_in(labels: dict[str, str], annotations: dict[str, str]) -> list[st
 def consumers_of(metadata: dict[str, Any], status: dict[str, Any]) -> list[str]:
     """Every Experiment that consumes an Artifact, its first one first: the consumer labels, plus the
     `status.consumers` list that earlier operator versions wrote (read, no longer written: a cache hit costs one
-    label patch, no status write)."""
-    annotations = metadata.get("annotations") or {}
+    label patch, no status write); an Experiment whose plan the Artifact left (`release_marks`) is none of them."""
+    annotations, labels = metadata.get("annotations") or {}, metadata.get("labels") or {}
     first = annotations.get(FIRST_EXPERIMENT) or status.get("firstExperiment")
-    found = set(consumers_in(metadata.get("labels") or {}, annotations)) | set(status.get("consumers") or [])
+    labelled = set(consumers_in(labels, annotations))
+
+    def current(experiment: str) -> bool:  # its label says so, or it never left the Artifact's plan
+        return experiment in labelled or left_key(experiment) not in labels
+
+    found = labelled | {c for c in status.get("consumers") or [] if current(c)}
     found.discard(first)
-    return ([first] if first else []) + sorted(found)
+    return ([first] if first and current(first) else []) + sorted(found)

@@ -340,6 +340,7 @@ class LocalRunner:
                     and (record.first_batch != result.batch or record.first_experiment != experiment.name),
                     path=f"{result.batch}/{point.dataset}/{Path(gen.relpath).name}",
                     ready=all(is_complete(task.directory) for task in point.tasks),
+                    training=[task.plan.artifact for task in point.training],
                 )
             )
         self.registry.record_batch_points(

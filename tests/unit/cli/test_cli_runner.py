@@ -250,24 +250,36 @@ def test_a_training_sweep_runs_one_stage_per_combination_and_a_second_reuses_the
     assert "--axis top_p: every row has top_p=1.0, a constant; the axes that vary here:" in refused.output
 
 
-def test_results_mark_the_points_an_experiment_no_longer_plans(
+def test_results_leave_out_what_an_experiment_no_longer_plans_and_all_shows_it_marked(
     workspace: Path, write_experiment: Callable[..., Path], invoke: Invoke
 ) -> None:
     root = workspace / "root"
-    first = write_experiment("shrinks", training_sweep(workspace, [1e-5]))
+    first = write_experiment("shrinks", training_sweep(workspace, [1e-5, 3e-5]))
     invoke("run", first, "--root", root, "--worker-command", fake_worker_command())
-    shrunk = training_sweep(workspace, [1e-5])
+    shrunk = training_sweep(workspace, [3e-5])  # a training value and a temperature leave the grid
     shrunk["generation"]["temperature"] = 0.5
     again = write_experiment("shrinks", shrunk)
     invoke("run", again, "--root", root, "--worker-command", fake_worker_command())
     rows = json.loads(invoke("results", "shrinks", "--root", root, "-o", "json").stdout)
-    assert sorted((r["temperature"], bool(r.get("leftGrid"))) for r in rows) == [
-        (0.5, False),
-        (0.5, False),
-        (0.7, True),
-        (0.7, True),
+    assert sorted((r["temperature"], r["inner_lr"], bool(r.get("leftGrid"))) for r in rows) == [
+        (0.5, 3e-5, False),
+        (0.5, 3e-5, False),
     ]
-    assert "left the grid" in invoke("results", "shrinks", "--root", root).stdout
+    assert "left the grid" not in invoke("results", "shrinks", "--root", root).stdout
+    everything = json.loads(invoke("results", "shrinks", "--root", root, "--all", "-o", "json").stdout)
+    assert sorted((r["temperature"], r["inner_lr"], bool(r.get("leftGrid"))) for r in everything) == [
+        (0.5, 1e-5, True),
+        (0.5, 1e-5, True),
+        (0.5, 3e-5, False),
+        (0.5, 3e-5, False),
+        (0.7, 1e-5, True),
+        (0.7, 1e-5, True),
+        (0.7, 3e-5, True),
+        (0.7, 3e-5, True),
+    ]
+    assert "left the grid" in invoke("results", "shrinks", "--root", root, "--all").stdout
+    points = json.loads(invoke("results", "shrinks", "--root", root, "--stage", "generate", "-o", "json").stdout)
+    assert [(r["temperature"], bool(r.get("leftGrid"))) for r in points] == [(0.5, False)]
 
 
 def test_plan_says_what_a_random_search_samples(

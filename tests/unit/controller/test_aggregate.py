@@ -83,6 +83,21 @@ def test_done_only_when_every_planned_point_is_ready() -> None:
     assert summarize_experiment("me", planned(["g0"], [], 1), stale, 20)["failures"]["total"] == 0
 
 
+def test_a_sampled_point_with_fewer_combinations_is_done_when_they_are() -> None:
+    """spec.search may plan 2 of one point's combinations and 1 of another's."""
+    infos = [
+        artifact_info("g0", body("g0", "Ready", "me")),
+        artifact_info("g1", body("g1", "Ready", "me")),
+        *(artifact_info(t, body(t, "Ready", "me", stage="qa", inputs=(g,))) for t, g in (("a", "g0"), ("b", "g0"))),
+        artifact_info("c", body("c", "Ready", "me", stage="qa", inputs=("g1",))),
+    ]
+    sampled = planned(["g0", "g1"], ["a", "b", "c"], 3)
+    sampled.point_stages = {"g0": 3, "g1": 2}
+    status = summarize_experiment("me", sampled, infos, 20)
+    assert status["counts"]["succeeded"] == 2
+    assert next(c for c in status["conditions"] if c["type"] == "Succeeded")["status"] == "True"
+
+
 def test_batch_sums_its_experiments_and_caps_failures() -> None:
     summaries = [
         ExperimentSummary(
